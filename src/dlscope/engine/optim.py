@@ -1,0 +1,62 @@
+"""Adam for stacked (ensemble) parameters, with per-member learning rates, and StepLR.
+
+Numerically the same algorithm as torch.optim.Adam (coupled L2 weight decay: the decay is added
+to the gradient before the moments), applied to tensors whose first dimension is the member.
+Adam is element-wise, so members never influence each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class BatchedAdam:
+    def __init__(self, params: list[torch.Tensor], lr, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        n = self.params[0].shape[0]
+        dev = self.params[0].device
+        self.lr = torch.as_tensor(lr, dtype=torch.float32, device=dev).reshape(-1).expand(n).clone()
+        self.weight_decay = weight_decay
+        self.betas = betas
+        self.eps = eps
+        self.t = 0
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self, lr_scale: float = 1.0) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        bc1 = 1 - b1**self.t
+        bc2_sqrt = math.sqrt(1 - b2**self.t)
+        step_size = self.lr * (lr_scale / bc1)
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            g = p.grad
+            if self.weight_decay:
+                g = g.add(p, alpha=self.weight_decay)
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            p.sub_(m.div(denom).mul_(step_size.view((-1,) + (1,) * (p.dim() - 1))))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "lr": self.lr, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = state["t"]
+        self.lr.copy_(state["lr"])
+        for dst, src in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+            dst.copy_(src)
+
+
+def step_lr_scale(epoch: int, step_size: int | None, gamma: float = 0.1) -> float:
+    """StepLR stepped once per epoch: the factor on the base lr during epoch `epoch` (0-based)."""
+    if not step_size:
+        return 1.0
+    return gamma ** (epoch // step_size)

@@ -1,0 +1,76 @@
+"""Executors run trials. Experiments never loop over trials themselves: they hand a list of
+jobs to an executor, which reports each outcome back to the driver (the runner), and the driver
+alone writes results into the run folder.
+
+    local    in this process, one trial after another (the default)
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from ..experiments.base import Trial, TrialContext
+from ..store import FileCheckpointer
+
+
+@dataclass
+class Job:
+    experiment: str
+    trial: Trial
+    device: str
+    data_dir: str | None
+    checkpoint_path: str | None  # where the trial may checkpoint (None: it restarts from scratch)
+    checkpoint_every: float = 30.0
+
+
+@dataclass
+class Outcome:
+    key: str
+    result: dict | None = None
+    error: str | None = None  # the traceback of a trial that raised
+    seconds: float = 0.0
+
+
+ProgressFn = Callable[[Job, int, int, str], None]  # (job, epochs done, epochs total, info)
+
+
+def run_job(job: Job, on_progress: ProgressFn | None = None) -> Outcome:
+    """Run one trial wherever this is called; an exception becomes a failed Outcome."""
+    ckpt = None
+    if job.checkpoint_path:
+        cb = (lambda d, t, i: on_progress(job, d, t, i)) if on_progress else None
+        ckpt = FileCheckpointer(job.checkpoint_path, job.checkpoint_every, cb)
+    ctx = TrialContext(device=torch.device(job.device), data_dir=job.data_dir, checkpoint=ckpt)
+    t0 = time.perf_counter()
+    try:
+        result = job.trial.fn(job.trial.args, ctx)
+    except Exception:
+        return Outcome(job.trial.key, error=traceback.format_exc(), seconds=time.perf_counter() - t0)
+    return Outcome(job.trial.key, result=result, seconds=time.perf_counter() - t0)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: list[Job], on_outcome: Callable[[Job, Outcome], None], on_progress: ProgressFn | None = None) -> None: ...
+
+
+class LocalExecutor:
+    name = "local"
+
+    def run(self, jobs, on_outcome, on_progress=None) -> None:
+        for job in jobs:
+            on_outcome(job, run_job(job, on_progress))
+
+
+def make_executor(name: str = "local", **options) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    from ..experiments.base import ConfigError
+
+    raise ConfigError(f"unknown executor {name!r}; available: local")

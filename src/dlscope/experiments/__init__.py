@@ -1,0 +1,41 @@
+"""The study's experiments, in SPEC order, each a module (see base.py for what one holds)."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import ConfigError
+
+# name -> module, in the order of SPEC and of the report
+REGISTRY = {
+    "func-fit": "dlscope.experiments.func_fit",
+    "cifar-depth": "dlscope.experiments.cifar_depth",
+    "trajectory": "dlscope.experiments.trajectory",
+    "grad-norm": "dlscope.experiments.grad_norm",
+    "min-ratio": "dlscope.experiments.min_ratio",
+    "random-labels": "dlscope.experiments.random_labels",
+    "param-count": "dlscope.experiments.param_count",
+    "interpolation": "dlscope.experiments.interpolation",
+    "sensitivity": "dlscope.experiments.sensitivity",
+}
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def is_available(name: str) -> bool:
+    return importlib.util.find_spec(REGISTRY[name]) is not None
+
+
+def available() -> list[str]:
+    """The experiments implemented in this version, in SPEC order."""
+    return [n for n in REGISTRY if is_available(n)]
+
+
+def get(name: str):
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown experiment {name!r}; choose from: {', '.join(REGISTRY)}, all")
+    if not is_available(name):
+        raise ConfigError(f"experiment {name!r} is not implemented in this version")
+    return importlib.import_module(REGISTRY[name])

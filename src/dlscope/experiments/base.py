@@ -1,0 +1,148 @@
+"""What an experiment is made of: settings per profile, trials, and the context a trial runs in.
+
+An experiment is a module with:
+    NAME, TITLE          its command-line name and a one-line title
+    PROFILES             {"smoke": {...}, "quick": {...}, "full": {...}}: every setting, per profile
+    validate(cfg)        raise ConfigError for impossible values (optional)
+    trials(cfg)          -> list[Trial]: independent units of work
+    summarize(cfg, results) -> dict merged into summary.json (results: key -> trial result; a
+                         failed trial's key is absent)
+    metrics(cfg, results)   -> list of rows for metrics.csv (long format, see store.py)
+    figures(cfg, results, fig_dir) -> list of written paths
+
+A trial is a module-level function fn(args, ctx) -> dict (picklable: numbers, lists, tensors),
+so any executor, in-process, a process pool or a cluster, can run it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+class ConfigError(ValueError):
+    """Bad settings or usage: the CLI prints the one-line message and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0  # a fraction lets a cluster pack several tiny trials onto one GPU
+
+
+@dataclass(frozen=True)
+class Trial:
+    key: str  # unique in its experiment, safe as a file name
+    fn: Callable[[dict, "TrialContext"], dict]
+    args: dict
+    resources: Resources = field(default_factory=Resources)
+    label: str = ""  # for progress displays
+
+
+@dataclass
+class TrialContext:
+    device: torch.device
+    data_dir: str | None = None
+    checkpoint: Any = None  # an engine.train.Checkpointer, or None
+
+    def load_data(self, name: str, train_size: int | None = None, test_size: int | None = None):
+        from ..data import load_cached
+
+        return load_cached(name, str(self.device), self.data_dir, train_size, test_size)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _parse_like(key: str, text: str, like: Any) -> Any:
+    """Parse a --set value as the type of the default it replaces."""
+    try:
+        if isinstance(like, bool):
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+        if isinstance(like, list):
+            items = json.loads(text) if text.strip().startswith("[") else [t for t in text.split(",") if t.strip()]
+            if not isinstance(items, list) or not items:
+                raise ValueError
+            proto = like[0] if like else None
+            return [_parse_like(key, str(i), proto) if proto is not None else i for i in items]
+        if like is None:
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return text
+        return text
+    except (ValueError, TypeError, json.JSONDecodeError):
+        kind = type(like).__name__ if not isinstance(like, list) else f"list of {type(like[0]).__name__ if like else 'values'}"
+        raise ConfigError(f"--set {key}={text}: expected a {kind}") from None
+
+
+def resolve(module, profile: str, overrides: list[str] | None = None, seed: int = 0) -> dict:
+    """The full settings of one experiment run: the profile's, then --set key=value overrides."""
+    if profile not in module.PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(module.PROFILES)}")
+    cfg = json.loads(json.dumps(module.PROFILES[profile]))  # a deep copy
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in cfg:
+            raise ConfigError(f"--set {key}: unknown setting of {module.NAME}; known: {', '.join(sorted(cfg))}")
+        cfg[key] = _parse_like(key, text.strip(), cfg[key])
+    cfg = {"profile": profile, "seed": int(seed), **cfg}
+    check_common(cfg)
+    if hasattr(module, "validate"):
+        module.validate(cfg)
+    return cfg
+
+
+def check_common(cfg: dict) -> None:
+    """Values no experiment can use: non-positive sizes, epochs or learning rates."""
+    for key, v in cfg.items():
+        vals = v if isinstance(v, list) else [v]
+        for x in vals:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                continue
+            if (key.endswith(("epochs", "batch_size", "runs", "seeds", "steps")) or key in ("lr", "lrs", "batch_sizes")) and x <= 0:
+                raise ConfigError(f"{key}={v}: must be positive")
+            if key.endswith(("_size", "_sizes")) and x < 0:
+                raise ConfigError(f"{key}={v}: must not be negative")
+
+
+def seeds_for(cfg: dict, count: int, offset: int = 0) -> list[int]:
+    """The trial seeds of a run: consecutive from the run's base seed (--seed)."""
+    return [cfg["seed"] + offset + i for i in range(count)]
+
+
+def save_fig(fig, path: Path) -> str:
+    """Write a matplotlib figure as PNG (atomically) and close it."""
+    import os
+    import tempfile
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(path)

@@ -1,0 +1,199 @@
+"""1. func-fit: deep vs shallow MLPs of ~573 parameters fitting two 1-D functions.
+
+One trial per architecture; inside it, both functions (and all seeds) train as one vectorized
+ensemble, each member with its own shuffle order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import models
+from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression
+from .base import ConfigError, Trial, save_fig, seeds_for
+
+NAME = "func-fit"
+TITLE = "Deep vs shallow networks on simulated functions"
+
+_FULL = {
+    "models": ["mlp-deep", "mlp-mid", "mlp-shallow"],
+    "functions": ["f1", "f2"],
+    "points": 300,
+    "epochs": 20000,
+    "batch_size": 1,
+    "lr": 4e-4,
+    "weight_decay": 1e-4,
+    "seeds": 1,  # trainings per (model, function)
+    "converge_min_epoch": 1000,
+    "converge_every": 100,
+    "converge_tol": 1e-6,
+}
+PROFILES = {
+    "smoke": {**_FULL, "points": 60, "epochs": 12, "batch_size": 4, "converge_min_epoch": 4, "converge_every": 2, "converge_tol": 1e-3},
+    "quick": {**_FULL, "epochs": 1500, "batch_size": 10, "lr": 2e-3, "converge_min_epoch": 300, "converge_every": 100},
+    "full": _FULL,
+}
+
+
+def validate(cfg: dict) -> None:
+    for m in cfg["models"]:
+        if m not in models.MLP_WIDTHS:
+            raise ConfigError(f"models: {m!r} is not one of the 1-D MLPs {', '.join(models.MLP_WIDTHS)}")
+    for f in cfg["functions"]:
+        if f not in FUNCTIONS:
+            raise ConfigError(f"functions: {f!r} unknown; choose from {', '.join(FUNCTIONS)}")
+    if cfg["points"] < 2:
+        raise ConfigError("points: need at least 2")
+
+
+# --------------------------------------------------------------------------- the functions
+
+
+def f1(x: torch.Tensor) -> torch.Tensor:
+    """sin(5 pi x) / (5 pi x), with f1(0) = 1."""
+    z = 5 * math.pi * x
+    return torch.where(z == 0, torch.ones_like(z), torch.sin(z) / torch.where(z == 0, torch.ones_like(z), z))
+
+
+def f2(x: torch.Tensor) -> torch.Tensor:
+    """sign(sin(5 pi x))."""
+    return torch.sign(torch.sin(5 * math.pi * x))
+
+
+FUNCTIONS = {"f1": f1, "f2": f2}
+
+
+def inputs(points: int, device="cpu") -> torch.Tensor:
+    return torch.linspace(-1, 1, points, device=device).unsqueeze(1)
+
+
+def converged_epoch(loss: list[float], min_epoch: int, every: int, tol: float) -> int | None:
+    """First epoch e >= min_epoch, multiple of `every`, with loss(e - every) - loss(e) < tol.
+
+    loss[e] is the full-data loss after e epochs (loss[0]: at initialisation)."""
+    start = max(min_epoch, every)
+    start += (-start) % every
+    for e in range(start, len(loss), every):
+        if loss[e - every] - loss[e] < tol:
+            return e
+    return None
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def trials(cfg: dict) -> list[Trial]:
+    return [
+        Trial(key=m, fn=train_model, args={**cfg, "model": m}, label=m)
+        for m in cfg["models"]
+    ]
+
+
+def members(cfg: dict) -> list[dict]:
+    return [{"function": f, "seed": s} for f in cfg["functions"] for s in seeds_for(cfg, cfg["seeds"])]
+
+
+def train_model(args: dict, ctx) -> dict:
+    dev = ctx.device
+    x = inputs(args["points"], dev)
+    mem = members(args)
+    y = torch.stack([FUNCTIONS[m["function"]](x[:, 0]) for m in mem])  # [N, points]
+    seeds = [m["seed"] for m in mem]
+    ens = Ensemble.from_seeds(args["model"], seeds, dev)
+    cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], loss="mse")
+    trainer = Trainer(ens, cfg, seeds)
+    trainer.run(x, y, evaluate=lambda t: {"loss": evaluate_regression(t.ens, x, y)}, checkpoint=ctx.checkpoint)
+    with torch.no_grad():
+        pred = ens.forward_shared(x).reshape(ens.n, -1).cpu()
+    return {
+        "model": args["model"],
+        "params": ens.n_params(),
+        "members": mem,
+        "loss": torch.stack(trainer.history["loss"]),  # [epochs + 1, N]
+        "pred": pred,
+        "diverged": trainer.diverged.tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def summarize(cfg: dict, results: dict) -> dict:
+    rows = []
+    for m in cfg["models"]:
+        r = results.get(m)
+        if r is None:
+            continue
+        for i, mem in enumerate(r["members"]):
+            curve = r["loss"][:, i].tolist()
+            rows.append(
+                {
+                    "function": mem["function"],
+                    "model": m,
+                    "params": r["params"],
+                    "seed": mem["seed"],
+                    "final_loss": curve[-1],
+                    "converged_epoch": converged_epoch(curve, cfg["converge_min_epoch"], cfg["converge_every"], cfg["converge_tol"]),
+                    "diverged": bool(r["diverged"][i]),
+                }
+            )
+    rows.sort(key=lambda r: (r["function"], cfg["models"].index(r["model"]), r["seed"]))
+    return {"results": rows}
+
+
+def metrics(cfg: dict, results: dict) -> list[dict]:
+    rows = []
+    for m, r in results.items():
+        for i, mem in enumerate(r["members"]):
+            for e, v in enumerate(r["loss"][:, i].tolist()):
+                rows.append({"model": m, "function": mem["function"], "seed": mem["seed"], "epoch": e, "metric": "mse", "value": v})
+    return rows
+
+
+def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    xs = inputs(cfg["points"])[:, 0]
+    fine = torch.linspace(-1, 1, 2000)
+    funcs = cfg["functions"]
+
+    fig, axes = plt.subplots(1, len(funcs), figsize=(5 * len(funcs), 3.2), squeeze=False)
+    for ax, f in zip(axes[0], funcs):
+        ax.plot(fine, FUNCTIONS[f](fine), color="k", lw=1.2)
+        ax.scatter(xs, FUNCTIONS[f](xs), s=5, color="tab:red", label=f"{cfg['points']} training points")
+        ax.set(title={"f1": "f1(x) = sin(5πx)/(5πx)", "f2": "f2(x) = sign(sin(5πx))"}[f], xlabel="x", ylabel=f"{f}(x)")
+        ax.legend(loc="lower right", fontsize=8)
+    paths.append(save_fig(fig, fig_dir / "functions.png"))
+
+    colors = {"mlp-deep": "tab:blue", "mlp-mid": "tab:orange", "mlp-shallow": "tab:green"}
+    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False)
+    for ax, f in zip(axes[0], funcs):
+        for m, r in results.items():
+            for i, mem in enumerate(r["members"]):
+                if mem["function"] != f:
+                    continue
+                first = mem["seed"] == cfg["seed"]
+                ax.plot(r["loss"][:, i], color=colors.get(m), lw=1, alpha=0.9 if first else 0.4,
+                        label=f"{m} ({r['params']} params)" if first else None)
+        ax.set(yscale="log", xlabel="epoch", ylabel="full-data MSE (log scale)", title=f"Training loss on {f}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    paths.append(save_fig(fig, fig_dir / "loss.png"))
+
+    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False)
+    for ax, f in zip(axes[0], funcs):
+        ax.plot(fine, FUNCTIONS[f](fine), color="k", lw=2, alpha=0.35, label="ground truth")
+        for m, r in results.items():
+            for i, mem in enumerate(r["members"]):
+                if mem["function"] == f and mem["seed"] == cfg["seed"]:
+                    ax.plot(xs, r["pred"][i], color=colors.get(m), lw=1.2, label=m)
+        ax.set(xlabel="x", ylabel="prediction", title=f"Predictions on {f} after {cfg['epochs']} epochs")
+        ax.legend(fontsize=8)
+    paths.append(save_fig(fig, fig_dir / "predictions.png"))
+    return paths

@@ -1,0 +1,25 @@
+"""Shared test set-up: the real data sets in ../shared/data (or $DLSCOPE_DATA), small and quick."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DLSCOPE_DATA", str(REPO.parent / "shared" / "data"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    path = Path(os.environ["DLSCOPE_DATA"])
+    if not (path / "cifar-10-batches-py").exists():
+        pytest.fail(f"the data sets are expected in {path} (set DLSCOPE_DATA)")
+    return str(path)
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    return tmp_path / "run"
