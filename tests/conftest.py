@@ -23,3 +23,14 @@ def data_dir() -> str:
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture
+def float64():
+    """Run a test in float64, so that equality between two implementations is tight."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -17,7 +17,7 @@ class BatchedAdam:
         self.params = list(params)
         n = self.params[0].shape[0]
         dev = self.params[0].device
-        self.lr = torch.as_tensor(lr, dtype=torch.float32, device=dev).reshape(-1).expand(n).clone()
+        self.lr = torch.as_tensor(lr, dtype=self.params[0].dtype, device=dev).reshape(-1).expand(n).clone()
         self.weight_decay = weight_decay
         self.betas = betas
         self.eps = eps
