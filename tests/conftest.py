@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+# as dlscope/__init__.py does, before torch loads (test modules import torch before dlscope)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DLSCOPE_DATA", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("MPLBACKEND", "Agg")

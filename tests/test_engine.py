@@ -116,3 +116,16 @@ def test_nan_member_is_recorded_and_others_unaffected():
     Trainer(ref, cfg, [0]).run(x, y)
     assert t.diverged.tolist() == [False, True]
     torch.testing.assert_close(ens.flat()[0], ref.flat()[0])
+
+
+def test_vmap_and_loop_modes_agree(float64):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(32, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (32,), generator=g)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=[1e-3, 3e-3, 1e-4], augment=True)
+    flat = []
+    for mode in ("vmap", "loop"):
+        ens = Ensemble.from_seeds("cnn-2", [0, 1, 2], mode=mode)
+        Trainer(ens, cfg, [0, 1, 2]).run(x, y)
+        flat.append(ens.flat())
+    torch.testing.assert_close(flat[0], flat[1], rtol=1e-9, atol=1e-11)

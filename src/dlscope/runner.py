@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,18 +56,29 @@ def device_description(device: str) -> str:
 
 
 class Progress:
-    """One line per experiment: trials done, the current trial's epoch and loss, time left."""
+    """The progress display of one experiment: trials done, the running trial's epoch, time left.
+
+    Alone it is one tqdm bar. While `run_all` runs, it reports into the study's one overall line
+    (StudyProgress.current) instead, so the whole study shows as a single display."""
 
     def __init__(self, experiment: str, total: int, done: int, enabled: bool = True):
         from tqdm import tqdm
 
         self.done = done
+        self.study = StudyProgress.current if enabled else None
+        if self.study is not None:
+            self.bar = self.study.bar  # run_experiment writes failure lines through .bar.write
+            self.study.start_experiment(experiment, total, done)
+            return
         self.bar = tqdm(total=total, initial=done, desc=experiment, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
             bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n:.1f}/{total} trials [{elapsed}<{remaining}{postfix}]",
         )
 
     def epoch(self, job: Job, done: int, total: int, info: str) -> None:
         label = job.trial.label or job.trial.key
+        if self.study is not None:
+            self.study.epoch(label, done, total)
+            return
         self.bar.set_postfix_str(f"{label}: epoch {done}/{total} {info}".strip(), refresh=False)
         # fractional progress inside the running trial, so the time estimate moves
         self.bar.n = self.done + min(done / max(total, 1), 0.999)
@@ -74,11 +86,138 @@ class Progress:
 
     def trial_done(self) -> None:
         self.done += 1
+        if self.study is not None:
+            self.study.trial_done()
+            return
         self.bar.n = self.done
         self.bar.refresh()
 
     def close(self) -> None:
+        if self.study is not None:
+            self.study.end_experiment()
+        else:
+            self.bar.close()
+
+
+class StudyProgress:
+    """One line for the whole study:  [3/9] trajectory · trial 2/8 cnn-21 · epoch 12/50 · ~4 min left
+
+    Time left = the running experiment's rest (from its own pace) + the experiments still to come,
+    each guessed at the mean duration of those that ran so far. Crude, but it corrects itself."""
+
+    current: "StudyProgress | None" = None  # the active display; Progress reports into it
+
+    def __init__(self, names: list[str], enabled: bool = True):
+        from tqdm import tqdm
+
+        self.names, self.index, self.name, self.open = names, -1, "", False
+        self.total = self.done = self.done_at_start = self.ep = self.ep_total = 0
+        self.label, self.t0 = "", time.monotonic()
+        self.durations: list[float] = []  # seconds of experiments that ran trials
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=len(names), disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                        bar_format="{desc} |{bar:12}| {elapsed}")
+        self._last_draw = 0.0
+
+    def __enter__(self) -> "StudyProgress":
+        StudyProgress.current = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        StudyProgress.current = None
         self.bar.close()
+
+    # ---------------------------------------------------------------- called by Progress
+
+    def enter(self, name: str) -> None:
+        """run_all is about to run `name` (its trials are not known yet)."""
+        self.index = self.names.index(name)
+        self.name, self.total, self.done, self.done_at_start = name, 0, 0, 0
+        self.label, self.ep, self.ep_total = "", 0, 0
+        self.t0, self.open = time.monotonic(), True
+        self.draw(force=True)
+
+    def start_experiment(self, name: str, total: int, done: int) -> None:
+        if name != self.name or not self.open:
+            self.enter(name)
+        self.total, self.done, self.done_at_start = total, done, done
+        self.draw(force=True)
+
+    def epoch(self, label: str, done: int, total: int) -> None:
+        self.label, self.ep, self.ep_total = label, done, total
+        self.draw()
+
+    def trial_done(self) -> None:
+        self.done += 1
+        self.label, self.ep, self.ep_total = "", 0, 0
+        self.draw(force=True)
+
+    def end_experiment(self) -> None:
+        if not self.open:  # already ended (a crash after the trials ends it twice)
+            return
+        self.open = False
+        if self.done > self.done_at_start:  # a fully resumed experiment says nothing about pace
+            self.durations.append(time.monotonic() - self.t0)
+        self.bar.n = self.index + 1
+        self.draw(force=True)
+
+    # ---------------------------------------------------------------- the line
+
+    def fraction(self) -> float:
+        """How much of the running experiment's remaining work (at its start) is done."""
+        todo = self.total - self.done_at_start
+        if todo <= 0:
+            return 1.0
+        within = self.ep / self.ep_total if self.ep_total else 0.0
+        return min((self.done - self.done_at_start + within) / todo, 1.0)
+
+    def seconds_left(self) -> float | None:
+        f, spent = self.fraction(), time.monotonic() - self.t0
+        if f < 0.02 and not self.durations:
+            return None
+        projected = spent / f if f >= 0.02 else statistics.fmean(self.durations)
+        per_exp = statistics.fmean(self.durations + [projected])
+        later = len(self.names) - self.index - 1
+        return max(projected - spent, 0.0) + later * per_exp
+
+    def text(self) -> str:
+        parts = [f"[{self.index + 1}/{len(self.names)}] {self.name}"]
+        if self.done < self.total:
+            parts.append(f"trial {self.done + 1}/{self.total}" + (f" {self.label}" if self.label else ""))
+            if self.ep_total:
+                parts.append(f"epoch {self.ep}/{self.ep_total}")
+        else:
+            parts.append("summary and figures")
+        left = self.seconds_left()
+        parts.append(f"~{_duration(left)} left" if left is not None else "estimating time left")
+        return " · ".join(parts)
+
+    def draw(self, force: bool = False) -> None:
+        # a terminal redraws in place; a log file (CI) gets a line every 30 s at most
+        now = time.monotonic()
+        if not force and now - self._last_draw < (0.5 if self.tty else 30.0):
+            return
+        self._last_draw = now
+        self.bar.n = min(self.index + self.fraction(), len(self.names))
+        self.bar.set_description_str(self.text(), refresh=False)
+        self.bar.refresh()
+
+    def finish(self, failed: list[str]) -> None:
+        self.bar.n = len(self.names)
+        end = f"failed: {', '.join(failed)}" if failed else "all ok"
+        self.bar.set_description_str(f"[{len(self.names)}/{len(self.names)}] study finished · {end}", refresh=False)
+        self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        self.bar.write(line, file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def run_experiment(
@@ -185,21 +324,34 @@ def split_overrides(overrides: list[str] | None) -> dict[str, list[str]]:
 
 
 def run_all(profile: str = "quick", out=None, seed: int = 0, device: str = "auto", executor=None, data_dir=None, progress=True, overrides=None) -> list[RunResult]:
-    """Every experiment in SPEC order; one failing does not stop the others."""
+    """Every experiment in SPEC order, one after another, under one overall progress line.
+    One failing (a trial, or the experiment itself) is reported and the others still run; the
+    caller sees it in the results (RunResult.ok) and sets the exit code."""
     out = Path(out) if out else default_out()
     per = split_overrides(overrides)
     names = experiments.available()
     for name in names:  # bad settings anywhere stop the run before anything starts
         resolve(experiments.get(name), profile, per.get(name), seed)
+    missing = [n for n in experiments.names() if n not in names]
+    if missing:
+        print(f"dlscope: not implemented in this version, skipped: {', '.join(missing)}", file=sys.stderr)
     results = []
-    for name in names:
-        try:
-            results.append(run_experiment(name, profile, out, seed, device, per.get(name), executor, data_dir, progress))
-        except ConfigError:
-            raise
-        except Exception as e:  # a crash outside the trials (summaries, figures): report, go on
-            import traceback
+    with StudyProgress(names, enabled=progress) as study:
+        for name in names:
+            study.enter(name)
+            try:
+                result = run_experiment(name, profile, out, seed, device, per.get(name), executor, data_dir, progress)
+            except ConfigError:
+                raise
+            except Exception as e:  # a crash outside the trials (summaries, figures): report, go on
+                import traceback
 
-            print(f"dlscope: {name} failed: {e}", file=sys.stderr)
-            results.append(RunResult(name, out / name, None, {"<experiment>": traceback.format_exc()}))
+                study.write(f"dlscope: {name} failed: {type(e).__name__}: {e}")
+                result = RunResult(name, out / name, None, {"<experiment>": traceback.format_exc()})
+            study.end_experiment()
+            if not result.ok:
+                what = ", ".join(sorted(result.failed)) or "no summary"
+                study.write(f"dlscope: {name}: FAILED ({what}); going on with the others")
+            results.append(result)
+        study.finish([r.experiment for r in results if not r.ok])
     return results

@@ -3,6 +3,14 @@ jobs to an executor, which reports each outcome back to the driver (the runner),
 alone writes results into the run folder.
 
     local    in this process, one trial after another (the default)
+    process  worker processes on this machine: a pool sharing the cores, or one per GPU
+             (--workers N); see process.py
+    ray      Ray tasks on a cluster (--address HOST:PORT or $RAY_ADDRESS), or on a private local
+             Ray instance without one; see ray_executor.py and docs/cluster.md
+
+Every executor calls on_outcome(job, outcome) in the driver as each trial finishes, in whatever
+order they finish. A worker that dies mid-trial costs that trial one attempt (3 retries); a trial
+that raises comes back as an Outcome with its error.
 """
 
 from __future__ import annotations
@@ -68,9 +76,31 @@ class LocalExecutor:
             on_outcome(job, run_job(job, on_progress))
 
 
-def make_executor(name: str = "local", **options) -> Executor:
-    if name == "local":
-        return LocalExecutor()
+EXECUTORS = ("local", "process", "ray")
+
+
+def make_executor(name: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor the command line names: --executor NAME [--workers N] [--address HOST:PORT]."""
+    import importlib.util
+
     from ..experiments.base import ConfigError
 
-    raise ConfigError(f"unknown executor {name!r}; available: local")
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: must be at least 1")
+    if address is not None and name != "ray":
+        raise ConfigError("--address is for --executor ray")
+    if name == "local":
+        if workers is not None:
+            raise ConfigError("--workers is for --executor process or ray")
+        return LocalExecutor()
+    if name == "process":
+        from .process import ProcessExecutor
+
+        return ProcessExecutor(workers)
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--executor ray needs Ray: pip install 'dlscope[ray]'")
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(address, workers)

@@ -126,7 +126,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     import matplotlib.pyplot as plt
 
     colors = dict(zip(cfg["models"], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for m, r in results.items():
         for split, style in (("train", "--"), ("test", "-")):
             ax_l.plot(r[f"{split}_loss"].mean(1), style, color=colors[m], label=f"{m} {split}")
@@ -135,7 +135,8 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (dashed: train, solid: test)")
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
-    ax_a.legend(fontsize=8, ncol=2, loc="lower right")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
+    ax_a.legend(fontsize=8, ncol=2, loc="best")
     path = save_fig(fig, fig_dir / "curves.png")
 
     # the table of final values as a figure too, for the report

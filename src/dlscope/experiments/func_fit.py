@@ -11,7 +11,7 @@ import math
 import torch
 
 from .. import models
-from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression
+from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression, fast_mlp
 from .base import ConfigError, Trial, save_fig, seeds_for
 
 NAME = "func-fit"
@@ -101,15 +101,20 @@ def train_model(args: dict, ctx) -> dict:
     mem = members(args)
     y = torch.stack([FUNCTIONS[m["function"]](x[:, 0]) for m in mem])  # [N, points]
     seeds = [m["seed"] for m in mem]
-    ens = Ensemble.from_seeds(args["model"], seeds, dev)
     cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], loss="mse")
-    trainer = Trainer(ens, cfg, seeds)
-    trainer.run(x, y, evaluate=lambda t: {"loss": evaluate_regression(t.ens, x, y)}, checkpoint=ctx.checkpoint)
-    with torch.no_grad():
-        pred = ens.forward_shared(x).reshape(ens.n, -1).cpu()
+    if fast_mlp.supports(args["model"]):  # the MLPs: hand-written backward, an epoch per compiled call
+        trainer = fast_mlp.FastMLPTrainer(args["model"], cfg, seeds, dev)
+        trainer.run(x, y, checkpoint=ctx.checkpoint)
+        pred, n_params = trainer.predict(x).cpu(), trainer.spec.n_params
+    else:
+        ens = Ensemble.from_seeds(args["model"], seeds, dev)
+        trainer = Trainer(ens, cfg, seeds)
+        trainer.run(x, y, evaluate=lambda t: {"loss": evaluate_regression(t.ens, x, y)}, checkpoint=ctx.checkpoint)
+        with torch.no_grad():
+            pred, n_params = ens.forward_shared(x).reshape(ens.n, -1).cpu(), ens.n_params()
     return {
         "model": args["model"],
-        "params": ens.n_params(),
+        "params": n_params,
         "members": mem,
         "loss": torch.stack(trainer.history["loss"]),  # [epochs + 1, N]
         "pred": pred,
@@ -163,16 +168,16 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     fine = torch.linspace(-1, 1, 2000)
     funcs = cfg["functions"]
 
-    fig, axes = plt.subplots(1, len(funcs), figsize=(5 * len(funcs), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(funcs), figsize=(5 * len(funcs), 3.2), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
         ax.plot(fine, FUNCTIONS[f](fine), color="k", lw=1.2)
         ax.scatter(xs, FUNCTIONS[f](xs), s=5, color="tab:red", label=f"{cfg['points']} training points")
         ax.set(title={"f1": "f1(x) = sin(5πx)/(5πx)", "f2": "f2(x) = sign(sin(5πx))"}[f], xlabel="x", ylabel=f"{f}(x)")
-        ax.legend(loc="lower right", fontsize=8)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", fontsize=8)  # below: inside it hides points
     paths.append(save_fig(fig, fig_dir / "functions.png"))
 
     colors = {"mlp-deep": "tab:blue", "mlp-mid": "tab:orange", "mlp-shallow": "tab:green"}
-    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
         for m, r in results.items():
             for i, mem in enumerate(r["members"]):
@@ -186,7 +191,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.legend(fontsize=8)
     paths.append(save_fig(fig, fig_dir / "loss.png"))
 
-    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
         ax.plot(fine, FUNCTIONS[f](fine), color="k", lw=2, alpha=0.35, label="ground truth")
         for m, r in results.items():
@@ -194,6 +199,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
                 if mem["function"] == f and mem["seed"] == cfg["seed"]:
                     ax.plot(xs, r["pred"][i], color=colors.get(m), lw=1.2, label=m)
         ax.set(xlabel="x", ylabel="prediction", title=f"Predictions on {f} after {cfg['epochs']} epochs")
-        ax.legend(fontsize=8)
+        ax.set_xticks([-1, -0.5, 0, 0.5, 1])
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)  # below: inside it hides data
     paths.append(save_fig(fig, fig_dir / "predictions.png"))
     return paths

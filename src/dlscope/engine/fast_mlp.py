@@ -1,0 +1,580 @@
+"""A fast path for ensembles of tiny MLPs (func-fit, min-ratio): all members in lock-step as one
+program with a hand-written backward pass, and a whole epoch compiled into one loop.
+
+At batch size 1 a 573-parameter MLP costs almost nothing to compute; what costs is the
+framework's overhead per operation (autograd, the optimizer's loop over tensors, the DataLoader).
+So here every member's parameters live in one flat tensor [N, P] (in module order, as
+`Ensemble.flat()`), the forward and backward passes are written out by hand as batched matrix
+products over the member dimension, and Adam updates the flat tensors in a few element-wise ops.
+Compiled (torch.compile with torch.while_loop), one call runs a whole epoch: each step is one
+fused C++ loop nest and the loop over steps is C++ as well, so no Python runs between steps.
+If compiling fails, the same steps run eagerly (a warning says so).
+
+Semantics are those of `Trainer` / `train_reference`: member i starts from
+`torch.manual_seed(seed_i); models.build(name)`, visits the data in the order of
+`torch.randperm(n, generator=epoch_generator(seed_i, epoch))`, minimises the MSE with Adam
+(coupled weight decay, as torch.optim.Adam) and StepLR. Only float rounding differs (float64:
+~1e-16; float32: ~1e-7 relative over a few epochs, tests/test_fast_mlp.py).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import models
+from .optim import step_lr_scale
+from .train import Checkpointer, TrainConfig, epoch_generator
+
+# --------------------------------------------------------------------------- architecture
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """Linear layers widths[0] -> ... -> widths[-1], an activation max(z, slope*z) between them
+    (slope 0.01: leaky_relu, slope 0: ReLU)."""
+
+    widths: tuple[int, ...]
+    slope: float
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return list(zip(self.widths[1:], self.widths[:-1]))  # (out, in) per layer
+
+    @property
+    def n_params(self) -> int:
+        return sum(o * i + o for o, i in self.shapes)
+
+
+def spec_of(module: nn.Module) -> MLPSpec | None:
+    """The MLPSpec of an nn.Sequential of Linear layers with one kind of (leaky) ReLU, else None."""
+    if not isinstance(module, nn.Sequential) or len(module) % 2 == 0:  # Linear, act, ..., Linear
+        return None
+    linears, acts = list(module)[0::2], list(module)[1::2]
+    if not all(isinstance(l, nn.Linear) and l.bias is not None for l in linears):
+        return None
+    if any(a.out_features != b.in_features for a, b in zip(linears, linears[1:])):
+        return None
+    slopes = {float(a.negative_slope) if isinstance(a, nn.LeakyReLU) else 0.0 if type(a) is nn.ReLU else None for a in acts}
+    if None in slopes or len(slopes) > 1:
+        return None
+    widths = (linears[0].in_features, *(l.out_features for l in linears))
+    return MLPSpec(widths, slopes.pop() if slopes else 0.0)
+
+
+def spec_of_model(model_name: str) -> MLPSpec | None:
+    """The MLPSpec of a zoo model (None if it is not such an MLP); leaves the global RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        return spec_of(models.build(model_name))
+
+
+def supports(model_name: str) -> bool:
+    """Whether a zoo model is an MLP with one output that the fast path can train."""
+    spec = spec_of_model(model_name)
+    return spec is not None and spec.widths[-1] == 1
+
+
+def init_flat(model_name: str, seeds: list[int], device="cpu", dtype=None) -> torch.Tensor:
+    """[N, P]: member i = torch.manual_seed(seeds[i]); models.build(name), flattened in module order
+    (the same initial weights as Ensemble.from_seeds)."""
+    rows = []
+    for s in seeds:
+        torch.manual_seed(s)
+        m = models.build(model_name)
+        rows.append(torch.cat([p.detach().reshape(-1) for p in m.parameters()]))
+    return torch.stack(rows).to(device=device, dtype=dtype or torch.get_default_dtype())
+
+
+# --------------------------------------------------------------------------- forward and backward
+
+
+def _layers(theta: torch.Tensor, spec: MLPSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Views (W [N, out, in], b [N, out]) into the flat parameters, in module order."""
+    out, off = [], 0
+    for o, i in spec.shapes:
+        w = theta[:, off : off + o * i].reshape(-1, o, i)
+        b = theta[:, off + o * i : off + o * i + o]
+        out.append((w, b))
+        off += o * i + o
+    return out
+
+
+def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, fused: bool) -> torch.Tensor:
+    """h [N, B, in] @ w[N]^T + b: bmm eagerly; as multiply-and-sum when compiling, because the
+    compiler fuses that with its neighbours while a bmm is a separate library call."""
+    if fused:
+        return _contract(h.unsqueeze(2), w.unsqueeze(1), -1) + b.unsqueeze(1)
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def _contract(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """(a * b).sum(dim), written as a plain product when that dimension has size 1: a sum over
+    one element would still be a reduction to the compiler, which then stores its input whole."""
+    p = a * b
+    return p.squeeze(dim) if p.shape[dim] == 1 else p.sum(dim)
+
+
+def forward(theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    """x [N, B, in] (or [B, in], shared) -> outputs [N, B, out]."""
+    if x.dim() == 2:
+        x = x.expand(theta.shape[0], *x.shape)
+    h = x
+    layers = _layers(theta, spec)
+    for l, (w, b) in enumerate(layers):
+        h = _linear(h, w, b, fused)
+        if l < len(layers) - 1:
+            h = torch.where(h > 0, h, h * spec.slope)
+    return h
+
+
+def mse_and_grad(theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, y: torch.Tensor, fused: bool = False):
+    """Per-member mean squared error over the batch and its gradient, by hand.
+
+    x [N, B, in], y [N, B] -> (loss [N], grad [N, P] in the layout of theta)."""
+    layers = _layers(theta, spec)
+    hs, zs = [x], []  # inputs of each layer, pre-activations of the hidden ones
+    h = x
+    for l, (w, b) in enumerate(layers):
+        z = _linear(h, w, b, fused)
+        if l < len(layers) - 1:
+            zs.append(z)
+            h = torch.where(z > 0, z, z * spec.slope)
+            hs.append(h)
+        else:
+            h = z
+    r = h.squeeze(-1) - y  # [N, B]
+    loss = r.square().mean(1)
+    d = (r * (2.0 / r.shape[1])).unsqueeze(-1)  # dloss/dout, [N, B, 1]
+    grads = []
+    for l in range(len(layers) - 1, -1, -1):
+        w, _ = layers[l]
+        if fused and l > 0:
+            # recompute this layer's input from the one before rather than keep it: the compiler
+            # then fuses it into the reductions below instead of storing an [N, B, width] tensor
+            z = _linear(hs[l - 1], *layers[l - 1], fused)
+            h_in = torch.where(z > 0, z, z * spec.slope)
+        else:
+            z, h_in = (zs[l - 1] if l > 0 else None), hs[l]
+        if fused:
+            dw = _contract(d.unsqueeze(3), h_in.unsqueeze(2), 1)  # [N, out, in]
+        else:
+            dw = torch.bmm(d.transpose(1, 2), h_in)
+        grads.append(d.sum(1))
+        grads.append(dw.flatten(1))
+        if l > 0:
+            dh = _contract(d.unsqueeze(3), w.unsqueeze(1), 2) if fused else torch.bmm(d, w)  # [N, B, in]
+            d = torch.where(z > 0, dh, dh * spec.slope)
+    return loss, torch.cat(grads[::-1], dim=1)
+
+
+def adam_update(theta, grad, exp_avg, exp_avg_sq, step_size, bc2_sqrt, weight_decay: float, betas, eps: float):
+    """torch.optim.Adam's update (coupled L2), on flat tensors; step_size = lr / (1 - beta1^t) per
+    member [N, 1], bc2_sqrt = sqrt(1 - beta2^t). Returns the new (theta, exp_avg, exp_avg_sq)."""
+    b1, b2 = betas
+    if weight_decay:
+        grad = grad + weight_decay * theta
+    exp_avg = exp_avg.lerp(grad, 1 - b1)
+    exp_avg_sq = exp_avg_sq * b2 + (1 - b2) * grad * grad
+    denom = exp_avg_sq.sqrt() / bc2_sqrt + eps
+    return theta - step_size * (exp_avg / denom), exp_avg, exp_avg_sq
+
+
+def train_steps(theta, exp_avg, exp_avg_sq, n_steps: int, xs, ys, step_size, bc2_sqrt, *, spec, weight_decay, betas, eps):
+    """Adam steps i = 0 .. n_steps-1, eagerly; step i trains on batch i % D of xs [D, N, B, in],
+    ys [D, N, B], with step_size[i] [N, 1] = lr / (1 - beta1^t) and bc2_sqrt[i] [1, 1].
+    Returns (theta, exp_avg, exp_avg_sq, the batch losses [n_steps, N])."""
+    losses = []
+    for i in range(n_steps):
+        loss, grad = mse_and_grad(theta, spec, xs[i % xs.shape[0]], ys[i % xs.shape[0]])
+        theta, exp_avg, exp_avg_sq = adam_update(theta, grad, exp_avg, exp_avg_sq, step_size[i], bc2_sqrt[i], weight_decay, betas, eps)
+        losses.append(loss)
+    return theta, exp_avg, exp_avg_sq, torch.stack(losses)
+
+
+def train_loop(theta, exp_avg, exp_avg_sq, n_steps, xs, ys, step_size, bc2_sqrt, *, spec, weight_decay, betas, eps):
+    """What train_steps does, as one torch.while_loop for the compiler (n_steps a 0-d tensor, so
+    one compiled loop serves any count up to len(step_size)). Returns the losses [len(step_size), N]
+    (rows past n_steps are zero)."""
+    d = xs.shape[0]
+
+    def cond(i, theta, exp_avg, exp_avg_sq, losses):
+        return i < n_steps
+
+    def body(i, theta, exp_avg, exp_avg_sq, losses):
+        at = i.view(1)
+        j = at % d if d > 1 else torch.zeros_like(at)
+        loss, grad = mse_and_grad(theta, spec, xs.index_select(0, j)[0], ys.index_select(0, j)[0], fused=True)
+        theta, exp_avg, exp_avg_sq = adam_update(
+            theta, grad, exp_avg, exp_avg_sq, step_size.index_select(0, at)[0], bc2_sqrt.index_select(0, at)[0], weight_decay, betas, eps
+        )
+        return i + 1, theta, exp_avg, exp_avg_sq, losses.index_copy(0, at, loss.unsqueeze(0))
+
+    start = torch.zeros((), dtype=torch.int64, device=theta.device)
+    losses = theta.new_zeros(step_size.shape[0], theta.shape[0])
+    _, theta, exp_avg, exp_avg_sq, losses = torch.while_loop(cond, body, (start, theta, exp_avg, exp_avg_sq, losses))
+    return theta, exp_avg, exp_avg_sq, losses
+
+
+# --------------------------------------------------------------------------- exact Hessians
+
+
+def hessians(theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The exact Hessian of each member's mean squared error on (x [n, in], y [n] or [N, n]) with
+    respect to its parameters: [N, P, P], in the layout of theta. Closed form, batched over members.
+
+    With a piecewise-linear activation, f is linear in each layer's parameters once the activation
+    pattern is fixed, so (r = f - y, c = 2 / n)
+        H = c J^T J + c sum_b r_b d2f_b,
+    J the per-sample Jacobian [n, P]; d2f_b has only blocks between two different layers l < m:
+        d2f / dW_m[i, j] dW_l[p, q] = delta_m[i] * (dh_m[j] / dz_l[p]) * h_l[q],
+    delta_m = df/dz_m and h_l the input of layer l (q = in_l: the bias, whose input is 1), since
+    delta_m does not depend on the layers below m. The same as autograd's Hessian (second
+    derivative 0 at the kinks), at the cost of a few batched products instead of P
+    Hessian-vector products."""
+    n_mem, n = theta.shape[0], x.shape[0]
+    x = x.to(theta.dtype).expand(n_mem, n, x.shape[-1])
+    y = y.to(theta.dtype).expand(n_mem, n)
+    layers = _layers(theta, spec)
+    ones = x.new_ones(n_mem, n, 1)
+    hs, slopes = [torch.cat([x, ones], -1)], []  # layer inputs with a 1 appended (the bias column)
+    h = x
+    for l, (w, b) in enumerate(layers):
+        z = _linear(h, w, b, False)
+        if l < len(layers) - 1:
+            slopes.append(torch.where(z > 0, torch.ones_like(z), torch.full_like(z, spec.slope)))  # activation derivative
+            h = z * slopes[-1]
+            hs.append(torch.cat([h, ones], -1))
+    c = (z.squeeze(-1) - y) * (2.0 / n)  # [N, n]: the residual weights of the second term
+    # delta_l = df/dz_l per sample, from the output down
+    deltas = [ones]
+    for l in range(len(layers) - 1, 0, -1):
+        deltas.insert(0, torch.bmm(deltas[0], layers[l][0]) * slopes[l - 1])
+    jac = [(d.unsqueeze(3) * hh.unsqueeze(2)).flatten(2) for d, hh in zip(deltas, hs)]  # [N, n, out*(in+1)] per layer
+    pos = torch.argsort(_extended_to_flat(spec)).to(theta.device)  # extended index -> position in theta
+    J = torch.cat(jac, -1)[:, :, torch.argsort(pos)]  # in theta's layout
+    H = torch.bmm(J.transpose(1, 2), J) * (2.0 / n)  # Gauss-Newton part
+    offsets = [0]
+    for o, i in spec.shapes:
+        offsets.append(offsets[-1] + o * (i + 1))
+    for l in range(len(layers) - 1):
+        for m in range(l + 1, len(layers)):
+            if m == l + 1:  # dh_m / dz_l = diag(slope_l): contract it without forming the diagonal
+                a = torch.einsum("Nb,Nbi,Nbj,Nbq->Nijq", c, deltas[m], slopes[l], hs[l])  # [N, out_m, out_l, in_l + 1]
+                block = torch.diag_embed(a.transpose(2, 3)).permute(0, 1, 3, 4, 2)  # [N, out_m, in_m, out_l, in_l + 1]
+                if m + 1 < len(layers):  # needed by the layers above m only
+                    T = torch.diag_embed(slopes[l])
+            else:  # dh_m / dz_l = slope_{m-1} * (W_{m-1} @ dh_{m-1} / dz_l), dense and small
+                T = slopes[m - 1].unsqueeze(-1) * torch.einsum("Nij,Nbjp->Nbip", layers[m - 1][0], T)
+                block = torch.einsum("Nb,Nbi,Nbjp,Nbq->Nijpq", c, deltas[m], T, hs[l])
+            block = torch.cat([block, torch.zeros_like(block[:, :, :1])], 2)  # the bias of m: no dependence on layer l
+            block = block.flatten(1, 2).flatten(2)
+            rows, cols = pos[offsets[m] : offsets[m + 1], None], pos[None, offsets[l] : offsets[l + 1]]
+            H[:, rows, cols] += block
+            H[:, cols.T, rows.T] += block.transpose(1, 2)
+    return H
+
+
+def _extended_to_flat(spec: MLPSpec) -> torch.Tensor:
+    """Indices that take the per-layer [out, in + 1] layout (bias as the last column) to theta's
+    layout (weight [out, in] row-major, then bias [out], per layer)."""
+    idx, off = [], 0
+    for o, i in spec.shapes:
+        grid = torch.arange(o * (i + 1)).view(o, i + 1) + off
+        idx += [grid[:, :i].reshape(-1), grid[:, i]]
+        off += o * (i + 1)
+    return torch.cat(idx)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+COMPILE_MIN_STEPS = 100_000  # compile="auto": below this many steps compiling (~20-60 s here) does not pay
+MIN_COMPILED_RUN = 8  # runs of fewer steps (a short last batch) stay eager rather than compile a shape of their own
+FULL_BATCH_CHUNK = 500  # full-batch training: epochs per compiled call (between checkpoints)
+
+
+class FastMLPTrainer:
+    """Trains N same-architecture MLPs on x [n, in] with targets y [n] or [N, n], MSE, Adam.
+
+    history["loss"]: full-data MSE per epoch ([N] tensors; entry 0 at initialisation),
+    history["batch_loss"]: mean mini-batch loss of each epoch. `theta` [N, P] holds the weights.
+
+    compile: True compiles each epoch into one call; False runs the same steps eagerly (bmm);
+    "auto" compiles when the run has at least COMPILE_MIN_STEPS steps.
+    threads: CPU threads while training; None picks 1 for tiny steps, where a second thread costs
+    more in synchronisation than it saves (and much more on a busy machine).
+    """
+
+    def __init__(self, model_name: str, cfg: TrainConfig, seeds: list[int], device="cpu", dtype=None,
+                 compile: bool | str = "auto", threads: int | None = None, theta: torch.Tensor | None = None):  # fmt: skip
+        if cfg.loss != "mse" or cfg.augment:
+            raise ValueError("the fast MLP path trains MSE without augmentation")
+        if not supports(model_name):
+            raise ValueError(f"{model_name} is not a one-output MLP the fast path supports")
+        spec = spec_of_model(model_name)
+        self.model_name, self.spec, self.cfg, self.seeds = model_name, spec, cfg, list(seeds)
+        self.theta = init_flat(model_name, seeds, device, dtype) if theta is None else theta.detach().clone()
+        n = self.theta.shape[0]
+        if n != len(self.seeds):
+            raise ValueError(f"{len(self.seeds)} seeds for {n} members")
+        self.exp_avg = torch.zeros_like(self.theta)
+        self.exp_avg_sq = torch.zeros_like(self.theta)
+        self.lr = torch.as_tensor(cfg.lr, dtype=torch.float64).reshape(-1).expand(n).clone()
+        self.betas, self.eps = (0.9, 0.999), 1e-8
+        self.t = 0  # Adam steps taken
+        self.epoch = 0
+        self.history: dict[str, list] = {}
+        self.diverged = torch.zeros(n, dtype=torch.bool)
+        self.seconds = 0.0
+        self.compile_seconds = 0.0  # first calls of each compiled shape (tracing + code generation)
+        self.compile = compile
+        self.threads = threads
+        self._fns: dict = {}  # (data shape, table length) -> compiled loop
+
+    @property
+    def n(self) -> int:
+        return self.theta.shape[0]
+
+    # ------------------------------------------------------------------ steps
+
+    def _steps(self, xs, ys, scales: list[float]) -> torch.Tensor:
+        """len(scales) Adam steps (lr factor scales[i] at step i) on batches xs[i % D], ys[i % D];
+        returns the batch losses [steps, N]."""
+        dt, dev, count = self.theta.dtype, self.theta.device, len(scales)
+        # Adam's bias corrections in float64, as torch.optim.Adam computes them
+        t = torch.arange(self.t + 1, self.t + count + 1, dtype=torch.float64)
+        step_size = self.lr[None, :] * torch.tensor(scales, dtype=torch.float64)[:, None] / (1 - self.betas[0] ** t)[:, None]
+        step_size, bc2_sqrt = step_size.to(dev, dt).unsqueeze(-1), (1 - self.betas[1] ** t).sqrt().to(dev, dt).view(-1, 1, 1)
+        state = (self.theta, self.exp_avg, self.exp_avg_sq)
+        if count >= MIN_COMPILED_RUN and self._compiling():
+            size = max(count, xs.shape[0] if xs.shape[0] > 1 else FULL_BATCH_CHUNK)  # one table length per data shape
+            pad = size - count
+            if pad:
+                step_size = torch.cat([step_size, step_size.new_zeros(pad, *step_size.shape[1:])])
+                bc2_sqrt = torch.cat([bc2_sqrt, bc2_sqrt.new_ones(pad, 1, 1)])
+            out = self._compiled_call(*state, torch.tensor(count, device=dev), xs, ys, step_size, bc2_sqrt)
+            if out is not None:
+                self.theta, self.exp_avg, self.exp_avg_sq, losses = out
+                self.t += count
+                return losses[:count]
+        opt = {"spec": self.spec, "weight_decay": self.cfg.weight_decay, "betas": self.betas, "eps": self.eps}
+        self.theta, self.exp_avg, self.exp_avg_sq, losses = train_steps(*state, count, xs, ys, step_size, bc2_sqrt, **opt)
+        self.t += count
+        return losses
+
+    def _compiled_call(self, *args):
+        """The compiled loop for these shapes (compiling it on first use, timed); None if the
+        compiler fails, after which this trainer runs eagerly."""
+        key = (tuple(args[4].shape), args[6].shape[0], args[0].dtype)
+        fn = self._fns.get(key)
+        if fn is not None:
+            return fn(*args)
+        t0 = time.perf_counter()
+        try:
+            fn = _compiled(self.spec, self.cfg.weight_decay, self.betas, self.eps, torch.get_num_threads(), args[0].device.type)
+            out = fn(*args)
+        except Exception as e:  # the compiler failed: the same steps run eagerly
+            _warn_once(f"torch.compile failed for the fast MLP path ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eagerly")
+            self.compile = False
+            return None
+        self.compile_seconds += time.perf_counter() - t0
+        self._fns[key] = fn
+        return out
+
+    def _compiling(self) -> bool:
+        if self.compile == "auto":
+            self.compile = (self.cfg.epochs - self.epoch) * self._steps_per_epoch >= COMPILE_MIN_STEPS
+        return bool(self.compile)
+
+    def _threads_for(self, x: torch.Tensor) -> int:
+        if self.threads:
+            return self.threads
+        work = self.n * min(self.cfg.batch_size, x.shape[0]) * max(self.spec.widths)
+        return 1 if work < 1 << 17 or x.device.type != "cpu" else torch.get_num_threads()
+
+    # ------------------------------------------------------------------ epochs
+
+    def epoch_batches(self, x: torch.Tensor, y: torch.Tensor):
+        """This epoch's data for all members, in the Trainer's order: a list of (xs [S, N, B, in],
+        ys [S, N, B]) runs of equal batch size (a shorter last batch is a run of its own)."""
+        n_ex, bsz, dev = x.shape[0], self.cfg.batch_size, x.device
+        if bsz >= n_ex:  # one full batch: its mean loss does not depend on the order
+            perms = torch.arange(n_ex, device=dev).expand(self.n, n_ex)
+        else:
+            perms = torch.stack([torch.randperm(n_ex, generator=epoch_generator(s, self.epoch, dev), device=dev) for s in self.seeds])
+        xs, ys = x[perms], y.gather(1, perms)  # [N, n, in], [N, n]
+        b = min(bsz, n_ex)
+        full = n_ex // b * b
+        runs = [(xs[:, :full].reshape(self.n, -1, b, x.shape[1]).transpose(0, 1), ys[:, :full].reshape(self.n, -1, b).transpose(0, 1))]
+        if full < n_ex:
+            runs.append((xs[None, :, full:], ys[None, :, full:]))
+        return [(u.contiguous(), v.contiguous()) for u, v in runs]
+
+    def _data(self, x, y):
+        self._steps_per_epoch = -(-x.shape[0] // self.cfg.batch_size)
+        return x.to(self.theta.dtype), y.to(self.theta.dtype).expand(self.n, x.shape[0])
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One pass over the data for every member; returns the mean mini-batch loss [N]."""
+        x, y = self._data(x, y)
+        scale = step_lr_scale(self.epoch, self.cfg.lr_step, self.cfg.lr_gamma)
+        with _num_threads(self._threads_for(x)):
+            losses = [self._steps(xs, ys, [scale] * xs.shape[0]) for xs, ys in self.epoch_batches(x, y)]
+        self.epoch += 1
+        return torch.cat(losses).mean(0)
+
+    def train_full_batch(self, x: torch.Tensor, y: torch.Tensor, epochs: int) -> torch.Tensor:
+        """`epochs` full-batch epochs (one step each) in one call; returns each step's loss
+        [epochs, N], i.e. the full-data loss before each step."""
+        if self.cfg.batch_size < x.shape[0]:
+            raise ValueError("train_full_batch needs batch_size >= the number of examples")
+        x, y = self._data(x, y)
+        scales = [step_lr_scale(e, self.cfg.lr_step, self.cfg.lr_gamma) for e in range(self.epoch, self.epoch + epochs)]
+        with _num_threads(self._threads_for(x)):
+            losses = self._steps(x.expand(1, self.n, *x.shape), y.unsqueeze(0), scales)
+        self.epoch += epochs
+        return losses
+
+    @torch.inference_mode()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Full-data MSE per member [N]."""
+        return (self.predict(x) - y.to(self.theta.dtype)).square().mean(1)
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, n]: each member's outputs on x [n, in]."""
+        with _num_threads(self._threads_for(x)):
+            return forward(self.theta, self.spec, x.to(self.theta.dtype)).squeeze(-1)
+
+    # ------------------------------------------------------------------ the whole run
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, checkpoint: Checkpointer | None = None,
+            on_epoch: Callable[["FastMLPTrainer"], None] | None = None, evaluate: bool = True) -> dict[str, list]:  # fmt: skip
+        """Train for cfg.epochs, recording the full-data loss at epoch 0 and after each epoch;
+        resumes from and saves to the checkpoint as `Trainer.run` does. With a full batch, epochs
+        run FULL_BATCH_CHUNK at a time (on_epoch and the checkpoint are called once per chunk),
+        and the full-data loss after epoch e is the loss the next step measured."""
+        state = checkpoint.load() if checkpoint else None
+        if state is not None and state.get("kind") == "fast_mlp":
+            self.load_state_dict(state)
+        elif evaluate:
+            self._record({"loss": self.evaluate(x, y)})
+        full_batch = self.cfg.batch_size >= x.shape[0]
+        while self.epoch < self.cfg.epochs:
+            t0 = time.perf_counter()
+            if full_batch:
+                losses = self.train_full_batch(x, y, min(FULL_BATCH_CHUNK, self.cfg.epochs - self.epoch))
+                for i in range(len(losses)):
+                    self._record({"batch_loss": losses[i]})
+                    if evaluate:
+                        self._record({"loss": losses[i + 1] if i + 1 < len(losses) else self.evaluate(x, y)})
+                batch_loss = losses.mean(0)
+            else:
+                batch_loss = self.train_epoch(x, y)
+                self._record({"batch_loss": batch_loss})
+                if evaluate:
+                    self._record({"loss": self.evaluate(x, y)})
+            self.diverged |= ~torch.isfinite(batch_loss.cpu())
+            self.seconds += time.perf_counter() - t0
+            if on_epoch:
+                on_epoch(self)
+            if checkpoint:
+                checkpoint.save(self.state_dict(), force=self.epoch == self.cfg.epochs)
+                last = self.history.get("loss", self.history["batch_loss"])[-1]
+                finite = last[torch.isfinite(last)]
+                checkpoint.progress(self.epoch, self.cfg.epochs, f"loss {finite.mean().item():.4g}" if len(finite) else "loss nan")
+        return self.history
+
+    def _record(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            self.history.setdefault(k, []).append(v.detach().cpu())
+
+    def state_dict(self) -> dict:
+        return {
+            "kind": "fast_mlp",
+            "epoch": self.epoch,
+            "t": self.t,
+            "theta": self.theta.clone(),
+            "exp_avg": self.exp_avg.clone(),
+            "exp_avg_sq": self.exp_avg_sq.clone(),
+            "history": self.history,
+            "diverged": self.diverged,
+            "seconds": self.seconds,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        dev, dt = self.theta.device, self.theta.dtype
+        self.epoch, self.t = state["epoch"], state["t"]
+        self.theta, self.exp_avg, self.exp_avg_sq = (state[k].to(dev, dt) for k in ("theta", "exp_avg", "exp_avg_sq"))
+        self.history = state["history"]
+        self.diverged = state["diverged"]
+        self.seconds = state.get("seconds", 0.0)
+
+    # ------------------------------------------------------------------ as ordinary modules
+
+    def params(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's parameters by module name (e.g. "0.weight")."""
+        out = {}
+        for l, (w, b) in enumerate(_layers(self.theta, self.spec)):
+            out[f"{2 * l}.weight"], out[f"{2 * l}.bias"] = w[i], b[i]
+        return out
+
+    def member(self, i: int) -> nn.Module:
+        """Member i as an ordinary nn.Module (a copy)."""
+        with torch.random.fork_rng(devices=[]):
+            m = models.build(self.model_name).to(self.theta.device, self.theta.dtype)
+        with torch.no_grad():
+            for k, p in m.named_parameters():
+                p.copy_(self.params(i)[k])
+        return m
+
+
+# --------------------------------------------------------------------------- compiling
+
+
+_COMPILED: dict = {}
+_WARNED: set = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _compiled(spec: MLPSpec, weight_decay: float, betas, eps: float, threads: int, device_type: str) -> Callable:
+    """The compiled train_loop for one architecture, optimizer setting and thread count, kept for
+    the process. dynamic=False: each shape is compiled for itself, which is what lets a step
+    become one fused loop nest. On a CPU the wrapper around the kernels is C++ too
+    (cpp_wrapper), so the while_loop runs without Python: ~4x less time per step."""
+    key = (spec, weight_decay, betas, eps, threads, device_type)
+    if key not in _COMPILED:
+        import torch._dynamo
+
+        # every architecture and shape is a recompilation of the same Python function
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+        def loop(*args):
+            return train_loop(*args, spec=spec, weight_decay=weight_decay, betas=betas, eps=eps)
+
+        options = {"cpp.threads": threads, "cpp_wrapper": True, "realize_reads_threshold": 16} if device_type == "cpu" else {}
+        _COMPILED[key] = torch.compile(loop, dynamic=False, fullgraph=True, options=options)
+    return _COMPILED[key]
+
+
+@contextmanager
+def _num_threads(n: int):
+    old = torch.get_num_threads()
+    if n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -1,0 +1,151 @@
+"""Smoke runs of the generalization experiments (6-9): summary fields, figures, consistency."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dlscope.experiments import random_labels
+from dlscope.runner import run_experiment
+from dlscope.store import RunStore
+
+ACC_LOSS = {"train_loss", "test_loss", "train_acc", "test_acc"}
+
+
+def summary_of(result) -> dict:
+    assert result.ok, result.failed
+    return json.loads((result.out_dir / "summary.json").read_text())
+
+
+def figures_of(result) -> list[str]:
+    return sorted(p.name for p in (result.out_dir / "figures").glob("*.png") if p.stat().st_size > 10_000)
+
+
+def test_random_labels_smoke(tmp_path, data_dir):
+    res = run_experiment("random-labels", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
+    s = summary_of(res)
+    for k in ("epochs", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc", "train_size"):
+        assert k in s
+    assert s["epochs"] == 3 and s["train_size"] == 200
+    assert 0 <= s["final_train_acc"] <= 1 and 0 <= s["final_test_acc"] <= 1
+    # the labels are i.i.d. uniform: they agree with the true ones about 1 time in 10
+    assert 0.03 < s["random_label_agreement_with_true"] < 0.2
+    assert figures_of(res) == ["curves.png"]
+
+
+def test_random_labels_are_seeded_and_uniform():
+    a, b = random_labels.random_labels(20000, 10, 7), random_labels.random_labels(20000, 10, 7)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, random_labels.random_labels(20000, 10, 8))
+    counts = torch.bincount(a, minlength=10).float()
+    assert counts.min() > 1800 and counts.max() < 2200  # 2000 each, +-4.5 standard deviations
+
+
+def test_param_count_smoke(tmp_path, data_dir):
+    res = run_experiment("param-count", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
+    rows = summary_of(res)["results"]
+    assert [r["model"] for r in rows] == ["cnn-21", "cnn-25", "cnn-30"]
+    assert [r["params"] for r in rows] == [11085, 29254, 130122]  # SPEC's counts
+    for r in rows:
+        assert {"model", "params"} | ACC_LOSS <= set(r)
+        assert 0 <= r["train_acc"] <= 1 and r["test_loss"] > 0
+    assert figures_of(res) == ["params.png"]
+
+
+def test_interpolation_smoke_end_points_reproduce_the_trained_models(tmp_path, data_dir):
+    res = run_experiment("interpolation", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
+    rows = summary_of(res)["results"]
+    assert [(r["pair"], r["a"], r["b"]) for r in rows] == [("batch", 64, 1024), ("lr", 1e-3, 1e-2)]
+    store = RunStore(tmp_path, "interpolation")
+    for row in rows:
+        assert row["alpha"] == [-1.0, 0.0, 1.0, 2.0]
+        for k in ACC_LOSS | {"sensitivity"}:
+            assert len(row[k]) == 4
+        trial = store.load_result(row["pair"])
+        for i, end in ((1, 0), (2, 1)):  # alpha = 0 is model a, alpha = 1 is model b
+            for k, v in trial["end_metrics"][end].items():
+                assert row[k][i] == v  # exactly: same weights, same evaluation
+            for k in ACC_LOSS:  # and the same numbers as the training's own last evaluation
+                assert row[k][i] == pytest.approx(trial["histories"][end][k][-1].item(), rel=1e-5, abs=1e-6)
+        assert row["sensitivity"][1] != row["sensitivity"][2]
+    assert figures_of(res) == ["pair_batch.png", "pair_lr.png"]
+
+
+def test_sensitivity_smoke_with_a_diverging_learning_rate(tmp_path, data_dir):
+    # lr 1e30 blows the weights up to non-finite values: recorded as diverged, numbers null
+    res = run_experiment("sensitivity", "smoke", out=tmp_path, data_dir=data_dir, progress=False, overrides=["lrs=1e30,1e-3"])
+    s = summary_of(res)
+    assert s["sensitivity_samples"] == 16
+    rows = s["results"]
+    assert [(r["sweep"], r["batch_size"], r["lr"]) for r in rows] == [
+        ("batch", 64, 4e-4), ("batch", 512, 4e-4), ("lr", 128, 1e30), ("lr", 128, 1e-3)]  # fmt: skip
+    for r in rows:
+        assert {"sweep", "batch_size", "lr", "sensitivity", "diverged"} | ACC_LOSS <= set(r)
+    assert rows[1]["effective_batch_size"] == 256  # batch 512 > the 256 training images
+    assert rows[2]["diverged"] and all(rows[2][k] is None for k in ACC_LOSS | {"sensitivity"})
+    for r in (rows[0], rows[1], rows[3]):
+        assert not r["diverged"] and r["sensitivity"] > 0 and 0 <= r["test_acc"] <= 1
+    assert figures_of(res) == ["acc_vs_batch.png", "acc_vs_lr.png", "loss_vs_batch.png", "loss_vs_lr.png"]
+
+
+def test_two_trainings_share_one_checkpoint_file():
+    """interpolation's batch pair trains two models in one trial: each part finds its own state."""
+    from dlscope.experiments.interpolation import _Part
+
+    class FakeCheckpoint:
+        def __init__(self):
+            self.saved, self.seen = None, []
+
+        def save(self, state, force=False):
+            self.saved = {k: dict(v) for k, v in state.items()}
+
+        def progress(self, done, total, info=""):
+            self.seen.append((done, total))
+
+    ck = FakeCheckpoint()
+    states: dict = {}
+    a, b = _Part(ck, "a", states, 0, 6), _Part(ck, "b", states, 3, 6)
+    assert a.load() is None
+    a.save({"epoch": 3}, force=True)
+    b.save({"epoch": 1})
+    b.progress(1, 3)
+    assert ck.saved == {"a": {"epoch": 3}, "b": {"epoch": 1}} and ck.seen == [(4, 6)]
+    resumed = dict(ck.saved)  # as loaded from the file after a restart
+    assert _Part(ck, "a", resumed, 0, 6).load() == {"epoch": 3}
+    assert _Part(ck, "b", resumed, 3, 6).load() == {"epoch": 1}
+
+
+def test_full_profiles_are_spec_settings():
+    from dlscope.analysis.interpolation import alpha_grid
+    from dlscope.experiments import get
+    from dlscope.experiments.base import resolve
+
+    cfg = resolve(get("param-count"), "full")
+    assert [t.key for t in get("param-count").trials(cfg)] == [f"cnn-{k}" for k in range(21, 32)]
+    assert (cfg["batch_size"], cfg["epochs"], cfg["lr"], cfg["weight_decay"]) == (512, 5, 4e-4, 0.0)
+    cfg = resolve(get("sensitivity"), "full")
+    trials = get("sensitivity").trials(cfg)
+    assert [t.key for t in trials] == ["batch-16", "batch-64", "batch-256", "batch-1024", "batch-4096", "lr"]
+    assert trials[-1].args["lr"] == [1e-1, 1e-2, 1e-3, 1e-4, 1e-5] and trials[-1].args["batch_size"] == 512
+    cfg = resolve(get("interpolation"), "full")
+    grid = alpha_grid(cfg["alpha_min"], cfg["alpha_max"], cfg["alpha_points"])
+    assert len(grid) == 21 and grid[0] == -2 and grid[-1] == 2 and {0.0, 1.0} <= set(grid)
+    cfg = resolve(get("random-labels"), "full")
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["train_size"]) == (1000, 100, 1e-4, 60000)
+
+
+@pytest.mark.parametrize("name, setting", [
+    ("sensitivity", "sensitivity_samples=5000"),  # more than the smoke profile's test images
+    ("interpolation", "pairs=batch,momentum"),
+    ("interpolation", "lrs=1e-3"),
+    ("param-count", "models=cnn-21,mlp-deep"),
+    ("random-labels", "model=cnn-1"),
+])  # fmt: skip
+def test_impossible_settings_are_refused(name, setting):
+    from dlscope.experiments import ConfigError, get
+    from dlscope.experiments.base import resolve
+
+    with pytest.raises(ConfigError):
+        resolve(get(name), "smoke", [setting])

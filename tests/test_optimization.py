@@ -1,0 +1,108 @@
+"""The optimization experiments (trajectory, grad-norm, min-ratio) end to end on their smoke
+profiles, with their recorded numbers checked against independent computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dlscope import models
+from dlscope.analysis import hessian as hs
+from dlscope.engine import Ensemble
+from dlscope.experiments import ConfigError
+from dlscope.experiments.func_fit import f1, inputs
+from dlscope.runner import run_experiment
+from dlscope.store import RunStore
+
+
+def figures_written(res, names):
+    for n in names:
+        path = res.out_dir / "figures" / n
+        assert path.exists() and path.stat().st_size > 5000, n
+
+
+def test_trajectory_smoke(tmp_path, data_dir):
+    res = run_experiment("trajectory", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
+    assert res.ok
+    s = res.summary
+    runs = s["runs"]
+    assert runs == 3 and s["layer"] == "0.weight" and len(s["final_test_acc"]) == runs
+    assert all(0 <= a <= 1 for a in s["final_test_acc"])
+    figures_written(res, ["trajectory_whole.png", "trajectory_layer.png"])
+
+    r = RunStore(tmp_path, "trajectory").load_result("runs")
+    epochs = 4
+    assert r["whole"].shape == (epochs + 1, runs, 11085) and r["layer"].shape == (epochs + 1, runs, 216)
+    # the first point is the initialisation; the layer is the first 216 entries of the whole vector
+    torch.testing.assert_close(r["whole"][0], Ensemble.from_seeds("cnn-21", r["seeds"]).flat())
+    torch.testing.assert_close(r["layer"], r["whole"][..., :216])
+    assert not torch.equal(r["whole"][1], r["whole"][0])  # training moved it
+    # explained variance as NumPy computes it on the same points
+    for which in ("whole", "layer"):
+        pts = r[which].reshape(-1, r[which].shape[-1]).double().numpy()
+        sv = np.linalg.svd(pts - pts.mean(0), compute_uv=False)
+        np.testing.assert_allclose(s[f"explained_variance_{which}"], (sv**2 / (sv**2).sum())[:2], rtol=1e-6)
+    assert (res.out_dir / "metrics.csv").read_text().count("pc1_whole") == (epochs + 1) * runs
+
+
+def test_trajectory_rejects_an_unknown_layer(tmp_path):
+    with pytest.raises(ConfigError, match="layer"):
+        run_experiment("trajectory", "smoke", out=tmp_path, overrides=["layer=2.weight"], progress=False)
+
+
+def test_grad_norm_smoke(tmp_path, data_dir):
+    res = run_experiment("grad-norm", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
+    assert res.ok
+    rows = {r["model"]: r for r in res.summary["results"]}
+    assert set(rows) == {"mlp-mid", "cnn-1", "cnn-2", "cnn-7"}
+    for r in rows.values():
+        assert r["final_grad_norm"] > 0 and math.isfinite(r["final_loss"])
+    assert rows["mlp-mid"]["epochs"] == 6 and rows["cnn-7"]["epochs"] == 2
+    assert "not a mean over mini-batches" in res.summary["grad_norm_definition"]
+    figures_written(res, ["grad_norm_mlp.png", "grad_norm_cifar.png"])
+
+    # epoch 0 is the initialisation: its full-batch gradient norm by a second route
+    torch.manual_seed(0)
+    model = models.build("mlp-mid")
+    x = inputs(60)
+    y = f1(x[:, 0])
+    r = RunStore(tmp_path, "grad-norm").load_result("mlp-mid")
+    assert r["grad_norm"][0, 0].item() == pytest.approx(hs.grad_norm(model, x, y, "mse"), rel=1e-5)
+    with torch.no_grad():
+        assert r["loss"][0, 0].item() == pytest.approx(float(torch.nn.functional.mse_loss(model(x)[:, 0], y)), rel=1e-5)
+
+
+def test_min_ratio_smoke(tmp_path, data_dir):
+    res = run_experiment("min-ratio", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
+    assert res.ok
+    cfg = RunStore(tmp_path, "min-ratio").config()
+    pts = res.summary["points"]
+    assert len(pts) == 6 and res.summary["trainings"] == 6
+    for p in pts:
+        assert set(p) >= {"seed", "loss", "grad_norm", "min_ratio", "n_params"}
+        assert p["n_params"] == 385 and 0 <= p["min_ratio"] <= 1
+        # the end point is the lowest-gradient point: never worse than where phase 2 started
+        assert p["grad_norm"] <= p["grad_norm_start"] * (1 + 1e-12)
+        rule = p["grad_norm"] < cfg["grad_tol"] or p["grad_norm"] * cfg["converged_factor"] <= p["grad_norm_start"]
+        assert p["converged"] == rule
+    assert res.summary["converged"] == sum(p["converged"] for p in pts)
+    assert 0 < res.summary["converged"] < 6  # the loose smoke tolerance gives both outcomes
+    figures_written(res, ["min_ratio.png"])
+
+    # recompute one end point's gradient norm and minimal ratio from its stored parameters
+    r = RunStore(tmp_path, "min-ratio").load_result("ensemble")
+    torch.manual_seed(0)
+    model = models.build("mlp-minratio").double()
+    i = 2
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(r["end_params"][i].double(), model.parameters())
+    x = inputs(40).double()
+    obj = hs.Objective(model, x, f1(x[:, 0]))
+    assert hs.grad_norm(model, x, f1(x[:, 0])) == pytest.approx(pts[i]["grad_norm"], rel=1e-8)
+    assert hs.loss_value(obj) == pytest.approx(pts[i]["loss"], rel=1e-10)
+    eigs = hs.eigenvalues(hs.hessian(obj))
+    assert hs.min_ratio(eigs, cfg["eig_rel_tol"]) == pytest.approx(pts[i]["min_ratio"])
+    assert pts[i]["n_negative"] == int((eigs < -cfg["eig_rel_tol"] * eigs.abs().max()).sum())
