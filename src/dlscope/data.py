@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import os
 import pickle
-import shutil
 import struct
 import tarfile
 import tempfile

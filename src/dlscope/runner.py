@@ -7,7 +7,6 @@ ones restart from their checkpoint, failed ones are tried again.
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 import statistics
 import sys

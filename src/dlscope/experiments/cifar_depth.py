@@ -6,11 +6,9 @@ Train metrics come from a separate evaluation pass over the un-augmented trainin
 
 from __future__ import annotations
 
-import torch
 
-from .. import models
-from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from .base import ConfigError, Trial, save_fig, seeds_for
+from .base import Trial, save_fig, seeds_for
+from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "cifar-depth"
 TITLE = "Deep vs shallow CNNs on CIFAR-10"
@@ -19,13 +17,7 @@ _FULL = {
     "models": ["cnn-1", "cnn-2", "cnn-7"],
     "epochs": 100,
     "batch_size": 64,
-    "lr": 4e-4,
-    "weight_decay": 1e-4,
-    "lr_step": 10,
-    "lr_gamma": 0.1,
-    "augment": True,
-    "train_size": 50000,
-    "test_size": 10000,
+    **COMMON,
     "seeds": 1,
 }
 PROFILES = {
@@ -40,55 +32,19 @@ REFERENCE = {"cnn-1": (1.8815, 0.5873), "cnn-2": (0.8913, 0.6870), "cnn-7": (0.6
 
 def validate(cfg: dict) -> None:
     for m in cfg["models"]:
-        if m not in models.names() or models.info(m)["input_shape"] != (3, 32, 32):
-            raise ConfigError(f"models: {m!r} is not a CIFAR-10 model of the zoo")
-    if not 0 < cfg["train_size"] <= 50000 or not 0 < cfg["test_size"] <= 10000:
-        raise ConfigError("train_size must be in 1..50000 and test_size in 1..10000")
+        check_model(m)
+    check_sizes(cfg)
 
 
 def trials(cfg: dict) -> list[Trial]:
     return [Trial(key=m, fn=train_model, args={**cfg, "model": m}, label=m) for m in cfg["models"]]
 
 
-def train_classifier(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_size=None, on_epoch=None):
-    """Train an ensemble of `model` on CIFAR-10 as SPEC's common settings say; return
-    (trainer, data) with per-epoch train_loss/train_acc/test_loss/test_acc in trainer.history."""
-    data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
-    ens = Ensemble.from_seeds(model, seeds, ctx.device)
-    cfg = TrainConfig(
-        epochs=args["epochs"],
-        batch_size=batch_size or args["batch_size"],
-        lr=args["lr"] if lr is None else lr,
-        weight_decay=args["weight_decay"],
-        lr_step=args.get("lr_step"),
-        lr_gamma=args.get("lr_gamma", 0.1),
-        augment=args.get("augment", True),
-    )
-    trainer = Trainer(ens, cfg, seeds)
-
-    def evaluate(t: Trainer) -> dict:
-        tr = evaluate_classifier(t.ens, data.train.x, data.train.y)
-        te = evaluate_classifier(t.ens, data.test.x, data.test.y)
-        return {"train_loss": tr["loss"], "train_acc": tr["acc"], "test_loss": te["loss"], "test_acc": te["acc"]}
-
-    trainer.run(data.train.x, data.train.y, evaluate=evaluate, checkpoint=ctx.checkpoint, on_epoch=on_epoch)
-    return trainer, data
-
-
 def train_model(args: dict, ctx) -> dict:
     seeds = seeds_for(args, args["seeds"])
-    trainer, _ = train_classifier(args, ctx, args["model"], seeds)
-    h = trainer.history
-    return {
-        "model": args["model"],
-        "params": trainer.ens.n_params(),
-        "seeds": seeds,
-        **{k: torch.stack(h[k]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},  # [epochs+1, N]
-        "diverged": trainer.diverged.tolist(),
-    }
-
-
-METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
+    trainer, _ = train_cifar(args, ctx, args["model"], seeds)
+    # every metric [epochs + 1, N]: evaluated at initialisation and after every epoch
+    return {"model": args["model"], "params": trainer.ens.n_params(), "seeds": seeds, **history(trainer), "diverged": diverged(trainer)}
 
 
 def summarize(cfg: dict, results: dict) -> dict:

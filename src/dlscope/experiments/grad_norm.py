@@ -15,6 +15,7 @@ from .. import models
 from ..analysis.hessian import ensemble_gradient
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from .base import ConfigError, Trial, save_fig, seeds_for
+from .cifar import COMMON, check_sizes
 from .func_fit import FUNCTIONS, inputs
 
 NAME = "grad-norm"
@@ -34,13 +35,7 @@ _FULL = {
     # the CIFAR-10 models: cifar-depth's settings
     "epochs": 100,
     "batch_size": 64,
-    "lr": 4e-4,
-    "weight_decay": 1e-4,
-    "lr_step": 10,
-    "lr_gamma": 0.1,
-    "augment": True,
-    "train_size": 50000,
-    "test_size": 10000,
+    **COMMON,
     "grad_batch_size": 500,  # chunks of the full-batch gradient pass (memory only)
 }
 PROFILES = {
@@ -62,8 +57,7 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"models: {m!r} is not a 1-D MLP or a CIFAR-10 model of the zoo")
     if cfg["function"] not in FUNCTIONS:
         raise ConfigError(f"function: {cfg['function']!r} unknown; choose from {', '.join(FUNCTIONS)}")
-    if not 0 < cfg["train_size"] <= 50000 or not 0 < cfg["test_size"] <= 10000:
-        raise ConfigError("train_size must be in 1..50000 and test_size in 1..10000")
+    check_sizes(cfg)
 
 
 def trials(cfg: dict) -> list[Trial]:

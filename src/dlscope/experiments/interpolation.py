@@ -13,13 +13,12 @@ initialisation shares the shuffle too.
 
 from __future__ import annotations
 
-import torch
 
 from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
 from .base import ConfigError, Trial, save_fig, seeds_for
-from .param_count import METRICS, diverged, history, train_cifar
+from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
@@ -32,12 +31,7 @@ _FULL = {
     "batch_pair_lr": 4e-4,
     "lrs": [1e-3, 1e-2],  # pair "lr"
     "lr_pair_batch_size": 512,
-    "weight_decay": 1e-4,
-    "lr_step": 10,
-    "lr_gamma": 0.1,
-    "augment": True,
-    "train_size": 50000,
-    "test_size": 10000,
+    **{k: v for k, v in COMMON.items() if k != "lr"},  # the lr is what the pairs/sweeps set
     "alpha_min": -2.0,
     "alpha_max": 2.0,
     "alpha_points": 21,
@@ -57,8 +51,7 @@ PROFILES = {
 
 
 def validate(cfg: dict) -> None:
-    if cfg["model"] not in models.names() or models.info(cfg["model"])["input_shape"] != (3, 32, 32):
-        raise ConfigError(f"model: {cfg['model']!r} is not a CIFAR-10 model of the zoo")
+    check_model(cfg["model"], "model")
     for p in cfg["pairs"]:
         if p not in ("batch", "lr"):
             raise ConfigError(f"pairs: {p!r} unknown; choose from batch, lr")
@@ -66,8 +59,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError("batch_sizes and lrs: give exactly two values, the models a and b")
     if cfg["alpha_points"] < 2 or cfg["alpha_min"] >= cfg["alpha_max"]:
         raise ConfigError("alpha: need alpha_points >= 2 and alpha_min < alpha_max")
-    if not 0 < cfg["train_size"] <= 50000 or not 0 < cfg["test_size"] <= 10000:
-        raise ConfigError("train_size must be in 1..50000 and test_size in 1..10000")
+    check_sizes(cfg)
     if not 0 < cfg["sensitivity_samples"] <= cfg["test_size"]:
         raise ConfigError("sensitivity_samples must be in 1..test_size")
 

@@ -50,7 +50,7 @@ _FULL = {
 PROFILES = {
     # smoke: a loose tolerance so that both outcomes (converged or not) occur and are drawn
     "smoke": {**_FULL, "seeds": 6, "points": 40, "phase1_lr": 1e-3, "phase1_steps": 150, "phase2_steps": 60, "grad_tol": 3.2e-2},
-    "quick": {**_FULL, "seeds": 60, "points": 100, "phase1_lr": 1e-3, "phase1_steps": 3000, "phase2_steps": 300},
+    "quick": {**_FULL, "points": 100, "phase1_lr": 1e-3, "phase1_steps": 3000, "phase2_steps": 300},
     "full": _FULL,
 }
 

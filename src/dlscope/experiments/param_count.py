@@ -1,16 +1,14 @@
 """7. param-count: number of parameters vs generalization, cnn-21 ... cnn-31 on CIFAR-10.
 
-The eleven architectures differ, so each is its own trial. Also home of `train_cifar`, the
-CIFAR-10 training of experiments 7-9: SPEC's common settings, evaluated every few epochs.
+The eleven architectures differ, so each is its own trial.
 """
 
 from __future__ import annotations
 
-import torch
 
 from .. import models
-from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from .base import ConfigError, Trial, save_fig, seeds_for
+from .base import Trial, save_fig, seeds_for
+from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
@@ -19,20 +17,16 @@ _FULL = {
     "models": [f"cnn-{k}" for k in models.CNN_FAMILY],
     "epochs": 5,
     "batch_size": 512,
-    "lr": 4e-4,
+    **COMMON,
     "weight_decay": 0.0,  # SPEC: no weight decay here
     "lr_step": 0,  # 0 = constant lr; SPEC's StepLR (step 10) would not act within 5 epochs anyway
-    "lr_gamma": 0.1,
-    "augment": True,
-    "train_size": 50000,
-    "test_size": 10000,
     "eval_every": 1,  # epochs between evaluation passes (the last epoch is always evaluated)
 }
 PROFILES = {
     "smoke": {**_FULL, "models": ["cnn-21", "cnn-25", "cnn-30"], "epochs": 1, "train_size": 256, "test_size": 128},
-    # 5 epochs over 3,000 images at batch 512 would be 30 steps, too few to tell the models
-    # apart; batch 128 and lr 1e-3 give 120 steps. Train/test evaluated after the last epoch only.
-    "quick": {**_FULL, "epochs": 5, "batch_size": 128, "lr": 1e-3, "train_size": 3000, "test_size": 1000, "eval_every": 5},
+    # 5 epochs over 6,000 images at batch 512 would be 60 steps, too few to tell the models
+    # apart; batch 128 and lr 1e-3 give 235 steps. Train/test evaluated after the last epoch only.
+    "quick": {**_FULL, "epochs": 5, "batch_size": 128, "lr": 1e-3, "train_size": 6000, "test_size": 2000, "eval_every": 5},
     "full": _FULL,
 }
 
@@ -42,63 +36,8 @@ REFERENCE = {"cnn-21": 0.395, "cnn-31": 0.545}
 
 def validate(cfg: dict) -> None:
     for m in cfg["models"]:
-        if m not in models.names() or models.info(m)["input_shape"] != (3, 32, 32):
-            raise ConfigError(f"models: {m!r} is not a CIFAR-10 model of the zoo")
-    if not 0 < cfg["train_size"] <= 50000 or not 0 < cfg["test_size"] <= 10000:
-        raise ConfigError("train_size must be in 1..50000 and test_size in 1..10000")
-
-
-# --------------------------------------------------------------------------- training (shared with 8 and 9)
-
-
-def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_size=None, checkpoint=None):
-    """Train an ensemble of `model` (one member per seed; lr one value or one per member) on the
-    CIFAR-10 subset of args. Train and test loss/accuracy (train: a separate pass over the
-    un-augmented training set) are recorded at initialisation, every args["eval_every"] epochs
-    and after the last, with the epoch in history["epoch"]. Returns (trainer, data)."""
-    data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
-    ens = Ensemble.from_seeds(model, seeds, ctx.device)
-    cfg = TrainConfig(
-        epochs=args["epochs"],
-        batch_size=batch_size or args["batch_size"],
-        lr=args["lr"] if lr is None else lr,
-        weight_decay=args["weight_decay"],
-        lr_step=args.get("lr_step") or None,
-        lr_gamma=args.get("lr_gamma", 0.1),
-        augment=args.get("augment", True),
-    )
-    every = max(1, args.get("eval_every", 1))
-
-    def evaluate(t: Trainer) -> dict:
-        if t.epoch % every and t.epoch != cfg.epochs:
-            return {}  # evaluation passes cost about a third of training on a CPU: skip some
-        tr = evaluate_classifier(t.ens, data.train.x, data.train.y)
-        te = evaluate_classifier(t.ens, data.test.x, data.test.y)
-        return {"epoch": torch.full((t.ens.n,), t.epoch), "train_loss": tr["loss"], "train_acc": tr["acc"],
-                "test_loss": te["loss"], "test_acc": te["acc"]}
-
-    trainer = Trainer(ens, cfg, seeds)
-    ckpt = ctx.checkpoint if checkpoint is None else checkpoint
-    trainer.run(data.train.x, data.train.y, evaluate=evaluate, checkpoint=ckpt)
-    return trainer, data
-
-
-def history(trainer: Trainer) -> dict:
-    """The evaluated epochs as [E] and every metric as [E, N]; batch_loss as [epochs, N]."""
-    h = trainer.history
-    out = {k: torch.stack(h[k]) for k in METRICS}
-    out["epoch"] = torch.stack(h["epoch"])[:, 0].long()
-    out["batch_loss"] = torch.stack(h["batch_loss"])
-    return out
-
-
-def diverged(trainer: Trainer) -> list[bool]:
-    """Per member: a non-finite training loss at any epoch, or non-finite final metrics."""
-    final = torch.stack([trainer.history[k][-1] for k in METRICS])
-    return (trainer.diverged | ~torch.isfinite(final).all(0)).tolist()
-
-
-METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
+        check_model(m)
+    check_sizes(cfg)
 
 
 # --------------------------------------------------------------------------- trials and outputs

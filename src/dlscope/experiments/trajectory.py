@@ -15,6 +15,7 @@ from .. import models
 from ..analysis.pca import fit_pca, select_names
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from .base import ConfigError, Trial, save_fig, seeds_for
+from .cifar import COMMON, check_model, check_sizes
 
 NAME = "trajectory"
 TITLE = "The optimization path in parameter space (PCA)"
@@ -25,13 +26,7 @@ _FULL = {
     "layer": "0.weight",  # the first conv layer's weight
     "epochs": 50,
     "batch_size": 1000,
-    "lr": 4e-4,
-    "weight_decay": 1e-4,
-    "lr_step": 10,
-    "lr_gamma": 0.1,
-    "augment": True,
-    "train_size": 50000,
-    "test_size": 10000,
+    **COMMON,
     "label_every": 3,  # annotate every third epoch with its test accuracy
 }
 PROFILES = {
@@ -42,8 +37,7 @@ PROFILES = {
 
 
 def validate(cfg: dict) -> None:
-    if cfg["model"] not in models.names() or models.info(cfg["model"])["input_shape"] != (3, 32, 32):
-        raise ConfigError(f"model: {cfg['model']!r} is not a CIFAR-10 model of the zoo")
+    check_model(cfg["model"], "model")
     torch.manual_seed(0)
     names = [k for k, _ in models.build(cfg["model"]).named_parameters()]
     try:
@@ -52,8 +46,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"layer: {cfg['layer']!r} is not a parameter or module of {cfg['model']}; have: {', '.join(names)}") from None
     if cfg["label_every"] < 1:
         raise ConfigError("label_every: must be at least 1")
-    if not 0 < cfg["train_size"] <= 50000 or not 0 < cfg["test_size"] <= 10000:
-        raise ConfigError("train_size must be in 1..50000 and test_size in 1..10000")
+    check_sizes(cfg)
 
 
 def trials(cfg: dict) -> list[Trial]:
