@@ -122,6 +122,16 @@ def check_common(cfg: dict) -> None:
                 raise ConfigError(f"{key}={v}: must not be negative")
 
 
+def trial_per_model(cfg: dict, fn) -> list[Trial]:
+    """One trial per model of cfg["models"] (architectures that differ cannot share an ensemble)."""
+    return [Trial(key=m, fn=fn, args={**cfg, "model": m}, label=m) for m in cfg["models"]]
+
+
+def finished_models(cfg: dict, results: dict):
+    """(model, result) for each model of cfg["models"] whose trial finished, in settings order."""
+    return [(m, results[m]) for m in cfg["models"] if m in results]
+
+
 def seeds_for(cfg: dict, count: int, offset: int = 0) -> list[int]:
     """The trial seeds of a run: consecutive from the run's base seed (--seed)."""
     return [cfg["seed"] + offset + i for i in range(count)]

@@ -7,7 +7,7 @@ Train metrics come from a separate evaluation pass over the un-augmented trainin
 from __future__ import annotations
 
 
-from .base import Trial, save_fig, seeds_for
+from .base import Trial, finished_models, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "cifar-depth"
@@ -37,7 +37,7 @@ def validate(cfg: dict) -> None:
 
 
 def trials(cfg: dict) -> list[Trial]:
-    return [Trial(key=m, fn=train_model, args={**cfg, "model": m}, label=m) for m in cfg["models"]]
+    return trial_per_model(cfg, train_model)
 
 
 def train_model(args: dict, ctx) -> dict:
@@ -49,10 +49,7 @@ def train_model(args: dict, ctx) -> dict:
 
 def summarize(cfg: dict, results: dict) -> dict:
     rows = []
-    for m in cfg["models"]:
-        r = results.get(m)
-        if r is None:
-            continue
+    for m, r in finished_models(cfg, results):
         row = {"model": m, "params": r["params"]}
         for k in METRICS:  # final epoch, mean over seeds
             row[k] = r[k][-1].mean().item()

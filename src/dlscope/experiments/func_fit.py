@@ -13,7 +13,7 @@ import torch
 
 from .. import models
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression, fast_mlp
-from .base import ConfigError, Trial, save_fig, seeds_for
+from .base import ConfigError, Trial, finished_models, save_fig, seeds_for, trial_per_model
 
 NAME = "func-fit"
 TITLE = "Deep vs shallow networks on simulated functions"
@@ -88,10 +88,7 @@ def converged_epoch(loss: list[float], min_epoch: int, every: int, tol: float) -
 
 
 def trials(cfg: dict) -> list[Trial]:
-    return [
-        Trial(key=m, fn=train_model, args={**cfg, "model": m}, label=m)
-        for m in cfg["models"]
-    ]
+    return trial_per_model(cfg, train_model)
 
 
 def members(cfg: dict) -> list[dict]:
@@ -130,10 +127,7 @@ def train_model(args: dict, ctx) -> dict:
 
 def summarize(cfg: dict, results: dict) -> dict:
     rows = []
-    for m in cfg["models"]:
-        r = results.get(m)
-        if r is None:
-            continue
+    for m, r in finished_models(cfg, results):
         for i, mem in enumerate(r["members"]):
             curve = r["loss"][:, i].tolist()
             rows.append(

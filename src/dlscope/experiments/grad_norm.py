@@ -14,7 +14,7 @@ import torch
 from .. import models
 from ..analysis.hessian import ensemble_gradient
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from .base import ConfigError, Trial, save_fig, seeds_for
+from .base import ConfigError, Trial, finished_models, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, check_sizes
 from .func_fit import FUNCTIONS, inputs
 
@@ -61,7 +61,7 @@ def validate(cfg: dict) -> None:
 
 
 def trials(cfg: dict) -> list[Trial]:
-    return [Trial(key=m, fn=train_model, args={**cfg, "model": m}, label=m) for m in cfg["models"]]
+    return trial_per_model(cfg, train_model)
 
 
 def train_model(args: dict, ctx) -> dict:
@@ -105,10 +105,7 @@ def train_model(args: dict, ctx) -> dict:
 
 def summarize(cfg: dict, results: dict) -> dict:
     rows = []
-    for m in cfg["models"]:
-        r = results.get(m)
-        if r is None:
-            continue
+    for m, r in finished_models(cfg, results):
         row = {"model": m, "params": r["params"], "task": r["task"], "epochs": r["loss"].shape[0] - 1,
                "final_grad_norm": r["grad_norm"][-1].mean().item(), "final_loss": r["loss"][-1].mean().item(),
                "initial_grad_norm": r["grad_norm"][0].mean().item(), "max_grad_norm": r["grad_norm"].max().item()}

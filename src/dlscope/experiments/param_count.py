@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 from .. import models
-from .base import Trial, save_fig, seeds_for
+from .base import Trial, finished_models, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "param-count"
@@ -44,7 +44,7 @@ def validate(cfg: dict) -> None:
 
 
 def trials(cfg: dict) -> list[Trial]:
-    return [Trial(key=m, fn=train_model, args={**cfg, "model": m}, label=m) for m in cfg["models"]]
+    return trial_per_model(cfg, train_model)
 
 
 def train_model(args: dict, ctx) -> dict:
@@ -56,10 +56,7 @@ def train_model(args: dict, ctx) -> dict:
 
 def summarize(cfg: dict, results: dict) -> dict:
     rows = []
-    for m in cfg["models"]:
-        r = results.get(m)
-        if r is None:
-            continue
+    for m, r in finished_models(cfg, results):
         row = {"model": m, "params": r["params"], **{k: r[k][-1, 0].item() for k in METRICS}, "diverged": r["diverged"][0]}
         if m in REFERENCE:
             row["original_test_acc"] = REFERENCE[m]
