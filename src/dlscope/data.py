@@ -14,13 +14,14 @@ import os
 import pickle
 import struct
 import tarfile
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .files import atomic_file, save_atomic
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)  # the study's values (not the true std 0.247/0.243/0.261)
@@ -103,23 +104,17 @@ def download(url: str, dest: Path, md5: str, progress: bool = True, timeout: flo
     """Fetch url to dest through a temporary file, with a progress bar; checked against md5."""
     from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    with atomic_file(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 for chunk in iter(lambda: resp.read(1 << 16), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
-        got = md5sum(Path(tmp))
+        got = md5sum(tmp)
         if got != md5:
             raise DataError(f"{url}: checksum mismatch (md5 {got}, expected {md5}); the download is corrupt, try again")
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return dest
 
 
 def fetch(name: str, root: Path, resources: list[Resource] | None = None, progress: bool = True) -> None:
@@ -233,20 +228,6 @@ def load_raw(name: str, data_dir=None) -> dict[str, tuple[torch.Tensor, torch.Te
     except OSError:
         pass
     return out
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save through a temporary file in the same folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def stats(name: str, data_dir=None) -> dict:

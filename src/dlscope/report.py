@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, experiments
-from .store import write_text_atomic
+from .files import write_text_atomic
 
 # --------------------------------------------------------------------------- what SPEC says
 
