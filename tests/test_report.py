@@ -287,7 +287,7 @@ def test_overall_progress_line_and_time_left(monkeypatch):
     clock[0] = 40.0
     study.trial_done()
     study.end_experiment()
-    assert study.durations == [40.0]
+    assert [d for d, _ in study.durations] == [40.0]
 
     study.enter("b")
     study.start_experiment("b", total=4, done=2)  # resumed: two trials were done before
@@ -300,9 +300,22 @@ def test_overall_progress_line_and_time_left(monkeypatch):
     assert study.text() == "[2/3] b · summary and figures · ~40 s left"  # c, guessed at the mean of 40 and 40 s
     study.end_experiment()
     study.end_experiment()  # ending twice (a crash after the trials) counts once
-    assert study.durations == [40.0, 40.0]
+    assert [d for d, _ in study.durations] == [40.0, 40.0]
 
     study.enter("c")
     study.start_experiment("c", total=1, done=1)  # nothing to do: says nothing about pace
     study.end_experiment()
-    assert study.durations == [40.0, 40.0]
+    assert [d for d, _ in study.durations] == [40.0, 40.0]
+
+
+def test_time_left_weighs_experiments_by_their_relative_cost(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    study = StudyProgress(["func-fit", "random-labels"], enabled=False)
+    study.enter("func-fit")
+    study.start_experiment("func-fit", total=1, done=0)
+    clock[0] = 90.0
+    study.epoch("mlp-deep", 1, 2)  # half of func-fit in 90 s; random-labels costs 18/181 of func-fit
+    cost = runner.RELATIVE_COST
+    expected = 90.0 + 180.0 * cost["random-labels"] / cost["func-fit"]
+    assert abs(study.seconds_left() - expected) < 1e-9

@@ -98,11 +98,24 @@ class Progress:
             self.bar.close()
 
 
+# Each experiment's share of the study's work: seconds of the quick profile on the reference CPU
+# (README). Only the ratios matter; an experiment not listed counts as an average one.
+RELATIVE_COST = {
+    "func-fit": 181, "cifar-depth": 45, "trajectory": 32, "grad-norm": 72, "min-ratio": 31,
+    "random-labels": 18, "param-count": 96, "interpolation": 23, "sensitivity": 73,
+}  # fmt: skip
+
+
+def _cost(name: str) -> float:
+    return RELATIVE_COST.get(name, statistics.fmean(RELATIVE_COST.values()))
+
+
 class StudyProgress:
     """One line for the whole study:  [3/9] trajectory · trial 2/8 cnn-21 · epoch 12/50 · ~4 min left
 
-    Time left = the running experiment's rest (from its own pace) + the experiments still to come,
-    each guessed at the mean duration of those that ran so far. Crude, but it corrects itself."""
+    Time left = the work still to do times the pace so far, with each experiment's share of the
+    work taken from RELATIVE_COST (func-fit alone is a fifth of the quick study). Crude, but it
+    corrects itself as experiments finish."""
 
     current: "StudyProgress | None" = None  # the active display; Progress reports into it
 
@@ -112,7 +125,7 @@ class StudyProgress:
         self.names, self.index, self.name, self.open = names, -1, "", False
         self.total = self.done = self.done_at_start = self.ep = self.ep_total = 0
         self.label, self.t0 = "", time.monotonic()
-        self.durations: list[float] = []  # seconds of experiments that ran trials
+        self.durations: list[tuple[float, float]] = []  # (seconds, relative cost) of experiments that ran trials
         self.tty = sys.stderr.isatty()
         self.bar = tqdm(total=len(names), disable=not enabled, file=sys.stderr, dynamic_ncols=True,
                         bar_format="{desc} |{bar:12}| {elapsed}")
@@ -156,7 +169,7 @@ class StudyProgress:
             return
         self.open = False
         if self.done > self.done_at_start:  # a fully resumed experiment says nothing about pace
-            self.durations.append(time.monotonic() - self.t0)
+            self.durations.append((time.monotonic() - self.t0, _cost(self.name)))
         self.bar.n = self.index + 1
         self.draw(force=True)
 
@@ -172,12 +185,13 @@ class StudyProgress:
 
     def seconds_left(self) -> float | None:
         f, spent = self.fraction(), time.monotonic() - self.t0
-        if f < 0.02 and not self.durations:
+        cost = _cost(self.name)
+        seconds = sum(d for d, _ in self.durations) + (spent if f >= 0.02 else 0.0)
+        work = sum(c for _, c in self.durations) + (cost * f if f >= 0.02 else 0.0)
+        if work <= 0:
             return None
-        projected = spent / f if f >= 0.02 else statistics.fmean(self.durations)
-        per_exp = statistics.fmean(self.durations + [projected])
-        later = len(self.names) - self.index - 1
-        return max(projected - spent, 0.0) + later * per_exp
+        later = sum(_cost(n) for n in self.names[self.index + 1 :])
+        return seconds / work * (cost * (1 - f) + later)
 
     def text(self) -> str:
         parts = [f"[{self.index + 1}/{len(self.names)}] {self.name}"]
