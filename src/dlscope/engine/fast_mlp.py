@@ -82,13 +82,10 @@ def supports(model_name: str) -> bool:
 
 def init_flat(model_name: str, seeds: list[int], device="cpu", dtype=None) -> torch.Tensor:
     """[N, P]: member i = torch.manual_seed(seeds[i]); models.build(name), flattened in module order
-    (the same initial weights as Ensemble.from_seeds)."""
-    rows = []
-    for s in seeds:
-        torch.manual_seed(s)
-        m = models.build(model_name)
-        rows.append(torch.cat([p.detach().reshape(-1) for p in m.parameters()]))
-    return torch.stack(rows).to(device=device, dtype=dtype or torch.get_default_dtype())
+    (the same initial weights as Ensemble.from_seeds, because they are its)."""
+    from .ensemble import Ensemble
+
+    return Ensemble.from_seeds(model_name, seeds).flat().to(device=device, dtype=dtype or torch.get_default_dtype())
 
 
 # --------------------------------------------------------------------------- forward and backward
