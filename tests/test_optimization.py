@@ -3,6 +3,7 @@ profiles, with their recorded numbers checked against independent computations."
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -106,3 +107,43 @@ def test_min_ratio_smoke(tmp_path, data_dir):
     eigs = hs.eigenvalues(hs.hessian(obj))
     assert hs.min_ratio(eigs, cfg["eig_rel_tol"]) == pytest.approx(pts[i]["min_ratio"])
     assert pts[i]["n_negative"] == int((eigs < -cfg["eig_rel_tol"] * eigs.abs().max()).sum())
+
+
+class _StopAfter:
+    """An in-memory checkpointer that interrupts the trial (as a kill would) at its k-th save."""
+
+    def __init__(self, k: int | None, state: dict | None = None):
+        self.k, self.state, self.saves = k, state, 0
+
+    def load(self):
+        return self.state
+
+    def save(self, state, force=False):
+        buf = io.BytesIO()
+        torch.save(state, buf)  # a copy, as the file checkpointer writes it
+        buf.seek(0)
+        self.state = torch.load(buf, weights_only=False)
+        self.saves += 1
+        if self.saves == self.k:
+            raise KeyboardInterrupt
+
+    def progress(self, done, total, info=""):
+        pass
+
+
+@pytest.mark.parametrize("stop_at", [2, 4])  # in phase 1, in phase 2
+def test_min_ratio_resumes_in_either_phase(monkeypatch, stop_at):
+    from dlscope.engine import fast_mlp
+    from dlscope.experiments import min_ratio
+    from dlscope.experiments.base import TrialContext, resolve
+
+    monkeypatch.setattr(fast_mlp, "FULL_BATCH_CHUNK", 100)  # phase 1 saves at 100, 200, 300 steps
+    cfg = resolve(min_ratio, "smoke", ["phase1_steps=300", "phase2_steps=120", "grad_tol=1e-12"])  # phase 2 at 350, 400, 420
+    clean = min_ratio.train_and_measure(cfg, TrialContext(torch.device("cpu"), checkpoint=_StopAfter(None)))
+    ck = _StopAfter(stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        min_ratio.train_and_measure(cfg, TrialContext(torch.device("cpu"), checkpoint=ck))
+    assert ck.state["step"] == [100, 200, 300, 350, 400][stop_at - 1]
+    resumed = min_ratio.train_and_measure(cfg, TrialContext(torch.device("cpu"), checkpoint=_StopAfter(None, ck.state)))
+    assert resumed["points"] == clean["points"]
+    assert torch.equal(resumed["end_params"], clean["end_params"])

@@ -61,6 +61,10 @@ class Ensemble:
             return torch.stack([self._call(self.member_tensors(i), self.member_buffers(i), x[i]) for i in range(self.n)])
         return vmap(self._call)(self.params, self.buffers, x)
 
+    def forward_with(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        """forward(x) with the given stacked parameters and buffers (vmap mode), for compiling."""
+        return vmap(self._call)(params, buffers, x)
+
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, ...], the same batch for every member -> [N, B, out]."""
         if self.n == 1 or self.mode == "loop":
@@ -91,6 +95,13 @@ class Ensemble:
         """[N, P]: each member's parameters (or only those named) as one vector, in module order."""
         keys = names or list(self.params)
         return torch.cat([self.params[k].detach().reshape(self.n, -1) for k in keys], dim=1)
+
+    def load_flat(self, theta: torch.Tensor) -> None:
+        """Set every member's parameters from theta [N, P], the layout of flat()."""
+        sizes = [v[0].numel() for v in self.params.values()]
+        with torch.no_grad():
+            for (k, v), chunk in zip(self.params.items(), theta.split(sizes, dim=1)):
+                v.copy_(chunk.reshape(v.shape))
 
     def n_params(self) -> int:
         return sum(v[0].numel() for v in self.params.values())

@@ -20,7 +20,6 @@ Semantics are those of `Trainer` / `train_reference`: member i starts from
 from __future__ import annotations
 
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from .. import models
+from .accel import warn_once
 from .optim import step_lr_scale
 from .train import Checkpointer, TrainConfig, epoch_generator
 
@@ -376,7 +376,7 @@ class FastMLPTrainer:
             fn = _compiled(self.spec, self.cfg.weight_decay, self.betas, self.eps, torch.get_num_threads(), args[0].device.type)
             out = fn(*args)
         except Exception as e:  # the compiler failed: the same steps run eagerly
-            _warn_once(f"torch.compile failed for the fast MLP path ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eagerly")
+            warn_once(f"torch.compile failed for the fast MLP path ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eagerly")
             self.compile = False
             return None
         self.compile_seconds += time.perf_counter() - t0
@@ -535,13 +535,6 @@ class FastMLPTrainer:
 
 
 _COMPILED: dict = {}
-_WARNED: set = set()
-
-
-def _warn_once(msg: str) -> None:
-    if msg not in _WARNED:
-        _WARNED.add(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 def _compiled(spec: MLPSpec, weight_decay: float, betas, eps: float, threads: int, device_type: str) -> Callable:

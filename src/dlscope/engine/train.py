@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import random_crop_flip
+from . import accel
 from .ensemble import Ensemble
 from .optim import BatchedAdam, step_lr_scale
 
@@ -32,6 +33,8 @@ class TrainConfig:
     lr_gamma: float = 0.1
     augment: bool = False  # random crop (reflect pad 4) + horizontal flip
     loss: str = "ce"  # "ce" (cross-entropy on the model's output) or "mse"
+    amp: bool = False  # forward and backward under bf16 autocast (weights and Adam stay float32)
+    compile: bool | str = "auto"  # compile forward + loss (+ backward): "auto" = on CUDA (accel.py)
 
 
 def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
@@ -71,6 +74,16 @@ class Trainer:
         self.history: dict[str, list] = {}
         self.diverged = torch.zeros(ens.n, dtype=torch.bool)
         self.seconds = 0.0
+        self._compiled: accel.CompiledStep | None = None
+        dev = ens.params[next(iter(ens.params))].device
+        if ens.mode == "vmap" and accel.should_compile(cfg.compile, dev):
+            self._compiled = accel.CompiledStep(self._batch_loss, dev)
+
+    def _batch_loss(self, params, buffers, xb, yb) -> torch.Tensor:
+        """The loss of every member on its own batch [N]: what one training step differentiates."""
+        with accel.autocast(xb.device, self.cfg.amp):
+            out = self.ens.forward(xb) if params is None else self.ens.forward_with(params, buffers, xb)
+        return loss_per_member(out.float() if self.cfg.amp else out, yb, self.cfg.loss)
 
     # ------------------------------------------------------------------ one epoch
 
@@ -92,7 +105,10 @@ class Trainer:
                 xb = torch.stack([random_crop_flip(xb[i], gens[i]) for i in range(ens.n)])
             if ens.n == 1 or ens.mode == "loop":  # members run one by one: each on its own images
                 xb = cpu_conv_layout(xb)
-            loss = loss_per_member(ens(xb), y[rows, idx], cfg.loss)
+            if self._compiled is not None:  # parameters are explicit inputs of the compiled graph
+                loss = self._compiled(ens.params, ens.buffers, xb, y[rows, idx])
+            else:
+                loss = self._batch_loss(None, None, xb, y[rows, idx])
             self.opt.zero_grad()
             loss.sum().backward()  # member i's gradient is that of its own mean loss
             self.opt.step(scale)

@@ -22,6 +22,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from ..engine import accel
 from ..experiments.base import Trial, TrialContext
 from ..store import FileCheckpointer
 
@@ -53,7 +54,9 @@ def run_job(job: Job, on_progress: ProgressFn | None = None) -> Outcome:
     if job.checkpoint_path:
         cb = (lambda d, t, i: on_progress(job, d, t, i)) if on_progress else None
         ckpt = FileCheckpointer(job.checkpoint_path, job.checkpoint_every, cb)
-    ctx = TrialContext(device=torch.device(job.device), data_dir=job.data_dir, checkpoint=ckpt)
+    device = torch.device(job.device)
+    accel.configure(device)  # in every worker process: deterministic kernels on CUDA
+    ctx = TrialContext(device=device, data_dir=job.data_dir, checkpoint=ckpt)
     t0 = time.perf_counter()
     try:
         result = job.trial.fn(job.trial.args, ctx)

@@ -19,6 +19,7 @@ COMMON = {
     "augment": True,
     "train_size": 50000,
     "test_size": 10000,
+    "amp": False,  # bf16 autocast in training (not evaluation); off: the study's numbers in float32
 }
 
 
@@ -47,6 +48,7 @@ def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_si
         lr_step=args.get("lr_step") or None,
         lr_gamma=args.get("lr_gamma", 0.1),
         augment=args.get("augment", True),
+        amp=args.get("amp", False),
     )
     every = max(1, args.get("eval_every", 1))
 

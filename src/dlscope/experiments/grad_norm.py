@@ -79,7 +79,7 @@ def train_model(args: dict, ctx) -> dict:
         data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
         x, y = data.train.x, data.train.y
         cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], args["lr_step"],
-                          args["lr_gamma"], args["augment"])
+                          args["lr_gamma"], args["augment"], amp=args["amp"])
 
         def evaluate(t: Trainer) -> dict:
             out = ensemble_gradient(t.ens, x, y, loss="ce", batch_size=args["grad_batch_size"])

@@ -24,6 +24,7 @@ _FULL = {
     "train_size": 60000,
     "test_size": 10000,
     "classes": 10,
+    "amp": False,  # bf16 autocast in training (not evaluation)
 }
 PROFILES = {
     "smoke": {**_FULL, "epochs": 3, "train_size": 200, "test_size": 200},
@@ -61,7 +62,7 @@ def train_random(args: dict, ctx) -> dict:
     data = ctx.load_data("mnist", args["train_size"], args["test_size"])
     y_random = random_labels(len(data.train), args["classes"], seeds[0], ctx.device)
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
-    cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"])
+    cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], amp=args["amp"])
 
     def evaluate(t: Trainer) -> dict:
         tr = evaluate_classifier(t.ens, data.train.x, y_random)

@@ -60,7 +60,7 @@ def train_runs(args: dict, ctx) -> dict:
     layer = select_names(list(ens.params), args["layer"])
     init_whole, init_layer = ens.flat().cpu(), ens.flat(layer).cpu()
     cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], args["lr_step"],
-                      args["lr_gamma"], args["augment"])
+                      args["lr_gamma"], args["augment"], amp=args["amp"])
     trainer = Trainer(ens, cfg, seeds)
 
     def evaluate(t: Trainer) -> dict:
