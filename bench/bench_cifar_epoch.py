@@ -33,17 +33,17 @@ from dlscope.engine import Ensemble, Trainer, TrainConfig  # noqa: E402
 BATCH, LR, WD, EPOCH_IMAGES = 64, 4e-4, 1e-4, 50000
 
 
-def run(model_name: str, quick: bool, repeats: int) -> dict:
+def run(model_name: str, quick: bool, repeats: int, device="cpu") -> dict:
     images = (3200 if model_name == "cnn-7" else 6400) if quick else EPOCH_IMAGES
     with Clock() as load:
-        d = data.load("cifar10", "cpu", train_size=images, test_size=1)  # resident, normalised
+        d = data.load("cifar10", device, train_size=images, test_size=1)  # resident, normalised
     raw = data.load_raw("cifar10")["train"]
     idx = data.balanced_subset(raw[1], images)
     ref_set = TorchvisionStyleImages(raw[0][idx], raw[1][idx], "cifar10")  # the same images, as uint8
     scale = EPOCH_IMAGES / images
 
     def dlscope():
-        ens = Ensemble.from_seeds(model_name, [0])
+        ens = Ensemble.from_seeds(model_name, [0], device)
         trainer = Trainer(ens, TrainConfig(1, BATCH, LR, WD, augment=True), [0])
         with Clock() as c:
             trainer.train_epoch(d.train.x, d.train.y)
@@ -51,7 +51,7 @@ def run(model_name: str, quick: bool, repeats: int) -> dict:
 
     def reference():
         torch.manual_seed(0)
-        model = models.build(model_name)
+        model = models.build(model_name).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WD)
         loader = DataLoader(ref_set, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
         with Clock() as c:
@@ -61,7 +61,7 @@ def run(model_name: str, quick: bool, repeats: int) -> dict:
     dlscope()  # warm-up: first-touch allocations, oneDNN primitive caches
     ref_t, dl_t = alternate(reference, dlscope, repeats)
     torch.manual_seed(0)
-    flops_per_image = training_flops(models.build(model_name), d.train.x[:BATCH], d.train.y[:BATCH]) / BATCH
+    flops_per_image = training_flops(models.build(model_name).to(device), d.train.x[:BATCH], d.train.y[:BATCH]) / BATCH
     r = result(f"cifar-epoch-{model_name}", dl_t, ref_t, unit="seconds per training epoch of 50,000 images",
                images_timed=images, repeats=repeats, dlscope_load_s=load.wall, machine=machine())  # fmt: skip
     r["dlscope_images_per_s"] = EPOCH_IMAGES / r["dlscope_s"]
@@ -69,14 +69,14 @@ def run(model_name: str, quick: bool, repeats: int) -> dict:
     r["training_gflop_per_image"] = flops_per_image / 1e9
     r["dlscope_gflops"] = flops_per_image * r["dlscope_images_per_s"] / 1e9
     r["reference_gflops"] = flops_per_image * r["reference_images_per_s"] / 1e9
-    r["matmul_2048_gflops"] = matmul_gflops()
+    r["matmul_2048_gflops"] = matmul_gflops(device=device)
     return r
 
 
 def main():
     args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--model", default="cnn-1", choices=["cnn-1", "cnn-7"]))
     set_threads(args.threads or 1)
-    report([run(args.model, args.quick, args.repeats)], args.out)
+    report([run(args.model, args.quick, args.repeats, args.device)], args.out)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ LR, WD, POINTS, FULL_EPOCHS = 4e-4, 1e-4, 300, 20000
 def reference_training(model_name: str, seed: int, x: torch.Tensor, y: torch.Tensor, epochs: int):
     """The plain loop. Returns the full-data MSE at init and after each epoch."""
     torch.manual_seed(seed)
-    model = models.build(model_name)
+    model = models.build(model_name).to(x.device)
     sampler = EpochSampler(len(x), seed)  # dlscope's data order, so the curves compare
     loader = DataLoader(TensorDataset(x, y.unsqueeze(1)), batch_size=1, sampler=sampler)
     opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WD)
@@ -56,9 +56,9 @@ def reference_training(model_name: str, seed: int, x: torch.Tensor, y: torch.Ten
     return losses
 
 
-def run(seeds: int, quick: bool, repeats: int, compile=True) -> dict:
+def run(seeds: int, quick: bool, repeats: int, compile=True, device="cpu") -> dict:
     workload = f"func-fit-{len(MODELS) * len(FUNCS) * seeds}"
-    x = inputs(POINTS)
+    x = inputs(POINTS, device)
     targets = {f: FUNCTIONS[f](x[:, 0]) for f in FUNCS}
     seed_list = list(range(seeds))
     ref_seeds = seed_list[:1] if quick else seed_list
@@ -70,7 +70,7 @@ def run(seeds: int, quick: bool, repeats: int, compile=True) -> dict:
     t0 = now()
     for m in MODELS:
         ys[m] = torch.stack([targets[f] for f in FUNCS for _ in seed_list])
-        trainers[m] = FastMLPTrainer(m, cfg, [s for _ in FUNCS for s in seed_list], compile=compile)
+        trainers[m] = FastMLPTrainer(m, cfg, [s for _ in FUNCS for s in seed_list], device, compile=compile)
         trainers[m]._record({"loss": trainers[m].evaluate(x, ys[m])})
         trainers[m]._record({"batch_loss": trainers[m].train_epoch(x, ys[m]), "loss": trainers[m].evaluate(x, ys[m])})
     first_epoch_s = now() - t0
@@ -123,7 +123,7 @@ def main():
         p.add_argument("--eager", action="store_true", help="do not compile the fast path"),
     ))  # fmt: skip
     set_threads(args.threads or 1)
-    report([run(args.seeds, args.quick, args.repeats, compile=not args.eager)], args.out)
+    report([run(args.seeds, args.quick, args.repeats, compile=not args.eager, device=args.device)], args.out)
 
 
 if __name__ == "__main__":

@@ -49,14 +49,14 @@ def min_ratio(H: torch.Tensor, rel_tol: float = 1e-9) -> float:
     return float((eigs > rel_tol * eigs.abs().max()).double().mean())
 
 
-def run(quick: bool, repeats: int) -> dict:
+def run(quick: bool, repeats: int, device="cpu") -> dict:
     dt = torch.float64
-    x = inputs(POINTS).to(dt)
+    x = inputs(POINTS, device).to(dt)
     y = f1(x[:, 0])
     seeds = list(range(MEMBERS))
-    theta = fast_mlp.init_flat(MODEL, seeds, dtype=dt)  # member i = manual_seed(i); models.build
+    theta = fast_mlp.init_flat(MODEL, seeds, device, dt)  # member i = manual_seed(i); models.build
     torch.manual_seed(0)
-    template = models.build(MODEL).to(dt)
+    template = models.build(MODEL).to(device, dt)
     spec = fast_mlp.spec_of(template)
     ref_members = 5 if quick else 20
     loss = flat_loss(template, x, y)
@@ -91,7 +91,7 @@ def run(quick: bool, repeats: int) -> dict:
 def main():
     args = parse_args(__doc__.splitlines()[0])
     set_threads(args.threads or 1)
-    report([run(args.quick, args.repeats)], args.out)
+    report([run(args.quick, args.repeats, args.device)], args.out)
 
 
 if __name__ == "__main__":

@@ -28,26 +28,27 @@ from dlscope.engine import Ensemble, Trainer, TrainConfig  # noqa: E402
 MODEL, BATCH, LR, EPOCH_IMAGES = "mnist-mlp", 100, 1e-4, 60000
 
 
-def run(quick: bool, repeats: int) -> dict:
+def run(quick: bool, repeats: int, device="cpu") -> dict:
     images = 12000 if quick else EPOCH_IMAGES
     with Clock() as load:
-        d = data.load("mnist", "cpu", train_size=images, test_size=1)  # resident: resized, normalised
+        d = data.load("mnist", device, train_size=images, test_size=1)  # resident: resized, normalised
     labels = torch.randint(0, 10, (images,), generator=torch.Generator().manual_seed(0))  # random labels
+    labels_dev = labels.to(device)
     raw = data.load_raw("mnist")["train"]
     idx = data.balanced_subset(raw[1], images)
     ref_set = TorchvisionStyleImages(raw[0][idx], labels, "mnist")  # the same images, as uint8 28x28
     scale = EPOCH_IMAGES / images
 
     def dlscope():
-        ens = Ensemble.from_seeds(MODEL, [0])
+        ens = Ensemble.from_seeds(MODEL, [0], device)
         trainer = Trainer(ens, TrainConfig(1, BATCH, LR), [0])
         with Clock() as c:
-            trainer.train_epoch(d.train.x, labels)
+            trainer.train_epoch(d.train.x, labels_dev)
         return c.wall * scale, c.cpu * scale
 
     def reference():
         torch.manual_seed(0)
-        model = models.build(MODEL)
+        model = models.build(MODEL).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=LR)
         loader = DataLoader(ref_set, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
         with Clock() as c:
@@ -66,7 +67,7 @@ def run(quick: bool, repeats: int) -> dict:
 def main():
     args = parse_args(__doc__.splitlines()[0])
     set_threads(args.threads or 1)
-    report([run(args.quick, args.repeats)], args.out)
+    report([run(args.quick, args.repeats, args.device)], args.out)
 
 
 if __name__ == "__main__":

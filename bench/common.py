@@ -32,6 +32,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per side (median reported)")
     p.add_argument("--out", default=str(BENCH / f"results-{Path(sys.argv[0]).stem}.json"), help="write the results (JSON list) here")
     p.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: the workload's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where both sides run (data, models, optimizer)")
     if extra:
         extra(p)
     return p.parse_args()
@@ -95,6 +96,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_initialized() else None,
     }
 
 
@@ -107,16 +109,16 @@ def report(results: list[dict], out: str | None) -> None:
         print(f"wrote {out}", file=sys.stderr)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of a large float32 matrix product on this machine, now (the machine's peak as
-    PyTorch reaches it, for comparison with a workload's achieved rate)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, repeats: int = 5, device="cpu") -> float:
+    """GFLOP/s of a large float32 matrix product on this device, now (its peak as PyTorch reaches
+    it, for comparison with a workload's achieved rate)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     times = []
     for _ in range(repeats):
-        t0 = now()
-        a @ b
-        times.append(now() - t0)
+        with Clock() as c:
+            a @ b
+        times.append(c.wall)
     return 2 * n**3 / median(times) / 1e9
 
 
@@ -142,14 +144,22 @@ def max_rel_diff(a, b) -> float:
 
 
 class Clock:
-    """Wall-clock and CPU seconds of a block (CPU: this process, all its threads)."""
+    """Wall-clock and CPU seconds of a block (CPU: this process, all its threads). Where CUDA is
+    in use, the GPU's queued work is waited for at both ends, so the block's kernels are counted."""
 
     def __enter__(self):
+        sync()
         self.w0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
+        sync()
         self.wall, self.cpu = time.perf_counter() - self.w0, time.process_time() - self.c0
+
+
+def sync() -> None:
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def classifier_epoch(model, loader, opt) -> float:
@@ -158,8 +168,10 @@ def classifier_epoch(model, loader, opt) -> float:
     import torch.nn.functional as F
 
     model.train()
+    dev = next(model.parameters()).device
     total, steps = 0.0, 0
     for xb, yb in loader:
+        xb, yb = xb.to(dev), yb.to(dev)  # the usual loop on a GPU: each batch copied over
         opt.zero_grad()
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()

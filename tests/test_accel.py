@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from dlscope import data, models
 from dlscope.engine import BatchedAdam, Ensemble, Trainer, TrainConfig, accel, train_reference
@@ -39,6 +40,14 @@ def test_compiled_step_follows_the_reference_loop(device):
         losses = train_reference(ref, x, y, cfg, seed)
         got = torch.stack(trainer.history["batch_loss"])[:, i]
         torch.testing.assert_close(got, torch.tensor(losses, dtype=got.dtype), rtol=1e-5, atol=1e-7)
+
+    # the next trial of the same architecture reuses the compiled step: no new graph
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    again = Trainer(Ensemble.from_seeds("mlp-mid", [5, 6], dev, mode="vmap"), cfg, [5, 6])
+    assert again._compiled is trainer._compiled
+    again.run(x, y)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_a_step_that_fails_to_compile_runs_eagerly(monkeypatch):

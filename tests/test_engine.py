@@ -129,3 +129,29 @@ def test_vmap_and_loop_modes_agree(float64):
         Trainer(ens, cfg, [0, 1, 2]).run(x, y)
         flat.append(ens.flat())
     torch.testing.assert_close(flat[0], flat[1], rtol=1e-9, atol=1e-11)
+
+
+def test_batched_adam_follows_a_replaced_or_rewritten_lr():
+    """The shared lr is remembered between steps; replacing opt.lr (min-ratio's schedule) or
+    writing into it must take effect at the next step, as in torch.optim.Adam."""
+    init = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    stacked = init.clone().requires_grad_()
+    opt = BatchedAdam([stacked], 1e-2)
+    singles = [init[i].clone().requires_grad_() for i in range(2)]
+    topts = [torch.optim.Adam([p], lr=1e-2) for p in singles]
+    schedule = [1e-2, 5e-3, 5e-3, 2e-3, 1e-3, 1e-3, 3e-2]
+    for step, lr in enumerate(schedule):
+        if step % 2:
+            opt.lr = torch.full((2,), lr, dtype=torch.float64)  # a new tensor
+        else:
+            opt.lr.fill_(lr)  # in place
+        opt.zero_grad()
+        stacked.pow(4).sum().backward()
+        opt.step()
+        for p, o in zip(singles, topts):
+            o.param_groups[0]["lr"] = lr
+            o.zero_grad()
+            p.pow(4).sum().backward()
+            o.step()
+    for i in range(2):
+        torch.testing.assert_close(stacked[i].detach(), singles[i].detach(), rtol=1e-12, atol=1e-14)

@@ -52,11 +52,21 @@ def should_compile(setting: bool | str, device: torch.device) -> bool:
     return bool(setting)
 
 
+def allow_recompiles(limit: int = 64) -> None:
+    """Each shape is compiled for itself (dynamic=False, so that a step becomes a few fused
+    kernels): a sweep over batch sizes or architectures needs more than the default 8 versions of
+    one Python function."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+
+
 class CompiledStep:
     """fn compiled (CUDA graphs on a GPU), or fn itself once compiling has failed: the first call
     that raises is retried eagerly and a warning says so. fn must not mutate its inputs."""
 
     def __init__(self, fn: Callable, device: torch.device):
+        allow_recompiles()
         self.fn, self.device = fn, device
         mode = "reduce-overhead" if device.type == "cuda" else None
         self.compiled: Callable | None = torch.compile(fn, mode=mode, dynamic=False)

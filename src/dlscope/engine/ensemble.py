@@ -61,10 +61,6 @@ class Ensemble:
             return torch.stack([self._call(self.member_tensors(i), self.member_buffers(i), x[i]) for i in range(self.n)])
         return vmap(self._call)(self.params, self.buffers, x)
 
-    def forward_with(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
-        """forward(x) with the given stacked parameters and buffers (vmap mode), for compiling."""
-        return vmap(self._call)(params, buffers, x)
-
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, ...], the same batch for every member -> [N, B, out]."""
         if self.n == 1 or self.mode == "loop":

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import models
-from .accel import warn_once
+from .accel import allow_recompiles, warn_once
 from .optim import step_lr_scale
 from .train import Checkpointer, TrainConfig, epoch_generator
 
@@ -544,10 +544,7 @@ def _compiled(spec: MLPSpec, weight_decay: float, betas, eps: float, threads: in
     (cpp_wrapper), so the while_loop runs without Python: ~4x less time per step."""
     key = (spec, weight_decay, betas, eps, threads, device_type)
     if key not in _COMPILED:
-        import torch._dynamo
-
-        # every architecture and shape is a recompilation of the same Python function
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        allow_recompiles()  # every architecture and shape is a recompilation of the same function
 
         def loop(*args):
             return train_loop(*args, spec=spec, weight_decay=weight_decay, betas=betas, eps=eps)

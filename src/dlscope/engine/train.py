@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, vmap
 
 from ..data import random_crop_flip
 from . import accel
@@ -77,12 +78,14 @@ class Trainer:
         self._compiled: accel.CompiledStep | None = None
         dev = ens.params[next(iter(ens.params))].device
         if ens.mode == "vmap" and accel.should_compile(cfg.compile, dev):
-            self._compiled = accel.CompiledStep(self._batch_loss, dev)
+            self._compiled = compiled_batch_loss(ens.module, cfg.loss, cfg.amp, dev)
 
-    def _batch_loss(self, params, buffers, xb, yb) -> torch.Tensor:
+    def _batch_loss(self, xb, yb) -> torch.Tensor:
         """The loss of every member on its own batch [N]: what one training step differentiates."""
+        if self._compiled is not None:  # the parameters are explicit inputs of the compiled graph
+            return self._compiled(self.ens.params, self.ens.buffers, xb, yb)
         with accel.autocast(xb.device, self.cfg.amp):
-            out = self.ens.forward(xb) if params is None else self.ens.forward_with(params, buffers, xb)
+            out = self.ens(xb)
         return loss_per_member(out.float() if self.cfg.amp else out, yb, self.cfg.loss)
 
     # ------------------------------------------------------------------ one epoch
@@ -105,10 +108,7 @@ class Trainer:
                 xb = torch.stack([random_crop_flip(xb[i], gens[i]) for i in range(ens.n)])
             if ens.n == 1 or ens.mode == "loop":  # members run one by one: each on its own images
                 xb = cpu_conv_layout(xb)
-            if self._compiled is not None:  # parameters are explicit inputs of the compiled graph
-                loss = self._compiled(ens.params, ens.buffers, xb, y[rows, idx])
-            else:
-                loss = self._batch_loss(None, None, xb, y[rows, idx])
+            loss = self._batch_loss(xb, y[rows, idx])
             self.opt.zero_grad()
             loss.sum().backward()  # member i's gradient is that of its own mean loss
             self.opt.step(scale)
@@ -179,6 +179,30 @@ class Trainer:
         self.history = state["history"]
         self.diverged = state["diverged"]
         self.seconds = state.get("seconds", 0.0)
+
+
+_COMPILED_LOSSES: dict = {}
+
+
+def compiled_batch_loss(template: nn.Module, loss: str, amp: bool, device: torch.device) -> accel.CompiledStep:
+    """The compiled (params, buffers, xb [N, B, ...], yb [N, B]) -> loss [N] of a vmapped ensemble,
+    one per architecture, loss, AMP and device for the whole process: every trial of the same
+    architecture reuses it instead of compiling again (a new module object would fail the
+    compiler's guards). functional_call replaces all of the template's weights, so which instance
+    of the architecture serves as template does not matter."""
+    key = (repr(template), loss, amp, str(device))
+    if key not in _COMPILED_LOSSES:
+
+        def call(p, b, x):
+            return functional_call(template, {**p, **b}, (x,))
+
+        def batch_loss(params, buffers, xb, yb):
+            with accel.autocast(device, amp):
+                out = vmap(call)(params, buffers, xb)
+            return loss_per_member(out.float() if amp else out, yb, loss)
+
+        _COMPILED_LOSSES[key] = accel.CompiledStep(batch_loss, device)
+    return _COMPILED_LOSSES[key]
 
 
 # --------------------------------------------------------------------------- evaluation
