@@ -20,15 +20,25 @@ def _no_env_override(monkeypatch):
     monkeypatch.delenv("DLSCOPE_COMPILE", raising=False)
 
 
+def _problem(model: str, device: torch.device):
+    """A small training problem for `model`: data and settings (the CNN with augmentation and a
+    StepLR drop, as the CIFAR experiments train)."""
+    g = torch.Generator().manual_seed(0)
+    if model == "mlp-mid":
+        x = torch.linspace(-1, 1, 64).unsqueeze(1)
+        return x.to(device), torch.sin(3 * x[:, 0]).to(device), TrainConfig(3, 8, 1e-2, 1e-4, loss="mse", compile=True)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    return x.to(device), y.to(device), TrainConfig(2, 16, 1e-3, 1e-4, lr_step=1, augment=True, compile=True)
+
+
+@pytest.mark.parametrize("model", ["mlp-mid", "cnn-21"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_compiled_step_follows_the_reference_loop(device):
+def test_compiled_step_follows_the_reference_loop(device, model):
     dev = torch.device(device)
     accel.configure(dev)
-    x = torch.linspace(-1, 1, 64, device=dev).unsqueeze(1)
-    y = torch.sin(3 * x[:, 0])
-    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-2, weight_decay=1e-4, loss="mse", compile=True)
+    x, y, cfg = _problem(model, dev)
     seeds = [0, 1]
-    trainer = Trainer(Ensemble.from_seeds("mlp-mid", seeds, dev, mode="vmap"), cfg, seeds)
+    trainer = Trainer(Ensemble.from_seeds(model, seeds, dev, mode="vmap"), cfg, seeds)
     assert trainer._compiled is not None
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would warn
@@ -36,7 +46,7 @@ def test_compiled_step_follows_the_reference_loop(device):
     assert trainer._compiled.compiled is not None  # still compiled: it did not fall back
     for i, seed in enumerate(seeds):
         torch.manual_seed(seed)
-        ref = models.build("mlp-mid").to(dev)
+        ref = models.build(model).to(dev)
         losses = train_reference(ref, x, y, cfg, seed)
         got = torch.stack(trainer.history["batch_loss"])[:, i]
         torch.testing.assert_close(got, torch.tensor(losses, dtype=got.dtype), rtol=1e-5, atol=1e-7)
@@ -44,7 +54,7 @@ def test_compiled_step_follows_the_reference_loop(device):
     # the next trial of the same architecture reuses the compiled step: no new graph
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > 0
-    again = Trainer(Ensemble.from_seeds("mlp-mid", [5, 6], dev, mode="vmap"), cfg, [5, 6])
+    again = Trainer(Ensemble.from_seeds(model, [5, 6], dev, mode="vmap"), cfg, [5, 6])
     assert again._compiled is trainer._compiled
     again.run(x, y)
     assert counters["stats"]["unique_graphs"] == graphs
