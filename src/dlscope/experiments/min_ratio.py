@@ -35,6 +35,7 @@ NAME = "min-ratio"
 # phase 1 is compiled from this many steps on: compiling costs ~7 s here, and then a step of 100
 # members costs 1.7 ms instead of 45 ms eagerly (measured, quick profile's shapes)
 COMPILE_MIN_STEPS = 1000
+CHECKPOINT_FORMAT = 2  # phase 1 on the fast MLP path
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 _FULL = {
@@ -95,11 +96,13 @@ def train_and_measure(args: dict, ctx) -> dict:
     n1, n2 = args["phase1_steps"], args["phase2_steps"]
     total = n1 + n2
     state = ctx.checkpoint.load() if ctx.checkpoint else None
+    if state is not None and state.get("format") != CHECKPOINT_FORMAT:
+        state = None  # written by an older dlscope, whose phase 1 kept other state: start over
     step = state["step"] if state is not None else 0
 
     def progress(info: str, force=False, **extra):
         if ctx.checkpoint:
-            ctx.checkpoint.save({"step": step, **extra}, force=force)
+            ctx.checkpoint.save({"format": CHECKPOINT_FORMAT, "step": step, **extra}, force=force)
             ctx.checkpoint.progress(step, total, info)
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
