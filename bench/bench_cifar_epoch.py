@@ -6,7 +6,8 @@ one-member Ensemble: batches indexed out of the resident tensor, augmented in ba
 reference: the original study's pipeline: torchvision's CIFAR10 data set (a PIL image per sample)
 with RandomCrop(32, padding=4, reflect), RandomHorizontalFlip, ToTensor, Normalize per sample
 (re-implemented in common.py, as torchvision does it), DataLoader(batch_size=64, shuffle=True),
-one model, eager Adam.
+one model in the original's layer order (conv, ReLU, pool; dlscope's zoo pools first: the same
+function, tests/test_models.py), eager Adam.
 
 Both sides train on the same images (the first `images` of the class-balanced subset) from the
 same initial weights. Reported: seconds per epoch of 50,000 images (measured on `images` and
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from common import (  # noqa: E402
-    Clock, TorchvisionStyleImages, alternate, classifier_epoch, machine, matmul_gflops, parse_args, report, result, set_threads, training_flops,
+    Clock, TorchvisionStyleImages, alternate, classifier_epoch, machine, matmul_gflops, parse_args, report, result, set_up, training_flops,
 )  # fmt: skip
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -51,7 +52,7 @@ def run(model_name: str, quick: bool, repeats: int, device="cpu") -> dict:
 
     def reference():
         torch.manual_seed(0)
-        model = models.build(model_name).to(device)
+        model = models.spec_layer_order(models.build(model_name)).to(device)  # the original's layer order
         opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WD)
         loader = DataLoader(ref_set, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
         with Clock() as c:
@@ -75,7 +76,7 @@ def run(model_name: str, quick: bool, repeats: int, device="cpu") -> dict:
 
 def main():
     args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--model", default="cnn-1", choices=["cnn-1", "cnn-7"]))
-    set_threads(args.threads or 1)
+    set_up(args.threads or 1, args.device)
     report([run(args.model, args.quick, args.repeats, args.device)], args.out)
 
 

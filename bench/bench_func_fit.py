@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import Clock, EpochSampler, alternate, machine, max_rel_diff, now, parse_args, report, result, set_threads  # noqa: E402
+from common import Clock, EpochSampler, alternate, machine, max_rel_diff, now, parse_args, report, result, set_up  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from dlscope import models  # noqa: E402
@@ -122,7 +122,7 @@ def main():
         p.add_argument("--seeds", type=int, default=1, help="seeds per (model, function): 1 gives func-fit-6, 8 gives func-fit-48"),
         p.add_argument("--eager", action="store_true", help="do not compile the fast path"),
     ))  # fmt: skip
-    set_threads(args.threads or 1)
+    set_up(args.threads or 1, args.device)
     report([run(args.seeds, args.quick, args.repeats, compile=not args.eager, device=args.device)], args.out)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import Clock, alternate, machine, parse_args, report, result, set_threads  # noqa: E402
+from common import Clock, alternate, machine, parse_args, report, result, set_up  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from dlscope import models  # noqa: E402
@@ -90,7 +90,7 @@ def run(quick: bool, repeats: int, device="cpu") -> dict:
 
 def main():
     args = parse_args(__doc__.splitlines()[0])
-    set_threads(args.threads or 1)
+    set_up(args.threads or 1, args.device)
     report([run(args.quick, args.repeats, args.device)], args.out)
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import Clock, EpochSampler, alternate, machine, max_rel_diff, median, now, parse_args, report, result, set_threads  # noqa: E402
+from common import Clock, EpochSampler, alternate, machine, max_rel_diff, median, now, parse_args, report, result, set_up  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from dlscope import models  # noqa: E402
@@ -109,7 +109,7 @@ def run(quick: bool, repeats: int, compile=True, device="cpu") -> dict:
 
 def main():
     args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--eager", action="store_true", help="do not compile the fast path"))
-    set_threads(args.threads or 1)
+    set_up(args.threads or 1, args.device)
     report([run(args.quick, args.repeats, compile=not args.eager, device=args.device)], args.out)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import Clock, TorchvisionStyleImages, alternate, classifier_epoch, machine, parse_args, report, result, set_threads  # noqa: E402
+from common import Clock, TorchvisionStyleImages, alternate, classifier_epoch, machine, parse_args, report, result, set_up  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from dlscope import data, models  # noqa: E402
@@ -66,7 +66,7 @@ def run(quick: bool, repeats: int, device="cpu") -> dict:
 
 def main():
     args = parse_args(__doc__.splitlines()[0])
-    set_threads(args.threads or 1)
+    set_up(args.threads or 1, args.device)
     report([run(args.quick, args.repeats, args.device)], args.out)
 
 

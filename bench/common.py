@@ -38,12 +38,17 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     return p.parse_args()
 
 
-def set_threads(n: int | None) -> int:
-    """Both sides run with the same number of threads. The tiny-MLP workloads use 1: none of their
-    operations is large enough for a second thread to help, and on a shared machine a second
-    thread's synchronisation can make a plain loop over 10x slower (measured: one epoch of
-    mlp-shallow at batch size 1 took 0.45 s with 1 thread and 5.7-8.4 s with 2 on a busy 2-core
-    machine), which would flatter dlscope."""
+def set_up(n: int | None, device="cpu") -> int:
+    """Both sides run with the same number of threads, in a process set up for `device` as
+    dlscope's trials are (engine.accel.configure: deterministic kernels on CUDA).
+
+    The tiny-MLP workloads use 1 thread: none of their operations is large enough for a second
+    thread to help, and on a shared machine a second thread's synchronisation can make a plain
+    loop over 10x slower (measured: one epoch of mlp-shallow at batch size 1 took 0.45 s with 1
+    thread and 5.7-8.4 s with 2 on a busy 2-core machine), which would flatter dlscope."""
+    from dlscope.engine import accel
+
+    accel.configure(device)
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()

@@ -25,7 +25,7 @@ import bench_func_fit  # noqa: E402
 import bench_hessians  # noqa: E402
 import bench_min_ratio  # noqa: E402
 import bench_mnist_epoch  # noqa: E402
-from common import machine, report, set_threads  # noqa: E402
+from common import machine, report, set_up  # noqa: E402
 
 WORKLOADS = {  # (quick, repeats, device) -> record
     "func-fit-6": lambda q, r, d: bench_func_fit.run(1, q, r, device=d),
@@ -47,7 +47,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--only", nargs="+", choices=list(WORKLOADS), help="run only these workloads")
     p.add_argument("--out", default=str(BENCH / "results.json"))
     args = p.parse_args(argv)
-    set_threads(args.threads)
+    set_up(args.threads, args.device)
     results, t0 = [], time.perf_counter()
     for name in args.only or WORKLOADS:
         t = time.perf_counter()

@@ -1,9 +1,11 @@
+import copy
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from torch import nn
 
 from dlscope import models
 
@@ -52,3 +54,29 @@ def test_same_seed_same_weights_and_unknown_name():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     with pytest.raises(KeyError, match="unknown model"):
         models.build("cnn-99")
+
+
+@pytest.mark.parametrize("name", [n for n in models.names() if n.startswith("cnn-")])
+def test_pool_before_relu_is_specs_network_bit_for_bit(name):
+    """The zoo pools before its ReLUs (faster); outputs and all gradients equal SPEC's order's
+    exactly, also where pooling windows hold ties and all-negative or all-zero values."""
+    torch.manual_seed(0)
+    model = models.build(name).double()
+    assert any(isinstance(a, nn.MaxPool2d) and isinstance(b, nn.ReLU) for a, b in zip(model, list(model)[1:]))
+    with torch.no_grad():  # some channels exactly 0 everywhere, some negative everywhere
+        for conv in (m for m in model if isinstance(m, nn.Conv2d)):
+            conv.weight[::3] = 0
+            conv.bias[::3] = 0
+            conv.bias[1::3] -= 5
+    spec = models.spec_layer_order(copy.deepcopy(model))
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).round()  # ties
+    w = torch.randn(4, 10, dtype=torch.float64)
+    grads = []
+    for m in (model, spec):
+        xi = x.clone().requires_grad_()
+        out = m(xi)
+        (out * w).sum().backward()
+        grads.append((out.detach(), xi.grad, [p.grad for p in m.parameters()]))
+    (o1, gx1, gp1), (o2, gx2, gp2) = grads
+    assert torch.equal(o1, o2) and torch.equal(gx1, gx2)
+    assert all(torch.equal(a, b) for a, b in zip(gp1, gp2))
