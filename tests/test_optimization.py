@@ -147,3 +147,31 @@ def test_min_ratio_resumes_in_either_phase(monkeypatch, stop_at):
     resumed = min_ratio.train_and_measure(cfg, TrialContext(torch.device("cpu"), checkpoint=_StopAfter(None, ck.state)))
     assert resumed["points"] == clean["points"]
     assert torch.equal(resumed["end_params"], clean["end_params"])
+
+
+def test_phase2_gradients_in_chunks_equal_each_members_own():
+    """min-ratio's phase 2: ∇(||∇L||²) computed a few members at a time equals, for every member,
+    the double backward of its own ordinary module (and the all-at-once computation)."""
+    from dlscope.experiments.min_ratio import gradient_norm_descent_grads
+
+    x = inputs(50).double()
+    y = f1(x[:, 0])
+    members = []
+    for s in range(5):
+        torch.manual_seed(s)
+        members.append(models.build("mlp-minratio").double())
+    ens = Ensemble.from_members(members)
+    loss, gn = gradient_norm_descent_grads(ens, x, y.expand(5, -1), chunk=2)
+    chunked = {k: v.grad.clone() for k, v in ens.params.items()}
+    gradient_norm_descent_grads(ens, x, y.expand(5, -1), chunk=5)
+    for k, v in ens.params.items():
+        torch.testing.assert_close(chunked[k], v.grad, rtol=1e-12, atol=1e-15)
+    for i, m in enumerate(members):
+        mse = torch.nn.functional.mse_loss(m(x)[:, 0], y)
+        g = torch.autograd.grad(mse, list(m.parameters()), create_graph=True)
+        norm2 = sum(gi.pow(2).sum() for gi in g)
+        norm2.backward()
+        assert gn[i].item() == pytest.approx(norm2.sqrt().item(), rel=1e-12)
+        assert loss[i].item() == pytest.approx(mse.item(), rel=1e-12)
+        for k, p in m.named_parameters():
+            torch.testing.assert_close(chunked[k][i], p.grad, rtol=1e-10, atol=1e-14)

@@ -36,6 +36,7 @@ NAME = "min-ratio"
 # members costs 1.7 ms instead of 45 ms eagerly (measured, quick profile's shapes)
 COMPILE_MIN_STEPS = 1000
 CHECKPOINT_FORMAT = 2  # phase 1 on the fast MLP path
+PHASE2_CHUNK = 25  # members per double backward on a CPU (see gradient_norm_descent_grads)
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 _FULL = {
@@ -86,6 +87,28 @@ def grad_norms(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, create_graph: bo
     loss = loss_per_member(ens.forward_shared(x), y, "mse")
     grads = torch.autograd.grad(loss.sum(), ens.parameters(), create_graph=create_graph)  # member i: ∇ of its own loss
     return loss, torch.sqrt(sum(g.pow(2).reshape(ens.n, -1).sum(1) for g in grads))
+
+
+def gradient_norm_descent_grads(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, chunk: int):
+    """Phase 2's gradients: ∇(||∇L||²) of every member into its parameters' .grad, computed
+    `chunk` members at a time; returns the MSE [N] and gradient norm [N] where they were taken.
+    Members are independent, so chunks give each member's own numbers; on a CPU, smaller
+    temporaries are served from memory the allocator keeps instead of fresh pages (100 members of
+    mlp-minratio at 300 points: 77 ms per step at once, 32 ms in chunks of 25; measured)."""
+    losses, norms = [], []
+    grads = {k: torch.empty_like(v) for k, v in ens.params.items()}
+    for s in range(0, ens.n, chunk):
+        part = Ensemble(ens.module, {k: v[s : s + chunk].detach().requires_grad_() for k, v in ens.params.items()},
+                        {k: v[s : s + chunk] for k, v in ens.buffers.items()}, ens.mode)  # fmt: skip
+        loss, gn = grad_norms(part, x, y[s : s + chunk], create_graph=True)
+        gn.pow(2).sum().backward()
+        for k, v in part.params.items():
+            grads[k][s : s + chunk] = v.grad
+        losses.append(loss.detach())
+        norms.append(gn.detach())
+    for k, v in ens.params.items():
+        v.grad = grads[k]
+    return torch.cat(losses), torch.cat(norms)
 
 
 def train_and_measure(args: dict, ctx) -> dict:
@@ -140,7 +163,8 @@ def train_and_measure(args: dict, ctx) -> dict:
         }
     while step < total and not bool(p2["done"].all()):
         k = step - n1
-        loss, gn = grad_norms(ens, x, y, create_graph=True)
+        opt.zero_grad()
+        loss, gn = gradient_norm_descent_grads(ens, x, y, PHASE2_CHUNK if dev.type == "cpu" else ens.n)
         with torch.no_grad():  # keep the lowest-gradient point visited (Adam on ||∇L||² is not monotone)
             better = gn < p2["best_gn"]
             p2["best_gn"] = torch.where(better, gn, p2["best_gn"])
@@ -152,8 +176,6 @@ def train_and_measure(args: dict, ctx) -> dict:
         # finished members stand still: their learning rate is 0 (Adam is element-wise)
         cosine = 0.5 * (1 + math.cos(math.pi * k / max(n2, 1)))
         opt.lr = torch.where(p2["done"], 0.0, args["phase2_lr"] * cosine).to(opt.lr.dtype)
-        opt.zero_grad()
-        gn.pow(2).sum().backward()
         opt.step()
         step += 1
         if step % 50 == 0 or step == total:
