@@ -3,8 +3,10 @@
 The trainings are tiny, so on a GPU their cost is kernel launches and Python, not arithmetic:
 compiling the forward and backward pass with mode="reduce-overhead" replays each as one CUDA graph.
 On a CPU compiling the generic step does not pay (measured: a mnist-mlp epoch at batch 100 is
-1.1-1.7x slower compiled, plus ~5 s of compiling), so "auto" compiles on CUDA only; the tiny MLPs
-have their own compiled path on every device (fast_mlp.py).
+1.1-1.7x slower compiled, plus ~5 s of compiling; a cnn-7 step 38 -> 91 ms), so "auto" compiles
+on CUDA only; the tiny MLPs have their own compiled path on every device (fast_mlp.py). Not yet
+measured on a GPU: this project's development machine has none (tests/test_accel.py runs there
+too when one is present).
 
 Environment: DLSCOPE_COMPILE=0|1|auto overrides the choice for the generic step.
 """
