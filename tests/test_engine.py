@@ -2,10 +2,10 @@
 plain one-model loop."""
 
 import torch
+from reference_check import assert_follows_reference
 
-from dlscope import models
 from dlscope.engine import (
-    BatchedAdam, Ensemble, Trainer, TrainConfig, evaluate_classifier, step_lr_scale, train_reference,
+    BatchedAdam, Ensemble, Trainer, TrainConfig, evaluate_classifier, step_lr_scale,
 )  # fmt: skip
 
 
@@ -46,14 +46,7 @@ def _ensemble_vs_reference(model_name, x, y, cfg, seeds):
     ens = Ensemble.from_seeds(model_name, seeds)
     trainer = Trainer(ens, cfg, seeds)
     trainer.run(x, y)
-    for i, seed in enumerate(seeds):
-        torch.manual_seed(seed)
-        ref = models.build(model_name)
-        losses = train_reference(ref, x, y, cfg, seed)
-        got = torch.stack(trainer.history["batch_loss"])[:, i]
-        torch.testing.assert_close(got, torch.tensor(losses, dtype=got.dtype), rtol=1e-9, atol=1e-12)
-        for k, p in ref.named_parameters():
-            torch.testing.assert_close(ens.params[k][i].detach(), p.detach(), rtol=1e-8, atol=1e-10)
+    assert_follows_reference(trainer, model_name, x, y, loss_tol=(1e-9, 1e-12), param_tol=(1e-8, 1e-10))
 
 
 def test_ensemble_equals_one_by_one_mlp(float64):

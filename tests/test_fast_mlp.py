@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from reference_check import assert_follows_reference
 
 from dlscope import models
 from dlscope.engine import Ensemble, Trainer, TrainConfig, evaluate_regression, train_reference
@@ -185,13 +186,6 @@ def test_trainer_fast_cpu_paths_follow_the_reference_loop_in_float32(name, seeds
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(48, 3, 32, 32, generator=g), torch.randint(0, 10, (48,), generator=g)
     cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, weight_decay=1e-4, augment=True)
-    ens = Ensemble.from_seeds(name, seeds)
-    t = Trainer(ens, cfg, seeds)
+    t = Trainer(Ensemble.from_seeds(name, seeds), cfg, seeds)
     t.run(x, y)
-    for i, seed in enumerate(seeds):
-        torch.manual_seed(seed)
-        ref = models.build(name)
-        losses = train_reference(ref, x, y, cfg, seed)
-        torch.testing.assert_close(torch.stack(t.history["batch_loss"])[:, i], torch.tensor(losses), rtol=1e-5, atol=0)
-        for k, p in ref.named_parameters():
-            torch.testing.assert_close(ens.params[k][i].detach(), p.detach(), rtol=1e-4, atol=1e-5)
+    assert_follows_reference(t, name, x, y, loss_tol=(1e-5, 0), param_tol=(1e-4, 1e-5))

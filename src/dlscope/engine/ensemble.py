@@ -92,13 +92,6 @@ class Ensemble:
         keys = names or list(self.params)
         return torch.cat([self.params[k].detach().reshape(self.n, -1) for k in keys], dim=1)
 
-    def load_flat(self, theta: torch.Tensor) -> None:
-        """Set every member's parameters from theta [N, P], the layout of flat()."""
-        sizes = [v[0].numel() for v in self.params.values()]
-        with torch.no_grad():
-            for (k, v), chunk in zip(self.params.items(), theta.split(sizes, dim=1)):
-                v.copy_(chunk.reshape(v.shape))
-
     def n_params(self) -> int:
         return sum(v[0].numel() for v in self.params.values())
 

@@ -33,6 +33,13 @@ def check_sizes(cfg: dict) -> None:
         raise ConfigError("train_size must be in 1..50000 and test_size in 1..10000")
 
 
+def validate_models_and_sizes(cfg: dict) -> None:
+    """The checks of an experiment that trains each of cfg["models"] on CIFAR-10."""
+    for m in cfg["models"]:
+        check_model(m)
+    check_sizes(cfg)
+
+
 def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_size=None, checkpoint=None):
     """Train an ensemble of `model` (one member per seed; lr one value or one per member) on the
     CIFAR-10 subset of args. Train and test loss/accuracy (train: a separate pass over the

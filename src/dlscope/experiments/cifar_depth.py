@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from .base import Trial, finished_models, save_fig, seeds_for, trial_per_model
-from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
+from .cifar import COMMON, METRICS, diverged, history, train_cifar, validate_models_and_sizes
 
 NAME = "cifar-depth"
 TITLE = "Deep vs shallow CNNs on CIFAR-10"
@@ -30,10 +30,7 @@ PROFILES = {
 REFERENCE = {"cnn-1": (1.8815, 0.5873), "cnn-2": (0.8913, 0.6870), "cnn-7": (0.6874, 0.7681)}
 
 
-def validate(cfg: dict) -> None:
-    for m in cfg["models"]:
-        check_model(m)
-    check_sizes(cfg)
+validate = validate_models_and_sizes
 
 
 def trials(cfg: dict) -> list[Trial]:

@@ -139,8 +139,7 @@ def train_and_measure(args: dict, ctx) -> dict:
         progress(f"phase 1 mse {losses[-1].mean().item():.3g}", force=step == n1, phase1=phase1.state_dict())
 
     # the phase-1 end points as a vectorized Ensemble for phase 2's double backward
-    ens = Ensemble.from_members([models.build(args["model"]).to(dtype) for _ in seeds], dev)
-    ens.load_flat(phase1.theta)
+    ens = Ensemble.from_members([phase1.member(i) for i in range(phase1.n)], dev)
     opt = BatchedAdam(ens.parameters(), args["phase2_lr"])
     if state is not None and "phase2" in state:
         ens.load_state_dict(state["ensemble"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import models
 from .base import Trial, finished_models, save_fig, seeds_for, trial_per_model
-from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
+from .cifar import COMMON, METRICS, diverged, history, train_cifar, validate_models_and_sizes
 
 NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
@@ -34,10 +34,7 @@ PROFILES = {
 REFERENCE = {"cnn-21": 0.395, "cnn-31": 0.545}
 
 
-def validate(cfg: dict) -> None:
-    for m in cfg["models"]:
-        check_model(m)
-    check_sizes(cfg)
+validate = validate_models_and_sizes
 
 
 # --------------------------------------------------------------------------- trials and outputs
