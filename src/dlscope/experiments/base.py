@@ -10,6 +10,24 @@ An experiment is a module with:
     metrics(cfg, results)   -> list of rows for metrics.csv (long format, see store.py)
     figures(cfg, results, fig_dir) -> list of written paths
 
+and, for the report and the progress display (so that report/ and runner.py name no experiment):
+    PART                 optional: the heading of the study's part this experiment opens
+                         ("Deep vs shallow", "Optimization", "Generalization")
+    COST                 relative cost weight of the experiment in a study (progress estimates)
+    LOOK_FOR             one paragraph: what to look for; it must not contradict the findings
+    CAPTIONS             {"file.png": "a sentence saying what it shows (the original's Fig N)"}
+    REFERENCE            the original study's numbers, or None: {"what": str, "original": str,
+                         "kind": "acc" | "loss" | None (per row by its label), "rows": {label:
+                         number or (low, high)}}
+    ours(summary)        -> {label: number or (low, high)}: this run's numbers under REFERENCE's
+                         row labels (read from summary.json alone)
+    DIFFERENCES          optional: [(what, dlscope vs the original, why)] where dlscope's
+                         definitions differ from the original's
+
+summarize(...) returns, besides its tables, "findings": a list of findings.Finding.as_dict(),
+computed from this experiment's results by its claim functions (see findings.py), and its
+"results" rows carry one row per trained model and seed, with a "seed" field.
+
 A trial is a module-level function fn(args, ctx) -> dict (picklable: numbers, lists, tensors),
 so any executor, in-process, a process pool or a cluster, can run it.
 """
