@@ -16,6 +16,7 @@ file system shared with the driver); elsewhere a retried trial starts from scrat
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def _run_task(job: Job, cpus: float) -> Outcome:
     return run_job(job)
 
 
+def use_saved_token() -> None:
+    """A cluster started by `ray start --head` requires the token in ~/.ray/auth_token whenever that
+    file exists, and any private Ray run (ray.init without an address) writes one. So where a token
+    file exists and RAY_AUTH_MODE is unset, connect with it rather than fail with "Authentication
+    token is missing". Must run before ray is imported: Ray reads the switch at start-up."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ and path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        print(f"dlscope: connecting to Ray with the token in {path} (RAY_AUTH_MODE=token; "
+              "set RAY_AUTH_MODE=disabled to connect without one)", file=sys.stderr)
+
+
 class RayExecutor:
     name = "ray"
 
@@ -44,6 +57,8 @@ class RayExecutor:
         self._remote = None
 
     def _connect(self):
+        if self.address:
+            use_saved_token()
         if self.address is None:
             # Before ray is imported: a private instance listens on 127.0.0.1 only, not on the
             # machine's outside address (ray reads this switch once, at import).
