@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DLSCOPE_DATA", str(REPO.parent / "shared" / "data"))
+# absolute, so that tests running commands in other folders find the data too
+os.environ["DLSCOPE_DATA"] = str(Path(os.environ["DLSCOPE_DATA"]).resolve())
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
