@@ -413,6 +413,17 @@ def test_run_prints_its_verdicts_and_what_to_do_next(monkeypatch, tmp_path, caps
     printed = capsys.readouterr().out.splitlines()
     assert "INCONCLUSIVE  f1-all-fit: 0.5 [0.1, 0.9], n=3  (seeds disagree)" in [ln.strip() for ln in printed]
     assert printed[-1] == f"next: dlscope report {out}"
+    assert not any("nothing to do" in ln for ln in printed)  # it ran something (trials_run unknown)
+
+    def finished_run_experiment(*args, **kwargs):  # a rerun: every trial was already done
+        return RunResult(**{**vars(fake_run_experiment(*args, **kwargs)), "trials_run": 0})
+
+    monkeypatch.setattr(runner, "run_experiment", finished_run_experiment)
+    monkeypatch.setattr(experiments, "available", lambda: ["func-fit", "cifar-depth"])
+    assert cli.main(["run", "all", "--profile", "smoke", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"nothing to do: every trial of this study in {out} was already done" in printed
+    assert printed.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
 
 
 # --------------------------------------------------------------------------- the page, as a newcomer reads it

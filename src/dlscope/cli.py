@@ -137,6 +137,8 @@ def _run(args) -> int:
     if args.experiment == "all":
         results = runner.run_all(overrides=args.overrides, **common)
         failed = [r.experiment for r in results if not r.ok]
+        if not failed and results and all(r.trials_run == 0 for r in results):
+            print(f"nothing to do: every trial of this study in {out} was already done")
         for r in results:
             print(f"{r.experiment:15s} {'ok' if r.ok else 'FAILED'}  {r.out_dir}")
         for r in results:
@@ -146,6 +148,8 @@ def _run(args) -> int:
             print(f"report: {html}")
         return 1 if failed or html is None else 0
     result = runner.run_experiment(args.experiment, overrides=args.overrides, **common)
+    if result.ok and result.trials_run == 0:
+        print(f"nothing to do: every trial of {result.experiment} in {out} was already done")
     print(f"{result.experiment}: {'ok' if result.ok else 'FAILED'} -> {result.out_dir}")
     _print_findings(result, heading=False)
     for key, err in result.failed.items():

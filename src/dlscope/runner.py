@@ -28,6 +28,7 @@ class RunResult:
     out_dir: Path
     summary: dict | None
     failed: dict[str, str] = field(default_factory=dict)  # trial key -> error
+    trials_run: int | None = None  # trials this invocation ran (0: every one was already done)
 
     @property
     def ok(self) -> bool:
@@ -301,7 +302,7 @@ def run_experiment(
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         }
     )
-    return RunResult(name, store.dir, summary, failed)
+    return RunResult(name, store.dir, summary, failed, trials_run=len(todo))
 
 
 def _jsonable(obj):

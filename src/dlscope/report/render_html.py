@@ -67,7 +67,8 @@ td.verdict.bad { background: var(--bad) !important; color: var(--bad-fg); }
 td.verdict.warn { background: var(--warn) !important; color: var(--warn-fg); }
 td.verdict.unknown { color: var(--muted); font-style: italic; }
 table.findings { font-size: 13.5px; } table.findings td:nth-last-child(2) { min-width: 220px; }
-table.findings td:last-child { color: var(--muted); }
+table.findings td:last-child { color: var(--muted); } table.findings td:nth-child(2) { min-width: 200px; }
+table.findings tr:has(td.first):not(:first-child) td { border-top: 2px solid var(--line); }
 .badge.damaged { background: var(--bad); color: var(--bad-fg); }
 p.links { font-size: 14px; }
 @media print { body { background: #fff; } main { max-width: none; } section { break-inside: avoid-page; } }

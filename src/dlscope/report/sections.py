@@ -50,7 +50,8 @@ def findings_table(rows: list[tuple[ExpRun, dict]], with_experiment: bool, capti
     for run, f in rows:
         row = []
         if with_experiment:  # the experiment's name on its first row only
-            row.append(Cell(f"[{run.name}](#{run.name})" if run.name != last else "", "link nw"))
+            first = run.name != last
+            row.append(Cell(f"[{run.name}](#{run.name})" if first else "", "link nw first" if first else "link"))
             last = run.name
         row += [Cell(str(f["claim"])), Cell(source_text(f), "nw"), verdict_cell(f["verdict"]), Cell(evidence_text(f)),
                 Cell(str(f.get("note") or ""))]
