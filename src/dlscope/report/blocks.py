@@ -191,8 +191,10 @@ def stats_table(rows: list[dict], caption: str) -> list:
             same.append(f"{header(c)} {fmt(c, vals[0])}")
             continue
         missing = len(rows) - len(nums)
-        body.append([Cell(header(c)), Cell(fmt(c, statistics.median(nums)), "num"),
-                     Cell(f"{fmt(c, min(nums))} – {fmt(c, max(nums))}", "num"), Cell(str(missing) if missing else "", "num")])
+        counts = all(isinstance(v, int) for v in vals if is_number(v))  # steps, eigenvalue counts: whole numbers
+        show = (lambda x: f"{x:,g}") if counts else (lambda x: fmt(c, x))
+        body.append([Cell(header(c)), Cell(show(statistics.median(nums)), "num"),
+                     Cell(f"{show(min(nums))} – {show(max(nums))}", "num"), Cell(str(missing) if missing else "", "num")])
     out: list = []
     if body:
         out.append(Table(["quantity", "median", "lowest – highest", "missing"], body, caption))
@@ -246,7 +248,8 @@ def seed_median_table(key: list[str], groups: list[list[dict]], caption: str) ->
             if all(isinstance(v, bool) for v in vals):
                 row[c] = any(vals) if c == "diverged" else f"{sum(vals)} of {len(vals)}"
             elif all(is_number(v) for v in vals):
-                row[c] = statistics.median(float(v) for v in vals)
+                m = statistics.median(vals)
+                row[c] = int(m) if all(isinstance(v, int) for v in vals) and m == int(m) else float(m)  # counts stay counts
             elif all(v is None or is_number(v) for v in vals) and any(is_number(v) for v in vals):
                 nums = [float(v) for v in vals if is_number(v)]
                 row[c] = statistics.median(nums)
