@@ -74,7 +74,7 @@ def test_report_is_self_contained_and_embeds_every_figure(study):
 def test_report_sections_in_spec_order_with_status(study):
     page = (study / "report.html").read_text()
     ids = re.findall(r'<section id="([^"]+)">', page)
-    assert ids == ["contents", *experiments.names(), "differences"]
+    assert ids == ["findings", "contents", *experiments.names(), "differences"]
     for name in experiments.names():
         body = text(section(page, name))
         if name in RAN:
@@ -102,25 +102,34 @@ def test_settings_that_differ_from_full_are_listed(study):
         assert f"({len(same)} others are the same)" in body
 
 
-def test_numbers_formatted_and_compared_with_the_original(study):
+def test_numbers_beside_the_original_only_at_its_settings(study, tmp_path):
     page = (study / "report.html").read_text()
     body = text(section(page, "cifar-depth"))
     summary = json.loads((study / "cifar-depth" / "summary.json").read_text())
-    from dlscope.experiments.cifar_depth import REFERENCE
-
     for row in summary["results"]:
-        ours = row["test_acc"]
-        orig = REFERENCE[row["model"]][1]
-        assert f"{100 * ours:.2f}%" in body  # accuracies as percentages
+        assert f"{100 * row['test_acc']:.2f}%" in body  # accuracies as percentages
+    # smoke is not the original's settings: the page says so and shows no numbers beside the original's
+    assert re.search(r"not comparable at the\s+smoke\s+profile", body) and "difference" not in body
+
+    # the same results in a folder marked as a full-profile run: the original's numbers beside ours
+    run = tmp_path / "full"
+    for name in ("func-fit", "cifar-depth"):
+        shutil.copytree(study / name, run / name)
+        cfg = json.loads((run / name / "config.json").read_text())
+        (run / name / "config.json").write_text(json.dumps({**cfg, "profile": "full"}))
+    report.write_report(run)
+    page = (run / "report.html").read_text()
+    body = text(section(page, "cifar-depth"))
+    reference = experiments.get("cifar-depth").REFERENCE["rows"]
+    for row in summary["results"]:
+        ours, orig = row["test_acc"], reference[f"{row['model']} test accuracy"]
         # the comparison row: original, ours, and the difference in percentage points
         assert re.search(rf"{row['model']} test accuracy\s+{100 * orig:.2f}%\s+{100 * ours:.2f}%\s+{100 * (ours - orig):+.1f} pp", body)
-    # smoke is not the original's settings, and the page says so
-    assert "not the original's settings" in body
-    # func-fit compares final MSE with SPEC's numbers
-    ff = text(section(page, "func-fit"))
+    ff = text(section(page, "func-fit"))  # final MSE against SPEC's numbers, the mean over seeds
     rows = json.loads((study / "func-fit" / "summary.json").read_text())["results"]
-    deep_f1 = next(r["final_loss"] for r in rows if (r["function"], r["model"]) == ("f1", "mlp-deep"))
-    assert re.search(rf"f1 · mlp-deep\s+0.0029\s+{re.escape(f'{deep_f1:.4g}')}\s+{re.escape(f'{deep_f1 - 0.0029:+.4g}')}", ff)
+    deep_f1 = [r["final_loss"] for r in rows if (r["function"], r["model"]) == ("f1", "mlp-deep")]
+    mean = sum(deep_f1) / len(deep_f1)
+    assert re.search(rf"f1 · mlp-deep\s+0.0029\s+{re.escape(f'{mean:.4g}')}\s+{re.escape(f'{mean - 0.0029:+.4g}')}", ff)
 
 
 def test_markdown_links_every_figure_by_relative_path(study):
@@ -179,7 +188,7 @@ def test_report_renders_in_chromium_with_every_figure_loaded(study, tmp_path):
         # decoded at the PNG's own size, and shown no wider than the page's column
         assert (img["w"], img["h"]) == report.png_size(files[img["file"]])
         assert 0 < img["shown"] <= 1120
-    assert [s["id"] for s in seen["sections"]] == ["contents", *experiments.names(), "differences"]
+    assert [s["id"] for s in seen["sections"]] == ["findings", "contents", *experiments.names(), "differences"]
     assert all(s["h"] > 50 for s in seen["sections"]), seen["sections"]  # every section has content on screen
     assert seen["wide"] <= 0  # no horizontal scrolling: nothing sticks out of the page
 
@@ -207,7 +216,7 @@ def test_partial_folder_says_what_is_not_run(study, tmp_path):
         body = text(section(page, name))
         assert "Not run" in body
         if name in experiments.available():  # and how to run it, into the same folder
-            assert f"dlscope run {name} --profile smoke --out {part}" in body
+            assert f"dlscope run {name} --profile smoke --out {part.name}" in body
         assert "<img" not in section(page, name)
     assert len(re.findall(r"<img ", section(page, "func-fit"))) == len(list((part / "func-fit" / "figures").glob("*.png")))
     md = paths[1].read_text()
@@ -257,6 +266,8 @@ def test_run_all_reports_a_failure_and_goes_on(monkeypatch, tmp_path, capsys):
         bar.close()
         if name == "func-fit":
             raise RuntimeError("figure code broke")
+        (Path(out) / name).mkdir(parents=True, exist_ok=True)
+        (Path(out) / name / "config.json").write_text(json.dumps({"profile": "smoke", "seed": 0}))
         return RunResult(name, Path(out) / name, {"experiment": name})
 
     monkeypatch.setattr(experiments, "available", lambda: ["func-fit", "cifar-depth"])
@@ -272,6 +283,7 @@ def test_run_all_reports_a_failure_and_goes_on(monkeypatch, tmp_path, capsys):
     # the command's exit code says that something failed, and the report is written anyway
     assert cli.main(["run", "all", "--profile", "smoke", "--out", str(tmp_path / "cli"), "--no-progress"]) == 1
     assert (tmp_path / "cli" / "report.html").exists()
+    assert f"report: {tmp_path / 'cli' / 'report.html'}" in capsys.readouterr().out  # the one file to open
 
 
 def test_overall_progress_line_and_time_left(monkeypatch):
@@ -316,6 +328,252 @@ def test_time_left_weighs_experiments_by_their_relative_cost(monkeypatch):
     study.start_experiment("func-fit", total=1, done=0)
     clock[0] = 90.0
     study.epoch("mlp-deep", 1, 2)  # half of func-fit in 90 s; random-labels costs 18/181 of func-fit
-    cost = runner.RELATIVE_COST
-    expected = 90.0 + 180.0 * cost["random-labels"] / cost["func-fit"]
+    expected = 90.0 + 180.0 * experiments.get("random-labels").COST / experiments.get("func-fit").COST
     assert abs(study.seconds_left() - expected) < 1e-9
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def with_findings(study: Path, dest: Path) -> dict[str, list[dict]]:
+    """A copy of the study whose summaries carry findings computed from their own numbers where
+    possible (findings.py's functions), so the verdicts are real ones, not typed in."""
+    from dlscope.findings import Finding, at_least, greater
+
+    shutil.copytree(study, dest)
+    out = {}
+    for name in RAN:
+        path = dest / name / "summary.json"
+        summary = json.loads(path.read_text())
+        clear = greater([0.02, 0.03, 0.025, 0.04])  # every seed on the claimed side: shown
+        split = greater([0.02, -0.03, 0.01])  # seeds disagree: inconclusive
+        none = at_least(2, 100, 0.9)  # 2 of 100 where 90% are claimed: not shown
+        found = [Finding(f"{name}-a", f"claim A of {name} <b>holds</b>.", "original", clear[2], "mean of differences",
+                         clear[0], clear[1], clear[3], "every seed agrees").as_dict(),
+                 Finding(f"{name}-b", f"claim B of {name}.", "Novak et al. 2018", split[2], "mean rho", split[0], split[1],
+                         split[3], "one seed of three disagrees").as_dict(),
+                 Finding(f"{name}-c", f"claim C of {name}.", "original", none[2], "fraction converged", none[0], none[1],
+                         none[3], "2 of 100").as_dict()]
+        assert [f["verdict"] for f in found] == ["shown", "inconclusive", "not shown"]
+        path.write_text(json.dumps({**summary, "findings": found}))
+        out[name] = found
+    return out
+
+
+def test_report_opens_with_the_findings_and_each_section_with_its_verdicts(study, tmp_path):
+    run = tmp_path / "run"
+    found = with_findings(study, run)
+    report.write_report(run)
+    page = (run / "report.html").read_text()
+    assert re.findall(r'<section id="([^"]+)">', page)[0] == "findings"  # the report opens with them
+    table = section(page, "findings")
+    for name, fs in found.items():
+        for f in fs:
+            # claim (escaped, not markup), source, verdict coloured by its kind, evidence: value, interval, n
+            kind = {"shown": "good", "not shown": "bad", "inconclusive": "warn"}[f["verdict"]]
+            assert html.escape(f["claim"], quote=False) in table
+            assert f'<td class="verdict {kind}">{f["verdict"]}</td>' in table
+            ci = f" (95% interval {f['ci'][0]:.3g} to {f['ci'][1]:.3g})" if f["ci"] else ""
+            value = "0" if abs(f["value"]) < 1e-12 else f"{f['value']:.3g}"  # a mean of cancelling values: rounding noise
+            assert f"{f['statistic']}: {value}{ci}, n = {f['n']}" in text(table)
+        body = section(page, name)
+        own = body[body.index("<h3>Findings"): body.index("<h3>What was run")]  # before anything else of the section
+        assert own.count('<td class="verdict') == len(fs)
+        beside = body[body.index("Beside the original study"):] if "Beside the original study" in body else ""
+        if getattr(experiments.get(name), "REFERENCE", None) or beside:
+            # the original's claims only, as verdicts; at smoke the numbers are not comparable
+            assert beside.count('<td class="verdict') == sum(f["source"] == "original" for f in fs)
+            assert "Novak" not in beside
+    assert "<b>holds</b>" not in page  # a claim is text, never markup
+    md = (run / "report.md").read_text()
+    # the findings table, the section's own table, the original's claims beside it, and the key to verdicts
+    assert md.count("**not shown**") == 3 * len(RAN) + 1
+
+
+def test_no_findings_recorded_is_said_plainly(study):
+    page = (study / "report.html").read_text()
+    assert "No findings recorded" in text(section(page, "findings"))
+    for name in RAN:
+        assert "No findings recorded for this experiment" in text(section(page, name))
+
+
+def test_run_prints_its_verdicts_and_what_to_do_next(monkeypatch, tmp_path, capsys):
+    from dlscope.findings import Finding
+
+    finding = Finding("f1-all-fit", "All three fit f1.", "original", "inconclusive", "k", 0.5, [0.1, 0.9], 3, "seeds disagree")
+
+    def fake_run_experiment(name, profile, out, seed, device, overrides, executor, data_dir, progress):
+        (Path(out) / name).mkdir(parents=True, exist_ok=True)
+        (Path(out) / name / "config.json").write_text(json.dumps({"profile": "smoke", "seed": 0}))
+        return RunResult(name, Path(out) / name, {"experiment": name, "findings": [finding.as_dict()]})
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run_experiment)
+    out = tmp_path / "one"
+    assert cli.main(["run", "func-fit", "--profile", "smoke", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "INCONCLUSIVE  f1-all-fit: 0.5 [0.1, 0.9], n=3  (seeds disagree)" in [ln.strip() for ln in printed]
+    assert printed[-1] == f"next: dlscope report {out}"
+    assert not any("nothing to do" in ln for ln in printed)  # it ran something (trials_run unknown)
+
+    def finished_run_experiment(*args, **kwargs):  # a rerun: every trial was already done
+        return RunResult(**{**vars(fake_run_experiment(*args, **kwargs)), "trials_run": 0})
+
+    monkeypatch.setattr(runner, "run_experiment", finished_run_experiment)
+    monkeypatch.setattr(experiments, "available", lambda: ["func-fit", "cifar-depth"])
+    assert cli.main(["run", "all", "--profile", "smoke", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"nothing to do: every trial of this study in {out} was already done" in printed
+    assert printed.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+
+
+# --------------------------------------------------------------------------- the page, as a newcomer reads it
+
+
+def test_no_path_of_the_machine_and_captions_are_sentences(study):
+    page = (study / "report.html").read_text()
+    assert str(study.resolve()) not in page and str(study.resolve().parent) not in page
+    assert f"<td>{study.name}</td>" in page  # the folder's name only
+    captions = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S)]
+    assert len(captions) == len(figure_files(study))
+    for c in captions:
+        # a sentence: starts with a capital, ends with a full stop, has words, names no file
+        assert c[0].isupper() and c.endswith(".") and len(c.split()) >= 6, c
+        assert ".png" not in c and "figures/" not in c, c
+
+
+def test_long_series_are_a_link_and_per_point_rows_no_meaningless_medians(study):
+    page = (study / "report.html").read_text()
+    linked = [name for name in RAN if "are drawn in the figures above" in section(page, name)]
+    assert linked  # interpolation's α series at least
+    for name in linked:  # the per-point series are in the figures and metrics.csv, not in a table per record
+        assert f'<a href="{name}/metrics.csv">{name}/metrics.csv</a>' in section(page, name)
+        assert (study / name / "metrics.csv").is_file()
+    for name in RAN:  # no statistic of a column that names a training (seed, run)
+        body = section(page, name)
+        results = body[body.index("<h3>Results"):]
+        assert not re.search(r"<td>(seed|seeds|run)</td><td class=\"num\">", results), name
+
+
+# --------------------------------------------------------------------------- a run folder from elsewhere
+
+
+def tiny_png(marker: bytes = b"") -> bytes:
+    import io
+
+    import matplotlib.image
+
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, [[0.0, 1.0], [1.0, 0.0]], format="png")
+    return buf.getvalue() + marker  # bytes after IEND: still a PNG to any reader
+
+
+def test_only_the_experiments_own_figure_files_are_embedded(study, tmp_path):
+    secret = tiny_png(b"SECRET-MARKER-4711")
+    (tmp_path / "secret.png").write_bytes(secret)
+    (tmp_path / "secret.txt").write_bytes(b"SECRET-MARKER-4711")
+    run = tmp_path / "deep" / "er" / "run"
+    shutil.copytree(study / "func-fit", run / "func-fit")
+    shutil.copytree(study / "cifar-depth", run / "cifar-depth")
+    figs = run / "func-fit" / "figures"
+    own = sorted(p.name for p in figs.glob("*.png"))
+    timing = json.loads((run / "func-fit" / "timing.json").read_text())
+    timing["figures"] = [str(tmp_path / "secret.png"), "../../../../secret.png", "../../../../secret.txt",
+                         "link.png", "sub/x.png", "..", *timing.get("figures", [])]
+    (run / "func-fit" / "timing.json").write_text(json.dumps(timing))
+    (figs / "link.png").symlink_to(tmp_path / "secret.png")  # a link out of the folder
+    (figs / "notapng.png").write_bytes(b"SECRET-MARKER-4711")  # not an image
+    (figs / "sub").mkdir()
+    # another experiment whose whole figures/ folder is a link out of the run
+    shutil.rmtree(run / "cifar-depth" / "figures")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "curves.png").write_bytes(secret)
+    (run / "cifar-depth" / "figures").symlink_to(tmp_path / "elsewhere")
+
+    report.write_report(run)
+    page, md = (run / "report.html").read_text(), (run / "report.md").read_text()
+    encoded = base64.b64encode(secret).decode()
+    for out in (page, md):
+        assert encoded not in out and "SECRET-MARKER" not in out and "secret" not in out
+    embedded = sorted(base64.b64decode(s.split(",", 1)[1]) for s in re.findall(r'<img src="([^"]+)"', page))
+    assert embedded == sorted((figs / n).read_bytes() for n in own)  # exactly the experiment's own figures
+    assert sorted(re.findall(r"\]\((func-fit/figures/[^)]+)\)", md)) == [f"func-fit/figures/{n}" for n in own]
+    assert "<img" not in section(page, "cifar-depth")
+
+
+def test_run_folder_strings_are_escaped_in_markdown_as_in_html(study, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(study / "func-fit", run / "func-fit")
+    evil = "<script>alert(1)</script> [x](javascript:alert(2)) <img src=x onerror=alert(3)>"
+    (run / "func-fit" / "trials" / "mlp-deep.error.txt").write_text(f"Traceback ...\nRuntimeError: {evil}\n")
+    summary = json.loads((run / "func-fit" / "summary.json").read_text())
+    summary["note<script>"] = evil
+    (run / "func-fit" / "summary.json").write_text(json.dumps(summary))
+    report.write_report(run)
+    page, md = (run / "report.html").read_text(), (run / "report.md").read_text()
+    for out in (page, md):
+        assert "<script" not in out and "<img src=x" not in out and 'href="javascript' not in out
+    assert "](javascript:" not in md  # no Markdown link to anywhere but this page and the run's files
+    assert "RuntimeError: &lt;script&gt;alert(1)&lt;/script&gt;" in md  # shown as text, not dropped
+    assert "RuntimeError: <script>alert(1)</script>" in text(section(page, "func-fit"))
+
+
+@pytest.mark.parametrize("file, content", [
+    ("summary.json", {"failed_trials": 5}),
+    ("summary.json", {"findings": "all shown"}),
+    ("summary.json", [1, 2, 3]),
+    ("config.json", {"profile": 5, "seed": 0}),
+    ("config.json", "just a string"),
+    ("timing.json", {"figures": 5}),
+    ("timing.json", {"total_trial_seconds": "fast"}),
+    ("summary.json", None),  # not JSON at all
+])
+def test_an_odd_file_marks_its_experiment_damaged_and_the_rest_renders(study, tmp_path, file, content):
+    run = tmp_path / "run"
+    shutil.copytree(study / "func-fit", run / "func-fit")
+    shutil.copytree(study / "cifar-depth", run / "cifar-depth")
+    (run / "func-fit" / file).write_text("{not json" if content is None else json.dumps(content))
+    report.write_report(run)
+    page = (run / "report.html").read_text()
+    damaged = text(section(page, "func-fit"))
+    assert "damaged" in damaged and file in damaged and "<img" not in section(page, "func-fit")
+    good = section(page, "cifar-depth")  # the rest as ever
+    assert "What was run" in text(good) and good.count("<img") == len(list((run / "cifar-depth" / "figures").glob("*.png")))
+    assert "damaged: func-fit" in text(page)
+
+
+def test_report_command_errors_are_one_line(study, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes").mkdir()
+    assert cli.main(["report", str(empty)]) == 2  # holds no run: says so and writes nothing
+    err = capsys.readouterr().err
+    assert "holds no dlscope run" in err and "nothing written" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in empty.iterdir()) == ["notes"]
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+    run = tmp_path / "run"
+    shutil.copytree(study / "func-fit", run / "func-fit")
+    (run / ".report.html.x1y2z3").write_text("left by a killed write")  # cleaned on the next write
+    (run / ".report.md.abcd").write_text("left by a killed write")
+    (run / "report.html").mkdir()  # a place the report cannot be written to, even by root
+    assert cli.main(["report", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dlscope: error: cannot write the report in") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    (run / "report.html").rmdir()
+    assert cli.main(["report", str(run)]) == 0
+    assert not list(run.glob(".report.*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the directory case above covers it")
+def test_report_into_a_read_only_folder(study, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(study / "func-fit", run / "func-fit")
+    run.chmod(0o555)
+    try:
+        assert cli.main(["report", str(run)]) == 1
+        err = capsys.readouterr().err
+        assert "cannot write the report" in err and "Permission denied" in err and "Traceback" not in err
+    finally:
+        run.chmod(0o755)

@@ -110,13 +110,13 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from pathlib import Path
 
-        from .experiments.base import ConfigError
-
-        if not Path(args.dir).is_dir():
-            raise ConfigError(f"{args.dir}: no such run folder")
         from . import report
 
-        paths = report.write_report(Path(args.dir))
+        try:
+            paths = report.write_report(Path(args.dir))
+        except report.ReportError as e:
+            print(f"dlscope: error: {e}", file=sys.stderr)
+            return 1
         for p in paths:
             print(p)
         return 0
@@ -136,26 +136,53 @@ def _run(args) -> int:
                   data_dir=args.data_dir, progress=not args.no_progress)
     if args.experiment == "all":
         results = runner.run_all(overrides=args.overrides, **common)
-        _write_report(out)
         failed = [r.experiment for r in results if not r.ok]
+        if not failed and results and all(r.trials_run == 0 for r in results):
+            print(f"nothing to do: every trial of this study in {out} was already done")
         for r in results:
             print(f"{r.experiment:15s} {'ok' if r.ok else 'FAILED'}  {r.out_dir}")
-        return 1 if failed else 0
+        for r in results:
+            _print_findings(r, heading=True)
+        html = _write_report(out)
+        if html is not None:
+            print(f"report: {html}")
+        return 1 if failed or html is None else 0
     result = runner.run_experiment(args.experiment, overrides=args.overrides, **common)
+    if result.ok and result.trials_run == 0:
+        print(f"nothing to do: every trial of {result.experiment} in {out} was already done")
     print(f"{result.experiment}: {'ok' if result.ok else 'FAILED'} -> {result.out_dir}")
-    if result.failed:
-        for key, err in result.failed.items():
-            print(f"  trial {key} failed: {err.strip().splitlines()[-1]}", file=sys.stderr)
-        return 1
-    return 0
+    _print_findings(result, heading=False)
+    for key, err in result.failed.items():
+        lines = err.strip().splitlines()
+        print(f"  trial {key} failed: {lines[-1] if lines else 'error'}", file=sys.stderr)
+    print(f"next: dlscope report {out}")
+    return 1 if result.failed else 0
 
 
-def _write_report(out) -> None:
-    try:
-        from . import report
-    except ImportError:
+def _print_findings(result, heading: bool) -> None:
+    """The verdict lines of an experiment's findings (its summary.json), if it states any."""
+    from .findings import render
+
+    found = [f for f in ((result.summary or {}).get("findings") or [])
+             if isinstance(f, dict) and isinstance(f.get("id"), str) and isinstance(f.get("verdict"), str)]
+    if not found:
         return
-    report.write_report(out)
+    if heading:
+        print(f"{result.experiment}:")
+    for line in render(found):
+        print(f"  {line}")
+
+
+def _write_report(out):
+    """Write the run's report; its HTML path, or None (and a one-line error) if it cannot be written."""
+    from . import report
+    from .experiments.base import ConfigError
+
+    try:
+        return report.write_report(out)[0]
+    except (report.ReportError, ConfigError) as e:
+        print(f"dlscope: error: {e}", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":
