@@ -248,12 +248,19 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def load_raw(name: str, data_dir=None, download_missing: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"train": (x uint8 [N,C,H,W], y int64 [N]), "test": ...} from the files, via the cache."""
     folder = ensure(name, data_root(data_dir), download_missing)
-    files = sorted(folder.glob("*"))
-    stamp = hashlib.sha1(repr([(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]).encode()).hexdigest()[:12]
+    listing = []
+    for f in sorted(folder.glob("*")):
+        try:
+            listing.append((f.name, f.stat().st_size, int(f.stat().st_mtime)))
+        except OSError as e:  # a dangling link, a file without permission
+            raise DataError(f"{f}: unreadable ({e.strerror or e}); delete it and download it again") from None
+    stamp = hashlib.sha1(repr(listing).encode()).hexdigest()[:12]
     cached = cache_root() / "decoded" / f"{name}-{stamp}.pt"
     if cached.exists():
         try:
-            return torch.load(cached, weights_only=True)
+            out = torch.load(cached, weights_only=True)
+            if _decoded(out):
+                return out
         except Exception:
             pass  # a damaged cache is rebuilt below
     if name == "mnist":
@@ -279,6 +286,17 @@ def load_raw(name: str, data_dir=None, download_missing: bool = True) -> dict[st
     except OSError:
         pass
     return out
+
+
+def _decoded(out) -> bool:
+    """Whether a cache file holds what load_raw returns."""
+    try:
+        return set(out) == {"train", "test"} and all(
+            x.dtype == torch.uint8 and x.dim() == 4 and y.dtype == torch.int64 and y.shape == x.shape[:1]
+            for x, y in out.values()
+        )
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def stats(name: str, data_dir=None) -> dict:

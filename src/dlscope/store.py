@@ -47,6 +47,8 @@ def storable(obj, where: str = "result"):
     """obj as what a result or checkpoint file may hold: tensors, numbers, strings, lists, tuples
     and dicts (numpy arrays and scalars become tensors and numbers). Anything else is a TypeError
     naming where it sits: it would not load back with weights_only=True."""
+    if type(obj).__module__ == "numpy":  # an array or a numpy scalar (np.float64 is also a float)
+        return torch.from_numpy(obj.copy()) if getattr(obj, "shape", ()) != () else obj.item()
     if isinstance(obj, _SCALARS):
         return obj
     if torch.is_tensor(obj):
@@ -61,8 +63,6 @@ def storable(obj, where: str = "result"):
     if isinstance(obj, (list, tuple)):
         items = [storable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
         return items if isinstance(obj, list) else tuple(items)
-    if type(obj).__module__ == "numpy":  # an array or a numpy scalar
-        return torch.from_numpy(obj.copy()) if hasattr(obj, "shape") and obj.shape != () else obj.item()
     raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; "
                     f"results and checkpoints hold only tensors, numbers, strings, lists and dicts")
 
@@ -150,8 +150,12 @@ class RunStore:
         """Whether the folder holds this experiment's run already (True) or not yet (False).
         Reads only. ConfigError if its settings differ; RunFolderError if it is damaged."""
         path = self.dir / "config.json"
-        if self.dir.exists() and not self.dir.is_dir():
-            raise RunFolderError(f"{self.dir} is a file, not a folder; move it away or use another --out")
+        for folder in (self.dir, self.dir / "trials", self.dir / "checkpoints", self.fig_dir):
+            if folder.is_symlink():  # a run folder from elsewhere must not send our writes outside it
+                raise RunFolderError(f"{folder} is a symbolic link; dlscope writes runs only into real folders: "
+                                     f"replace it by a folder, or use another --out")
+            if folder.exists() and not folder.is_dir():
+                raise RunFolderError(f"{folder} is a file, not a folder; move it away, or use another --out")
         if not path.exists():
             return False
         old = self._read_config(path)

@@ -110,6 +110,9 @@ def make_executor(name: str = "local", workers: int | None = None, address: str 
     if name == "process":
         from .process import ProcessExecutor
 
+        if workers is not None and workers > 256:  # each is a process holding torch: more would swamp the machine
+            raise ConfigError(f"--workers {workers}: at most 256 worker processes on one machine")
+
         return ProcessExecutor(workers)
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("--executor ray needs Ray: pip install 'dlscope[ray]'")
