@@ -71,9 +71,7 @@ def read_pt(path: Path):
     """A result or checkpoint file's dict, or None when it is missing, unreadable or not a dict."""
     try:
         obj = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception:  # truncated, garbage, or objects weights_only refuses to build
+    except Exception:  # missing, truncated, garbage, or objects weights_only refuses to build
         return None
     return obj if isinstance(obj, dict) else None
 
