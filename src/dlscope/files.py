@@ -7,6 +7,7 @@ and the lock that keeps two runs from writing into one run folder at once."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -120,6 +121,10 @@ def folder_lock(folder: Path | str):
             holder = f.read().strip()
             raise FolderInUse(f"{folder} is in use by another dlscope run{f' (pid {holder})' if holder.isdigit() else ''}; "
                               f"wait for it to finish, or use another --out") from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            # a file system without locks (some network mounts): go on unlocked rather than not at all
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
