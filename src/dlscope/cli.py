@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -49,21 +50,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input never ends in a traceback: each error is one line on stderr and an exit code
+    (set DLSCOPE_TRACEBACK=1 to see where an unexpected one came from)."""
     args = build_parser().parse_args(argv)
     from .data import DataError
     from .experiments.base import ConfigError
+    from .store import RunFolderError
 
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+        return code
     except ConfigError as e:
         print(f"dlscope: error: {e}", file=sys.stderr)
         return 2
     except DataError as e:
         print(f"dlscope: data error: {e}", file=sys.stderr)
         return 1
+    except RunFolderError as e:
+        print(f"dlscope: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dlscope: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dlscope data info --json | head -c 1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 1
+    except OSError as e:
+        if os.environ.get("DLSCOPE_TRACEBACK"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dlscope: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if os.environ.get("DLSCOPE_TRACEBACK"):
+            raise
+        what = str(e).splitlines()[0][:300] if str(e) else ""
+        print(f"dlscope: unexpected error: {type(e).__name__}: {what} (set DLSCOPE_TRACEBACK=1 to see where)", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args) -> int:

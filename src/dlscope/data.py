@@ -1,7 +1,9 @@
 """Data sets: where they live, how they are fetched and read, and how they sit on the device.
 
-MNIST comes as four gzip'd IDX files, CIFAR-10 as python-pickled batches. Both are decoded once
-into uint8 tensors, cached under the cache folder (never in the data root, which may be
+MNIST comes as four gzip'd IDX files, CIFAR-10 as python-pickled batches. A data root may come
+from anywhere, so its files are data, never code: the batches are unpickled by an unpickler that
+builds numpy arrays and nothing else, and an archive is checked against its published checksum
+before it is unpacked. Both are decoded once into uint8 tensors, cached under the cache folder (never in the data root, which may be
 read-only), and then moved to the device whole: training indexes batches out of resident tensors
 and augments them there, in batch, with no per-sample DataLoader.
 """
@@ -15,6 +17,7 @@ import pickle
 import struct
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,25 +121,36 @@ def download(url: str, dest: Path, md5: str, progress: bool = True, timeout: flo
 
 
 def fetch(name: str, root: Path, resources: list[Resource] | None = None, progress: bool = True) -> None:
-    """Download and unpack a data set into root (its canonical resources unless given others)."""
+    """Download and unpack a data set into root (its canonical resources unless given others).
+    An archive already in root is unpacked only if it matches the published checksum."""
     resources = RESOURCES[name] if resources is None else resources
     for res in resources:
         dest = root / res.filename
+        archive = dest.name.endswith((".tar.gz", ".tgz"))
         if not dest.exists():
             download(res.url, dest, res.md5, progress=progress)
-        if dest.name.endswith((".tar.gz", ".tgz")):
+        elif archive and (got := md5sum(dest)) != res.md5:  # one found there: unpack only the published one
+            raise DataError(f"{dest}: checksum mismatch (md5 {got}, expected {res.md5}); it is not the published "
+                            f"archive: delete it and run `dlscope data download` again")
+        if archive:
             with tarfile.open(dest) as tar:
                 tar.extractall(dest.parent, filter="data")
 
 
 def ensure(name: str, root: Path, download_missing: bool = True) -> Path:
-    """The folder holding data set `name` under root, downloading it if it is missing."""
+    """The folder holding data set `name` under root, downloading it if it is missing (with
+    download_missing=False, a missing data set is an error and nothing is written)."""
     folder, files = _layout(name, root)
     missing = [f for f in files if not (folder / f).exists()]
-    if missing and download_missing:
+    if missing and not download_missing:
+        raise DataError(f"{name}: {', '.join(missing)} not found in {folder}; run `dlscope data download` "
+                        f"(with the same --data-dir), or point --data-dir / DLSCOPE_DATA at a folder that has them")
+    if missing:
         try:
             fetch(name, root)
-        except (OSError, DataError, tarfile.TarError) as e:
+        except DataError:  # a checksum mismatch: the message says which file and what to do
+            raise
+        except (OSError, tarfile.TarError, zlib.error, EOFError) as e:
             raise DataError(
                 f"{name}: {', '.join(missing)} not found in {folder} and the download failed ({_short(e)}); "
                 f"put the files there, or point --data-dir / DLSCOPE_DATA at a folder that has them"
@@ -179,44 +193,88 @@ def read_idx(path: Path) -> torch.Tensor:
             expected *= s
         if len(body) != expected:
             raise ValueError(f"holds {len(body)} bytes of data, its header promises {expected}")
-    except (OSError, EOFError, ValueError, struct.error, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, ValueError, struct.error, zlib.error) as e:  # zlib: a damaged deflate stream
         raise DataError(f"{path}: unreadable IDX file ({_short(e)}); it is truncated or corrupt, delete it and download it again") from None
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, bytes, numbers and numpy arrays) and
+    refuses every other class or function, so a crafted file cannot run code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),  # the name in pickles written by numpy 1
+        ("numpy._core.multiarray", "_reconstruct"),  # ... and by numpy 2
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch does not hold")
+        import numpy
+
+        if name == "_reconstruct":
+            return numpy.ndarray.__reduce__(numpy.zeros(0))[0]  # numpy's own, under either name
+        return getattr(numpy, name)
+
+
 def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR-10 batch file as (x uint8 [n, 3, 32, 32], y int64 [n]); one-line DataError if it is
+    damaged, not a batch, or holds anything but data."""
+    import numpy
+
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _ArrayUnpickler(f, encoding="bytes").load()
+        if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+            raise ValueError("no data and labels in it")
         data, labels = d[b"data"], d[b"labels"]
-        x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
-        y = torch.as_tensor(labels, dtype=torch.int64)
-        if len(x) != len(y):
-            raise ValueError(f"{len(x)} images but {len(y)} labels")
-    except (OSError, EOFError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        if not isinstance(data, numpy.ndarray) or data.dtype != numpy.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"its data is not n x 3072 bytes (found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')})")
+        if isinstance(labels, numpy.ndarray):
+            labels = labels.tolist()
+        if not isinstance(labels, list) or not all(type(v) is int and 0 <= v < 10 for v in labels):
+            raise ValueError("its labels are not a list of classes 0-9")
+        if len(labels) != len(data):
+            raise ValueError(f"{len(data)} images but {len(labels)} labels")
+        x = torch.from_numpy(numpy.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
+        y = torch.tensor(labels, dtype=torch.int64)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError, MemoryError, RecursionError, pickle.UnpicklingError) as e:
         raise DataError(f"{path}: unreadable CIFAR-10 batch ({_short(e)}); it is truncated or corrupt, delete it and download it again") from None
     return x, y
 
 
-def load_raw(name: str, data_dir=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_raw(name: str, data_dir=None, download_missing: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"train": (x uint8 [N,C,H,W], y int64 [N]), "test": ...} from the files, via the cache."""
-    folder = ensure(name, data_root(data_dir))
-    files = sorted(folder.glob("*"))
-    stamp = hashlib.sha1(repr([(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]).encode()).hexdigest()[:12]
+    folder = ensure(name, data_root(data_dir), download_missing)
+    listing = []
+    for f in sorted(folder.glob("*")):
+        try:
+            listing.append((f.name, f.stat().st_size, int(f.stat().st_mtime)))
+        except OSError as e:  # a dangling link, a file without permission
+            raise DataError(f"{f}: unreadable ({e.strerror or e}); delete it and download it again") from None
+    stamp = hashlib.sha1(repr(listing).encode()).hexdigest()[:12]
     cached = cache_root() / "decoded" / f"{name}-{stamp}.pt"
     if cached.exists():
         try:
-            return torch.load(cached)
+            out = torch.load(cached, weights_only=True)
+            if _decoded(out):
+                return out
         except Exception:
             pass  # a damaged cache is rebuilt below
     if name == "mnist":
         out = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
-            x = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz").unsqueeze(1)
-            y = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").long()
+            images, labels = folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz"
+            x, y = read_idx(images), read_idx(labels).long()
+            if x.dim() != 3 or x.shape[1:] != (28, 28):
+                raise DataError(f"{images}: holds {tuple(x.shape)} values, not 28 x 28 images; delete it and download it again")
+            if y.dim() != 1 or (len(y) and y.max() >= 10):
+                raise DataError(f"{labels}: holds {tuple(y.shape)} values, not labels 0-9; delete it and download it again")
             if len(x) != len(y):
                 raise DataError(f"{folder}: {prefix} images ({len(x)}) and labels ({len(y)}) differ in count; re-download MNIST")
-            out[split] = (x, y)
+            out[split] = (x.unsqueeze(1), y)
     else:
         parts = [read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
         out = {
@@ -230,10 +288,22 @@ def load_raw(name: str, data_dir=None) -> dict[str, tuple[torch.Tensor, torch.Te
     return out
 
 
+def _decoded(out) -> bool:
+    """Whether a cache file holds what load_raw returns."""
+    try:
+        return set(out) == {"train", "test"} and all(
+            x.dtype == torch.uint8 and x.dim() == 4 and y.dtype == torch.int64 and y.shape == x.shape[:1]
+            for x, y in out.values()
+        )
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def stats(name: str, data_dir=None) -> dict:
-    """Per split: image count, per-channel mean and std of pixels in [0,1], count per class."""
+    """Per split: image count, per-channel mean and std of pixels in [0,1], count per class.
+    Reads only: a missing data set is an error (`dlscope data download` fetches it)."""
     out = {}
-    for split, (x, y) in load_raw(name, data_dir).items():
+    for split, (x, y) in load_raw(name, data_dir, download_missing=False).items():
         xf = x.double().div_(255)
         out[split] = {
             "images": len(x),

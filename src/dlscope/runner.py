@@ -6,8 +6,10 @@ ones restart from their checkpoint, failed ones are tried again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
+import re
 import statistics
 import sys
 import time
@@ -19,6 +21,7 @@ import torch
 from . import experiments
 from .executors import Executor, Job, LocalExecutor, Outcome
 from .experiments.base import ConfigError, resolve
+from .files import FolderInUse, folder_lock
 from .store import RunStore, checkpoint_seconds
 
 
@@ -38,10 +41,12 @@ class RunResult:
 def pick_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"--device {device}: choose auto, cpu or cuda")
+    if device not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d{1,4}", device):
+        raise ConfigError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available (this torch: {torch.__version__})")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -242,23 +247,55 @@ def run_experiment(
     data_dir: str | None = None,
     progress: bool = True,
 ) -> RunResult:
+    """Run one experiment into out/<name>/. Everything that can be wrong beforehand (settings,
+    device, run folder) is checked before anything is written."""
+    out = Path(out) if out else default_out()
+    module, cfg, trials, store = check_run(name, profile, overrides, seed, out)
+    device = pick_device(device)
+    every = checkpoint_seconds()
+    with run_folder(out):
+        store.prepare(cfg)
+        return _run_trials(name, profile, seed, module, cfg, trials, store, device, every,
+                           executor or LocalExecutor(), data_dir, progress)
+
+
+def check_run(name: str, profile: str, overrides: list[str] | None, seed: int, out: Path):
+    """(module, settings, trials, store) of one experiment's run, checked against the run folder:
+    ConfigError for bad settings or settings other than the folder's. Reads only."""
     module = experiments.get(name)
     cfg = resolve(module, profile, overrides, seed)
-    device = pick_device(device)
-    out = Path(out) if out else default_out()
-    store = RunStore(out, name)
-    store.prepare(cfg)
-    executor = executor or LocalExecutor()
-
     trials = module.trials(cfg)
     keys = [t.key for t in trials]
     if len(set(keys)) != len(keys):
-        raise RuntimeError(f"{name}: trial keys are not unique: {keys}")
-    todo = [t for t in trials if not store.has_result(t.key)]
-    jobs = [
-        Job(name, t, device, data_dir, str(store.checkpoint_path(t.key)), checkpoint_seconds())
-        for t in todo
-    ]
+        raise ConfigError(f"{name}: these settings give two trials the same name ({', '.join(keys)})")
+    store = RunStore(out, name)
+    try:
+        store.check(cfg)
+    except OSError as e:  # a name too long, a folder that cannot be read
+        raise ConfigError(f"--out {out}: cannot use that folder ({e.strerror or e})") from None
+    return module, cfg, trials, store
+
+
+@contextlib.contextmanager
+def run_folder(out: Path):
+    """Create the run folder if need be and hold its lock while the block runs: a folder that
+    cannot be written, or that another dlscope run is writing now, is a ConfigError naming it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(folder_lock(out))
+        except FolderInUse as e:
+            raise ConfigError(str(e)) from None
+        except OSError as e:  # a file, below a file, read-only, a name too long
+            raise ConfigError(f"--out {out}: cannot write a run folder there ({e.strerror or e})") from None
+        yield
+
+
+def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir, progress) -> RunResult:
+    keys = [t.key for t in trials]
+    todo = [t for t in trials if store.read_result(t.key) is None]  # unreadable results run again
+    store.remove_checkpoints_except({t.key for t in todo})
+    jobs = [Job(name, t, device, data_dir, str(store.checkpoint_path(t.key)), every) for t in todo]
 
     bar = Progress(name, len(trials), len(trials) - len(todo), enabled=progress)
     failed: dict[str, str] = {}
@@ -280,7 +317,7 @@ def run_experiment(
     finally:
         bar.close()
 
-    results = {k: store.load_result(k) for k in keys if store.has_result(k)}
+    results = {k: r for k in keys if (r := store.read_result(k, warn=False)) is not None}
     wall = time.perf_counter() - t0
     summary = {"experiment": name, "profile": profile, "seed": seed}
     summary.update(module.summarize(cfg, results))
@@ -341,13 +378,18 @@ def run_all(profile: str = "quick", out=None, seed: int = 0, device: str = "auto
     out = Path(out) if out else default_out()
     per = split_overrides(overrides)
     names = experiments.available()
-    for name in names:  # bad settings anywhere stop the run before anything starts
-        resolve(experiments.get(name), profile, per.get(name), seed)
+    for name in names:  # bad settings anywhere, or other settings than the folder's, stop the run before anything starts
+        try:
+            check_run(name, profile, per.get(name), seed, out)
+        except ConfigError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    pick_device(device)
+    checkpoint_seconds()
     missing = [n for n in experiments.names() if n not in names]
     if missing:
         print(f"dlscope: not implemented in this version, skipped: {', '.join(missing)}", file=sys.stderr)
     results = []
-    with StudyProgress(names, enabled=progress) as study:
+    with run_folder(out), StudyProgress(names, enabled=progress) as study:
         for name in names:
             study.enter(name)
             try:

@@ -11,6 +11,11 @@
     checkpoints/<key>.pt     an unfinished trial's last checkpoint, to restart from
 
 Every file is written to a temporary name and renamed, so a kill never leaves half a file.
+
+A run folder may come from elsewhere, so its files are data, never code: results and checkpoints
+hold only tensors, numbers, strings, lists, tuples and dicts (`storable`), and are read back with
+torch.load(weights_only=True), which builds nothing else. A result or checkpoint that does not read
+back is treated as absent: its trial runs again.
 """
 
 from __future__ import annotations
@@ -18,15 +23,57 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .files import save_atomic, write_text_atomic
+from .files import remove_temp_files, save_atomic, write_text_atomic
 from .experiments.base import ConfigError
+
+
+class RunFolderError(RuntimeError):
+    """A file of the run folder is damaged or in the way; the message names it (CLI: exit 1)."""
+
+
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+
+
+def storable(obj, where: str = "result"):
+    """obj as what a result or checkpoint file may hold: tensors, numbers, strings, lists, tuples
+    and dicts (numpy arrays and scalars become tensors and numbers). Anything else is a TypeError
+    naming where it sits: it would not load back with weights_only=True."""
+    if type(obj).__module__ == "numpy":  # an array or a numpy scalar (np.float64 is also a float)
+        return torch.from_numpy(obj.copy()) if getattr(obj, "shape", ()) != () else obj.item()
+    if isinstance(obj, _SCALARS):
+        return obj
+    if torch.is_tensor(obj):
+        return obj.detach() if obj.requires_grad else obj
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, float, bool, tuple, type(None))):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; a stored dict's keys are strings or numbers")
+            out[k] = storable(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [storable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; "
+                    f"results and checkpoints hold only tensors, numbers, strings, lists and dicts")
+
+
+def read_pt(path: Path):
+    """A result or checkpoint file's dict, or None when it is missing, unreadable or not a dict."""
+    try:
+        obj = torch.load(path, weights_only=True)
+    except Exception:  # missing, truncated, garbage, or objects weights_only refuses to build
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def write_json(path: Path, obj) -> None:
@@ -52,21 +99,23 @@ class FileCheckpointer:
     def __init__(self, path: Path, every_s: float, on_progress: Callable[[int, int, str], None] | None = None):
         self.path, self.every_s, self.on_progress = Path(path), every_s, on_progress
         self._last = time.monotonic()
+        # a state was loaded and the trial has not made progress since: if it fails now, the
+        # checkpoint is the suspect (executors.run_job then runs it once more from the start)
+        self.untried = False
 
     def load(self) -> dict | None:
-        if not self.path.exists():
-            return None
-        try:
-            return torch.load(self.path, weights_only=False)
-        except Exception:
-            return None  # an unreadable checkpoint means starting the trial over
+        state = read_pt(self.path)  # an unreadable checkpoint means starting the trial over
+        self.untried = state is not None
+        return state
 
     def save(self, state: dict, force: bool = False) -> None:
+        self.untried = False
         if force or time.monotonic() - self._last >= self.every_s:
-            save_atomic(state, self.path)
+            save_atomic(storable(state, f"checkpoint {self.path.name}"), self.path)
             self._last = time.monotonic()
 
     def progress(self, done: int, total: int, info: str = "") -> None:
+        self.untried = False
         if self.on_progress:
             self.on_progress(done, total, info)
 
@@ -77,7 +126,14 @@ class FileCheckpointer:
 
 def checkpoint_seconds() -> float:
     """How often trials checkpoint: $DLSCOPE_CHECKPOINT_SECONDS, default 30 (0 = every epoch)."""
-    return float(os.environ.get("DLSCOPE_CHECKPOINT_SECONDS", "30"))
+    text = os.environ.get("DLSCOPE_CHECKPOINT_SECONDS", "30")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"DLSCOPE_CHECKPOINT_SECONDS={text}: expected a number of seconds, 0 or more")
+    return seconds
 
 
 class RunStore:
@@ -88,23 +144,50 @@ class RunStore:
 
     # ------------------------------------------------------------------ settings
 
-    def prepare(self, config: dict) -> None:
-        """Record the settings, or check that a resumed run uses the same ones."""
+    def check(self, config: dict) -> bool:
+        """Whether the folder holds this experiment's run already (True) or not yet (False).
+        Reads only. ConfigError if its settings differ; RunFolderError if it is damaged."""
         path = self.dir / "config.json"
-        if path.exists():
+        for folder in (self.dir, self.dir / "trials", self.dir / "checkpoints", self.fig_dir):
+            if folder.is_symlink():  # a run folder from elsewhere must not send our writes outside it
+                raise RunFolderError(f"{folder} is a symbolic link; dlscope writes runs only into real folders: "
+                                     f"replace it by a folder, or use another --out")
+            if folder.exists() and not folder.is_dir():
+                raise RunFolderError(f"{folder} is a file, not a folder; move it away, or use another --out")
+        if not path.exists():
+            return False
+        old = self._read_config(path)
+        if old != json.loads(json.dumps(config)):
+            diff = [k for k in set(old) | set(config) if old.get(k) != config.get(k)]
+            raise ConfigError(
+                f"{self.dir} holds a {self.experiment} run with other settings ({', '.join(sorted(diff))} differ); "
+                f"use another --out or the same settings"
+            )
+        return True
+
+    def _read_config(self, path: Path) -> dict:
+        try:
             old = json.loads(path.read_text())
-            if old != json.loads(json.dumps(config)):
-                diff = [k for k in set(old) | set(config) if old.get(k) != config.get(k)]
-                raise ConfigError(
-                    f"{self.dir} holds a {self.experiment} run with other settings ({', '.join(sorted(diff))} differ); "
-                    f"use another --out or the same settings"
-                )
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            reason = (str(e) or type(e).__name__).splitlines()[0][:120]
         else:
-            write_json(path, config)
+            if isinstance(old, dict):
+                return old
+            reason = f"a JSON {type(old).__name__}, not an object"
+        raise RunFolderError(f"{path}: unreadable ({reason}), so the settings of the run in {self.dir} are unknown; "
+                             f"delete that folder to start {self.experiment} over, or use another --out")
+
+    def prepare(self, config: dict) -> None:
+        """Record the settings, or check that a resumed run uses the same ones; then clear away
+        the temporary files of writes a kill interrupted. The caller holds the folder's lock."""
+        if not self.check(config):
+            write_json(self.dir / "config.json", config)
+        for folder in (self.dir, self.dir / "trials", self.dir / "checkpoints", self.fig_dir):
+            remove_temp_files(folder)
 
     def config(self) -> dict | None:
         p = self.dir / "config.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        return self._read_config(p) if p.exists() else None
 
     # ------------------------------------------------------------------ trials
 
@@ -115,14 +198,38 @@ class RunStore:
         return self.result_path(key).exists()
 
     def save_result(self, key: str, result: dict) -> None:
-        save_atomic(result, self.result_path(key))
+        save_atomic(storable(result, f"result of trial {key}"), self.result_path(key))
         err = self.dir / "trials" / f"{key}.error.txt"
         if err.exists():
             err.unlink()
         self.checkpoint_path(key).unlink(missing_ok=True)
 
+    def read_result(self, key: str, warn: bool = True) -> dict | None:
+        """A finished trial's result; None if there is none, or if its file is unreadable (then
+        the trial runs again, and says so on stderr when `warn`)."""
+        path = self.result_path(key)
+        if not path.exists():
+            return None
+        result = read_pt(path)
+        if result is None and warn:
+            print(f"dlscope: {path}: unreadable trial result (damaged, or not written by dlscope); "
+                  f"running trial {key} again", file=sys.stderr)
+        return result
+
     def load_result(self, key: str) -> dict:
-        return torch.load(self.result_path(key), weights_only=False)
+        result = self.read_result(key, warn=False)
+        if result is None:
+            raise RunFolderError(f"{self.result_path(key)}: missing or unreadable trial result")
+        return result
+
+    def remove_checkpoints_except(self, keys) -> None:
+        """Drop checkpoints of trials that are finished (a kill between writing the result and
+        removing the checkpoint leaves one) or not in this run at all."""
+        folder = self.dir / "checkpoints"
+        if folder.is_dir():
+            for p in folder.glob("*.pt"):
+                if p.stem not in keys:
+                    p.unlink(missing_ok=True)
 
     def save_failure(self, key: str, error: str) -> None:
         write_text_atomic(self.dir / "trials" / f"{key}.error.txt", error)

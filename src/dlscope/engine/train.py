@@ -53,6 +53,11 @@ def loss_per_member(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tens
     raise ValueError(f"unknown loss {kind!r}")
 
 
+# The layout of Trainer.state_dict(); a checkpoint in another layout (an older dlscope's) is
+# dropped and the trial starts over. Raise it whenever the layout changes.
+CHECKPOINT_FORMAT = 2
+
+
 class Checkpointer(Protocol):
     def load(self) -> dict | None: ...
     def save(self, state: dict, force: bool = False) -> None: ...
@@ -131,6 +136,8 @@ class Trainer:
         every epoch; its dict of per-member values is appended to self.history. Resumes from the
         checkpoint if there is one, and saves one as it goes."""
         state = checkpoint.load() if checkpoint else None
+        if state is not None and not self.fits(state):
+            state = None  # an older format, or another model's: start over
         if state is not None:
             self.load_state_dict(state)
         elif evaluate is not None:
@@ -164,6 +171,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         return {
+            "format": CHECKPOINT_FORMAT,
             "epoch": self.epoch,
             "ensemble": self.ens.state_dict(),
             "opt": self.opt.state_dict(),
@@ -171,6 +179,27 @@ class Trainer:
             "diverged": self.diverged,
             "seconds": self.seconds,
         }
+
+    def fits(self, state) -> bool:
+        """Whether a checkpoint is this trainer's: written in this format, for these members'
+        parameters and optimizer, at an epoch within this training."""
+
+        def shapes(tensors) -> list:  # a dict's or a list's tensor shapes
+            items = sorted(tensors.items()) if isinstance(tensors, dict) else enumerate(tensors)
+            return [(k, tuple(t.shape)) for k, t in items]
+
+        mine = self.state_dict()
+        try:
+            return (
+                state["format"] == CHECKPOINT_FORMAT
+                and type(state["epoch"]) is int and 0 <= state["epoch"] <= self.cfg.epochs
+                and all(shapes(state["ensemble"][k]) == shapes(mine["ensemble"][k]) for k in ("params", "buffers"))
+                and all(shapes(state["opt"][k]) == shapes(mine["opt"][k]) for k in ("exp_avg", "exp_avg_sq"))
+                and type(state["opt"]["t"]) is int and state["opt"]["lr"].shape == self.opt.lr.shape
+                and isinstance(state["history"], dict) and state["diverged"].shape == self.diverged.shape
+            )
+        except (KeyError, TypeError, AttributeError):
+            return False
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = state["epoch"]

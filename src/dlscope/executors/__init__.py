@@ -24,7 +24,7 @@ import torch
 
 from ..engine import accel
 from ..experiments.base import Trial, TrialContext
-from ..store import FileCheckpointer
+from ..store import FileCheckpointer, storable
 
 
 @dataclass
@@ -59,7 +59,16 @@ def run_job(job: Job, on_progress: ProgressFn | None = None) -> Outcome:
     ctx = TrialContext(device=device, data_dir=job.data_dir, checkpoint=ckpt)
     t0 = time.perf_counter()
     try:
-        result = job.trial.fn(job.trial.args, ctx)
+        try:
+            result = job.trial.fn(job.trial.args, ctx)
+        except Exception:
+            if not (ckpt and ckpt.untried):
+                raise
+            # it failed after loading its checkpoint, before any progress: the checkpoint may not
+            # fit this version's trial (an older format, a damaged state); drop it, start over once
+            ckpt.clear()
+            result = job.trial.fn(job.trial.args, ctx)
+        result = storable(result, f"the result of trial {job.trial.key}")
     except Exception:
         return Outcome(job.trial.key, error=traceback.format_exc(), seconds=time.perf_counter() - t0)
     return Outcome(job.trial.key, result=result, seconds=time.perf_counter() - t0)
@@ -100,6 +109,9 @@ def make_executor(name: str = "local", workers: int | None = None, address: str 
         return LocalExecutor()
     if name == "process":
         from .process import ProcessExecutor
+
+        if workers is not None and workers > 256:  # each is a process holding torch: more would swamp the machine
+            raise ConfigError(f"--workers {workers}: at most 256 worker processes on one machine")
 
         return ProcessExecutor(workers)
     if importlib.util.find_spec("ray") is None:

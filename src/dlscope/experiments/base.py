@@ -121,7 +121,11 @@ def resolve(module, profile: str, overrides: list[str] | None = None, seed: int 
         if key not in cfg:
             raise ConfigError(f"--set {key}: unknown setting of {module.NAME}; known: {', '.join(sorted(cfg))}")
         cfg[key] = _parse_like(key, text.strip(), cfg[key])
-    cfg = {"profile": profile, "seed": int(seed), **cfg}
+    # trial seeds are --seed + i, and a generator's seed is (seed * 1,000,003 + epoch): 32 bits
+    # keep all of them within what torch.Generator takes (64 bits)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed {seed}: must be a whole number from 0 to {2**32 - 1}")
+    cfg = {"profile": profile, "seed": seed, **cfg}
     check_common(cfg)
     if hasattr(module, "validate"):
         module.validate(cfg)
@@ -129,8 +133,16 @@ def resolve(module, profile: str, overrides: list[str] | None = None, seed: int 
 
 
 def check_common(cfg: dict) -> None:
-    """Values no experiment can use: non-positive sizes, epochs or learning rates."""
+    """Values no experiment can use: numbers that are not finite or beyond 64 bits, a list that
+    names an entry twice, non-positive sizes, epochs or learning rates."""
     for key, v in cfg.items():
+        _check_numbers(key, v, v)
+        if isinstance(v, list):
+            seen = []
+            for x in v:
+                if x in seen:
+                    raise ConfigError(f"{key}={_show(v)}: {_show(x)} is listed twice")
+                seen.append(x)
         vals = v if isinstance(v, list) else [v]
         for x in vals:
             if isinstance(x, bool) or not isinstance(x, (int, float)):
@@ -139,6 +151,28 @@ def check_common(cfg: dict) -> None:
                 raise ConfigError(f"{key}={v}: must be positive")
             if key.endswith(("_size", "_sizes")) and x < 0:
                 raise ConfigError(f"{key}={v}: must not be negative")
+
+
+def _check_numbers(key: str, whole, v) -> None:
+    """Every number in v (a setting, or anything inside a list or dict of it) finite and 64-bit."""
+    import math
+
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            _check_numbers(key, whole, x)
+    elif isinstance(v, dict):
+        for x in v.values():
+            _check_numbers(key, whole, x)
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{key}={_show(whole)}: must be a finite number")
+    elif isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+        raise ConfigError(f"{key}={_show(whole)}: too large")
+
+
+def _show(v) -> str:
+    """A setting's value as one would write it after --set (lists comma-separated)."""
+    text = ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def trial_per_model(cfg: dict, fn) -> list[Trial]:
