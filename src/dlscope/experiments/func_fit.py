@@ -385,11 +385,11 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         drawn = False
         for m, r in finished_models(cfg, results):
             curves, diverged = _seed_curves(r, f)
-            mine = [row for row in rows if row["function"] == f and row["model"] == m]
-            n_all, color = len(mine), model_color(m)
-            label = f"{m} ({r['params']} params): median of n={curves.shape[1]}"
-            label += f", IQR band; {sum(row['stalled'] for row in mine)} of {n_all} stalled"
-            label += f", {diverged} diverged" if diverged else ""
+            color = model_color(m)
+            stalled = ", ".join(f"{sum(row['stalled'] for row in rows if row['model'] == m and row['function'] == g)} of "
+                                f"{sum(1 for row in rows if row['model'] == m and row['function'] == g)} on {g}" for g in funcs)
+            label = f"{m} ({r['params']} params): median of n={curves.shape[1]}, IQR band; stalled {stalled}"
+            label += f"; {diverged} diverged on {f}" if diverged else ""
             if curves.shape[1]:
                 epochs = np.arange(curves.shape[0])
                 ax.plot(epochs, curves, color=color, lw=0.5, alpha=0.35)
