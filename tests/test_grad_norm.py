@@ -37,7 +37,10 @@ def test_windows_of_known_curves():
     assert w["window"] == 10  # 10% of 100 epochs
     # the largest fall of log10 loss over 10 epochs starts where the whole drop fits: epochs 35..40
     assert 35 <= w["drop_epoch"] <= 40
-    assert w["fluctuation_at_drop"] == pytest.approx(1.0) and w["fluctuation_at_end"] == pytest.approx(0.1)
+    assert w["relative_fluctuation_at_drop"] == pytest.approx(1.0) and w["relative_fluctuation_at_end"] == pytest.approx(0.1)
+    # in g's units: the alternation between 10^(level ± amp)
+    assert w["fluctuation_at_drop"] == pytest.approx(10**0.5 - 10**-0.5)
+    assert w["fluctuation_at_end"] == pytest.approx(10**-0.95 - 10**-1.05)
     # medians of log10 g: 0 and -1, each ± an alternating amplitude (an 11-point window: 6 at +amp)
     assert w["median_grad_norm_at_drop"] == pytest.approx(10**0.5) or w["median_grad_norm_at_drop"] == pytest.approx(10**-0.5)
     assert w["median_grad_norm_at_end"] == pytest.approx(10 ** (-1 + 0.05)) or w["median_grad_norm_at_end"] == pytest.approx(10 ** (-1 - 0.05))
@@ -59,6 +62,10 @@ def test_claims_on_synthetic_results():
     f = gn.claim_fluctuations_shrink(shrink)
     assert f.id == "grad-norm-falls" and f.verdict == fnd.SHOWN and f.n == 4
     assert f.value == pytest.approx(np.mean([1.0, math.log10(8), math.log10(6), math.log10(18)]))
+    # relative: the same statistic of log10 g's changes
+    rel = [{**r, "relative_fluctuation_at_drop": 0.2, "relative_fluctuation_at_end": 0.2} for r in shrink]
+    same = gn.claim_fluctuations_shrink(rel, relative=True)
+    assert same.id == "grad-norm-falls-relative" and same.value == 0 and same.verdict == fnd.NOT_SHOWN
     grow = rows_of([(0.1, 1.0), (0.1, 0.8), (0.2, 1.2)])
     assert gn.claim_fluctuations_shrink(grow).verdict == fnd.NOT_SHOWN
     assert gn.claim_norm_lower_at_end(grow).verdict == fnd.NOT_SHOWN
@@ -69,9 +76,13 @@ def test_claims_on_synthetic_results():
     # the CNN rows make findings of their own; seeds without windows are left out and counted
     cnn = rows_of([(1.0, 0.1), (0.8, 0.1), (0.9, 0.2)], "cnn-1") + [{"model": "cnn-2", "seed": 0, "fluctuation_at_end": None}]
     found = {c.id: c for c in gn.claims(shrink + cnn)}
-    assert set(found) == {"grad-norm-falls", "grad-norm-lower-at-end", "grad-norm-falls-cnn", "grad-norm-lower-at-end-cnn"}
+    assert set(found) == {"grad-norm-falls", "grad-norm-falls-relative", "grad-norm-lower-at-end",
+                          "grad-norm-falls-cnn", "grad-norm-falls-relative-cnn", "grad-norm-lower-at-end-cnn"}
     assert found["grad-norm-falls-cnn"].n == 3 and "1 seed(s) left out" in found["grad-norm-falls-cnn"].note
     assert found["grad-norm-falls"].n == 4
+    # an MLP seed that ends on the constant-prediction plateau reached no minimum: left out
+    stalled = shrink + [{**rows_of([(0.1, 1.0)])[0], "seed": 9, "stalled": True}]
+    assert gn.claim_fluctuations_shrink(stalled).n == 4
 
 
 def test_full_batch_grad_norm_is_autograds():

@@ -10,8 +10,10 @@ one ensemble; the seeds of one CIFAR model train as one ensemble too.
 The claim (the original's Fig. 13: "the gradient norm's fluctuations shrink once the model
 reaches a minimum") is judged seed by seed from two windows of W = max(3, 10% of the epochs)
 epochs each: the one where the loss falls most (the largest log-loss drop over W epochs) and the
-last W epochs. The fluctuation of the gradient norm in a window is the median of
-|log10 g(e + 1) - log10 g(e)| over it (epoch-to-epoch changes: a trend does not count).
+last W epochs. The fluctuation of the gradient norm g in a window is the median of
+|g(e + 1) - g(e)| over it: epoch-to-epoch changes, so that a trend does not count, in g's own units,
+as a reader sees them on the original's linear plot (the relative version, of log10 g, is recorded
+too). An MLP seed that ends on the constant-prediction plateau reached no minimum and is left out.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..analysis.hessian import ensemble_gradient
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier, fast_mlp
 from .base import ConfigError, Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, check_sizes
-from .func_fit import FUNCTIONS, inputs
+from .func_fit import FUNCTIONS, constant_mse, inputs, is_stalled
 
 NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
@@ -37,8 +39,11 @@ COST = 72  # seconds of the quick profile on the reference CPU; only the ratios 
 LOOK_FOR = (
     "The original claims that the gradient norm's fluctuations shrink once the model reaches a minimum (its "
     "Fig 13). The findings above judge it seed by seed, for the MLP (grad-norm-falls) and for the CNNs "
-    "(grad-norm-falls-cnn): the epoch-to-epoch changes of log10 of the full-batch gradient norm over the 10% of "
-    "epochs where the loss falls most, against the last 10% (shaded in the figures). A second pair of findings "
+    "(grad-norm-falls-cnn): the typical epoch-to-epoch change of the full-batch gradient norm over the 10% of "
+    "epochs where the loss falls most, against the last 10% (shaded in the figures), as a reader sees it on a "
+    "linear plot; the -relative findings judge the same for the logarithm of the norm, i.e. the fluctuations "
+    "relative to the norm's level, which can stay the same while the norm itself falls. MLP seeds that end on the "
+    "constant-prediction plateau reached no minimum and are left out. A second pair of findings "
     "(grad-norm-lower-at-end) judges the level itself: a minimum reached by mini-batch training need not have a "
     "small full-batch gradient, since the noise of the small batches keeps the weights moving around it, and the "
     "norm after the loss's drop can sit above its level on the plateau before the drop. In the figures each thin "
@@ -186,8 +191,8 @@ def _log10(values) -> np.ndarray | None:
 def windows(loss, grad_norm) -> dict | None:
     """One seed's statistics of the claim from its curves (index = epoch, 0 = initialisation):
     the drop window [d, d + W] where log10 loss falls most, the end window [E - W, E], and in each
-    the fluctuation of the gradient norm (median |Δ log10 g| between consecutive epochs) and its
-    median. None for a diverged curve, a run too short for two windows, or windows that overlap
+    the fluctuation of the gradient norm (median |Δg| between consecutive epochs), its relative
+    fluctuation (median |Δ log10 g|) and its median. None for a diverged curve, a run too short for two windows, or windows that overlap
     (the loss still falling most at the end: no minimum reached to judge)."""
     ll, lg = _log10(loss), _log10(grad_norm)
     if ll is None or lg is None:
@@ -201,13 +206,14 @@ def windows(loss, grad_norm) -> dict | None:
     if d + W > E - W:
         return None
 
-    def stats(a: int) -> tuple[float, float]:
+    def stats(a: int) -> tuple[float, float, float]:
         seg = lg[a : a + W + 1]
-        return float(np.median(np.abs(np.diff(seg)))), float(10 ** np.median(seg))
+        return float(np.median(np.abs(np.diff(10**seg)))), float(np.median(np.abs(np.diff(seg)))), float(10 ** np.median(seg))
 
-    fd, md = stats(d)
-    fe, me = stats(E - W)
+    fd, rd, md = stats(d)
+    fe, re_, me = stats(E - W)
     return {"drop_epoch": d, "window": W, "fluctuation_at_drop": fd, "fluctuation_at_end": fe,
+            "relative_fluctuation_at_drop": rd, "relative_fluctuation_at_end": re_,
             "median_grad_norm_at_drop": md, "median_grad_norm_at_end": me}
 
 
@@ -224,6 +230,8 @@ def summarize(cfg: dict, results: dict) -> dict:
                 row["final_test_acc"] = r["test_acc"][-1, i].item()
             w = windows(loss, g)
             row.update(w or {"drop_epoch": None})
+            if is_mlp(m):  # on the plateau of the best constant output: no minimum reached
+                row["stalled"] = is_stalled(loss[-1], constant_mse(cfg["function"], cfg["points"]))
             row["diverged"] = bool(r["diverged"][i]) or not (math.isfinite(loss[-1]) and math.isfinite(g[-1]))
             rows.append(row)
     return {
@@ -233,8 +241,10 @@ def summarize(cfg: dict, results: dict) -> dict:
                                 "measured at initialisation and after every epoch in a separate pass over the un-augmented "
                                 "training set (for CIFAR: the run's training subset, not a mean over mini-batches)",
         "loss_definition": "full-batch mean training loss from the same pass (MSE for the MLP, cross-entropy for CIFAR)",
-        "fluctuation_definition": "per seed: median of |log10 g(e+1) - log10 g(e)| over a window of W = max(3, 10% of the epochs) "
-                                  "epochs; drop window: the W epochs with the largest fall of log10 loss; end window: the last W",
+        "fluctuation_definition": "per seed: median of |g(e+1) - g(e)| (relative: of |log10 g(e+1) - log10 g(e)|) over a window "
+                                  "of W = max(3, 10% of the epochs) epochs; drop window: the W epochs with the largest fall of "
+                                  "log10 loss; end window: the last W. stalled (MLP): final MSE within 1% of the constant-prediction "
+                                  "MSE, as in func-fit",
     }
 
 
@@ -244,26 +254,32 @@ def summarize(cfg: dict, results: dict) -> dict:
 def _judged(rows: list[dict], mlp: bool) -> tuple[list[dict], int]:
     """The rows of one group (the MLP or the CNNs) with both windows, and how many were left out."""
     group = [r for r in rows if is_mlp(r["model"]) == mlp]
-    ok = [r for r in group if r.get("fluctuation_at_end") is not None and r["fluctuation_at_end"] > 0 and r["fluctuation_at_drop"] > 0]
+    ok = [r for r in group if r.get("fluctuation_at_end") is not None and r["fluctuation_at_end"] > 0
+          and r["fluctuation_at_drop"] > 0 and not r.get("stalled")]
     return ok, len(group) - len(ok)
 
 
-def claim_fluctuations_shrink(rows: list[dict], mlp: bool = True) -> fnd.Finding:
+def claim_fluctuations_shrink(rows: list[dict], mlp: bool = True, relative: bool = False) -> fnd.Finding:
     """Per seed, log10(fluctuation at the drop / fluctuation at the end) of the gradient norm: the
     claim says positive. Verdict from the bootstrap interval of the mean over seeds (with 3 seeds
-    that interval spans their smallest to largest value: shown needs every seed to agree)."""
+    that interval spans their smallest to largest value: shown needs every seed to agree).
+    relative: the fluctuation of log10 g instead of g (changes relative to the norm's level)."""
     ok, left = _judged(rows, mlp)
     what = "the MLP" if mlp else "the CNNs"
-    ident = "grad-norm-falls" if mlp else "grad-norm-falls-cnn"
-    vals = [math.log10(r["fluctuation_at_drop"] / r["fluctuation_at_end"]) for r in ok]
+    key = "relative_fluctuation" if relative else "fluctuation"
+    ident = "grad-norm-falls" + ("-relative" if relative else "") + ("" if mlp else "-cnn")
+    vals = [math.log10(r[f"{key}_at_drop"] / r[f"{key}_at_end"]) for r in ok if r.get(f"{key}_at_drop") and r.get(f"{key}_at_end")]
     value, ci, verdict, n = fnd.greater(vals)
     models_ = sorted({r["model"] for r in ok})
-    note = (f"{', '.join(models_) or 'no model'}; >0: the epoch-to-epoch changes of log10 g are smaller in the last 10% of "
-            f"epochs than where the loss fell most; {left} seed(s) left out (diverged, or still falling most at the end)")
+    of = "log10 g" if relative else "g"
+    note = (f"{', '.join(models_) or 'no model'}; >0: the epoch-to-epoch changes of {of} are smaller in the last 10% of "
+            f"epochs than where the loss fell most; {left} seed(s) left out (diverged, stalled on the plateau, or still "
+            f"falling most at the end)")
     if n < 2:
         note = "fewer than 2 seeds with both windows: " + note
-    return fnd.Finding(ident, f"The gradient norm's fluctuations shrink once {what} reaches a minimum", "original", verdict,
-                       "mean over seeds of log10(fluctuation of the gradient norm where the loss falls most / over the last 10% of epochs)",
+    claim = f"The gradient norm's fluctuations shrink once {what} reaches a minimum"
+    return fnd.Finding(ident, claim + (" (relative to its level)" if relative else ""), "original", verdict,
+                       f"mean over seeds of log10(median |Δ{of}| between epochs where the loss falls most / over the last 10% of epochs)",
                        value, ci, n, note)
 
 
@@ -285,7 +301,8 @@ def claims(rows: list[dict]) -> list[fnd.Finding]:
     out = []
     for mlp in (True, False):
         if any(is_mlp(r["model"]) == mlp for r in rows):
-            out += [claim_fluctuations_shrink(rows, mlp), claim_norm_lower_at_end(rows, mlp)]
+            out += [claim_fluctuations_shrink(rows, mlp), claim_fluctuations_shrink(rows, mlp, relative=True),
+                    claim_norm_lower_at_end(rows, mlp)]
     return out
 
 
@@ -350,8 +367,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         for ax, what in ((ax_g, "gradient norm ||∇L||"), (ax_l, f"training {loss_name}")):
             log = wide_range(ax)  # log y only where it helps: a narrow range reads better linear
             ax.set(yscale="log" if log else "linear", ylabel=what + (" (log scale)" if log else ""))
-            ax.axvspan(epochs - window(epochs), epochs, color="0.85", zorder=0,
-                       label=f"last {window(epochs)} epochs (the claim's end window)" if ax is ax_g else None)
+            if epochs >= 2 * window(epochs):  # (a run too short for two windows has no end window)
+                ax.axvspan(epochs - window(epochs), epochs, color="0.85", zorder=0,
+                           label=f"last {window(epochs)} epochs (the claim's end window)" if ax is ax_g else None)
         ax_g.set_title(title, fontsize=11)
         ax_l.set_xlabel("epoch (0 = initialisation)")
         for ax in (ax_g, ax_l):
