@@ -577,5 +577,7 @@ def full_batch_grad_norm(theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, y:
     theta = theta.double()
     xs = x.double().expand(theta.shape[0], *x.shape)
     ys = y.double().expand(theta.shape[0], x.shape[0])
-    loss, grad = mse_and_grad(theta, spec, xs, ys)
-    return loss, grad.norm(dim=1)
+    small = theta.shape[0] * x.shape[0] * max(spec.widths) < 1 << 17 and x.device.type == "cpu"
+    with _num_threads(1 if small else torch.get_num_threads()):  # tiny: a second thread only waits (see FastMLPTrainer)
+        loss, grad = mse_and_grad(theta, spec, xs, ys)
+        return loss, grad.norm(dim=1)
