@@ -125,9 +125,10 @@ def test_smoke_run_verdicts_follow_from_its_own_summary(tmp_path, data_dir):
         assert r["final_grad_norm"] == pytest.approx(10 ** lg[-1], rel=1e-6)
         if r.get("fluctuation_at_end") is not None:
             W = r["window"]
-            assert r["fluctuation_at_end"] == pytest.approx(np.median(np.abs(np.diff(lg[-W - 1 :]))), rel=1e-6)
-            d = r["drop_epoch"]
-            assert r["fluctuation_at_drop"] == pytest.approx(np.median(np.abs(np.diff(lg[d : d + W + 1]))), rel=1e-6)
+            g, d = 10**lg, r["drop_epoch"]
+            assert r["fluctuation_at_end"] == pytest.approx(np.median(np.abs(np.diff(g[-W - 1 :]))), rel=1e-6)
+            assert r["fluctuation_at_drop"] == pytest.approx(np.median(np.abs(np.diff(g[d : d + W + 1]))), rel=1e-6)
+            assert r["relative_fluctuation_at_end"] == pytest.approx(np.median(np.abs(np.diff(lg[-W - 1 :]))), rel=1e-6)
 
 
 def test_a_diverging_run_is_recorded_and_summarised(tmp_path, data_dir):
