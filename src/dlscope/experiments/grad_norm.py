@@ -341,7 +341,8 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = []
-    groups = (("mlp", f"mlp-mid on {cfg['function']} (full-batch MSE)", "MSE", [m for m in cfg["models"] if is_mlp(m)]),
+    mlp_title = f"on {cfg['function']} (full-batch MSE; trained at batch size {cfg['mlp_batch_size']}, lr {cfg['mlp_lr']:g})"
+    groups = (("mlp", mlp_title, "MSE", [m for m in cfg["models"] if is_mlp(m)]),
               ("cifar", "CIFAR-10 models (full-batch cross-entropy over the training subset)", "cross-entropy",
                [m for m in cfg["models"] if not is_mlp(m)]))
     for tag, title, loss_name, names in groups:
@@ -371,7 +372,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             if epochs >= 2 * window(epochs):  # (a run too short for two windows has no end window)
                 ax.axvspan(epochs - window(epochs), epochs, color="0.85", zorder=0,
                            label=f"last {window(epochs)} epochs (the claim's end window)" if ax is ax_g else None)
-        ax_g.set_title(title, fontsize=11)
+        ax_g.set_title(f"{', '.join(names)} {title}" if tag == "mlp" else title, fontsize=11)
         ax_l.set_xlabel("epoch (0 = initialisation)")
         for ax in (ax_g, ax_l):
             ax.grid(alpha=0.3, which="both")
