@@ -252,6 +252,15 @@ def summarize(cfg: dict, results: dict) -> dict:
 # --------------------------------------------------------------------------- claims
 
 
+def _where_they_ended(rows: list[dict]) -> str:
+    """Where the judged seeds ended, for a finding's note: is it a minimum at all?"""
+    losses = fnd.finite(r.get("final_loss") for r in rows)
+    steps = sorted({r.get("steps") for r in rows if r.get("steps")})
+    if not len(losses):
+        return ""
+    return f"; they ended at a median train loss of {np.median(losses):.3g} after {', '.join(f'{s:,}' for s in steps)} steps"
+
+
 def _judged(rows: list[dict], mlp: bool) -> tuple[list[dict], int]:
     """The rows of one group (the MLP or the CNNs) with both windows, and how many were left out."""
     group = [r for r in rows if is_mlp(r["model"]) == mlp]
@@ -275,7 +284,7 @@ def claim_fluctuations_shrink(rows: list[dict], mlp: bool = True, relative: bool
     of = "log10 g" if relative else "g"
     note = (f"{', '.join(models_) or 'no model'}; >0: the epoch-to-epoch changes of {of} are smaller in the last 10% of "
             f"epochs than where the loss fell most; {left} seed(s) left out (diverged, stalled on the plateau, or still "
-            f"falling most at the end)")
+            f"falling most at the end){_where_they_ended(ok)}")
     if n < 2:
         note = "fewer than 2 seeds with both windows: " + note
     claim = f"The gradient norm's fluctuations shrink once {what} reaches a minimum"
@@ -295,7 +304,7 @@ def claim_norm_lower_at_end(rows: list[dict], mlp: bool = True) -> fnd.Finding:
                        f"The gradient norm of {what} is lower at the end than where the loss falls most",
                        "dlscope (what reaching a minimum implies)", verdict,
                        "mean over seeds of log10(median gradient norm where the loss falls most / over the last 10% of epochs)",
-                       value, ci, n, f"1 = ten times lower at the end; {left} seed(s) left out")
+                       value, ci, n, f"1 = ten times lower at the end; {left} seed(s) left out{_where_they_ended(ok)}")
 
 
 def claims(rows: list[dict]) -> list[fnd.Finding]:
