@@ -62,7 +62,7 @@ def test_func_fit_smoke(tmp_path):
     assert {(row["function"], row["model"]) for row in s["results"]} == {(f, m) for f in ("f1", "f2") for m in ("mlp-deep", "mlp-mid", "mlp-shallow")}
     for row in s["results"]:
         assert set(row) >= {"function", "model", "params", "final_loss", "converged_epoch"} and row["final_loss"] > 0
-    assert {p.name for p in (tmp_path / "func-fit" / "figures").iterdir()} == {"functions.png", "loss.png", "predictions.png"}
+    assert {p.name for p in (tmp_path / "func-fit" / "figures").iterdir()} == {"functions.png", "loss.png", "convergence.png", "predictions.png"}
     header = (tmp_path / "func-fit" / "metrics.csv").read_text().splitlines()[0]
     assert header.endswith("epoch,metric,value")
     # the summary's final losses are the last rows of the per-epoch curves

@@ -565,3 +565,19 @@ def _num_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------- full-batch gradient
+
+
+@torch.no_grad()
+def full_batch_grad_norm(theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's full-data MSE and the L2 norm of its gradient (of the data loss alone, no
+    weight decay) on x [n, in], y [n] or [N, n], in float64: (loss [N], grad_norm [N])."""
+    theta = theta.double()
+    xs = x.double().expand(theta.shape[0], *x.shape)
+    ys = y.double().expand(theta.shape[0], x.shape[0])
+    small = theta.shape[0] * x.shape[0] * max(spec.widths) < 1 << 17 and x.device.type == "cpu"
+    with _num_threads(1 if small else torch.get_num_threads()):  # tiny: a second thread only waits (see FastMLPTrainer)
+        loss, grad = mse_and_grad(theta, spec, xs, ys)
+        return loss, grad.norm(dim=1)

@@ -2,18 +2,28 @@
 
 One trial per architecture; inside it, both functions (and all seeds) train as one vectorized
 ensemble, each member with its own shuffle order.
+
+Every training is judged against the constant-prediction MSE c of its function (the variance of
+the targets: the loss of the best constant output, where a network whose units all died or
+saturated sits): it *stalled* if its final MSE is within STALL_TOL (1%) of c, it *fits* if its
+final MSE is at most FIT_FRACTION c. Its convergence epoch (`epoch_90`) is the first epoch at
+which the MSE has made 90% of its log-scale descent, from initialisation to its end level (the
+lowest MSE of the last 10% of epochs); SPEC's rule (`converged_epoch`) is kept as recorded.
+Summaries over seeds use one median, numpy's (the mean of the two middle values for an even n),
+with the interquartile range (numpy's linear percentiles) as the band.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 
+import numpy as np
 import torch
 
 from .. import models
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression, fast_mlp
-from .base import ConfigError, Trial, finished_models, save_fig, seeds_for, trial_per_model
+from .. import findings as fnd
+from .base import ConfigError, Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
 
 NAME = "func-fit"
 TITLE = "Deep vs shallow networks on simulated functions"
@@ -21,17 +31,34 @@ TITLE = "Deep vs shallow networks on simulated functions"
 # --- for the report and the progress display (see base.py)
 PART = "Deep vs shallow"
 COST = 181  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = "all three models fit f1; on f2 the shallow model stalls well above the two deeper ones."
+LOOK_FOR = (
+    "The original claims that all three models reach a minimum on f1, faster than on f2, and that on f2 the shallow "
+    "model stalls well above the two deeper ones; the findings above give this run's verdict on each, from every "
+    "seed. In the loss figure each thin line is one seed, the bold line the median over seeds and the band the "
+    "interquartile range; the dashed line is the constant-prediction MSE (the targets' variance, where a network "
+    "whose units died or saturated sits): a training that ends within 1% of it has stalled, and the legend counts "
+    "the stalled seeds per model and function. Stars mark the original's final MSEs where the run reaches their "
+    "epoch. The convergence figure shows when each seed had made 90% of its log-scale loss descent; SPEC's "
+    "convergence rule is kept in the table as converged_epoch, but its floor of 1,000 epochs makes it nearly the "
+    "same for every training. One median everywhere: numpy's (the mean of the two middle values for an even n)."
+)
 CAPTIONS = {
     "functions.png": "The two target functions, f1 = sin(5πx)/(5πx) and f2 = sign(sin(5πx)), with the training "
     "points (the original's Figs 1 and 4).",
-    "loss.png": "Full-data training MSE against epoch for the three models on f1 and on f2, log scale "
-    "(the original's Figs 2 and 5).",
-    "predictions.png": "Each model's fitted function against the ground truth on f1 and f2 after the last epoch "
-    "(the original's Figs 3 and 6).",
+    "loss.png": "Full-data training MSE against epoch, log scale, for the three models on f1 and on f2: each seed a "
+    "thin line, the median over seeds bold, the interquartile range as a band, n and the stalled seeds in the "
+    "legend; dashed: the constant-prediction MSE; stars: the original's final MSE (SPEC; f1 at epoch 5,000, f2 at "
+    "20,000, drawn where the run reaches that epoch) (the original's Figs 2 and 5).",
+    "convergence.png": "The epoch at which each training had made 90% of its log-scale loss descent (from "
+    "initialisation to its lowest loss over the last 10% of epochs), per model and function: one marker per seed "
+    "(hollow: a stalled seed, whose descent ends early on the plateau), the bar the median (the original's Fig 2a "
+    "compares convergence epochs across models).",
+    "predictions.png": "Each model's fitted function against the ground truth on f1 and f2 after the last epoch, "
+    "for the seed at the (lower) median final MSE (the original's Figs 3 and 6).",
 }
 REFERENCE = {
-    "what": "final full-data MSE per function and model",
+    "what": "final full-data MSE per function and model (dlscope: the median over seeds, numpy's; the stalled "
+            "seeds are counted in the table above)",
     "original": "f1 after 5,000 epochs; f2 after 20,000 epochs (the f2 values are 'about')",
     "kind": "loss",
     "rows": {
@@ -58,16 +85,16 @@ _FULL = {
     "batch_size": 1,
     "lr": 4e-4,
     "weight_decay": 1e-4,
-    "seeds": 1,  # trainings per (model, function)
+    "seeds": 8,  # trainings per (model, function): one seed cannot say whether a model stalls
     "converge_min_epoch": 1000,
     "converge_every": 100,
     "converge_tol": 1e-6,
 }
 PROFILES = {
-    "smoke": {**_FULL, "points": 60, "epochs": 12, "batch_size": 4, "converge_min_epoch": 4, "converge_every": 2, "converge_tol": 1e-3},
-    # SPEC's settings for 5,000 epochs (the epoch of SPEC's f1 reference numbers), 8 seeds: one
-    # seed decides whether a deep MLP escapes the constant-prediction plateau (MSE 0.087 on f1)
-    "quick": {**_FULL, "epochs": 5000, "seeds": 8},
+    "smoke": {**_FULL, "seeds": 1, "points": 60, "epochs": 12, "batch_size": 4, "converge_min_epoch": 4, "converge_every": 2, "converge_tol": 1e-3},
+    # SPEC's settings for 5,000 epochs (the epoch of SPEC's f1 reference numbers), 8 seeds as at
+    # full: one seed decides whether a deep MLP escapes the constant-prediction plateau (0.087 on f1)
+    "quick": {**_FULL, "epochs": 5000},
     "full": _FULL,
 }
 
@@ -116,6 +143,54 @@ def converged_epoch(loss: list[float], min_epoch: int, every: int, tol: float) -
     return None
 
 
+STALL_TOL = 0.01  # stalled: final MSE within 1% of the constant-prediction MSE
+FIT_FRACTION = 0.1  # fits: final MSE <= FIT_FRACTION x the constant-prediction MSE (R^2 >= 0.9)
+END_WINDOW = 0.1  # the end level of a curve: its lowest value over the last 10% of epochs
+DESCENT = 0.9  # epoch_90: the first epoch with 90% of the log-scale descent to the end level done
+
+
+def constant_mse(function: str, points: int) -> float:
+    """The MSE of the best constant prediction (the targets' mean) on the training points: the
+    targets' variance, in float64."""
+    y = FUNCTIONS[function](inputs(points).double()[:, 0])
+    return float((y - y.mean()).square().mean())
+
+
+def is_stalled(final_loss, const_mse: float) -> bool:
+    """Whether a training ended on the constant-prediction plateau (a diverged one did not)."""
+    return final_loss is not None and math.isfinite(final_loss) and abs(final_loss - const_mse) <= STALL_TOL * const_mse
+
+
+def is_fit(final_loss, const_mse: float) -> bool:
+    return final_loss is not None and math.isfinite(final_loss) and final_loss <= FIT_FRACTION * const_mse
+
+
+def descent_epoch(loss: list[float], fraction: float = DESCENT, end_window: float = END_WINDOW) -> int | None:
+    """The first epoch e at which log loss(e) <= log end + (1 - fraction)(log loss(0) - log end),
+    end = the lowest loss of the last `end_window` of the epochs: when `fraction` of the descent
+    (on a log scale) from initialisation to the end level is done. 0 if the loss never fell below
+    its start; None for a curve with non-finite or non-positive values (a diverged training)."""
+    a = np.asarray(loss, dtype=float)
+    if len(a) < 2 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        return None
+    tail = max(1, int(round(end_window * (len(a) - 1))))
+    end = a[-tail:].min()
+    if a[0] <= end:
+        return 0
+    level = math.exp(math.log(end) + (1 - fraction) * (math.log(a[0]) - math.log(end)))
+    return int(np.argmax(a <= level))
+
+
+def median_iqr(values) -> tuple[float, float, float] | None:
+    """(median, 25th, 75th percentile) of the finite values: THE median of this experiment
+    (numpy's: the mean of the two middle values for an even n); None if there are none."""
+    a = fnd.finite(values)
+    if not len(a):
+        return None
+    lo, med, hi = np.percentile(a, [25, 50, 75])
+    return float(med), float(lo), float(hi)
+
+
 # --------------------------------------------------------------------------- trials
 
 
@@ -158,30 +233,152 @@ def train_model(args: dict, ctx) -> dict:
 
 
 def summarize(cfg: dict, results: dict) -> dict:
+    const = {f: constant_mse(f, cfg["points"]) for f in cfg["functions"]}
+    steps_per_epoch = -(-cfg["points"] // cfg["batch_size"])
     rows = []
     for m, r in finished_models(cfg, results):
         for i, mem in enumerate(r["members"]):
             curve = r["loss"][:, i].tolist()
+            f, final = mem["function"], curve[-1]
             rows.append(
                 {
-                    "function": mem["function"],
+                    "function": f,
                     "model": m,
                     "params": r["params"],
                     "seed": mem["seed"],
-                    "final_loss": curve[-1],
+                    "epochs": len(curve) - 1,
+                    "steps": (len(curve) - 1) * steps_per_epoch,
+                    "final_loss": final,
+                    "best_loss": min(curve) if all(map(math.isfinite, curve)) else None,
+                    "constant_mse": const[f],
+                    "stalled": is_stalled(final, const[f]),
+                    "fit": is_fit(final, const[f]),
+                    "epoch_90": descent_epoch(curve),
                     "converged_epoch": converged_epoch(curve, cfg["converge_min_epoch"], cfg["converge_every"], cfg["converge_tol"]),
-                    "diverged": bool(r["diverged"][i]),
+                    "diverged": bool(r["diverged"][i]) or not math.isfinite(final),
                 }
             )
     rows.sort(key=lambda r: (r["function"], cfg["models"].index(r["model"]), r["seed"]))
     by_model = []
     for f in cfg["functions"]:
         for m in cfg["models"]:
-            finals = sorted(r["final_loss"] for r in rows if r["function"] == f and r["model"] == m and r["final_loss"] == r["final_loss"])
-            if finals:
-                by_model.append({"function": f, "model": m, "seeds": len(finals), "median_final_loss": statistics.median(finals),
-                                 "best_final_loss": finals[0], "worst_final_loss": finals[-1]})
-    return {"results": rows, "by_model": by_model}
+            mine = [r for r in rows if r["function"] == f and r["model"] == m]
+            if not mine:
+                continue
+            loss, e90 = median_iqr(r["final_loss"] for r in mine), median_iqr(r["epoch_90"] for r in mine)
+            by_model.append({
+                "function": f, "model": m, "seeds": len(mine),
+                "stalled": f"{sum(r['stalled'] for r in mine)} of {len(mine)}",
+                "fit": f"{sum(r['fit'] for r in mine)} of {len(mine)}",
+                "diverged": sum(r["diverged"] for r in mine),
+                "median_final_loss": loss and loss[0], "final_loss_iqr": loss and [loss[1], loss[2]],
+                "median_epoch_90": e90 and e90[0],
+                "constant_mse": const[f],
+            })
+    return {
+        "results": rows,
+        "by_model": by_model,
+        "findings": [c.as_dict() for c in claims(rows, cfg["models"])],
+        "definitions": {
+            "constant_mse": "MSE of the best constant prediction (the targets' mean) on the training points: the targets' variance",
+            "stalled": f"final MSE within {STALL_TOL:.0%} of constant_mse (the constant-prediction plateau)",
+            "fit": f"final MSE <= {FIT_FRACTION:g} x constant_mse",
+            "epoch_90": "first epoch at which the full-data MSE has made 90% of its log-scale descent from initialisation "
+                        "to its end level (the lowest MSE over the last 10% of epochs)",
+            "converged_epoch": f"SPEC's rule: first epoch e >= {cfg['converge_min_epoch']}, a multiple of {cfg['converge_every']}, "
+                               f"with loss(e - {cfg['converge_every']}) - loss(e) < {cfg['converge_tol']:g}",
+            "median": "numpy's median over seeds (the mean of the two middle values for an even n); band/IQR: 25th-75th percentile",
+        },
+    }
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _of(rows: list[dict], function: str, model: str) -> list[dict]:
+    return sorted((r for r in rows if r["function"] == function and r["model"] == model), key=lambda r: r["seed"])
+
+
+def claim_f1_all_fit(rows: list[dict], model_names: list[str]) -> fnd.Finding:
+    """Each model fits f1 in most of its trainings: per model, the share of seeds that fit (final
+    MSE <= FIT_FRACTION x constant MSE; a stalled or diverged one does not) must exceed 1/2, judged
+    by its Wilson interval. Shown if every model's is above 1/2, not shown if any model's is below."""
+    claim = "All three models reach a minimum on f1 (each fits f1 in most trainings)"
+    per_model = []
+    for m in model_names:
+        mine = _of(rows, "f1", m)
+        if mine:
+            k = sum(is_fit(r["final_loss"], r["constant_mse"]) for r in mine)
+            stalled = sum(is_stalled(r["final_loss"], r["constant_mse"]) for r in mine)
+            per_model.append((m, k, len(mine), stalled, fnd.at_least(k, len(mine), 0.5)))
+    stat = "smallest share, over models, of f1 trainings that fit (final MSE <= 0.1 x constant-prediction MSE); 95% Wilson interval"
+    if not per_model:
+        return fnd.Finding("f1-all-fit", claim, "original", fnd.INCONCLUSIVE, stat, None, None, 0, "no finished f1 training")
+    verdicts = [p[4][2] for p in per_model]
+    verdict = fnd.NOT_SHOWN if fnd.NOT_SHOWN in verdicts else fnd.SHOWN if all(v == fnd.SHOWN for v in verdicts) else fnd.INCONCLUSIVE
+    worst = min(per_model, key=lambda p: p[1] / p[2])
+    counts = "; ".join(f"{m} fit {k}/{n}, stalled {s}/{n}" for m, k, n, s, _ in per_model)
+    why = {fnd.SHOWN: "every model fits in most seeds", fnd.NOT_SHOWN: f"{worst[0]} fits in fewer than half its seeds",
+           fnd.INCONCLUSIVE: "too few seeds to say whether every model fits in most of them"}[verdict]
+    if len(per_model) < 3:
+        verdict, why = fnd.INCONCLUSIVE if verdict == fnd.SHOWN else verdict, why + f" (only {len(per_model)} models ran)"
+    return fnd.Finding("f1-all-fit", claim, "original", verdict, stat, worst[1] / worst[2], worst[4][1], worst[2],
+                       f"{why}: {counts} (stalled: final MSE within {STALL_TOL:.0%} of {_of(rows, 'f1', worst[0])[0]['constant_mse']:.4g})")
+
+
+F2_MARGIN = math.log10(2)  # "well above": at least twice the MSE
+
+
+def claim_f2_shallow_worst(rows: list[dict], model_names: list[str]) -> fnd.Finding:
+    """On f2 the shallow model ends well above the deeper ones: per seed s, log10 of mlp-shallow's
+    final MSE over the larger of the deeper models' final MSEs with the same seed; shown if the
+    bootstrap interval of the mean lies above log10(2) (at least twice the MSE)."""
+    claim = "On f2 the shallow model stalls well above the deeper ones (final MSE at least 2x theirs)"
+    stat = "mean over seeds of log10(final MSE of mlp-shallow / larger final MSE of the deeper models, same seed)"
+    shallow = "mlp-shallow"
+    deeper = [m for m in model_names if m != shallow and _of(rows, "f2", m)]
+    if not _of(rows, "f2", shallow) or not deeper:
+        return fnd.Finding("f2-shallow-worst", claim, "original", fnd.INCONCLUSIVE, stat, None, None, 0,
+                           "needs f2 trainings of mlp-shallow and of a deeper model")
+    final = {(r["model"], r["seed"]): r["final_loss"] for r in rows if r["function"] == "f2"}
+    diffs = []
+    for r in _of(rows, "f2", shallow):
+        others = [final.get((m, r["seed"])) for m in deeper]
+        vals = [r["final_loss"], *others]
+        if all(v is not None and math.isfinite(v) and v > 0 for v in vals):
+            diffs.append(math.log10(r["final_loss"] / max(others)))
+    value, ci, verdict, n = fnd.greater(diffs, F2_MARGIN)
+    meds = "; ".join(f"{m} median {median_iqr(r['final_loss'] for r in _of(rows, 'f2', m))[0]:.3g}"
+                     for m in [*deeper, shallow] if median_iqr(r["final_loss"] for r in _of(rows, "f2", m)))
+    why = {fnd.SHOWN: "every resample puts mlp-shallow above 2x", fnd.NOT_SHOWN: "mlp-shallow ends below 2x the deeper models",
+           fnd.INCONCLUSIVE: "the seeds disagree or are too few" if n >= 2 else "one seed: no interval"}[verdict]
+    return fnd.Finding("f2-shallow-worst", claim, "original", verdict, stat, value, ci, n, f"{why}; final MSE {meds}")
+
+
+def claim_f1_faster(rows: list[dict], model_names: list[str]) -> fnd.Finding:
+    """Models reach their minimum faster on f1 than on f2: per (model, seed), epoch_90 on f2 minus
+    epoch_90 on f1, as a fraction of the run's epochs (seeds that stalled on either function are
+    left out: a plateau is reached early and means no minimum); shown if the interval lies above 0."""
+    claim = "All models reach a minimum faster on f1 than on f2"
+    stat = "mean over (model, seed) of (epoch_90 on f2 - epoch_90 on f1) / epochs"
+    diffs, left_out = [], 0
+    for m in model_names:
+        f2 = {r["seed"]: r for r in _of(rows, "f2", m)}
+        for r1 in _of(rows, "f1", m):
+            r2 = f2.get(r1["seed"])
+            if r2 is None or r1["epoch_90"] is None or r2["epoch_90"] is None:
+                continue
+            if is_stalled(r1["final_loss"], r1["constant_mse"]) or is_stalled(r2["final_loss"], r2["constant_mse"]):
+                left_out += 1
+                continue
+            diffs.append((r2["epoch_90"] - r1["epoch_90"]) / max(r1["epochs"], 1))
+    value, ci, verdict, n = fnd.greater(diffs)
+    note = f"epoch_90: 90% of the log-scale descent done; {left_out} (model, seed) pairs left out as stalled"
+    return fnd.Finding("f1-faster-than-f2", claim, "original", verdict, stat, value, ci, n, note)
+
+
+def claims(rows: list[dict], model_names: list[str]) -> list[fnd.Finding]:
+    return [claim_f1_all_fit(rows, model_names), claim_f2_shallow_worst(rows, model_names), claim_f1_faster(rows, model_names)]
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
@@ -191,6 +388,23 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
             for e, v in enumerate(r["loss"][:, i].tolist()):
                 rows.append({"model": m, "function": mem["function"], "seed": mem["seed"], "epoch": e, "metric": "mse", "value": v})
     return rows
+
+
+# --------------------------------------------------------------------------- figures
+
+# SPEC's numbers of the original study, as (epoch, final MSE): markers on the loss figure
+ORIGINAL_FINAL = {
+    ("f1", "mlp-deep"): (5000, 0.0029), ("f1", "mlp-mid"): (5000, 0.0014), ("f1", "mlp-shallow"): (5000, 0.0007),
+    ("f2", "mlp-deep"): (20000, 0.05), ("f2", "mlp-mid"): (20000, 0.05), ("f2", "mlp-shallow"): (20000, 0.35),
+}
+
+
+def _seed_curves(r: dict, f: str) -> tuple[np.ndarray, int]:
+    """[epochs + 1, seeds] loss curves of one function, and the number of diverged seeds (left out)."""
+    idx = [i for i, mem in enumerate(r["members"]) if mem["function"] == f]
+    curves = r["loss"][:, idx].double().numpy()
+    ok = np.isfinite(curves).all(0) & ~np.asarray([r["diverged"][i] for i in idx], dtype=bool)
+    return curves[:, ok], int((~ok).sum())
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
@@ -203,6 +417,8 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     xs = inputs(cfg["points"])[:, 0]
     fine = torch.linspace(-1, 1, 2000)
     funcs = cfg["functions"]
+    summary = summarize(cfg, results)
+    rows = summary["results"]
 
     fig, axes = plt.subplots(1, len(funcs), figsize=(5 * len(funcs), 3.2), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
@@ -212,43 +428,86 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", fontsize=8)  # below: inside it hides points
     paths.append(save_fig(fig, fig_dir / "functions.png"))
 
-    colors = {"mlp-deep": "tab:blue", "mlp-mid": "tab:orange", "mlp-shallow": "tab:green"}
-    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.8), squeeze=False, layout="constrained")
+    # loss vs epoch: each seed thin, the median bold, the IQR as a band; the plateau dashed
+    fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 4.2), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
-        for m, r in results.items():
-            idx = [i for i, mem in enumerate(r["members"]) if mem["function"] == f]
-            curves = r["loss"][:, idx]
-            label = f"{m} ({r['params']} params)"
-            if len(idx) > 1:  # median over seeds, with the band from best to worst seed
-                ax.fill_between(range(len(curves)), curves.min(1).values, curves.max(1).values, color=colors.get(m), alpha=0.15, lw=0)
-                label += f", median of {len(idx)} seeds"
-            ax.plot(curves.median(1).values, color=colors.get(m), lw=1.3, label=label)
-        ax.set(yscale="log", xlabel="epoch", ylabel="full-data MSE (log scale)", title=f"Training loss on {f}")
+        drawn = False
+        for m, r in finished_models(cfg, results):
+            curves, diverged = _seed_curves(r, f)
+            color = model_color(m)
+            stalled = ", ".join(f"{sum(row['stalled'] for row in rows if row['model'] == m and row['function'] == g)} of "
+                                f"{sum(1 for row in rows if row['model'] == m and row['function'] == g)} on {g}" for g in funcs)
+            label = f"{m} ({r['params']} params): median of n={curves.shape[1]}, IQR band; stalled {stalled}"
+            label += f"; {diverged} diverged on {f}" if diverged else ""
+            if curves.shape[1]:
+                epochs = np.arange(curves.shape[0])
+                ax.plot(epochs, curves, color=color, lw=0.5, alpha=0.35)
+                lo, med, hi = np.percentile(curves, [25, 50, 75], axis=1)
+                ax.fill_between(epochs, lo, hi, color=color, alpha=0.18, lw=0)
+                ax.plot(epochs, med, color=color, lw=2, label=label)
+                drawn = True
+            else:
+                ax.plot([], [], color=color, lw=2, label=label)
+            ref = ORIGINAL_FINAL.get((f, m))
+            if ref and ref[0] <= cfg["epochs"]:
+                ax.plot(*ref, marker="*", ms=11, color=color, mec="k", mew=0.6, ls="none")
+        c = constant_mse(f, cfg["points"])
+        ax.axhline(c, color="k", ls="--", lw=0.8, label=f"constant prediction (MSE {c:.3g})")
+        ax.plot([], [], marker="*", ms=9, color="w", mec="k", ls="none", label="the original's final MSE (SPEC)")
+        ax.set(yscale="log" if drawn else "linear", xlabel="epoch", ylabel="full-data MSE (log scale)", title=f"Training loss on {f}")
+        if not drawn:
+            ax.text(0.5, 0.5, "every training diverged", transform=ax.transAxes, ha="center")
         ax.grid(alpha=0.3, which="both")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
     paths.append(save_fig(fig, fig_dir / "loss.png"))
+
+    # convergence epochs (the original's Fig. 2a compares them across models)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
+    names = [m for m, _ in finished_models(cfg, results)]
+    for j, f in enumerate(funcs):
+        for k, m in enumerate(names):
+            vals = [row["epoch_90"] for row in rows if row["function"] == f and row["model"] == m and row["epoch_90"] is not None]
+            stalled = [row["stalled"] for row in rows if row["function"] == f and row["model"] == m and row["epoch_90"] is not None]
+            pos = k + (j - (len(funcs) - 1) / 2) * 0.3
+            jitter = np.linspace(-0.06, 0.06, len(vals)) if len(vals) > 1 else np.zeros(len(vals))
+            for x_, v, st in zip(pos + jitter, vals, stalled):
+                ax.plot(x_, v, marker="o" if j == 0 else "s", ms=4, ls="none", color=model_color(m),
+                        mfc="none" if st else model_color(m), alpha=0.8)
+            mi = median_iqr(vals)
+            if mi:
+                ax.plot([pos - 0.12, pos + 0.12], [mi[0]] * 2, color="k", lw=2)
+    for j, f in enumerate(funcs):
+        ax.plot([], [], marker="o" if j == 0 else "s", ls="none", color="gray", label=f"{f}: one seed")
+    ax.plot([], [], marker="o", mfc="none", ls="none", color="gray", label="a stalled seed (hollow)")
+    ax.plot([], [], color="k", lw=2, label="median over seeds")
+    ax.set_xticks(range(len(names)), [f"{m}\nn={sum(1 for r in rows if r['model'] == m and r['function'] == funcs[0])} per function" for m in names])
+    ax.set(ylabel="epoch_90 (epochs)", title="Epoch at which 90% of the log-scale loss descent is done")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    paths.append(save_fig(fig, fig_dir / "convergence.png"))
 
     fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
         ax.plot(fine, FUNCTIONS[f](fine), color="k", lw=2, alpha=0.35, label="ground truth")
-        for m, r in results.items():
+        for m, r in finished_models(cfg, results):
             idx = [i for i, mem in enumerate(r["members"]) if mem["function"] == f]
-            finals = r["loss"][-1, idx]
-            i = idx[int(finals.argsort()[(len(idx) - 1) // 2])]  # the seed with the median final loss
-            ax.plot(xs, r["pred"][i], color=colors.get(m), lw=1.2, label=f"{m} (median seed)" if len(idx) > 1 else m)
+            finals = torch.nan_to_num(r["loss"][-1, idx], nan=float("inf"))
+            i = idx[int(finals.argsort()[(len(idx) - 1) // 2])]  # the seed with the (lower) median final loss
+            ax.plot(xs, r["pred"][i], color=model_color(m), lw=1.2, label=f"{m} (seed at the median final MSE of n={len(idx)})")
         ax.set(xlabel="x", ylabel="prediction", title=f"Predictions on {f} after {cfg['epochs']} epochs")
         ax.set_xticks([-1, -0.5, 0, 0.5, 1])
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)  # below: inside it hides data
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)  # below: inside it hides data
     paths.append(save_fig(fig, fig_dir / "predictions.png"))
     return paths
 
 
 def ours(summary: dict) -> dict:
-    """This run's final MSE under REFERENCE's row labels: the mean over seeds per function and model."""
+    """This run's final MSE under REFERENCE's row labels: per function and model, the median over
+    seeds (numpy's, as everywhere in this experiment)."""
     rows = [r for r in summary.get("results") or [] if isinstance(r, dict)]
     out = {}
-    for f, m in {(r.get("function"), r.get("model")) for r in rows}:
-        losses = [r["final_loss"] for r in rows if (r.get("function"), r.get("model")) == (f, m)
-                  and isinstance(r.get("final_loss"), (int, float))]
-        out[f"{f} · {m}"] = sum(losses) / len(losses) if losses else None
+    for f, m in sorted({(r.get("function"), r.get("model")) for r in rows}):
+        mi = median_iqr(r.get("final_loss") for r in rows if (r.get("function"), r.get("model")) == (f, m)
+                        and isinstance(r.get("final_loss"), (int, float)))
+        out[f"{f} · {m}"] = mi and mi[0]
     return out
