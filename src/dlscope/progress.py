@@ -81,7 +81,8 @@ class StudyProgress:
         self.stream, self.enabled = sys.stderr, enabled
         self.tty = enabled and _isatty(self.stream)
         self.every = progress_seconds() if enabled and not self.tty else 0.5
-        self._last_draw, self._shown = -float("inf"), ""  # the live line on screen (terminal only)
+        self._last_draw, self._last_text = -float("inf"), ""
+        self._shown = ""  # the live line on screen (terminal only)
 
     def __enter__(self) -> "StudyProgress":
         StudyProgress.current = self
@@ -93,17 +94,18 @@ class StudyProgress:
 
     # ---------------------------------------------------------------- the experiment's steps
 
-    def enter(self, name: str) -> None:
+    def enter(self, name: str, draw: bool = True) -> None:
         """`name` starts (its trials are not known yet)."""
         self.index = self.names.index(name)
         self.name, self.total, self.done, self.done_at_start = name, 0, 0, 0
         self.label, self.ep, self.ep_total = "", 0, 0
         self.t0, self.trials_end, self.phase = time.monotonic(), None, "starting"
-        self.draw(force=True)
+        if draw:
+            self.draw(force=True)
 
     def start_experiment(self, name: str, total: int, done: int) -> None:
         if name != self.name or self.phase == "closed":
-            self.enter(name)
+            self.enter(name, draw=False)  # a single experiment: its first frame is the one below
         self.total, self.done, self.done_at_start = total, done, done
         self.phase = "trials"
         self.draw(force=True)
@@ -115,7 +117,8 @@ class StudyProgress:
     def trial_done(self) -> None:
         self.done += 1
         self.label, self.ep, self.ep_total = "", 0, 0
-        self.draw(force=True)
+        if self.done < self.total:  # after the last, trials_finished draws
+            self.draw(force=True)
 
     def trials_finished(self) -> None:
         """The trials are over; the summary and figures come next."""
@@ -200,8 +203,10 @@ class StudyProgress:
         now = time.monotonic()
         if not force and now - self._last_draw < self.every:
             return
-        self._last_draw = now
         text = self.text()
+        if text == self._last_text:
+            return
+        self._last_draw, self._last_text = now, text
         if self.tty:
             text = text[: terminal_columns(self.stream) - 1]
             self.stream.write("\r" + text + "\x1b[K")
