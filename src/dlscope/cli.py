@@ -230,7 +230,7 @@ def _dry_run(args, out) -> int:
     before it starts; nothing runs, nothing is written (not even --out)."""
     from . import experiments, runner
     from .experiments.base import resolve
-    from .progress import ESTIMATE_BASIS, _duration, estimate_seconds
+    from .progress import ESTIMATE_BASIS, estimate_seconds, format_duration
 
     device, plans = runner.check_plan(args.experiment, args.profile, args.overrides, args.seed, out, args.device)
     state = "exists: finished trials are skipped" if out.exists() else "not created by a dry run"
@@ -242,7 +242,7 @@ def _dry_run(args, out) -> int:
         seconds = estimate_seconds(module.NAME, cfg, len(trials), len(trials) - done, device, args.seed)
         total += seconds
         print(f"\n{module.NAME}: {len(trials)} trial{'s' if len(trials) != 1 else ''}" + (f", {done} already done" if done else "")
-              + f", ~{_duration(seconds) if seconds else '0 s'}")
+              + f", ~{format_duration(seconds) if seconds else '0 s'}")
         defaults = resolve(module, args.profile, None, args.seed)
         print("  settings:")
         for key, value in cfg.items():
@@ -256,7 +256,7 @@ def _dry_run(args, out) -> int:
     if missing:
         print(f"\nnot implemented in this version, skipped: {', '.join(missing)}")
     where = "on the reference CPU (no GPU measurement exists)" if device.startswith("cuda") else "on this device"
-    print(f"\nestimate: ~{_duration(total) if total else '0 s'} {where}, profile {args.profile}")
+    print(f"\nestimate: ~{format_duration(total) if total else '0 s'} {where}, profile {args.profile}")
     print(f"  ({ESTIMATE_BASIS}; trials already done are not counted)")
     return 0
 

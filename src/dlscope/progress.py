@@ -189,10 +189,8 @@ class StudyProgress:
         else:
             parts.append("summary and figures")
         left = self.seconds_left()
-        if self.phase == "closed" and self.index == len(self.names) - 1:
-            pass  # nothing is left to estimate
-        else:
-            parts.append(f"~{_duration(left)} left" if left is not None else "estimating time left")
+        if not (self.phase == "closed" and self.index == len(self.names) - 1):  # else nothing is left
+            parts.append(f"~{format_duration(left)} left" if left is not None else "estimating time left")
         return " · ".join(parts)
 
     def draw(self, force: bool = False) -> None:
@@ -269,7 +267,7 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     if seconds < 90:
         return f"{max(seconds, 1):.0f} s"
     if seconds < 5400:
