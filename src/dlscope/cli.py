@@ -7,7 +7,6 @@ import json
 import os
 import sys
 
-
 from . import __version__
 
 EXECUTORS = ("local", "process", "ray")  # executors.EXECUTORS, not imported here: that loads torch
@@ -258,6 +257,8 @@ def _dry_run(args, out) -> int:
     where = "on the reference CPU (no GPU measurement exists)" if device.startswith("cuda") else "on this device"
     print(f"\nestimate: ~{format_duration(total) if total else '0 s'} {where}, profile {args.profile}")
     print(f"  ({ESTIMATE_BASIS}; trials already done are not counted)")
+    if args.executor != "local":
+        print(f"  (for one trial at a time: with --executor {args.executor}, trials run side by side and take less)")
     return 0
 
 
