@@ -84,6 +84,8 @@ def test_usage_errors_point_to_the_subcommands_help(capsys, argv, hint):
     code, out, err = main(capsys, *argv)
     assert code == 2 and out == ""
     assert err.endswith(f"({hint})\n") and len(err.splitlines()) == 1
+    if "--seed" in argv:
+        assert "argument --seed: expected an integer, got 'x'" in err
 
 
 @pytest.mark.parametrize("experiment, setting, expected", [

@@ -24,6 +24,13 @@ EXAMPLES = """examples:
 """
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's own behaviour, without the usage dump)
         self.exit(2, f"dlscope: error: {message} (see {self.prog} --help)\n")
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"], help=PROFILES_HELP)
     r.add_argument("--out", default=None, metavar="DIR", help="run folder (default: a new timestamped folder under runs/); "
                    "running again into the same folder resumes")
-    r.add_argument("--seed", type=int, default=0, metavar="N", help="base seed, 0 to 2^32-1: trial i uses seed + i (default: 0)")
+    r.add_argument("--seed", type=_integer, default=0, metavar="N", help="base seed, 0 to 2^32-1: trial i uses seed + i (default: 0)")
     r.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}",
                    help="where trials run; auto (the default) picks cuda if there is a GPU, else cpu")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -70,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="local", choices=EXECUTORS,
                    help="where trials run: local (in this process, the default), process (a pool of "
                         "worker processes on this machine), ray (a Ray cluster)")
-    r.add_argument("--workers", type=int, default=None, metavar="N",
+    r.add_argument("--workers", type=_integer, default=None, metavar="N",
                    help="--executor process: worker processes (default: one per CPU core; with --device cuda, one per "
                         "GPU); --executor ray: trials at once (default: the CPUs of the machine)")
     r.add_argument("--address", default=None, metavar="HOST:PORT", help="a Ray cluster for --executor ray "
