@@ -398,13 +398,15 @@ def test_no_findings_recorded_is_said_plainly(study):
 
 
 def test_run_prints_its_verdicts_and_what_to_do_next(monkeypatch, tmp_path, capsys):
+    from dlscope.experiments.base import resolve
     from dlscope.findings import Finding
 
     finding = Finding("f1-all-fit", "All three fit f1.", "original", "inconclusive", "k", 0.5, [0.1, 0.9], 3, "seeds disagree")
 
     def fake_run_experiment(name, profile, out, seed, device, overrides, executor, data_dir, progress):
-        (Path(out) / name).mkdir(parents=True, exist_ok=True)
-        (Path(out) / name / "config.json").write_text(json.dumps({"profile": "smoke", "seed": 0}))
+        (Path(out) / name).mkdir(parents=True, exist_ok=True)  # the settings a real run records, so a rerun accepts them
+        cfg = resolve(experiments.get(name), profile, overrides, seed)
+        (Path(out) / name / "config.json").write_text(json.dumps(cfg))
         return RunResult(name, Path(out) / name, {"experiment": name, "findings": [finding.as_dict()]})
 
     monkeypatch.setattr(runner, "run_experiment", fake_run_experiment)

@@ -30,7 +30,7 @@ def test_list_names_every_experiment():
     "args, message",
     [
         (["run", "nope"], "unknown experiment"),
-        (["run", "func-fit", "--set", "epochs=ten"], "expected a int"),
+        (["run", "func-fit", "--set", "epochs=ten"], "expected an integer"),
         (["run", "func-fit", "--set", "bogus=1"], "unknown setting"),
         (["run", "func-fit", "--set", "lr=-1"], "must be positive"),
         (["run", "func-fit", "--set", "models=mlp-deep,cnn-1"], "not one of the 1-D MLPs"),

@@ -7,52 +7,98 @@ import json
 import os
 import sys
 
+from . import __version__
+
+EXECUTORS = ("local", "process", "ray")  # executors.EXECUTORS, not imported here: that loads torch
+
+PROFILES_HELP = (
+    "smoke: seconds per experiment, for tests; "
+    "quick (the default): the whole study on a 2-core CPU in about 15 minutes, with data subsets and "
+    "shorter schedules; full: the original study's settings, meant for a GPU"
+)
+
+EXAMPLES = """examples:
+  dlscope run all --out runs/study       # the whole study (quick profile)
+  dlscope report runs/study              # then open runs/study/report.html
+  dlscope run func-fit --dry-run         # settings, trials and a time estimate; runs nothing
+"""
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's own behaviour, without the usage dump)
-        self.exit(2, f"dlscope: error: {message} (see dlscope --help)\n")
+        self.exit(2, f"dlscope: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "dlscope":  # a subcommand's unknown option: its own hint, not the top's
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dlscope", description="Deep vs shallow, optimization and generalization: the study, measured.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    raw = argparse.RawDescriptionHelpFormatter
+    p = _Parser(prog="dlscope", description="Deep vs shallow, optimization and generalization: the study, measured.",
+                epilog=EXAMPLES, formatter_class=raw)
+    p.add_argument("--version", action="version", version=f"dlscope {__version__}")
+    sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("list", help="the experiments, one line each")
 
     m = sub.add_parser("models", help="the model zoo with parameter counts")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    d = sub.add_parser("data", help="data sets")
-    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    di = dsub.add_parser("info", help="image count, per-channel mean/std, count per class")
-    di.add_argument("--json", action="store_true")
-    di.add_argument("--data-dir", default=None)
+    data_dir_help = "the data root (default: $DLSCOPE_DATA, else ~/.cache/dlscope)"
+    d = sub.add_parser("data", help="data sets: info, download")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="{info,download}", parser_class=_Parser)
+    di = dsub.add_parser("info", help="image count, per-channel mean/std, count per class (reads only)")
+    di.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    di.add_argument("--data-dir", default=None, metavar="DIR", help=data_dir_help)
     dd = dsub.add_parser("download", help="fetch MNIST and CIFAR-10 into the data root")
-    dd.add_argument("--data-dir", default=None)
+    dd.add_argument("--data-dir", default=None, metavar="DIR", help=data_dir_help)
 
-    r = sub.add_parser("run", help="run an experiment, or all of them")
+    r = sub.add_parser("run", help="run an experiment, or all of them", epilog=EXAMPLES, formatter_class=raw)
     r.add_argument("experiment", help="an experiment name (see `dlscope list`) or `all`")
-    r.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
-    r.add_argument("--out", default=None, help="run folder (default: a new timestamped folder under runs/)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    r.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"], help=PROFILES_HELP)
+    r.add_argument("--out", default=None, metavar="DIR", help="run folder (default: a new timestamped folder under runs/); "
+                   "running again into the same folder resumes")
+    r.add_argument("--seed", type=_integer, default=0, metavar="N", help="base seed, 0 to 2^32-1: trial i uses seed + i (default: 0)")
+    r.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+                   help="where trials run; auto (the default) picks cuda if there is a GPU, else cpu")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (repeatable); with `all`, write EXPERIMENT.KEY=VALUE")
-    r.add_argument("--data-dir", default=None)
-    r.add_argument("--executor", default="local", help="where trials run (default: local)")
-    r.add_argument("--workers", type=int, default=None)
-    r.add_argument("--address", default=None, help="cluster address for --executor ray")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--data-dir", default=None, metavar="DIR", help=data_dir_help)
+    r.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="where trials run: local (in this process, the default), process (a pool of "
+                        "worker processes on this machine), ray (a Ray cluster)")
+    r.add_argument("--workers", type=_integer, default=None, metavar="N",
+                   help="--executor process: worker processes (default: one per CPU core; with --device cuda, one per "
+                        "GPU); --executor ray: trials at once (default: the CPUs of the machine)")
+    r.add_argument("--address", default=None, metavar="HOST:PORT", help="a Ray cluster for --executor ray "
+                   "(default: $RAY_ADDRESS, else a private Ray instance on this machine)")
+    r.add_argument("--no-progress", action="store_true", help="no progress line (messages and results still print)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the settings, the trials and a time estimate, and check them; run and write nothing")
 
     rep = sub.add_parser("report", help="write DIR/report.html and DIR/report.md")
-    rep.add_argument("dir")
+    rep.add_argument("dir", metavar="DIR", help="a run folder (the --out of `dlscope run`)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Bad input never ends in a traceback: each error is one line on stderr and an exit code
     (set DLSCOPE_TRACEBACK=1 to see where an unexpected one came from)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `dlscope`: the commands
+        parser.print_help()
+        return 0
     from .data import DataError
     from .experiments.base import ConfigError
     from .store import RunFolderError
@@ -156,6 +202,8 @@ def _run(args) -> int:
     opts = {k: v for k, v in (("workers", args.workers), ("address", args.address)) if v is not None}
     executor = make_executor(args.executor, **opts)
     out = Path(args.out) if args.out else runner.default_out()
+    if args.dry_run:
+        return _dry_run(args, out)
     common = dict(profile=args.profile, out=out, seed=args.seed, device=args.device, executor=executor,
                   data_dir=args.data_dir, progress=not args.no_progress)
     if args.experiment == "all":
@@ -181,6 +229,44 @@ def _run(args) -> int:
         print(f"  trial {key} failed: {lines[-1] if lines else 'error'}", file=sys.stderr)
     print(f"next: dlscope report {out}")
     return 1 if result.failed else 0
+
+
+def _dry_run(args, out) -> int:
+    """The run's settings, trials and a rough time on this device, after the checks a real run makes
+    before it starts; nothing runs, nothing is written (not even --out)."""
+    from . import experiments, runner
+    from .experiments.base import resolve
+    from .progress import ESTIMATE_BASIS, estimate_seconds, format_duration
+
+    device, plans = runner.check_plan(args.experiment, args.profile, args.overrides, args.seed, out, args.device)
+    state = "exists: finished trials are skipped" if out.exists() else "not created by a dry run"
+    print(f"dry run: nothing runs, nothing is written\nrun folder: {out} ({state})")
+    print(f"device: {device} ({runner.device_description(device)})")
+    total = 0.0
+    for module, cfg, trials, store in plans:
+        done = sum(1 for t in trials if store.read_result(t.key, warn=False) is not None)
+        seconds = estimate_seconds(module.NAME, cfg, len(trials), len(trials) - done, device, args.seed)
+        total += seconds
+        print(f"\n{module.NAME}: {len(trials)} trial{'s' if len(trials) != 1 else ''}" + (f", {done} already done" if done else "")
+              + f", ~{format_duration(seconds) if seconds else '0 s'}")
+        defaults = resolve(module, args.profile, None, args.seed)
+        print("  settings:")
+        for key, value in cfg.items():
+            mark = "   (--set)" if defaults.get(key) != value else ""
+            print(f"    {key} = {json.dumps(value)}{mark}")
+        print("  trials:")
+        width = max(len(t.key) for t in trials) if trials else 0
+        for t in trials:
+            print(f"    {t.key:{width}s}  {t.label}".rstrip())
+    missing = [n for n in experiments.names() if n not in experiments.available()] if args.experiment == "all" else []
+    if missing:
+        print(f"\nnot implemented in this version, skipped: {', '.join(missing)}")
+    where = "on the reference CPU (no GPU measurement exists)" if device.startswith("cuda") else "on this device"
+    print(f"\nestimate: ~{format_duration(total) if total else '0 s'} {where}, profile {args.profile}")
+    print(f"  ({ESTIMATE_BASIS}; trials already done are not counted)")
+    if args.executor != "local":
+        print(f"  (for one trial at a time: with --executor {args.executor}, trials run side by side and take less)")
+    return 0
 
 
 def _print_findings(result, heading: bool) -> None:

@@ -10,7 +10,6 @@ import contextlib
 import datetime
 import platform
 import re
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from . import experiments
 from .executors import Executor, Job, LocalExecutor, Outcome
 from .experiments.base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
+from .progress import Progress, StudyProgress, progress_seconds
 from .store import RunStore, checkpoint_seconds
 
 
@@ -60,182 +60,6 @@ def device_description(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-class Progress:
-    """The progress display of one experiment: trials done, the running trial's epoch, time left.
-
-    Alone it is one tqdm bar. While `run_all` runs, it reports into the study's one overall line
-    (StudyProgress.current) instead, so the whole study shows as a single display."""
-
-    def __init__(self, experiment: str, total: int, done: int, enabled: bool = True):
-        from tqdm import tqdm
-
-        self.done = done
-        self.study = StudyProgress.current if enabled else None
-        if self.study is not None:
-            self.bar = self.study.bar  # run_experiment writes failure lines through .bar.write
-            self.study.start_experiment(experiment, total, done)
-            return
-        self.bar = tqdm(total=total, initial=done, desc=experiment, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n:.1f}/{total} trials [{elapsed}<{remaining}{postfix}]",
-        )
-
-    def epoch(self, job: Job, done: int, total: int, info: str) -> None:
-        label = job.trial.label or job.trial.key
-        if self.study is not None:
-            self.study.epoch(label, done, total)
-            return
-        self.bar.set_postfix_str(f"{label}: epoch {done}/{total} {info}".strip(), refresh=False)
-        # fractional progress inside the running trial, so the time estimate moves
-        self.bar.n = self.done + min(done / max(total, 1), 0.999)
-        self.bar.refresh()
-
-    def trial_done(self) -> None:
-        self.done += 1
-        if self.study is not None:
-            self.study.trial_done()
-            return
-        self.bar.n = self.done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.study is not None:
-            self.study.end_experiment()
-        else:
-            self.bar.close()
-
-
-def _cost(name: str) -> float:
-    """The experiment's share of the study's work: its module's COST (seconds of the quick profile on
-    the reference CPU; only the ratios matter). One without a COST counts as an average one."""
-    costs = {n: getattr(experiments.get(n), "COST", None) for n in experiments.available()}
-    known = [c for c in costs.values() if isinstance(c, (int, float))]
-    cost = costs.get(name)
-    return cost if isinstance(cost, (int, float)) else (statistics.fmean(known) if known else 1.0)
-
-
-class StudyProgress:
-    """One line for the whole study:  [3/9] trajectory · trial 2/8 cnn-21 · epoch 12/50 · ~4 min left
-
-    Time left = the work still to do times the pace so far, with each experiment's share of the
-    work taken from each module's COST (func-fit alone is a fifth of the quick study). Crude, but it
-    corrects itself as experiments finish."""
-
-    current: "StudyProgress | None" = None  # the active display; Progress reports into it
-
-    def __init__(self, names: list[str], enabled: bool = True):
-        from tqdm import tqdm
-
-        self.names, self.index, self.name, self.open = names, -1, "", False
-        self.total = self.done = self.done_at_start = self.ep = self.ep_total = 0
-        self.label, self.t0 = "", time.monotonic()
-        self.durations: list[tuple[float, float]] = []  # (seconds, relative cost) of experiments that ran trials
-        self.tty = sys.stderr.isatty()
-        self.bar = tqdm(total=len(names), disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-                        bar_format="{desc} |{bar:12}| {elapsed}")
-        self._last_draw = 0.0
-
-    def __enter__(self) -> "StudyProgress":
-        StudyProgress.current = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        StudyProgress.current = None
-        self.bar.close()
-
-    # ---------------------------------------------------------------- called by Progress
-
-    def enter(self, name: str) -> None:
-        """run_all is about to run `name` (its trials are not known yet)."""
-        self.index = self.names.index(name)
-        self.name, self.total, self.done, self.done_at_start = name, 0, 0, 0
-        self.label, self.ep, self.ep_total = "", 0, 0
-        self.t0, self.open = time.monotonic(), True
-        self.draw(force=True)
-
-    def start_experiment(self, name: str, total: int, done: int) -> None:
-        if name != self.name or not self.open:
-            self.enter(name)
-        self.total, self.done, self.done_at_start = total, done, done
-        self.draw(force=True)
-
-    def epoch(self, label: str, done: int, total: int) -> None:
-        self.label, self.ep, self.ep_total = label, done, total
-        self.draw()
-
-    def trial_done(self) -> None:
-        self.done += 1
-        self.label, self.ep, self.ep_total = "", 0, 0
-        self.draw(force=True)
-
-    def end_experiment(self) -> None:
-        if not self.open:  # already ended (a crash after the trials ends it twice)
-            return
-        self.open = False
-        if self.done > self.done_at_start:  # a fully resumed experiment says nothing about pace
-            self.durations.append((time.monotonic() - self.t0, _cost(self.name)))
-        self.bar.n = self.index + 1
-        self.draw(force=True)
-
-    # ---------------------------------------------------------------- the line
-
-    def fraction(self) -> float:
-        """How much of the running experiment's remaining work (at its start) is done."""
-        todo = self.total - self.done_at_start
-        if todo <= 0:
-            return 1.0
-        within = self.ep / self.ep_total if self.ep_total else 0.0
-        return min((self.done - self.done_at_start + within) / todo, 1.0)
-
-    def seconds_left(self) -> float | None:
-        f, spent = self.fraction(), time.monotonic() - self.t0
-        cost = _cost(self.name)
-        seconds = sum(d for d, _ in self.durations) + (spent if f >= 0.02 else 0.0)
-        work = sum(c for _, c in self.durations) + (cost * f if f >= 0.02 else 0.0)
-        if work <= 0:
-            return None
-        later = sum(_cost(n) for n in self.names[self.index + 1 :])
-        return seconds / work * (cost * (1 - f) + later)
-
-    def text(self) -> str:
-        parts = [f"[{self.index + 1}/{len(self.names)}] {self.name}"]
-        if self.done < self.total:
-            parts.append(f"trial {self.done + 1}/{self.total}" + (f" {self.label}" if self.label else ""))
-            if self.ep_total:
-                parts.append(f"epoch {self.ep}/{self.ep_total}")
-        else:
-            parts.append("summary and figures")
-        left = self.seconds_left()
-        parts.append(f"~{_duration(left)} left" if left is not None else "estimating time left")
-        return " · ".join(parts)
-
-    def draw(self, force: bool = False) -> None:
-        # a terminal redraws in place; a log file (CI) gets a line every 30 s at most
-        now = time.monotonic()
-        if not force and now - self._last_draw < (0.5 if self.tty else 30.0):
-            return
-        self._last_draw = now
-        self.bar.n = min(self.index + self.fraction(), len(self.names))
-        self.bar.set_description_str(self.text(), refresh=False)
-        self.bar.refresh()
-
-    def finish(self, failed: list[str]) -> None:
-        self.bar.n = len(self.names)
-        end = f"failed: {', '.join(failed)}" if failed else "all ok"
-        self.bar.set_description_str(f"[{len(self.names)}/{len(self.names)}] study finished · {end}", refresh=False)
-        self.bar.refresh()
-
-    def write(self, line: str) -> None:
-        self.bar.write(line, file=sys.stderr)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def run_experiment(
     name: str,
     profile: str = "quick",
@@ -250,8 +74,7 @@ def run_experiment(
     """Run one experiment into out/<name>/. Everything that can be wrong beforehand (settings,
     device, run folder) is checked before anything is written."""
     out = Path(out) if out else default_out()
-    module, cfg, trials, store = check_run(name, profile, overrides, seed, out)
-    device = pick_device(device)
+    device, [(module, cfg, trials, store)] = check_plan(name, profile, overrides, seed, out, device)
     every = checkpoint_seconds()
     with run_folder(out):
         store.prepare(cfg)
@@ -274,6 +97,25 @@ def check_run(name: str, profile: str, overrides: list[str] | None, seed: int, o
     except OSError as e:  # a name too long, a folder that cannot be read
         raise ConfigError(f"--out {out}: cannot use that folder ({e.strerror or e})") from None
     return module, cfg, trials, store
+
+
+def check_plan(experiment: str, profile: str, overrides: list[str] | None, seed: int, out: Path, device: str):
+    """Everything a run of one experiment, or of `all`, checks before it writes anything; reads
+    only, so a dry run makes the same checks. (device, [(module, settings, trials, store)])."""
+    if experiment == "all":
+        per = split_overrides(overrides)
+        checked = []
+        for name in experiments.available():  # bad settings anywhere stop the run before anything starts
+            try:
+                checked.append(check_run(name, profile, per.get(name), seed, out))
+            except ConfigError as e:
+                raise ConfigError(f"{name}: {e}") from None
+    else:
+        checked = [check_run(experiment, profile, overrides, seed, out)]
+    device = pick_device(device)
+    checkpoint_seconds()
+    progress_seconds()
+    return device, checked
 
 
 @contextlib.contextmanager
@@ -309,7 +151,7 @@ def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, 
         else:
             store.save_failure(job.trial.key, outcome.error)
             failed[job.trial.key] = outcome.error
-            bar.bar.write(f"{name}: trial {job.trial.key} failed: {outcome.error.strip().splitlines()[-1]}")
+            bar.write(f"{name}: trial {job.trial.key} failed: {outcome.error.strip().splitlines()[-1]}")
         bar.trial_done()
 
     try:
@@ -376,15 +218,9 @@ def run_all(profile: str = "quick", out=None, seed: int = 0, device: str = "auto
     One failing (a trial, or the experiment itself) is reported and the others still run; the
     caller sees it in the results (RunResult.ok) and sets the exit code."""
     out = Path(out) if out else default_out()
+    check_plan("all", profile, overrides, seed, out, device)
     per = split_overrides(overrides)
     names = experiments.available()
-    for name in names:  # bad settings anywhere, or other settings than the folder's, stop the run before anything starts
-        try:
-            check_run(name, profile, per.get(name), seed, out)
-        except ConfigError as e:
-            raise ConfigError(f"{name}: {e}") from None
-    pick_device(device)
-    checkpoint_seconds()
     missing = [n for n in experiments.names() if n not in names]
     if missing:
         print(f"dlscope: not implemented in this version, skipped: {', '.join(missing)}", file=sys.stderr)

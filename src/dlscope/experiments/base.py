@@ -104,8 +104,22 @@ def _parse_like(key: str, text: str, like: Any) -> Any:
                 return text
         return text
     except (ValueError, TypeError, json.JSONDecodeError):
-        kind = type(like).__name__ if not isinstance(like, list) else f"list of {type(like[0]).__name__ if like else 'values'}"
-        raise ConfigError(f"--set {key}={text}: expected a {kind}") from None
+        raise ConfigError(f"--set {key}={text}: expected {_kind(like)}") from None
+
+
+def _kind(like: Any) -> str:
+    """What a --set value must be, in words: 'an integer', 'a list of numbers'."""
+    if isinstance(like, bool):
+        return "true or false"
+    if isinstance(like, int):
+        return "an integer"
+    if isinstance(like, float):
+        return "a number"
+    if isinstance(like, list):
+        items = {bool: "true/false values", int: "integers", float: "numbers", str: "names"}
+        what = items.get(type(like[0]), "values") if like else "values"
+        return f"a list of {what} (comma-separated)"
+    return "a value"
 
 
 def resolve(module, profile: str, overrides: list[str] | None = None, seed: int = 0) -> dict:

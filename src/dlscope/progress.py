@@ -1,0 +1,310 @@
+"""The progress display: one line for a study, or for a single experiment, in one style:
+
+    [3/9] trajectory · trial 2/8 cnn-21 · epoch 12/50 · ~4 min left
+
+On a terminal it is a live line redrawn in place, cut to the terminal's width (100 columns where
+the terminal reports none). Elsewhere (a log file, CI, nohup) it never writes `\\r`: it writes plain
+lines, one at each trial's end and one every $DLSCOPE_PROGRESS_SECONDS (default 30) while a trial
+runs. It also holds the rough time estimate of a dry run (`estimate_seconds`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+from . import experiments
+from .experiments.base import ConfigError
+
+FALLBACK_COLUMNS = 100  # a terminal that reports 0 columns (some ptys, `script`, docker exec)
+REFERENCE_THREADS = 2  # COST was measured on a 2-core CPU with 2 torch threads
+
+
+def progress_seconds() -> float:
+    """How often a log (not a terminal) gets a progress line while a trial runs:
+    $DLSCOPE_PROGRESS_SECONDS, default 30 (0 = at every epoch)."""
+    text = os.environ.get("DLSCOPE_PROGRESS_SECONDS", "30")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds >= 0 and seconds != float("inf")):
+        raise ConfigError(f"DLSCOPE_PROGRESS_SECONDS={text}: expected a number of seconds, 0 or more")
+    return seconds
+
+
+def terminal_columns(stream) -> int:
+    """The width of the terminal `stream` writes to; $COLUMNS, else 100, where it reports none."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = int(os.environ.get("COLUMNS", ""))
+        except ValueError:
+            columns = 0
+    return columns if columns > 0 else FALLBACK_COLUMNS
+
+
+def _cost(name: str) -> float:
+    """The experiment's share of the study's work: its module's COST (seconds of the quick profile on
+    the reference CPU; only the ratios matter). One without a COST counts as an average one."""
+    costs = {n: getattr(experiments.get(n), "COST", None) for n in experiments.available()}
+    known = [c for c in costs.values() if isinstance(c, (int, float))]
+    cost = costs.get(name)
+    return cost if isinstance(cost, (int, float)) else (statistics.fmean(known) if known else 1.0)
+
+
+class StudyProgress:
+    """The one line of a study (or of one experiment: a study of one).
+
+    Time left = the work still to do times the pace so far, with each experiment's share of the
+    work taken from its module's COST (func-fit alone is a third of the quick study). An
+    experiment's time runs from its start to the end of its summary and figures, and the share of
+    that tail, measured on the experiments done so far, is kept for the running one: counting the
+    trials only (as this did before) made the estimate optimistic. Crude, but it corrects itself as
+    experiments finish."""
+
+    current: "StudyProgress | None" = None  # the active display; Progress reports into it
+
+    def __init__(self, names: list[str], enabled: bool = True):
+        self.names, self.index, self.name = names, -1, ""
+        self.phase = "closed"  # starting -> trials -> tail (summary and figures) -> closed
+        self.total = self.done = self.done_at_start = self.ep = self.ep_total = 0
+        self.label, self.t0, self.trials_end = "", time.monotonic(), None
+        self.durations: list[tuple[float, float]] = []  # (seconds, relative cost) of experiments that ran trials
+        self.tails: list[tuple[float, float]] = []  # (seconds of summary and figures, seconds in all) of those
+        self.final = ""
+        self.stream, self.enabled = sys.stderr, enabled
+        self.tty = enabled and _isatty(self.stream)
+        self.every = progress_seconds() if enabled and not self.tty else 0.5
+        self._last_draw, self._last_text = -float("inf"), ""
+        self._shown = ""  # the live line on screen (terminal only)
+
+    def __enter__(self) -> "StudyProgress":
+        StudyProgress.current = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        StudyProgress.current = None
+        self.close()
+
+    # ---------------------------------------------------------------- the experiment's steps
+
+    def enter(self, name: str, draw: bool = True) -> None:
+        """`name` starts (its trials are not known yet)."""
+        self.index = self.names.index(name)
+        self.name, self.total, self.done, self.done_at_start = name, 0, 0, 0
+        self.label, self.ep, self.ep_total = "", 0, 0
+        self.t0, self.trials_end, self.phase = time.monotonic(), None, "starting"
+        if draw:
+            self.draw(force=True)
+
+    def start_experiment(self, name: str, total: int, done: int) -> None:
+        if name != self.name or self.phase == "closed":
+            self.enter(name, draw=False)  # a single experiment: its first frame is the one below
+        self.total, self.done, self.done_at_start = total, done, done
+        self.phase = "trials"
+        self.draw(force=True)
+
+    def epoch(self, label: str, done: int, total: int) -> None:
+        self.label, self.ep, self.ep_total = label, done, total
+        self.draw()
+
+    def trial_done(self) -> None:
+        self.done += 1
+        self.label, self.ep, self.ep_total = "", 0, 0
+        if self.done < self.total:  # after the last, trials_finished draws
+            self.draw(force=True)
+
+    def trials_finished(self) -> None:
+        """The trials are over; the summary and figures come next."""
+        if self.phase in ("starting", "trials"):
+            self.phase, self.trials_end = "tail", time.monotonic()
+            self.draw(force=True)
+
+    def end_experiment(self) -> None:
+        if self.phase == "closed":  # already ended (a crash after the trials ends it twice)
+            return
+        now = time.monotonic()
+        if self.done > self.done_at_start:  # a fully resumed experiment says nothing about pace
+            self.durations.append((now - self.t0, _cost(self.name)))
+            self.tails.append((now - (self.trials_end or now), now - self.t0))
+        self.phase = "closed"
+        self.draw(force=True)
+
+    # ---------------------------------------------------------------- the estimate
+
+    def tail_share(self) -> float:
+        """The share of an experiment's time spent on its summary and figures, so far."""
+        total = sum(t for _, t in self.tails)
+        return min(sum(s for s, _ in self.tails) / total, 0.9) if total > 0 else 0.0
+
+    def fraction(self) -> float:
+        """How much of the running experiment's remaining work (at its start) is done."""
+        if self.phase == "starting":
+            return 0.0
+        if self.phase == "closed":
+            return 1.0
+        trials = 1.0 - self.tail_share()
+        todo = self.total - self.done_at_start
+        if self.phase == "tail" or todo <= 0:
+            return trials
+        within = self.ep / self.ep_total if self.ep_total else 0.0
+        return trials * min((self.done - self.done_at_start + within) / todo, 1.0)
+
+    def seconds_left(self) -> float | None:
+        now = time.monotonic()
+        f, cost = self.fraction(), _cost(self.name)
+        spent = (self.trials_end if self.phase == "tail" else now) - self.t0
+        running = self.phase in ("trials", "tail") and f >= 0.02  # enough done to say something about pace
+        seconds = sum(d for d, _ in self.durations) + (spent if running else 0.0)
+        work = sum(c for _, c in self.durations) + (cost * f if running else 0.0)
+        if work <= 0:
+            return None
+        pace = seconds / work
+        later = pace * sum(_cost(n) for n in self.names[self.index + 1:])
+        here = pace * cost * (1 - f)
+        if self.phase == "tail":  # the tail's time so far counts against its estimate
+            here = max(here - (now - self.trials_end), 0.0)
+        return here + later
+
+    # ---------------------------------------------------------------- the line
+
+    def text(self) -> str:
+        if self.final:
+            return self.final
+        parts = [f"[{self.index + 1}/{len(self.names)}] {self.name}"]
+        if self.phase == "starting":
+            parts.append("starting")
+        elif self.phase == "closed":
+            parts.append("done")
+        elif self.done < self.total and self.phase == "trials":
+            parts.append(f"trial {self.done + 1}/{self.total}" + (f" {self.label}" if self.label else ""))
+            if self.ep_total:
+                parts.append(f"epoch {self.ep}/{self.ep_total}")
+        else:
+            parts.append("summary and figures")
+        left = self.seconds_left()
+        if not (self.phase == "closed" and self.index == len(self.names) - 1):  # else nothing is left
+            parts.append(f"~{format_duration(left)} left" if left is not None else "estimating time left")
+        return " · ".join(parts)
+
+    def draw(self, force: bool = False) -> None:
+        """The line, now: on a terminal at most twice a second; in a log at most every
+        $DLSCOPE_PROGRESS_SECONDS, or when `force`d (a trial ended, an experiment started)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < self.every:
+            return
+        text = self.text()
+        if text == self._last_text:
+            return
+        self._last_draw, self._last_text = now, text
+        if self.tty:
+            text = text[: terminal_columns(self.stream) - 1]
+            self.stream.write("\r" + text + "\x1b[K")
+            self._shown = text
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self, failed: list[str]) -> None:
+        end = f"failed: {', '.join(failed)}" if failed else "all ok"
+        self.final = f"[{len(self.names)}/{len(self.names)}] study finished · {end}"
+        self.draw(force=True)
+
+    def write(self, line: str) -> None:
+        """A message line (a failed trial), above the live line; written even without a display."""
+        if self.tty and self._shown:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(line + "\n")
+        if self.tty and self._shown:
+            self.stream.write(self._shown)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the live line, so that what is printed next starts on a line of its own."""
+        if self.tty and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._shown = ""
+
+
+class Progress:
+    """The progress of one experiment's trials. While `run_all` runs, it reports into the study's
+    line (StudyProgress.current); alone, it is a line of its own in the same style."""
+
+    def __init__(self, experiment: str, total: int, done: int, enabled: bool = True):
+        study = StudyProgress.current if enabled else None
+        self.own = study is None
+        self.study = StudyProgress([experiment], enabled) if self.own else study
+        self.study.start_experiment(experiment, total, done)
+
+    def epoch(self, job, done: int, total: int, info: str = "") -> None:
+        self.study.epoch(job.trial.label or job.trial.key, done, total)
+
+    def trial_done(self) -> None:
+        self.study.trial_done()
+
+    def write(self, line: str) -> None:
+        self.study.write(line)
+
+    def close(self) -> None:
+        self.study.trials_finished()
+        if self.own:
+            self.study.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --------------------------------------------------------------------------- dry-run estimate
+
+# the settings that say how many models a trial trains, how long, and on how much data
+_WORK_KEYS = (("seeds", "runs"), ("epochs", "mlp_epochs", "phase1_steps", "phase2_steps"), ("train_size", "points"))
+MIN_SECONDS = 2.0  # start-up, data, summary and figures of even the smallest run
+
+
+def estimate_seconds(name: str, cfg: dict, trials: int, todo: int, device: str, seed: int = 0) -> float:
+    """A rough time for `todo` of `trials` trials of experiment `name` at settings `cfg` on `device`:
+    its COST (seconds of the quick profile on the reference 2-core CPU) times the ratio of this run's
+    work to quick's, the work being trials x seeds x epochs (or steps) x training examples; on a CPU, times
+    2 / its torch threads (at least 1/2). No GPU reference exists: on CUDA it is the CPU figure."""
+    import torch
+
+    from .experiments.base import resolve
+
+    module = experiments.get(name)
+    quick = resolve(module, "quick", None, seed)
+    ratio = trials / max(len(module.trials(quick)), 1)
+    for keys in _WORK_KEYS:
+        mine = sum(cfg[k] for k in keys if isinstance(cfg.get(k), (int, float)))
+        ref = sum(quick[k] for k in keys if isinstance(quick.get(k), (int, float)))
+        if mine > 0 and ref > 0:
+            ratio *= mine / ref
+    seconds = _cost(name) * ratio
+    if not device.startswith("cuda"):
+        seconds *= max(REFERENCE_THREADS / max(torch.get_num_threads(), 1), 0.5)
+    return 0.0 if todo == 0 else max(seconds * todo / max(trials, 1), MIN_SECONDS)
+
+
+ESTIMATE_BASIS = ("a rough estimate: each experiment's COST (its seconds for the quick profile, measured on "
+                  "a 2-core CPU), scaled by trials x seeds x epochs x training examples relative to quick, "
+                  "and by 2 / this CPU's torch threads")
