@@ -165,7 +165,7 @@ def train_and_measure(args: dict, ctx) -> dict:
         state = None  # written by an older dlscope or another phase-2 method: start over
     step = state["step"] if state is not None else 0
 
-    def progress(info: str, force=False, **extra):
+    def progress(step: int, info: str, force=False, **extra):
         if ctx.checkpoint:
             ctx.checkpoint.save({"format": CHECKPOINT_FORMAT, "phase2_method": args["phase2"], "step": step, **extra}, force=force)
             ctx.checkpoint.progress(step, total, info)
@@ -178,7 +178,7 @@ def train_and_measure(args: dict, ctx) -> dict:
     while step < n1:
         losses = phase1.train_full_batch(x, y_one, min(fast_mlp.FULL_BATCH_CHUNK, n1 - step))
         step = phase1.epoch
-        progress(f"phase 1 mse {losses[-1].mean().item():.3g}", force=step == n1, phase1=phase1.state_dict())
+        progress(step, f"phase 1 mse {losses[-1].mean().item():.3g}", force=step == n1, phase1=phase1.state_dict())
 
     # phase 2: towards ||∇L|| = 0; each member's end point is the lowest-gradient point it visited
     if args["phase2"] == "newton-mr":
@@ -258,7 +258,7 @@ def newton_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
         p2["steps"][idx] += 1
         p2["done"][idx] = ~(gn >= args["grad_tol"])  # reached, or NaN
         step += 1
-        progress(f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} critical",
+        progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} critical",
                  force=step == n1 + n2, phase1=phase1.state_dict(), phase2=p2)  # fmt: skip
     return p2
 
@@ -291,7 +291,7 @@ def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
         opt.step()
         step += 1
         if step % 50 == 0 or step == n1 + n2:
-            progress(f"phase 2 |g| {p2['best_gn'].median().item():.2e}", force=step == n1 + n2,
+            progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}", force=step == n1 + n2,
                      phase1=phase1.state_dict(), ensemble=ens.state_dict(), opt=opt.state_dict(), phase2=p2)  # fmt: skip
     return p2
 
