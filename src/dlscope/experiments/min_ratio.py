@@ -1,32 +1,36 @@
-"""5. min-ratio: what the loss surface looks like where the gradient is (almost) zero.
+"""5. min-ratio: what the loss surface looks like where the gradient is zero.
 
-All trainings of mlp-minratio on f1 advance together as one vectorized ensemble:
+All trainings of mlp-minratio on f1 advance together, batched over members:
   phase 1  Adam on the full-batch MSE, on the fast MLP path (engine/fast_mlp.py: flat
            parameters, hand-written backward, compiled loop);
-  phase 2  Adam on the squared gradient norm ||∇L||² (an Ensemble with stacked parameters and a
-           vmapped forward; double backward, each member its own);
-           a member stops when ||∇L|| < grad_tol, else at the step budget, and its end point is
-           the lowest-gradient point it visited.
-A member counts as converged if its end gradient norm is below grad_tol or at least
-`converged_factor` times smaller than where phase 2 started. At each end point, the exact Hessian
-of the MSE (closed form, float64, all members at once) and its eigenvalues give the minimal ratio: the fraction
-of eigenvalues > 0 (eigenvalues within eig_rel_tol·max|λ| of 0 count as zero, not positive).
+  phase 2  towards ||∇L|| = 0: Newton-MR (default; exact Hessian, see newton_phase) or, as the
+           original did, Adam on ||∇L||² (phase2="adam"); each member's end point is the
+           lowest-gradient point it visited.
+At each end point, the exact Hessian of the MSE (closed form, float64, all members at once) and its
+eigenvalues give the minimal ratio: the fraction of eigenvalues > 0 (eigenvalues within
+eig_rel_tol·max|λ| of 0 count as zero, not positive), and, without the zero ones, positive /
+(positive + negative). An end point is a critical point if ||∇L|| < grad_tol (1e-8); else
+gradient-flat (Frye et al. 2021) if most of its gradient lies in H's near-null space, else not
+converged; a run whose weights are not finite is diverged.
 
-Why many members do not converge (measured on the quick profile): the gradient left after phase 1
-lies in directions of small curvature (|λ| ~ 1e-4..1e-2, against a top eigenvalue ~10..50), and
-the curvature of ||∇L||² there is λ², so first-order minimisation barely moves it; Newton-type
-steps (tried: Levenberg-Marquardt with the exact Hessian) stop where a ReLU kink meets a data
-point and the gradient is discontinuous. Such end points are reported, marked not converged.
+Why most runs do not reach a critical point (analysis, and measured: 0 of 100 at quick): with the
+activation pattern fixed, f is linear in u_j = a_j·w_j, v_j = a_j·b_j, so the loss of that piece is
+a convex quadratic in (u, v) and its critical points are that quadratic's minimisers; but those put
+each unit's kink (-v_j/u_j) wherever least squares wants it, which is in general not between the
+two data points the pattern assumes. The gradient jumps where a kink crosses a data point (by
+(2/n)·r_k·a_j·[x_k, 1], r_k the residual there), so Newton steps stall at such crossings: the end
+point is not a critical point of any smooth piece. Where the model can interpolate (few points,
+r = 0), the jumps vanish and Newton-MR reaches ||∇L|| < 1e-8 within a few steps (tested).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 
-from .. import models
-from ..analysis import hessian as curvature
+from .. import findings, models
 from ..engine import BatchedAdam, Ensemble, TrainConfig, fast_mlp, loss_per_member
 from .base import ConfigError, Trial, save_fig, seeds_for
 from .func_fit import FUNCTIONS, inputs
@@ -35,18 +39,29 @@ NAME = "min-ratio"
 # phase 1 is compiled from this many steps on: compiling costs ~7 s here, and then a step of 100
 # members costs 1.7 ms instead of 45 ms eagerly (measured, quick profile's shapes)
 COMPILE_MIN_STEPS = 1000
-CHECKPOINT_FORMAT = 2  # phase 1 on the fast MLP path
-PHASE2_CHUNK = 25  # members per double backward on a CPU (see gradient_norm_descent_grads)
+CHECKPOINT_FORMAT = 3  # phase 2: Newton-MR or Adam
+PHASE2_CHUNK = 25  # adam: members per double backward on a CPU (see gradient_norm_descent_grads)
+NEWTON_MU_START = 1e-12  # Newton-MR's damping, relative to λmax²: ~0 = the pseudo-inverse step
+NEWTON_TRIES = 8  # damping values tried per iteration before a member's step counts as failed
+ARMIJO = 1e-4
+CRITICAL_SHARE = 0.9  # the premise, as a claim: at least this share of runs end at a critical point
+FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null space of H
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
 COST = 31  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = ("how close the near-critical points are to minima (minimal ratio 1) or saddles (below 1), "
-            "and whether a lower loss goes with a higher ratio (Dauphin et al. 2014 report that it does).")
+LOOK_FOR = ("first whether the end points are critical points at all (the findings' critical-points-reached and "
+            "panel (c): the gradient norm against the 1e-8 line): only there does the Hessian's sign pattern describe "
+            "a critical point. Where they are not, the minimal ratio describes a non-critical point, and the original's "
+            "\"lower loss, higher ratio\" is judged over the critical points only (inconclusive when there are none). "
+            "Zero eigenvalues (dead units: 3 each; rescaling symmetries) lower the ratio over all eigenvalues; panel (b) "
+            "leaves them out.")
 CAPTIONS = {
-    "min_ratio.png": "The minimal ratio (fraction of the Hessian's eigenvalues > 0) against the MSE at the end "
-    "point of each training, (a) over all eigenvalues and (b) without the zero ones, coloured by the end "
-    "point's gradient norm (the original's unnumbered \"Loss vs Minimal Ratio\" figure, axes swapped).",
+    "min_ratio.png": "MSE at each training's end point against its minimal ratio, the original's way round (ratio on x, "
+    "log loss on y): (a) the fraction of all Hessian eigenvalues > 0, (b) positive among the non-zero eigenvalues; "
+    "critical points (|grad| < 1e-8), gradient-flat and not converged end points drawn apart, n in the legends; "
+    "(c) the cumulative distribution of the gradient norm after phase 1 and after phase 2, with the 1e-8 line "
+    "(the original's unnumbered \"Loss vs Minimal Ratio\").",
 }
 REFERENCE = None  # the original published a figure, no numbers
 DIFFERENCES = [
@@ -68,19 +83,23 @@ _FULL = {
     "points": 300,
     "phase1_lr": 1e-4,
     "phase1_steps": 20000,
-    "phase2_lr": 1e-4,
-    "phase2_steps": 5000,  # lr cosine-decayed to 0 over the budget
-    "grad_tol": 1e-6,
-    "converged_factor": 100.0,
-    "eig_rel_tol": 1e-9,
+    "phase2": "newton-mr",  # or "adam": the original's Adam on ||∇L||²
+    "newton_steps": 40,  # Newton-MR iterations (one exact Hessian and eigendecomposition each)
+    "phase2_lr": 1e-4,  # adam only
+    "phase2_steps": 5000,  # adam only; lr cosine-decayed to 0 over the budget
+    "grad_tol": 1e-8,  # a critical point: ||∇L|| below this (float64)
+    "eig_rel_tol": 1e-9,  # |λ| <= this * max|λ| counts as a zero eigenvalue
+    "flat_rel_tol": 1e-6,  # gradient-flat: most of the gradient lies where |λ| <= this * max|λ|
     "float64": True,  # the Hessian's small eigenvalues and the gradient tolerance need it
 }
 PROFILES = {
-    # smoke: a loose tolerance so that both outcomes (converged or not) occur and are drawn
-    "smoke": {**_FULL, "seeds": 6, "points": 40, "phase1_lr": 1e-3, "phase1_steps": 150, "phase2_steps": 60, "grad_tol": 3.2e-2},
-    "quick": {**_FULL, "points": 100, "phase1_lr": 1e-3, "phase1_steps": 3000, "phase2_steps": 300},
+    "smoke": {**_FULL, "seeds": 6, "points": 40, "phase1_lr": 1e-3, "phase1_steps": 150, "newton_steps": 6, "phase2_steps": 60},
+    # quick: a Newton iteration of 100 members costs ~3.5 s of CPU (the eigendecompositions)
+    "quick": {**_FULL, "points": 100, "phase1_lr": 1e-3, "phase1_steps": 3000, "newton_steps": 4, "phase2_steps": 300},
     "full": _FULL,
 }
+PHASE2_METHODS = ("newton-mr", "adam")
+CLASSES = ("critical point", "gradient-flat", "not converged", "diverged")
 
 
 def validate(cfg: dict) -> None:
@@ -92,8 +111,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError("points: need at least 2")
     if not fast_mlp.supports(cfg["model"]):
         raise ConfigError(f"model: {cfg['model']!r} is not a one-output (leaky) ReLU MLP")
-    if cfg["phase2_steps"] < 0 or cfg["phase1_steps"] < 0:
-        raise ConfigError("phase1_steps and phase2_steps must not be negative")
+    if cfg["phase2"] not in PHASE2_METHODS:
+        raise ConfigError(f"phase2: {cfg['phase2']!r} unknown; choose from {', '.join(PHASE2_METHODS)}")
 
 
 def trials(cfg: dict) -> list[Trial]:
@@ -138,16 +157,17 @@ def train_and_measure(args: dict, ctx) -> dict:
     x = inputs(args["points"], dev).to(dtype)
     y_one = FUNCTIONS[args["function"]](x[:, 0])
     seeds = seeds_for(args, args["seeds"])
-    n1, n2 = args["phase1_steps"], args["phase2_steps"]
+    n1 = args["phase1_steps"]
+    n2 = args["newton_steps"] if args["phase2"] == "newton-mr" else args["phase2_steps"]
     total = n1 + n2
     state = ctx.checkpoint.load() if ctx.checkpoint else None
-    if state is not None and state.get("format") != CHECKPOINT_FORMAT:
-        state = None  # written by an older dlscope, whose phase 1 kept other state: start over
+    if state is not None and (state.get("format") != CHECKPOINT_FORMAT or state.get("phase2_method") != args["phase2"]):
+        state = None  # written by an older dlscope or another phase-2 method: start over
     step = state["step"] if state is not None else 0
 
-    def progress(info: str, force=False, **extra):
+    def progress(step: int, info: str, force=False, **extra):
         if ctx.checkpoint:
-            ctx.checkpoint.save({"format": CHECKPOINT_FORMAT, "step": step, **extra}, force=force)
+            ctx.checkpoint.save({"format": CHECKPOINT_FORMAT, "phase2_method": args["phase2"], "step": step, **extra}, force=force)
             ctx.checkpoint.progress(step, total, info)
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
@@ -158,85 +178,188 @@ def train_and_measure(args: dict, ctx) -> dict:
     while step < n1:
         losses = phase1.train_full_batch(x, y_one, min(fast_mlp.FULL_BATCH_CHUNK, n1 - step))
         step = phase1.epoch
-        progress(f"phase 1 mse {losses[-1].mean().item():.3g}", force=step == n1, phase1=phase1.state_dict())
+        progress(step, f"phase 1 mse {losses[-1].mean().item():.3g}", force=step == n1, phase1=phase1.state_dict())
 
-    # the phase-1 end points as a vectorized Ensemble for phase 2's double backward
+    # phase 2: towards ||∇L|| = 0; each member's end point is the lowest-gradient point it visited
+    if args["phase2"] == "newton-mr":
+        p2 = newton_phase(args, phase1, x, y_one, state, step, n1, progress)
+    else:
+        p2 = adam_phase(args, phase1, x, y_one, state, step, n1, progress)
+    return measure_end_points(args, seeds, phase1.spec, p2, x, y_one)
+
+
+def _lowest(p2: dict, theta: torch.Tensor, loss: torch.Tensor, gn: torch.Tensor) -> None:
+    """Keep, per member, the lowest-gradient point visited so far (NaN never counts as lower)."""
+    better = gn < p2["best_gn"]
+    p2["best_gn"] = torch.where(better, gn, p2["best_gn"])
+    p2["best_loss"] = torch.where(better, loss, p2["best_loss"])
+    p2["best"][better] = theta[better]
+
+
+def _start(theta: torch.Tensor, loss: torch.Tensor, gn: torch.Tensor, grad_tol: float) -> dict:
+    return {"start_loss": loss.clone(), "start_gn": gn.clone(), "best_gn": gn.clone(), "best_loss": loss.clone(),
+            "best": theta.clone(), "done": ~(gn >= grad_tol),  # NaN (diverged in phase 1): done, too
+            "steps": torch.zeros(len(gn), dtype=torch.long, device=gn.device)}  # fmt: skip
+
+
+def newton_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
+    """Newton-MR on ||∇L||² (Roosta et al. 2018), batched over members: the step solves
+    min ||H p + g|| in the least-squares sense, regularised as (H² + μ λmax² I) p = -H g (μ → 0: the
+    pseudo-inverse step p = -H⁺g), found from H's eigendecomposition; it is accepted if ||g||²
+    falls by Armijo's rule along it (⟨Hp, g⟩ < 0: a descent direction for ||g||² unless g lies in
+    H's null space), else μ grows tenfold and the step is tried again. Newton-MR converges to
+    critical points of any index, saddles included (its steps need no positive curvature).
+    A member stops when ||∇L|| < grad_tol; one whose step fails at every μ stays put."""
+    spec, n2 = phase1.spec, args["newton_steps"]
+    n = args["points"]
+
+    def grad(theta):
+        m = theta.shape[0]
+        return fast_mlp.mse_and_grad(theta, spec, x.expand(m, n, 1), y_one.expand(m, n))
+
+    if state is not None and "phase2" in state:
+        p2 = state["phase2"]
+    else:
+        theta = phase1.theta.detach().clone()
+        loss, g = grad(theta)
+        p2 = _start(theta, loss, g.norm(dim=1), args["grad_tol"])
+        p2["theta"] = theta
+        p2["mu"] = torch.full_like(loss, NEWTON_MU_START)
+    while step < n1 + n2 and not bool(p2["done"].all()):
+        idx = (~p2["done"]).nonzero()[:, 0]
+        theta = p2["theta"][idx]
+        _, g = grad(theta)
+        gn2 = g.square().sum(1)
+        lam, vecs = torch.linalg.eigh(fast_mlp.hessians(theta, spec, x, y_one))
+        gv = torch.einsum("mpk,mp->mk", vecs, g)  # g in H's eigenbasis
+        lmax2 = lam.square().amax(1, keepdim=True)
+        mu, accepted = p2["mu"][idx].clone(), torch.zeros(len(idx), dtype=torch.bool, device=g.device)
+        new = theta.clone()
+        for _ in range(NEWTON_TRIES):
+            filt = lam / (lam.square() + mu[:, None] * lmax2)
+            p = -torch.einsum("mpk,mk->mp", vecs, filt * gv)
+            slope = -(filt * lam * gv.square()).sum(1)  # ⟨Hp, g⟩
+            trial = theta + p
+            _, g_trial = grad(trial)
+            ok = ~accepted & (g_trial.square().sum(1) <= gn2 + 2 * ARMIJO * slope)
+            new[ok] = trial[ok]
+            accepted |= ok
+            mu = torch.where(ok, mu / 10, torch.where(accepted, mu, mu * 10))
+            if bool(accepted.all()):
+                break
+        p2["mu"][idx] = mu.clamp(NEWTON_MU_START, 1e6)
+        p2["theta"][idx] = new
+        loss, g = grad(new)
+        gn = g.norm(dim=1)
+        sub = {k: p2[k][idx] for k in ("best_gn", "best_loss", "best")}
+        _lowest(sub, new, loss, gn)
+        for k, v in sub.items():
+            p2[k][idx] = v
+        p2["steps"][idx] += 1
+        p2["done"][idx] = ~(gn >= args["grad_tol"])  # reached, or NaN
+        step += 1
+        progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} critical",
+                 force=step == n1 + n2, phase1=phase1.state_dict(), phase2=p2)  # fmt: skip
+    return p2
+
+
+def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
+    """The original's phase 2: Adam on ||∇L||² (an Ensemble with stacked parameters and a vmapped
+    forward; double backward, each member its own), lr cosine-decayed to 0 over the budget."""
+    dev, n2 = x.device, args["phase2_steps"]
     ens = Ensemble.from_members([phase1.member(i) for i in range(phase1.n)], dev)
     opt = BatchedAdam(ens.parameters(), args["phase2_lr"])
     if state is not None and "phase2" in state:
         ens.load_state_dict(state["ensemble"])
         opt.load_state_dict(state["opt"])
-
-    def save(p2: dict, force=False):
-        progress(f"phase 2 |g| {p2['best_gn'].median().item():.2e}", force=force, ensemble=ens.state_dict(), opt=opt.state_dict(), phase2=p2)
-
-    # phase 2: the squared gradient norm
-    y = y_one.expand(ens.n, -1)
-    if state is not None and "phase2" in state:
         p2 = state["phase2"]
     else:
-        loss, gn = grad_norms(ens, x, y)
-        p2 = {
-            "start_loss": loss.detach(), "start_gn": gn.detach(),
-            "best_gn": gn.detach().clone(), "best_loss": loss.detach().clone(),
-            "best": {k: v.detach().clone() for k, v in ens.params.items()},
-            "done": gn.detach() < args["grad_tol"], "steps": torch.zeros(ens.n, dtype=torch.long, device=dev),
-        }
-    while step < total and not bool(p2["done"].all()):
+        loss, gn = grad_norms(ens, x, y_one.expand(ens.n, -1))
+        p2 = _start(ens.flat().detach(), loss.detach(), gn.detach(), args["grad_tol"])
+    y = y_one.expand(ens.n, -1)
+    while step < n1 + n2 and not bool(p2["done"].all()):
         k = step - n1
         opt.zero_grad()
         loss, gn = gradient_norm_descent_grads(ens, x, y, PHASE2_CHUNK if dev.type == "cpu" else ens.n)
         with torch.no_grad():  # keep the lowest-gradient point visited (Adam on ||∇L||² is not monotone)
-            better = gn < p2["best_gn"]
-            p2["best_gn"] = torch.where(better, gn, p2["best_gn"])
-            p2["best_loss"] = torch.where(better, loss, p2["best_loss"])
-            for name, v in ens.params.items():
-                p2["best"][name][better] = v[better]
-            p2["done"] |= gn < args["grad_tol"]
+            _lowest(p2, ens.flat().detach(), loss, gn)
+            p2["done"] |= ~(gn >= args["grad_tol"])
             p2["steps"] += (~p2["done"]).long()
         # finished members stand still: their learning rate is 0 (Adam is element-wise)
         cosine = 0.5 * (1 + math.cos(math.pi * k / max(n2, 1)))
         opt.lr = torch.where(p2["done"], 0.0, args["phase2_lr"] * cosine).to(opt.lr.dtype)
         opt.step()
         step += 1
-        if step % 50 == 0 or step == total:
-            save(p2, force=step == total)
+        if step % 50 == 0 or step == n1 + n2:
+            progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}", force=step == n1 + n2,
+                     phase1=phase1.state_dict(), ensemble=ens.state_dict(), opt=opt.state_dict(), phase2=p2)  # fmt: skip
+    return p2
 
-    # the end points: exact Hessian of the MSE at each member's lowest-gradient point, in closed
-    # form for all members at once (fast_mlp.hessians: equal to torch.func's, tested)
-    ens.load_state_dict({"params": p2["best"], "buffers": ens.buffers})
-    theta = ens.flat().to(torch.float64)
-    finite = torch.isfinite(p2["best_gn"]).cpu() & torch.isfinite(theta).all(1).cpu()
-    eigs = torch.full_like(theta[:, :1].expand(-1, theta.shape[1]), float("nan"))
+
+def measure_end_points(args, seeds, spec, p2, x, y_one) -> dict:
+    """At each member's end point: the exact Hessian of the MSE (closed form, float64, all members
+    at once: fast_mlp.hessians, equal to torch.func's, tested), its eigenvalues and what they say."""
+    theta = p2["best"].to(torch.float64)
+    xd, yd = x.to(torch.float64), y_one.to(torch.float64)
+    n = xd.shape[0]
+    loss, g = fast_mlp.mse_and_grad(theta, spec, xd.expand(len(theta), n, 1), yd.expand(len(theta), n))
+    gn = g.norm(dim=1)
+    finite = (torch.isfinite(gn) & torch.isfinite(theta).all(1)).cpu()
+    P = theta.shape[1]
+    eigs = torch.full((len(theta), P), float("nan"), dtype=torch.float64)
+    flat_frac = torch.full((len(theta),), float("nan"), dtype=torch.float64)
     if finite.any():
-        sel = finite.nonzero()[:, 0].to(dev)
-        H = fast_mlp.hessians(theta[sel], phase1.spec, x.to(torch.float64), y_one.to(torch.float64))
-        eigs[sel] = torch.linalg.eigvalsh(H)  # ascending, per member
-    eigs = eigs.cpu()
+        sel = finite.nonzero()[:, 0].to(theta.device)
+        lam, vecs = torch.linalg.eigh(fast_mlp.hessians(theta[sel], spec, xd, yd))
+        gv = torch.einsum("mpk,mp->mk", vecs, g[sel])
+        small = lam.abs() <= args["flat_rel_tol"] * lam.abs().amax(1, keepdim=True)
+        # the share of the gradient in H's (near-)null space: Newton-MR's relative residual ||g + Hp|| / ||g||
+        flat_frac[finite] = ((gv.square() * small).sum(1) / gv.square().sum(1).clamp_min(1e-300)).sqrt().cpu()
+        eigs[finite] = lam.cpu()
+    dead = dead_units(theta, spec, xd).cpu()
     rows = []
     for i, seed in enumerate(seeds):
-        gn_end, start, ok = float(p2["best_gn"][i]), float(p2["start_gn"][i]), bool(finite[i])
-        e = eigs[i]
+        ok, e = bool(finite[i]), eigs[i]
+        gn_i = float(gn[i])
         zero = args["eig_rel_tol"] * float(e.abs().max()) if ok else 0.0
+        n_pos, n_neg, n_zero = (int((e > zero).sum()), int((e < -zero).sum()), int((e.abs() <= zero).sum())) if ok else (None, None, None)
+        critical = ok and gn_i < args["grad_tol"]
+        cls = "diverged" if not ok else "critical point" if critical else "gradient-flat" if float(flat_frac[i]) >= FLAT_SHARE else "not converged"
         rows.append(
             {
                 "seed": seed,
-                "loss": float(p2["best_loss"][i]),
-                "grad_norm": gn_end,
-                "grad_norm_start": start,
+                "loss": float(loss[i]),
+                "grad_norm": gn_i,
+                "min_ratio": n_pos / P if ok else float("nan"),
+                "min_ratio_nonzero": n_pos / max(n_pos + n_neg, 1) if ok else float("nan"),
+                "converged": critical,
+                "class": cls,
+                "diverged": not ok,
+                "grad_null_share": float(flat_frac[i]),
+                "grad_norm_start": float(p2["start_gn"][i]),
                 "loss_start": float(p2["start_loss"][i]),
                 "phase2_steps": int(p2["steps"][i]),
-                "converged": ok and (gn_end < args["grad_tol"] or gn_end * args["converged_factor"] <= start),
-                "diverged": not ok,
-                "min_ratio": curvature.min_ratio(e, args["eig_rel_tol"]) if ok else float("nan"),
-                "n_negative": int((e < -zero).sum()) if ok else None,
-                "n_zero": int((e.abs() <= zero).sum()) if ok else None,
+                "n_positive": n_pos,
+                "n_negative": n_neg,
+                "n_zero": n_zero,
+                "dead_units": int(dead[i]),
                 "eig_min": float(e[0]),
                 "eig_max": float(e[-1]),
-                "n_params": theta.shape[1],
+                "n_params": P,
             }
         )
-    return {"points": rows, "end_params": ens.flat().cpu(), "param_names": list(ens.params)}  # [N, P]: each end point
+    return {"points": rows, "end_params": theta.cpu(), "param_names": [f"{2 * l}.{k}" for l in range(len(spec.shapes)) for k in ("weight", "bias")]}
+
+
+def dead_units(theta: torch.Tensor, spec, x: torch.Tensor) -> torch.Tensor:
+    """[N]: hidden units that are off (pre-activation <= 0) at every data point, per member; a dead
+    unit of a ReLU MLP gives its in-weights, bias and out-weight zero rows in the Hessian."""
+    h, count = x.expand(theta.shape[0], *x.shape), torch.zeros(theta.shape[0], dtype=torch.long, device=theta.device)
+    for l, (w, b) in enumerate(fast_mlp._layers(theta, spec)[:-1]):
+        z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        count += (z <= 0).all(1).sum(1) if spec.slope == 0 else 0
+        h = torch.where(z > 0, z, z * spec.slope)
+    return count
 
 
 # --------------------------------------------------------------------------- outputs
@@ -244,29 +367,73 @@ def train_and_measure(args: dict, ctx) -> dict:
 
 def summarize(cfg: dict, results: dict) -> dict:
     r = results.get("ensemble")
-    if r is None:
-        return {"points": []}
-    pts = r["points"]
-    conv = [p for p in pts if p["converged"]]
+    rows = r["points"] if r is not None else []
+    counts = {c: sum(p["class"] == c for p in rows) for c in CLASSES}
     out = {
-        "points": pts,
-        "converged": len(conv),
-        "trainings": len(pts),
-        "converged_rule": f"final |grad| < {cfg['grad_tol']:g} or <= 1/{cfg['converged_factor']:g} of its value when phase 2 started",
-        "min_ratio_definition": f"fraction of Hessian eigenvalues > {cfg['eig_rel_tol']:g} * max|eigenvalue| (exact Hessian of the MSE, float64)",
+        "findings": [f.as_dict() for f in claims(cfg, rows)],
+        "results": rows,
+        "trainings": len(rows),
+        "converged": counts["critical point"],
+        "classes": counts,
+        "phase2_method": cfg["phase2"],
+        "converged_rule": f"critical point: final |grad| < {cfg['grad_tol']:g} (float64)",
+        "gradient_flat_rule": f"not critical, and at least {FLAT_SHARE:g} of |grad| lies along Hessian eigenvectors with "
+        f"|eigenvalue| <= {cfg['flat_rel_tol']:g} * max|eigenvalue| (Newton-MR's relative residual; Frye et al. 2021)",
+        "min_ratio_definition": f"fraction of the Hessian's eigenvalues > {cfg['eig_rel_tol']:g} * max|eigenvalue| (exact Hessian of "
+        "the MSE, float64); min_ratio_nonzero: positive / (positive + negative), the zero eigenvalues left out",
     }
-    if conv:
-        out["converged_min_ratio_mean"] = sum(p["min_ratio"] for p in conv) / len(conv)
-        out["converged_loss_median"] = sorted(p["loss"] for p in conv)[len(conv) // 2]
+    crit = [p for p in rows if p["class"] == "critical point"]
+    if crit:
+        out["critical_min_ratio_median"] = statistics.median(p["min_ratio"] for p in crit)
+        out["critical_loss_median"] = statistics.median(p["loss"] for p in crit)
+    return out
+
+
+def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
+    """The study's premise (its end points are critical points) and the original's claim (lower
+    loss, higher minimal ratio), from the per-run rows of summary.json alone."""
+    tol = cfg["grad_tol"]
+    reached = sum(1 for p in rows if p["grad_norm"] is not None and p["grad_norm"] < tol)
+    value, ci, verdict, n = findings.at_least(reached, len(rows), CRITICAL_SHARE)
+    out = [findings.Finding(
+        "critical-points-reached", f"phase 2 ends at critical points: at least {CRITICAL_SHARE:.0%} of the runs reach |grad| < {tol:g}",
+        "the study's premise (SPEC: the Hessian describes a critical point only at one)", verdict,
+        f"fraction of runs with |grad| < {tol:g} (Wilson 95% interval)", value, ci, n,
+        f"{reached} of {n} critical ({cfg['phase2']}); "
+        + ", ".join(f"{sum(p['class'] == c for p in rows)} {c}" for c in CLASSES[1:]))]  # fmt: skip
+    crit = [p for p in rows if p["grad_norm"] is not None and p["grad_norm"] < tol]
+    for ident, key, what in (("ratio-rises-as-loss-falls", "min_ratio", "minimal ratio (all eigenvalues)"),
+                             ("nonzero-ratio-rises-as-loss-falls", "min_ratio_nonzero", "positive / non-zero eigenvalues")):  # fmt: skip
+        # claimed: rho(loss, ratio) < 0; findings.correlation tests "rises", so it gets -ratio
+        rho, ci, verdict, n = findings.correlation([p["loss"] for p in crit], [-p[key] for p in crit])
+        rho = None if rho is None else -rho
+        ci = None if ci is None else [-ci[1], -ci[0]]
+        zeros = statistics.median(p["n_zero"] for p in crit) if crit else None
+        dead = statistics.median(p["dead_units"] for p in crit) if crit else None
+        note = (f"over the {n} critical points only" + ("" if n >= 3 else " (too few to decide)")
+                + (f"; median {zeros:g} zero eigenvalues (|λ| <= {cfg['eig_rel_tol']:g}·max|λ|) of {rows[0]['n_params']}, "
+                   f"median {dead:g} dead units (3 zero eigenvalues each)" if crit else ""))  # fmt: skip
+        every = [p for p in rows if not p.get("diverged") and p[key] is not None]
+        rho_all, ci_all, _, n_all = findings.correlation([p["loss"] for p in every], [-p[key] for p in every])
+        if rho_all is not None and ci_all is not None:
+            note += f"; over all {n_all} end points, critical or not (as the original): rho {-rho_all:.2f} [{-ci_all[1]:.2f}, {-ci_all[0]:.2f}]"
+        out.append(findings.Finding(
+            ident, f"lower loss, higher {what}", "original (the write-up's \"Loss vs Minimal Ratio\")" if key == "min_ratio"
+            else "dlscope (the original's claim without the zero eigenvalues)", verdict,
+            f"Spearman's rho between end-point MSE and {what} (claimed: negative; 95% bootstrap CI over points)",
+            rho, ci, n, note))  # fmt: skip
     return out
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
     rows = []
     for p in results.get("ensemble", {}).get("points", []):
-        for m in ("loss", "grad_norm", "grad_norm_start", "min_ratio", "converged"):
-            rows.append({"seed": p["seed"], "epoch": cfg["phase1_steps"] + cfg["phase2_steps"], "metric": m, "value": float(p[m])})
+        for m in ("loss", "grad_norm", "grad_norm_start", "min_ratio", "min_ratio_nonzero", "converged"):
+            rows.append({"seed": p["seed"], "epoch": cfg["phase1_steps"] + p["phase2_steps"], "metric": m, "value": float(p[m])})
     return rows
+
+
+MARKERS = {"critical point": ("o", "tab:blue"), "gradient-flat": ("s", "tab:orange"), "not converged": ("x", "tab:red")}
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
@@ -274,44 +441,35 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     pts = [p for p in results.get("ensemble", {}).get("points", []) if not p["diverged"]]
     if not pts:
         return []
-    gns = [max(p["grad_norm"], 1e-300) for p in pts]
-    norm = LogNorm(vmin=min(gns), vmax=max(max(gns), min(gns) * 1.01))
-    n = pts[0]["n_params"]
-
-    def nonzero_ratio(p):  # positive / (positive + negative): the zero eigenvalues left out
-        pos = round(p["min_ratio"] * n)
-        return pos / max(pos + p["n_negative"], 1)
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-    panels = ((axes[0], lambda p: p["min_ratio"], "minimal ratio (fraction of all eigenvalues > 0)", "(a) minimal ratio (SPEC)"),
-              (axes[1], nonzero_ratio, "positive / (positive + negative) eigenvalues",
-               "(b) the same without the zero eigenvalues (dead or idle units, symmetries)"))
-    sc = None
-    for ax, value, ylabel, title in panels:
-        for conv, marker, label in ((True, "o", "converged"), (False, "x", "not converged")):
-            sel = [p for p in pts if p["converged"] == conv]
-            if not sel:
-                continue
-            sc = ax.scatter([p["loss"] for p in sel], [value(p) for p in sel], c=[max(p["grad_norm"], 1e-300) for p in sel],
-                            cmap="viridis", norm=norm, marker=marker, s=40, linewidths=0.6 if conv else 1.3,
-                            edgecolors="k" if conv else None, label=f"{label} ({len(sel)})")
-        ax.set(xscale="log", xlabel="MSE at the end point (log scale)", ylabel=ylabel)
+    n_div = len(results["ensemble"]["points"]) - len(pts)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
+    panels = ((axes[0], "min_ratio", "minimal ratio (fraction of all eigenvalues > 0)", "(a) minimal ratio (SPEC)"),
+              (axes[1], "min_ratio_nonzero", "positive / (positive + negative) eigenvalues",
+               "(b) without the zero eigenvalues (dead units, symmetries)"))  # fmt: skip
+    for ax, key, xlabel, title in panels:
+        for cls, (marker, color) in MARKERS.items():
+            sel = [p for p in pts if p["class"] == cls]
+            if sel:
+                ax.scatter([p[key] for p in sel], [max(p["loss"], 1e-300) for p in sel], marker=marker, color=color, s=30,
+                           alpha=0.8, label=f"{cls} (n={len(sel)})")  # fmt: skip
+        ax.set(yscale="log", xlabel=xlabel, ylabel="MSE at the end point (log scale)")
         ax.set_title(title, fontsize=10)
-        vals = [value(p) for p in pts]
-        ax.set_ylim(max(0.0, min(vals) - 0.05), min(1.0, max(vals) + 0.05) + 0.01)  # zoomed: the spread is small
-        # labels at 1, 2, 5 x 10^k: matplotlib's minor labels on a narrow log axis collide
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
-        ax.legend(loc="lower left", fontsize=8)
-    fig.colorbar(sc, ax=axes, label="gradient norm at the end point (log scale)", shrink=0.9)
+        ax.legend(loc="best", fontsize=8, title=f"{n_div} diverged, not drawn" if n_div else None)
+    # the convergence: cumulative distribution of the end points' gradient norms
+    ax = axes[2]
+    for label, key in (("after phase 1", "grad_norm_start"), (f"after phase 2 ({cfg['phase2']})", "grad_norm")):
+        vals = sorted(max(p[key], 1e-300) for p in pts)
+        ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=f"{label} (n={len(vals)})")
+    ax.axvline(cfg["grad_tol"], color="k", ls="--", lw=1, label=f"critical: |grad| < {cfg['grad_tol']:g}")
+    ax.set(xscale="log", xlabel="gradient norm |grad L| (log scale)", ylabel="fraction of runs at or below", ylim=(0, 1.02))
+    ax.set_title("(c) how far phase 2 got: CDF of the gradient norm", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(f"{cfg['model']} on {cfg['function']}, {len(pts)} trainings: Hessian at the end of gradient-norm minimisation "
-                 f"({n} parameters; converged: |grad| < {cfg['grad_tol']:g} or {cfg['converged_factor']:g}x below its start)", fontsize=10)
+                 f"({pts[0]['n_params']} parameters)", fontsize=10)  # fmt: skip
     return [save_fig(fig, fig_dir / "min_ratio.png")]

@@ -1,0 +1,147 @@
+"""min-ratio: Newton-MR reaches critical points, the end points' numbers agree with an independent
+autograd computation, the claims give the verdicts they should, and a diverging run is recorded."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dlscope import findings, models
+from dlscope.experiments import min_ratio
+from dlscope.experiments.base import TrialContext, resolve
+from dlscope.experiments.func_fit import f1, inputs
+from dlscope.runner import run_experiment
+from dlscope.store import RunStore
+
+CPU = torch.device("cpu")
+
+
+def _row(seed, loss, grad_norm, ratio, cls=None, n_zero=100, dead=20):
+    cls = cls or ("critical point" if grad_norm < 1e-8 else "not converged")
+    return {"seed": seed, "loss": loss, "grad_norm": grad_norm, "min_ratio": ratio, "min_ratio_nonzero": ratio,
+            "class": cls, "n_zero": n_zero, "dead_units": dead, "n_params": 385}  # fmt: skip
+
+
+def _verdicts(rows):
+    cfg = resolve(min_ratio, "full")
+    return {f.id: f for f in min_ratio.claims(cfg, rows)}
+
+
+def test_claims_clearly_shown():
+    # 100 critical points; the lower the loss, the higher the ratio
+    rows = [_row(i, 10 ** (-3 - i / 20), 1e-12, 0.3 + i / 400) for i in range(100)]
+    v = _verdicts(rows)
+    assert v["critical-points-reached"].verdict == findings.SHOWN and v["critical-points-reached"].n == 100
+    f = v["ratio-rises-as-loss-falls"]
+    assert f.verdict == findings.SHOWN and f.value == pytest.approx(-1.0) and f.ci[1] < 0 and f.n == 100
+
+
+def test_claims_clearly_not_shown():
+    # none critical: the premise fails; among critical points (here all, by a looser tol), ratio falls with loss
+    rows = [_row(i, 10 ** (-3 - i / 20), 1e-3, 0.6 - i / 400) for i in range(100)]
+    v = _verdicts(rows)
+    assert v["critical-points-reached"].verdict == findings.NOT_SHOWN and v["critical-points-reached"].value == 0
+    assert v["ratio-rises-as-loss-falls"].verdict == findings.INCONCLUSIVE  # no critical point to judge from
+    cfg = {**resolve(min_ratio, "full"), "grad_tol": 1.0}
+    f = {f.id: f for f in min_ratio.claims(cfg, rows)}["ratio-rises-as-loss-falls"]
+    assert f.verdict == findings.NOT_SHOWN and f.value == pytest.approx(1.0)
+
+
+def test_claims_undecidable():
+    rng = np.random.default_rng(0)
+    # 88 of 100 critical: the Wilson interval straddles 90%; ratio unrelated to loss
+    rows = [_row(i, float(rng.uniform(1e-4, 1e-3)), 1e-12 if i < 88 else 1e-4, float(rng.uniform(0.3, 0.4))) for i in range(100)]
+    v = _verdicts(rows)
+    assert v["critical-points-reached"].verdict == findings.INCONCLUSIVE
+    lo, hi = v["critical-points-reached"].ci
+    assert lo < 0.9 < hi and v["critical-points-reached"].value == 0.88
+    f = v["ratio-rises-as-loss-falls"]
+    assert f.verdict == findings.INCONCLUSIVE and f.n == 88 and f.ci[0] < 0 < f.ci[1]
+
+
+def _independent(theta: torch.Tensor, x: torch.Tensor):
+    """Gradient norm and Hessian eigenvalues of one end point by autograd on the ordinary module."""
+    torch.manual_seed(0)
+    model = models.build("mlp-minratio").double()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    y = f1(x[:, 0])
+
+    def loss(flat):
+        parts = dict(zip(names, (t.reshape(s) for t, s in zip(flat.split(sizes), shapes))))
+        return torch.nn.functional.mse_loss(torch.func.functional_call(model, parts, (x,))[:, 0], y)
+
+    flat = theta.double().clone().requires_grad_()
+    (g,) = torch.autograd.grad(loss(flat), flat)
+    H = torch.autograd.functional.hessian(loss, theta.double())
+    return g.norm().item(), torch.linalg.eigvalsh(H)
+
+
+def test_newton_reaches_critical_points_and_the_end_points_check_out():
+    # 8 points: 128 ReLU units can interpolate them, so zero-loss critical points exist near
+    # phase 1's end (with 300 points they may not: see the module's docstring)
+    cfg = resolve(min_ratio, "smoke", ["points=8", "phase1_steps=200", "phase1_lr=1e-2", "newton_steps=15"])
+    r = min_ratio.train_and_measure(cfg, TrialContext(CPU))
+    pts = r["points"]
+    assert all(p["class"] == "critical point" and p["grad_norm"] < 1e-8 for p in pts)
+    assert all(p["grad_norm_start"] > 1e-6 for p in pts)  # phase 1 alone had not got there
+    x = inputs(8).double()
+    for i in (0, 3):
+        gn, eigs = _independent(r["end_params"][i], x)
+        assert gn < 1e-8 and gn == pytest.approx(pts[i]["grad_norm"], rel=1e-3, abs=1e-12)
+        zero = cfg["eig_rel_tol"] * eigs.abs().max()
+        assert int((eigs > zero).sum()) == pts[i]["n_positive"]
+        assert int((eigs < -zero).sum()) == pts[i]["n_negative"]
+        assert eigs[-1].item() == pytest.approx(pts[i]["eig_max"], rel=1e-9)
+        assert pts[i]["min_ratio"] == pytest.approx(float((eigs > zero).double().mean()))
+
+
+def test_smoke_summary_verdicts_recompute_from_its_rows(tmp_path, data_dir):
+    res = run_experiment("min-ratio", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
+    assert res.ok
+    s = json.loads((res.out_dir / "summary.json").read_text())
+    rows, tol = s["results"], 1e-8
+    assert [r["seed"] for r in rows] == list(range(6))
+    assert {f["id"] for f in s["findings"]} >= {"critical-points-reached", "ratio-rises-as-loss-falls"}
+    recorded = {f["id"]: f for f in s["findings"]}
+    # the premise, recomputed by hand: k of n below tol, Wilson's interval against 90%
+    k, n = sum(r["grad_norm"] < tol for r in rows), len(rows)
+    z = 1.959963984540054
+    centre, half = (k / n + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(k / n * (1 - k / n) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    verdict = "shown" if centre - half >= 0.9 else "not shown" if centre + half < 0.9 else "inconclusive"
+    assert recorded["critical-points-reached"]["verdict"] == verdict
+    assert recorded["critical-points-reached"]["value"] == pytest.approx(k / n)
+    # every verdict again through the claim functions, from the JSON rows alone
+    cfg = RunStore(tmp_path, "min-ratio").config()
+    again = {f.id: f.as_dict() for f in min_ratio.claims(cfg, rows)}
+    for ident, f in recorded.items():
+        assert again[ident]["verdict"] == f["verdict"] and again[ident]["n"] == f["n"]
+    for r in rows:
+        assert r["class"] in min_ratio.CLASSES
+        assert (r["class"] == "critical point") == (r["grad_norm"] < tol)
+        assert r["n_positive"] + r["n_negative"] + r["n_zero"] == 385
+        assert r["n_zero"] >= 3 * r["dead_units"]  # a dead unit's three parameters have zero curvature
+    assert (res.out_dir / "figures" / "min_ratio.png").stat().st_size > 5000
+
+
+def test_a_diverging_run_is_recorded_and_drawn(tmp_path):
+    res = run_experiment("min-ratio", "smoke", out=tmp_path, progress=False,
+                         overrides=["phase1_lr=1e300", "phase1_steps=20", "newton_steps=2"])  # fmt: skip
+    assert res.ok
+    rows = res.summary["results"]
+    assert rows and all(r["class"] == "diverged" and r["diverged"] for r in rows)
+    assert res.summary["classes"]["diverged"] == len(rows)
+    assert {f["id"]: f["verdict"] for f in res.summary["findings"]}["critical-points-reached"] == "not shown"
+    json.loads((res.out_dir / "summary.json").read_text())  # valid JSON (NaN written as null)
+
+
+def test_adam_phase2_still_runs():
+    cfg = resolve(min_ratio, "smoke", ["phase2=adam", "phase1_steps=50", "phase2_steps=20"])
+    r = min_ratio.train_and_measure(cfg, TrialContext(CPU))
+    for p in r["points"]:
+        assert p["grad_norm"] <= p["grad_norm_start"] * (1 + 1e-12) and p["phase2_steps"] <= 20
