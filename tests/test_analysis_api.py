@@ -18,6 +18,16 @@ from dlscope.analysis.objective import Objective
 from dlscope.engine import Ensemble
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These are tiny problems: on a loaded 2-core machine a second thread only waits (each small
+    op then costs ~40 ms instead of ~0.1 ms, measured)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def tanh_mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 3)).double()

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="cluster address for --executor ray")
     r.add_argument("--no-progress", action="store_true")
 
+    from .analyze import add_arguments as _analyze_arguments
+
+    _analyze_arguments(sub.add_parser("analyze", help="curvature, sharpness and loss plane of your own model"))
+
     rep = sub.add_parser("report", help="write DIR/report.html and DIR/report.md")
     rep.add_argument("dir")
     return p
@@ -106,6 +110,11 @@ def _dispatch(args) -> int:
 
     if args.command == "run":
         return _run(args)
+
+    if args.command == "analyze":
+        from . import analyze
+
+        return analyze.run(args)
 
     if args.command == "report":
         from pathlib import Path

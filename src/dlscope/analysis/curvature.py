@@ -352,6 +352,7 @@ def plot_density(density: Density, ax=None, label: str | None = None, sigma: flo
         ax.plot(grid.numpy(), row.clamp_min(1e-12).numpy(), lw=1.2,
                 label=(label or "density") + (f" (member {i})" if len(rows) > 1 else ""))
     ax.set_yscale("log")
+    ax.set_ylim(bottom=max(float(dens.max()) * 1e-6, 1e-12))  # the Gaussian tails below say nothing
     ax.set_xlabel("eigenvalue λ")
     ax.set_ylabel("density (Gaussian-smoothed)")
     n_vec = density.info.get("n_vectors", "?")

@@ -222,7 +222,7 @@ class Objective:
 
     def describe(self) -> dict:
         """What the numbers were computed on: recorded in every result."""
-        return {"mode": self.mode, "loss": self.loss_fn if isinstance(self.loss_fn, str) else getattr(self.loss_fn, "__name__", "callable"),
+        return {"mode": self.mode, "loss_fn": self.loss_fn if isinstance(self.loss_fn, str) else getattr(self.loss_fn, "__name__", "callable"),
                 "n_examples": self.n_examples, "n_params": self.dim, "members": self.n}
 
 
