@@ -322,3 +322,15 @@ def test_adapters_use_the_same_conventions():
     assert path["loss"][1] == pytest.approx(float(F.cross_entropy(tanh_mlp(1)(x), y)), rel=1e-12)
     with pytest.raises(ValueError, match="unknown loss"):
         an.trace(model, (x, y), loss="hinge")
+
+
+def test_both_hvp_backends_agree_on_an_ensemble_and_a_batchnorm_cnn():
+    ens = Ensemble.from_members([tanh_mlp(s) for s in range(3)], mode="vmap")
+    x, y = class_data()
+    V = torch.randn(3, 4, ens.n_params(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    graph, forward = Objective(ens, (x, y)).hvp(V), Objective(ens, (x, y), hvp_backend="forward").hvp(V)
+    torch.testing.assert_close(graph, forward, rtol=1e-10, atol=1e-12)
+    model, data = bn_cnn_and_data()
+    graph, forward = Objective(model, data), Objective(model, data, hvp_backend="forward")
+    W = torch.randn(1, 2, graph.dim, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(graph.hvp(W), forward.hvp(W), rtol=1e-4, atol=1e-5)
