@@ -334,3 +334,17 @@ def test_both_hvp_backends_agree_on_an_ensemble_and_a_batchnorm_cnn():
     graph, forward = Objective(model, data), Objective(model, data, hvp_backend="forward")
     W = torch.randn(1, 2, graph.dim, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(graph.hvp(W), forward.hvp(W), rtol=1e-4, atol=1e-5)
+
+
+def test_analysis_does_not_import_engine():
+    import ast
+    from pathlib import Path
+
+    import dlscope.analysis
+
+    for path in Path(dlscope.analysis.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "engine" not in (node.module or ""), f"{path.name} imports {node.module}"
+            elif isinstance(node, ast.Import):
+                assert not any("engine" in a.name for a in node.names), path.name
