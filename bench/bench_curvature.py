@@ -120,6 +120,8 @@ def main() -> None:
             "reference_hvp_per_model": sum(r["n_hvp"] for r in ref) / len(ref),
             "speedup_wall": theirs[0] / ours[0], "speedup_cpu": theirs[1] / ours[1],
             "top_eigenvalue_max_rel_diff": max(rel),
+            "top_dlscope": [v[0] for v in eig.values[:n_ref]], "top_reference": [r["top"] for r in ref],
+            "dlscope_converged": eig.converged[:n_ref],
             "trace_dlscope": tr.value[:n_ref], "trace_dlscope_ci": tr.ci[:n_ref], "trace_reference": [r["trace"] for r in ref],
         }
         print(json.dumps(results["curvature"], indent=1), flush=True)
