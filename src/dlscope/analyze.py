@@ -235,7 +235,8 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
-def _markdown(summary: dict, figures: list[tuple[str, Path]], out: Path) -> str:
+def markdown_section(summary: dict, figures: list[tuple[str, Path]], out: Path) -> str:
+    """The analyze run as Markdown (figures linked relative to out): also what a study report can include."""
     lines = [f"# dlscope analyze: {summary['model']}", "",
              f"Data: {summary['data']} ({summary['train_size']} training images), loss {summary['loss']}, mode {summary['mode']}.", ""]
     e, t = summary.get("top_eigenvalues"), summary.get("trace")
@@ -263,7 +264,7 @@ def write_report(out: Path, summary: dict, figures: list[tuple[str, Path]]) -> l
     """report.md (figures linked) and report.html (figures embedded, text escaped)."""
     from .files import write_text_atomic
 
-    md = _markdown(summary, figures, out)
+    md = markdown_section(summary, figures, out)
     write_text_atomic(out / "report.md", md)
     body = []
     for line in md.splitlines():
