@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="print the settings, the trials and a time estimate, and check them; run and write nothing")
 
+    from .analyze import add_arguments as _analyze_arguments
+
+    _analyze_arguments(sub.add_parser("analyze", help="curvature, sharpness and loss plane of your own model"))
+
     rep = sub.add_parser("report", help="write DIR/report.html and DIR/report.md")
     rep.add_argument("dir", metavar="DIR", help="a run folder (the --out of `dlscope run`)")
     return p
@@ -176,6 +180,11 @@ def _dispatch(args) -> int:
 
     if args.command == "run":
         return _run(args)
+
+    if args.command == "analyze":
+        from . import analyze
+
+        return analyze.run(args)
 
     if args.command == "report":
         from pathlib import Path

@@ -226,12 +226,22 @@ def top_eigenvalues(obj: Objective, k: int = 1, steps: int | None = None, method
 # --------------------------------------------------------------------------- ensembles
 
 
+def loss_per_member(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """out [N, B, ...], y [N, B] -> mean loss per member [N]; the same formula as the trainer's
+    engine.train.loss_per_member (analysis/ does not import engine/)."""
+    n, b = y.shape[:2]
+    if kind == "mse":
+        return (out.reshape(n, b) - y).pow(2).mean(1)
+    if kind == "ce":
+        return F.cross_entropy(out.reshape(n * b, -1), y.reshape(-1), reduction="none").view(n, b).mean(1)
+    raise ValueError(f"unknown loss {kind!r}")
+
+
 def ensemble_gradient(ens, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """Full-batch mean loss and gradient norm of every member of an engine.Ensemble, in one pass
+    """Full-batch mean loss and gradient norm of every member of an ensemble (duck-typed like
+    engine.Ensemble: .n, .parameters(), .forward_shared), in one pass
     over (x, y) (y [n] shared, or [N, n] per member). Returns {"loss", "grad_norm"} ([N] each),
     plus "acc" for loss "ce". The gradient is that of the data loss alone (no weight decay)."""
-    from ..engine.train import loss_per_member  # the trainer's own per-member loss
-
     n = len(x)
     y = y.expand(ens.n, n) if y.dim() == 1 else y
     params = ens.parameters()
