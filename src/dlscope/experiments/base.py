@@ -167,3 +167,30 @@ def save_fig(fig, path: Path) -> str:
     finally:
         plt.close(fig)
     return str(path)
+
+
+# --------------------------------------------------------------------------- figures
+
+# One colour per model across every figure of the study. The models compared side by side get
+# distinct colours (func-fit's MLPs as before: blue, orange, green); the ordered family cnn-21 ...
+# cnn-31 runs along a sequential colour map, from small (dark) to large (yellow).
+_MODEL_COLORS = {
+    "mlp-deep": "tab:blue", "mlp-mid": "tab:orange", "mlp-shallow": "tab:green",
+    "cnn-1": "tab:red", "cnn-2": "tab:purple", "cnn-7": "tab:brown",
+    "mlp-minratio": "tab:pink", "mnist-mlp": "tab:gray",
+}
+
+
+def model_color(name: str):
+    """The colour of a zoo model in every figure (a matplotlib colour)."""
+    if name in _MODEL_COLORS:
+        return _MODEL_COLORS[name]
+    from matplotlib import colormaps
+
+    from ..models import CNN_FAMILY
+
+    family = sorted(CNN_FAMILY)
+    number = name.removeprefix("cnn-")
+    if number.isdigit() and int(number) in family:
+        return colormaps["viridis"](0.9 * family.index(int(number)) / max(len(family) - 1, 1))
+    return "tab:olive"  # not in the zoo: one neutral colour
