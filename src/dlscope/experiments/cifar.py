@@ -136,6 +136,13 @@ def per_model_table(rows: list[dict], models: list[str], keys=METRICS) -> list[d
     return out
 
 
+def median_over_seeds(rows: list[dict], model: str, key: str) -> dict:
+    """For a module's ours(): {"value": median over a model's finite seeds, "note": "median of n
+    seeds"} (value None if every seed diverged)."""
+    vals = [r[key] for r in rows if r.get("model") == model and isinstance(r.get(key), (int, float))]
+    return {"value": float(np.median(vals)) if vals else None, "note": f"median of {len(vals)} seeds"}
+
+
 # --------------------------------------------------------------------------- figures
 
 BAND = "IQR"  # what the band around a median curve spans: the seeds' interquartile range

@@ -8,10 +8,25 @@ from __future__ import annotations
 from .. import findings as fd
 from .. import models
 from .base import Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
-from .cifar import BAND, COMMON, METRICS, diverged, history, per_model_table, seed_rows, train_cifar, validate_models_and_sizes
+from .cifar import (BAND, COMMON, METRICS, diverged, history, median_over_seeds, per_model_table, seed_rows, train_cifar,
+                    validate_models_and_sizes)
 
 NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
+
+# --- for the report and the progress display (see base.py)
+COST = 96  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = "test accuracy rises with the number of parameters."
+CAPTIONS = {
+    "params.png": "Train and test loss and accuracy against the number of parameters (log scale), one point per "
+    "model cnn-21 … cnn-31 (the original's Figs 15 and 16).",
+}
+REFERENCE = {  # the original's test accuracy after 5 epochs (SPEC): 11k parameters (cnn-21), 425k (cnn-31)
+    "what": "test accuracy after the last epoch, smallest and largest model",
+    "original": "after 5 epochs",
+    "kind": "acc",
+    "rows": {"cnn-21 test accuracy": 0.395, "cnn-31 test accuracy": 0.545},
+}
 
 _FULL = {
     "models": [f"cnn-{k}" for k in models.CNN_FAMILY],
@@ -30,9 +45,6 @@ PROFILES = {
     "quick": {**_FULL, "epochs": 5, "batch_size": 128, "lr": 1e-3, "train_size": 6000, "test_size": 2000, "eval_every": 5},
     "full": _FULL,
 }
-
-# The original study's test accuracy after 5 epochs (SPEC): 39.5% at 11k parameters rising to 54.5% at 425k.
-REFERENCE = {"cnn-21": 0.395, "cnn-31": 0.545}
 
 
 validate = validate_models_and_sizes
@@ -112,8 +124,8 @@ def summarize(cfg: dict, results: dict) -> dict:
     found = claims(rows)  # adds each row's "gap"
     table = per_model_table(rows, cfg["models"], keys=METRICS + ("gap", "final_batch_loss"))
     for t in table:
-        if t["model"] in REFERENCE:
-            t["original_test_acc"] = REFERENCE[t["model"]]
+        if f"{t['model']} test accuracy" in REFERENCE["rows"]:
+            t["original_test_acc"] = REFERENCE["rows"][f"{t['model']} test accuracy"]
     return {"epochs": cfg["epochs"], "train_size": cfg["train_size"], "test_size": cfg["test_size"],
             "results": rows, "per_model": table, "findings": found}
 
@@ -168,7 +180,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         curve(ax_a, f"{split}_acc", 100, style, color, split)
     curve(ax_g, "gap", 100, "o-", "tab:red", "train − test")
     # the original's test accuracy after 5 epochs on all 50,000 images (SPEC), at its two ends
-    ref = [(t["params"], 100 * REFERENCE[t["model"]]) for t in table if t["model"] in REFERENCE]
+    ref = [(t["params"], 100 * REFERENCE["rows"][f"{t['model']} test accuracy"]) for t in table if f"{t['model']} test accuracy" in REFERENCE["rows"]]
     if ref:
         ax_a.plot(*zip(*ref), "D", color="tab:orange", mec="k", ms=8, ls="none", zorder=5,
                   label="original (full settings: 5 epochs, batch 512, 50,000 images), test")
@@ -188,3 +200,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.legend(fontsize=7)
     fig.suptitle(f"{sub}\nlines: median over seeds, band: {BAND} over seeds; dots: single seeds in each model's colour", fontsize=10)
     return [save_fig(fig, fig_dir / "params.png")]
+
+
+def ours(summary: dict) -> dict:
+    """This run's test accuracy under REFERENCE's row labels: the median over seeds per model."""
+    rows = [r for r in summary.get("results") or [] if isinstance(r, dict)]
+    return {f"{m} test accuracy": median_over_seeds(rows, m, "test_acc") for m in dict.fromkeys(r.get("model") for r in rows)}
