@@ -224,3 +224,40 @@ def test_model_colors_are_one_per_model():
     colors = [str(model_color(m)) for m in models.names()]
     assert len(set(colors)) == len(colors)
     assert model_color("cnn-1") == model_color("cnn-1") != model_color("cnn-2")
+
+
+# --------------------------------------------------------------------------- diverging runs, for real
+
+TINY = {
+    "cifar-depth": ["epochs=1", "train_size=128", "test_size=64"],
+    "trajectory": ["epochs=2", "train_size=200", "test_size=100"],
+    "param-count": ["train_size=128", "test_size=64"],
+}
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_a_diverging_run_is_recorded_and_kills_nothing(tmp_path, data_dir, name):
+    """lr 1e8 blows the CNNs' weights up: the run ends, each diverged seed is recorded as such with
+    no numbers, the claims say they cannot decide, and every figure is still drawn."""
+    import json
+
+    from dlscope.runner import run_experiment
+
+    res = run_experiment(name, "smoke", out=tmp_path, data_dir=data_dir, overrides=TINY[name] + ["lr=1e8"], progress=False)
+    assert res.ok, res.failed
+    s = json.loads((res.out_dir / "summary.json").read_text())
+    rows = s["results"]
+    diverged = [r for r in rows if r["diverged"]]
+    assert diverged, "lr 1e8 should make some run diverge"
+    for r in diverged:
+        assert r["test_acc"] is None and r["test_loss"] is None and r["steps"] > 0
+    for r in rows:
+        if not r["diverged"]:  # cnn-1 ends in a Softmax: its loss stays bounded and it may survive
+            assert r["test_acc"] is not None
+    alive = {r["seed"] for r in rows if not r["diverged"]}
+    for f in s["findings"]:  # a diverged seed never counts
+        assert f["verdict"] in fd.VERDICTS and f["n"] <= len(alive)
+    if len(diverged) == len(rows):
+        assert all(f["verdict"] == fd.INCONCLUSIVE and f["n"] == 0 for f in s["findings"])
+    figures = list((res.out_dir / "figures").glob("*.png"))
+    assert figures and all(p.stat().st_size > 5000 for p in figures)

@@ -109,7 +109,9 @@ def _ahead(diffs: list[float], n_seeds: int) -> str:
     return f"ahead in {sum(d > 0 for d in diffs)} of {len(diffs)} seeds" + (f" ({lost} seeds without a pair: diverged or missing)" if lost else "")
 
 
-def _why(verdict: str) -> str:
+def _why(verdict: str, n: int) -> str:
+    if n == 0:
+        return "; nothing to compare: every pair has a diverged or missing side"
     return {fd.SHOWN: "", fd.NOT_SHOWN: "; the seeds agree against the claim",
             fd.INCONCLUSIVE: "; the seeds disagree or are too few to decide"}[verdict]
 
@@ -128,7 +130,7 @@ def claims(rows: list[dict]) -> list[dict]:
     out.append(fd.Finding(
         "deeper-is-better", "The deeper/larger CNNs (cnn-2, cnn-7) reach a higher test accuracy than the one-layer cnn-1.",
         "original", verdict, "mean over seeds of min(acc(cnn-2), acc(cnn-7)) − acc(cnn-1), test accuracy in points, paired by seed",
-        value, ci, n, "both deeper CNNs " + _ahead(both, n_seeds) + _why(verdict)).as_dict())
+        value, ci, n, "both deeper CNNs " + _ahead(both, n_seeds) + _why(verdict, n)).as_dict())
 
     for better, worse, claim in (
         ("cnn-2", "cnn-1", "cnn-2 (five conv layers) reaches a higher test accuracy than cnn-1 (one)."),
@@ -139,7 +141,7 @@ def claims(rows: list[dict]) -> list[dict]:
         out.append(fd.Finding(
             f"{better}-over-{worse}", claim, "original", verdict,
             f"mean over seeds of acc({better}) − acc({worse}), test accuracy in points, paired by seed",
-            value, ci, n, f"{better} " + _ahead(diffs, n_seeds) + _why(verdict)).as_dict())
+            value, ci, n, f"{better} " + _ahead(diffs, n_seeds) + _why(verdict, n)).as_dict())
 
     # lowest loss goes with highest accuracy: across the models of one seed, test loss and test
     # accuracy rank in opposite orders (Spearman's rho of -loss and accuracy, averaged over seeds)
@@ -153,7 +155,7 @@ def claims(rows: list[dict]) -> list[dict]:
     out.append(fd.Finding(
         "lowest-loss-highest-accuracy", "Across the models, the lower the test loss, the higher the test accuracy.",
         "original", verdict, "mean over seeds of Spearman's rho between −(test loss) and test accuracy across the models",
-        value, ci, n, f"rho = 1 (same order) in {sum(r == 1 for r in rhos)} of {n} seeds" + _why(verdict)).as_dict())
+        value, ci, n, f"rho = 1 (same order) in {sum(r == 1 for r in rhos)} of {n} seeds" + _why(verdict, n)).as_dict())
     return out
 
 
@@ -221,7 +223,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
-        ax.legend(fontsize=7, ncol=2, loc="best")
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))  # below: the curves stay visible
     fig.suptitle(f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training / {cfg['test_size']:,} test images, "
                  f"{n_seeds} seeds per model", fontsize=10)
     path = save_fig(fig, fig_dir / "curves.png")

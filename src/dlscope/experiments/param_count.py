@@ -92,6 +92,8 @@ def _count_note(rows: list[dict], key: str, sign: int, rising: str, verdict: str
     k = sum(rho is not None and sign * rho > 0 for rho in rhos)
     why = {fd.SHOWN: "", fd.NOT_SHOWN: "; the seeds agree against the claim",
            fd.INCONCLUSIVE: "; the seeds disagree, or too few seeds (one seed: a permutation test of its rho)"}[verdict]
+    if not rhos:
+        why = "; no seed has 3 models with a result (diverged or missing)"
     return f"{rising} in {k} of {len(rhos)} seeds (rho > 0)" + why
 
 
@@ -190,7 +192,8 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     ax_a.set(ylabel="accuracy (%)", title="Accuracy vs parameters")
     ax_g.set(ylabel="train − test accuracy (points)", title="Generalization gap vs parameters")
     for ax in (ax_l, ax_a, ax_g):
-        ax.set(xscale="log", xlabel="parameters (log scale)")
+        # fixed limits: with every seed diverged there is no data to scale a log axis by
+        ax.set(xscale="log", xlabel="parameters (log scale)", xlim=(min(params) / 1.5, max(params) * 1.5))
         top = ax.secondary_xaxis("top")  # name each point by its model number (after the log scale is set, which resets it)
         top.xaxis.set_major_locator(FixedLocator(params))
         top.xaxis.set_major_formatter(FixedFormatter([t["model"].removeprefix("cnn-") for t in table]))
