@@ -30,8 +30,8 @@ def test_trajectory_smoke(tmp_path, data_dir):
     assert res.ok
     s = res.summary
     runs = s["runs"]
-    assert runs == 3 and s["layer"] == "0.weight" and len(s["final_test_acc"]) == runs
-    assert all(0 <= a <= 1 for a in s["final_test_acc"])
+    assert runs == 3 and s["layer"] == "0.weight" and len(s["results"]) == runs
+    assert all(0 <= row["test_acc"] <= 1 and not row["diverged"] for row in s["results"])
     figures_written(res, ["trajectory_whole.png", "trajectory_layer.png"])
 
     r = RunStore(tmp_path, "trajectory").load_result("runs")

@@ -119,8 +119,8 @@ def seed_rows(r: dict, train_size: int, batch_size: int, **fields) -> list[dict]
 
 
 def per_model_table(rows: list[dict], models: list[str], keys=METRICS) -> list[dict]:
-    """Median and mean over seeds of each final metric, per model (diverged seeds left out):
-    {"model", "n", "diverged", "<key>_median", "<key>_mean", ...}."""
+    """The median over seeds of each final metric, per model (diverged seeds left out):
+    {"model", "n", "diverged", "<key>_median", ...}."""
     out = []
     for m in models:
         mine = [r for r in rows if r["model"] == m]
@@ -131,7 +131,6 @@ def per_model_table(rows: list[dict], models: list[str], keys=METRICS) -> list[d
         for k in keys:
             vals = [r[k] for r in mine if r[k] is not None]
             row[f"{k}_median"] = float(np.median(vals)) if vals else None
-            row[f"{k}_mean"] = float(np.mean(vals)) if vals else None
         out.append(row)
     return out
 

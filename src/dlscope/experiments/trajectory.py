@@ -212,16 +212,9 @@ def summarize(cfg: dict, results: dict) -> dict:
         pca, _ = projections(r, which)
         out[f"explained_variance_{which}"] = pca.explained_variance_ratio.tolist() if pca else None
         out[f"params_{which}"] = r[which].shape[-1]
-    rows = seed_results(cfg, r)
-    # kept as lists for the report: one value per run, None where a run diverged
-    out["final_test_acc"] = [x["test_acc"] for x in rows]
-    out["final_test_loss"] = [x["test_loss"] for x in rows]
-    out["final_batch_loss"] = [x["final_batch_loss"] for x in rows]  # mean mini-batch training loss of the last epoch
-    out["diverged"] = [x["diverged"] for x in rows]
+    rows = seed_results(cfg, r)  # final_batch_loss: the mean mini-batch training loss of the last epoch
     ev = out["explained_variance_whole"]
-    out["results"] = rows
-    out["findings"] = claims(rows, sum(ev) if ev else None)
-    return out
+    return {**out, "results": rows, "findings": claims(rows, sum(ev) if ev else None)}
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
@@ -333,5 +326,6 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
 
 def ours(summary: dict) -> dict:
     """This run's final test accuracies under REFERENCE's row label: their range over the runs."""
-    accs = [a for a in summary.get("final_test_acc") or [] if isinstance(a, (int, float))]
+    accs = [r.get("test_acc") for r in summary.get("results") or [] if isinstance(r, dict)]
+    accs = [a for a in accs if isinstance(a, (int, float))]
     return {"final test accuracy, range over runs": (min(accs), max(accs))} if accs else {}
