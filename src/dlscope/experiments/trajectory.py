@@ -25,12 +25,20 @@ TITLE = "The optimization path in parameter space (PCA)"
 # --- for the report and the progress display (see base.py)
 PART = "Optimization"
 COST = 32  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = ("the paths in the plane of the first two principal components, which hold most of the "
-            "paths' variance (Li et al. 2018); runs from different initialisations travel to different places.")
+LOOK_FOR = ("whether runs from different initialisations travel to different places, as the original says "
+            "(finding runs-end-apart: each run's distance to the nearest other run's end point against its own "
+            "path length, in the full parameter space, not in the figure's plane). The figure's plane is one PCA of "
+            "all runs' points together: it must also span the distances between the runs' starting points, so its "
+            "PC1+PC2 hold only part of the variance, the share printed on its axes and in the note of "
+            "paths-nearly-planar; panel (b) starts every path at 0 to show how short the paths are beside those "
+            "distances. Li et al. (2018) find each single path nearly planar (paths-nearly-planar, one PCA per "
+            "run); a random walk in many dimensions puts about 76% of its variance in two components too, so "
+            "that alone says little about training.")
 CAPTIONS = {
-    "trajectory_whole.png": "The whole model's parameters of every run, at initialisation and after each epoch, "
-    "projected on the first two principal components of one joint PCA, with test accuracies along the paths "
-    "(the original's Fig 12).",
+    "trajectory_whole.png": "The whole model's parameters of every run, at initialisation (square) and after each "
+    "epoch to the end (star), projected on the first two principal components of one joint PCA of all runs' "
+    "points (their share of the variance on the axes); numbers: test accuracy (%) every third epoch, left out "
+    "where they would overlap; diverged runs are left out of the PCA and named in the legend (the original's Fig 12).",
     "trajectory_layer.png": "The same for one layer's parameters (by default the first convolution's weight) "
     "(the original's Fig 11).",
 }
