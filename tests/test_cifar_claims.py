@@ -61,7 +61,13 @@ def test_depth_claims_undecidable_when_seeds_disagree_or_one_seed():
     acc = {"cnn-1": [0.50, 0.50, 0.50, 0.50], "cnn-2": [0.55, 0.45, 0.54, 0.46], "cnn-7": [0.55, 0.45, 0.54, 0.46]}
     f = by_id(cifar_depth.claims(depth_rows(acc)))
     assert f["deeper-is-better"]["verdict"] == f["cnn-2-over-cnn-1"]["verdict"] == fd.INCONCLUSIVE
-    assert "2 of 4 seeds" in f["cnn-2-over-cnn-1"]["note"]
+    assert "2 of 4 seeds" in f["cnn-2-over-cnn-1"]["note"] and "still fell" not in f["cnn-2-over-cnn-1"]["note"]
+    # the note names a model whose train loss was still falling at the end: the budget may not decide
+    rows = depth_rows(acc)
+    for r in rows:
+        r.update(train_loss=1.5, train_loss_drop=0.05 if r["model"] == "cnn-2" else 0.001, drop_epochs=2)
+    note = by_id(cifar_depth.claims(rows))["cnn-2-over-cnn-1"]["note"]
+    assert "cnn-2's train loss still fell by 0.050 over its last 2 epochs" in note and "cnn-1's" not in note
     one = by_id(cifar_depth.claims(depth_rows({"cnn-1": [0.4], "cnn-2": [0.5], "cnn-7": [0.6]})))
     assert all(v["verdict"] == fd.INCONCLUSIVE and v["n"] == 1 and v["ci"] is None for v in one.values())
 

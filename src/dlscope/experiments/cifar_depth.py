@@ -8,6 +8,8 @@ un-augmented training set.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import findings as fd
 from .base import Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
 from .cifar import (BAND, COMMON, METRICS, diverged, history, median_band, median_over_seeds, per_model_table, seed_rows, train_cifar,
@@ -124,6 +126,19 @@ def _why(verdict: str, n: int) -> str:
             fd.INCONCLUSIVE: "; the seeds disagree or are too few to decide"}[verdict]
 
 
+def _still_learning(rows: list[dict], models) -> str:
+    """A note on the budget: the models whose median train loss still fell by more than 1% over
+    their last evaluation interval (longer training might then change the comparison)."""
+    notes = []
+    for m in models:
+        mine = [r for r in rows if r["model"] == m and r.get("train_loss_drop") is not None and r.get("train_loss")]
+        if mine:
+            drop = float(np.median([r["train_loss_drop"] for r in mine]))
+            if drop > 0.01 * float(np.median([r["train_loss"] for r in mine])):
+                notes.append(f"{m}'s train loss still fell by {drop:.3f} over its last {mine[0]['drop_epochs']} epochs")
+    return "; " + ", ".join(notes) + ": a longer training might decide" if notes else ""
+
+
 def claims(rows: list[dict]) -> list[dict]:
     """The original's claims about this experiment, judged from the per-seed results rows
     (model, seed, test_acc, test_loss) alone. Differences are paired by seed; the interval is a
@@ -138,7 +153,8 @@ def claims(rows: list[dict]) -> list[dict]:
     out.append(fd.Finding(
         "deeper-is-better", "The deeper/larger CNNs (cnn-2, cnn-7) reach a higher test accuracy than the one-layer cnn-1.",
         "original", verdict, "mean over seeds of min(acc(cnn-2), acc(cnn-7)) − acc(cnn-1), test accuracy in points, paired by seed",
-        value, ci, n, "both deeper CNNs " + _ahead(both, n_seeds) + _why(verdict, n)).as_dict())
+        value, ci, n, "both deeper CNNs " + _ahead(both, n_seeds) + _why(verdict, n)
+        + (_still_learning(rows, ("cnn-1", "cnn-2", "cnn-7")) if verdict == fd.INCONCLUSIVE else "")).as_dict())
 
     for better, worse, claim in (
         ("cnn-2", "cnn-1", "cnn-2 (five conv layers) reaches a higher test accuracy than cnn-1 (one)."),
@@ -149,7 +165,8 @@ def claims(rows: list[dict]) -> list[dict]:
         out.append(fd.Finding(
             f"{better}-over-{worse}", claim, "original", verdict,
             f"mean over seeds of acc({better}) − acc({worse}), test accuracy in points, paired by seed",
-            value, ci, n, f"{better} " + _ahead(diffs, n_seeds) + _why(verdict, n)).as_dict())
+            value, ci, n, f"{better} " + _ahead(diffs, n_seeds) + _why(verdict, n)
+            + (_still_learning(rows, (better, worse)) if verdict == fd.INCONCLUSIVE else "")).as_dict())
 
     # lowest loss goes with highest accuracy: across the models of one seed, test loss and test
     # accuracy rank in opposite orders (Spearman's rho of -loss and accuracy, averaged over seeds)
