@@ -248,7 +248,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
-        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))  # below: the curves stay visible
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the curves stay visible
     fig.suptitle(f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training / {cfg['test_size']:,} test images, "
                  f"{n_seeds} seeds per model", fontsize=10)
     path = save_fig(fig, fig_dir / "curves.png")
