@@ -45,13 +45,31 @@ def test_random_labels_are_seeded_and_uniform():
 
 def test_param_count_smoke(tmp_path, data_dir):
     res = run_experiment("param-count", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
-    rows = summary_of(res)["results"]
-    assert [r["model"] for r in rows] == ["cnn-21", "cnn-25", "cnn-30"]
-    assert [r["params"] for r in rows] == [11085, 29254, 130122]  # SPEC's counts
+    s = summary_of(res)
+    rows = s["results"]  # one per (model, seed): 2 seeds at smoke
+    assert [(r["model"], r["seed"]) for r in rows] == [(m, k) for m in ("cnn-21", "cnn-25", "cnn-30") for k in (0, 1)]
+    assert [r["params"] for r in rows[::2]] == [11085, 29254, 130122]  # SPEC's counts
     for r in rows:
-        assert {"model", "params"} | ACC_LOSS <= set(r)
-        assert 0 <= r["train_acc"] <= 1 and r["test_loss"] > 0
+        assert {"model", "params", "seed", "steps", "final_batch_loss"} | ACC_LOSS <= set(r)
+        assert 0 <= r["train_acc"] <= 1 and r["test_loss"] > 0 and r["steps"] == 1  # 256 images at batch 512
+        assert r["gap"] == pytest.approx(r["train_acc"] - r["test_acc"])
     assert figures_of(res) == ["params.png"]
+    # every verdict again, from the summary's own per-seed numbers: Spearman's rho across the
+    # three models (ranks by hand: no ties among measured accuracies and losses), per seed
+    from dlscope import findings as fd
+
+    def rho(ys):  # params rise with the model order, so rho compares ys's ranks with 0, 1, 2
+        ranks = [sorted(ys).index(y) for y in ys]
+        return 1 - 6 * sum((r - i) ** 2 for i, r in enumerate(ranks)) / (3 * (9 - 1))
+
+    found = {f["id"]: f for f in s["findings"]}
+    for fid, key, sign in (("more-params-better", "test_acc", 1), ("more-params-lower-loss", "test_loss", -1), ("gap-grows-with-params", "gap", 1)):
+        per_seed = [[r[key] for r in rows if r["seed"] == k] for k in (0, 1)]
+        if any(len(set(ys)) < 3 for ys in per_seed):
+            continue  # a tie (equal accuracies of tiny models): ranks by hand would not do
+        rhos = [sign * rho(ys) for ys in per_seed]
+        assert found[fid]["value"] == pytest.approx(sum(rhos) / 2) and found[fid]["n"] == 2
+        assert found[fid]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(rhos))
 
 
 def test_interpolation_smoke_end_points_reproduce_the_trained_models(tmp_path, data_dir):

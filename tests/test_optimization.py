@@ -30,8 +30,8 @@ def test_trajectory_smoke(tmp_path, data_dir):
     assert res.ok
     s = res.summary
     runs = s["runs"]
-    assert runs == 3 and s["layer"] == "0.weight" and len(s["final_test_acc"]) == runs
-    assert all(0 <= a <= 1 for a in s["final_test_acc"])
+    assert runs == 3 and s["layer"] == "0.weight" and len(s["results"]) == runs
+    assert all(0 <= row["test_acc"] <= 1 and not row["diverged"] for row in s["results"])
     figures_written(res, ["trajectory_whole.png", "trajectory_layer.png"])
 
     r = RunStore(tmp_path, "trajectory").load_result("runs")
@@ -47,6 +47,26 @@ def test_trajectory_smoke(tmp_path, data_dir):
         sv = np.linalg.svd(pts - pts.mean(0), compute_uv=False)
         np.testing.assert_allclose(s[f"explained_variance_{which}"], (sv**2 / (sv**2).sum())[:2], rtol=1e-6)
     assert (res.out_dir / "metrics.csv").read_text().count("pc1_whole") == (epochs + 1) * runs
+    # one row per run (seed); every verdict again, from the stored paths and the summary's numbers
+    from dlscope import findings as fd
+
+    pts = r["whole"].double().numpy()  # [epochs + 1, runs, P]
+    rows = s["results"]
+    assert [row["seed"] for row in rows] == r["seeds"] and all(row["steps"] == epochs * 3 for row in rows)  # 300 images, batch 100
+    ratios = []
+    for i, row in enumerate(rows):
+        length = sum(np.linalg.norm(pts[e + 1, i] - pts[e, i]) for e in range(epochs))
+        nearest = min(np.linalg.norm(pts[-1, i] - pts[-1, j]) for j in range(runs) if j != i)
+        assert row["path_length"] == pytest.approx(length) and row["nearest_end"] == pytest.approx(nearest)
+        own = pts[:, i] - pts[:, i].mean(0)
+        sv = np.linalg.svd(own, compute_uv=False)
+        assert row["own_pc12"] == pytest.approx((sv[:2] ** 2).sum() / (sv**2).sum())
+        ratios.append(nearest / length)
+    found = {f["id"]: f for f in s["findings"]}
+    assert found["runs-end-apart"]["value"] == pytest.approx(np.mean(ratios))
+    assert found["runs-end-apart"]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(ratios), margin=1.0)
+    assert found["paths-nearly-planar"]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci([row["own_pc12"] for row in rows]), margin=0.5)
+    assert f"{100 * sum(s['explained_variance_whole']):.1f}%" in found["paths-nearly-planar"]["note"]
 
 
 def test_trajectory_rejects_an_unknown_layer(tmp_path):

@@ -70,3 +70,10 @@ def test_snapshots_of_a_model_a_layer_and_an_ensemble():
     for i in range(2):
         torch.testing.assert_close(rows[i], snapshot(ens.member(i), "0.weight"))
         torch.testing.assert_close(snapshot(ens)[i], snapshot(ens.member(i)))
+
+
+def test_non_finite_points_are_refused_with_a_clear_message():
+    pts = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    pts[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_pca(pts)

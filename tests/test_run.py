@@ -115,8 +115,38 @@ def test_cifar_depth_smoke_summary(tmp_path):
     r = run_cli("run", "cifar-depth", "--profile", "smoke", "--out", str(tmp_path), "--no-progress")
     assert r.returncode == 0, r.stderr
     s = _summary(tmp_path, "cifar-depth")
-    assert [row["model"] for row in s["results"]] == ["cnn-1", "cnn-2", "cnn-7"]
-    assert [row["params"] for row in s["results"]] == [36458, 46842, 430102]
+    # one row per (model, seed); the smoke profile trains 2 seeds of each model
+    assert [(row["model"], row["seed"]) for row in s["results"]] == [(m, k) for m in ("cnn-1", "cnn-2", "cnn-7") for k in (0, 1)]
+    assert [row["params"] for row in s["results"]] == [36458, 36458, 46842, 46842, 430102, 430102]
     for row in s["results"]:
         assert 0 <= row["train_acc"] <= 1 and 0 <= row["test_acc"] <= 1 and row["test_loss"] > 0
+        assert row["steps"] == 2 * 10 and row["epochs"] == 2 and row["final_batch_loss"] > 0  # 600 images, batch 64
     assert (tmp_path / "cifar-depth" / "figures" / "curves.png").stat().st_size > 10000
+    # every verdict again, from the summary's own per-seed numbers
+    from dlscope import findings as fd
+
+    acc = {(row["model"], row["seed"]): 100 * row["test_acc"] for row in s["results"]}
+    diff = {(a, b): [acc[a, k] - acc[b, k] for k in (0, 1)] for a, b in (("cnn-2", "cnn-1"), ("cnn-7", "cnn-2"), ("cnn-7", "cnn-1"))}
+    expected = {
+        "deeper-is-better": [min(x, y) for x, y in zip(diff["cnn-2", "cnn-1"], diff["cnn-7", "cnn-1"])],
+        "cnn-2-over-cnn-1": diff["cnn-2", "cnn-1"], "cnn-7-over-cnn-2": diff["cnn-7", "cnn-2"],
+    }
+    found = {f["id"]: f for f in s["findings"]}
+    assert set(found) == set(expected) | {"lowest-loss-highest-accuracy"}
+    for fid, values in expected.items():
+        assert found[fid]["value"] == pytest.approx(sum(values) / 2) and found[fid]["n"] == 2
+        assert found[fid]["ci"] == pytest.approx(fd.bootstrap_ci(values))
+        assert found[fid]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(values))
+    # per seed: do loss and accuracy rank the three models in opposite orders?
+    def ranks(xs):
+        return [sorted(xs).index(x) for x in xs]
+
+    rhos = []
+    for k in (0, 1):
+        mine = [row for row in s["results"] if row["seed"] == k]
+        a, b = ranks([-r["test_loss"] for r in mine]), ranks([r["test_acc"] for r in mine])
+        if len(set(a)) == len(set(b)) == 3:  # Spearman without ties: 1 - 6 sum d^2 / (n (n^2 - 1))
+            rhos.append(1 - 6 * sum((x - y) ** 2 for x, y in zip(a, b)) / 24)
+    if len(rhos) == 2:
+        assert found["lowest-loss-highest-accuracy"]["value"] == pytest.approx(sum(rhos) / 2)
+        assert found["lowest-loss-highest-accuracy"]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(rhos))

@@ -55,6 +55,8 @@ def fit_pca(points: torch.Tensor, k: int = 2) -> PCA:
     Each component's sign is fixed so its largest-magnitude entry is positive (deterministic
     figures; SVD signs are arbitrary)."""
     x = points.detach().to(torch.float64).reshape(len(points), -1)
+    if not torch.isfinite(x).all():  # an SVD of NaN fails deep inside LAPACK: say what is wrong here
+        raise ValueError("fit_pca: non-finite points (a diverged run?); fit on the finite runs only")
     mean = x.mean(0)
     _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
     k = min(k, len(s))

@@ -3,10 +3,14 @@ and the training with separate evaluation passes."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from .. import models
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
+from ..engine.train import finite_or_none
 from .base import ConfigError
 
 # SPEC, common settings: Adam lr 4e-4, weight decay 1e-4 (coupled), StepLR step 10 gamma 0.1 per
@@ -89,3 +93,80 @@ def diverged(trainer: Trainer) -> list[bool]:
 
 
 METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
+
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch (the last, smaller batch counts as a step)."""
+    return math.ceil(train_size / batch_size)
+
+
+def seed_rows(r: dict, train_size: int, batch_size: int, **fields) -> list[dict]:
+    """One results row per member (seed) of a train_model result (history() + "seeds" +
+    "diverged"): the final metrics, where the training ended (its final train loss, the epochs
+    and optimizer steps it got), and whether it diverged. A diverged member's metrics are None
+    (its accuracy would be that of NaN outputs, not of a model). `fields` are added to every row."""
+    epochs = int(r["epoch"][-1])
+    rows = []
+    for i, seed in enumerate(r["seeds"]):
+        bad = bool(r["diverged"][i])
+        row = {**fields, "seed": seed}
+        for k in METRICS:
+            row[k] = None if bad else finite_or_none(float(r[k][-1, i]))
+        row["final_batch_loss"] = None if bad else finite_or_none(float(r["batch_loss"][-1, i])) if len(r["batch_loss"]) else None
+        # still learning? the fall of the train loss since the evaluation before the last one
+        # (none when that one is the initialisation)
+        before = int(r["epoch"][-2]) if len(r["epoch"]) > 1 else 0
+        drop = None if bad or before == 0 else finite_or_none(float(r["train_loss"][-2, i] - r["train_loss"][-1, i]))
+        row.update(train_loss_drop=drop, drop_epochs=epochs - before if drop is not None else None)
+        row.update(epochs=epochs, steps=epochs * steps_per_epoch(train_size, batch_size), diverged=bad)
+        rows.append(row)
+    return rows
+
+
+def per_model_table(rows: list[dict], models: list[str], keys=METRICS) -> list[dict]:
+    """The median over seeds of each final metric, per model (diverged seeds left out):
+    {"model", "n", "diverged", "<key>_median", ...}."""
+    out = []
+    for m in models:
+        mine = [r for r in rows if r["model"] == m]
+        if not mine:
+            continue
+        row = {"model": m, **({"params": mine[0]["params"]} if "params" in mine[0] else {}),
+               "n": sum(not r["diverged"] for r in mine), "diverged": sum(r["diverged"] for r in mine)}
+        for k in keys:
+            vals = [r[k] for r in mine if r[k] is not None]
+            row[f"{k}_median"] = float(np.median(vals)) if vals else None
+        out.append(row)
+    return out
+
+
+def median_over_seeds(rows: list[dict], model: str, key: str) -> dict:
+    """For a module's ours(): {"value": median over a model's finite seeds, "note": "median of n
+    seeds"} (value None if every seed diverged)."""
+    vals = [r[key] for r in rows if r.get("model") == model and isinstance(r.get(key), (int, float))]
+    return {"value": float(np.median(vals)) if vals else None, "note": f"median of {len(vals)} seeds"}
+
+
+# --------------------------------------------------------------------------- figures
+
+BAND = "IQR"  # what the band around a median curve spans: the seeds' interquartile range
+
+
+def median_band(ax, x, values, color, label: str, style: str = "-", diverged=None, **kw) -> None:
+    """Plot the median over seeds of values [len(x), n] with the seeds' interquartile range as a
+    band; the legend label gets n. Members marked in `diverged` (or with any non-finite value) are
+    left out and counted in the label."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    v = v if v.dim() == 2 else v[:, None]
+    ok = torch.isfinite(v).all(0)
+    if diverged is not None:
+        ok &= ~torch.as_tensor(diverged, dtype=torch.bool)
+    n, lost = int(ok.sum()), v.shape[1] - int(ok.sum())
+    text = f"{label} (n={n}" + (f", {lost} diverged" if lost else "") + ")"
+    if n == 0:
+        ax.plot([], [], style, color=color, label=text, **kw)
+        return
+    lo, med, hi = np.quantile(v[:, ok].numpy(), [0.25, 0.5, 0.75], axis=1)
+    ax.plot(x, med, style, color=color, label=text, **kw)
+    if n > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)

@@ -5,20 +5,28 @@ The eleven architectures differ, so each is its own trial.
 
 from __future__ import annotations
 
-
+from .. import findings as fd
 from .. import models
-from .base import Trial, finished_models, save_fig, seeds_for, trial_per_model
-from .cifar import COMMON, METRICS, diverged, history, train_cifar, validate_models_and_sizes
+from .base import Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
+from .cifar import (BAND, COMMON, METRICS, diverged, history, median_over_seeds, per_model_table, seed_rows, train_cifar,
+                    validate_models_and_sizes)
 
 NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
 
 # --- for the report and the progress display (see base.py)
-COST = 96  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = "test accuracy rises with the number of parameters."
+COST = 125  # seconds of the quick profile on the reference CPU (estimated); only the ratios between experiments matter
+LOOK_FOR = ("whether, seed by seed, test accuracy rises and test loss falls with the number of parameters, as the "
+            "original found (findings more-params-better and more-params-lower-loss: Spearman's rank correlation "
+            "across the models, averaged over seeds), and whether the train − test accuracy gap grows with it "
+            "(gap-grows-with-params). Every model gets the same images, epochs and seeds. The diamonds are the "
+            "original's test accuracies of cnn-21 and cnn-31 after 5 epochs on all 50,000 images: a level for "
+            "the full profile, not for a run on a subset.")
 CAPTIONS = {
-    "params.png": "Train and test loss and accuracy against the number of parameters (log scale), one point per "
-    "model cnn-21 … cnn-31 (the original's Figs 15 and 16).",
+    "params.png": "Train and test loss, accuracy and the train − test accuracy gap against the number of "
+    "parameters (log scale), one model cnn-21 … cnn-31 per position: the median over seeds with the seeds' "
+    "interquartile range as a band, each seed a dot in its model's colour; diamonds: the original's test accuracy "
+    "with the full settings (the original's Figs 15 and 16).",
 }
 REFERENCE = {  # the original's test accuracy after 5 epochs (SPEC): 11k parameters (cnn-21), 425k (cnn-31)
     "what": "test accuracy after the last epoch, smallest and largest model",
@@ -35,12 +43,14 @@ _FULL = {
     "weight_decay": 0.0,  # SPEC: no weight decay here
     "lr_step": 0,  # 0 = constant lr; SPEC's StepLR (step 10) would not act within 5 epochs anyway
     "eval_every": 1,  # epochs between evaluation passes (the last epoch is always evaluated)
+    "seeds": 3,  # per model, trained as one ensemble
 }
 PROFILES = {
-    "smoke": {**_FULL, "models": ["cnn-21", "cnn-25", "cnn-30"], "epochs": 1, "train_size": 256, "test_size": 128},
-    # 5 epochs over 6,000 images at batch 512 would be 60 steps, too few to tell the models
-    # apart; batch 128 and lr 1e-3 give 235 steps. Train/test evaluated after the last epoch only.
-    "quick": {**_FULL, "epochs": 5, "batch_size": 128, "lr": 1e-3, "train_size": 6000, "test_size": 2000, "eval_every": 5},
+    "smoke": {**_FULL, "models": ["cnn-21", "cnn-25", "cnn-30"], "epochs": 1, "train_size": 256, "test_size": 128, "seeds": 2},
+    # SPEC's 5 epochs, on 3,000 images (3 seeds at about the cost of one seed on 6,000 before).
+    # At batch 512 that would be 30 steps, too few to tell the models apart; batch 64 and lr 1e-3
+    # give 235 steps, the same for every model. Train/test evaluated after the last epoch only.
+    "quick": {**_FULL, "epochs": 5, "batch_size": 64, "lr": 1e-3, "train_size": 3000, "test_size": 2000, "eval_every": 5},
     "full": _FULL,
 }
 
@@ -48,7 +58,7 @@ PROFILES = {
 validate = validate_models_and_sizes
 
 
-# --------------------------------------------------------------------------- trials and outputs
+# --------------------------------------------------------------------------- trials
 
 
 def trials(cfg: dict) -> list[Trial]:
@@ -56,29 +66,88 @@ def trials(cfg: dict) -> list[Trial]:
 
 
 def train_model(args: dict, ctx) -> dict:
-    seeds = seeds_for(args, 1)
+    seeds = seeds_for(args, args["seeds"])
     trainer, _ = train_cifar(args, ctx, args["model"], seeds)
     return {"model": args["model"], "params": trainer.ens.n_params(), "seeds": seeds,
             **history(trainer), "diverged": diverged(trainer)}
 
 
+# --------------------------------------------------------------------------- claims
+
+
+def _trend(rows: list[dict], key: str, sign: int):
+    """The trend of rows' `key` with parameter count, seed by seed (findings.trend): Spearman's rho
+    across the models of each seed, times sign, averaged over seeds with a bootstrap interval.
+    Diverged cells (None) are left out of their seed; a seed needs 3 models."""
+    per_seed: dict = {}
+    for r in rows:
+        if r.get(key) is not None:
+            per_seed.setdefault(r["seed"], []).append((r["params"], r[key]))
+    series = [tuple(zip(*sorted(pts))) for _, pts in sorted(per_seed.items()) if len(pts) >= 3]
+    if len({x for x, _ in series}) <= 1 and series:  # every seed has the same models: findings.trend
+        return fd.trend(series[0][0], [y for _, y in series], sign)
+    rhos = [sign * rho for rho in (fd.spearman(x, y) for x, y in series) if rho is not None]
+    return fd.greater(rhos)
+
+
+def _count_note(rows: list[dict], key: str, sign: int, rising: str, verdict: str) -> str:
+    per_seed: dict = {}
+    for r in rows:
+        if r.get(key) is not None:
+            per_seed.setdefault(r["seed"], []).append((r["params"], r[key]))
+    rhos = [fd.spearman(*zip(*pts)) for pts in per_seed.values() if len(pts) >= 3]
+    k = sum(rho is not None and sign * rho > 0 for rho in rhos)
+    why = {fd.SHOWN: "", fd.NOT_SHOWN: "; the seeds agree against the claim",
+           fd.INCONCLUSIVE: "; the seeds disagree, or too few seeds (one seed: a permutation test of its rho)"}[verdict]
+    if not rhos:
+        why = "; no seed has 3 models with a result (diverged or missing)"
+    return f"{rising} in {k} of {len(rhos)} seeds (rho > 0)" + why
+
+
+def claims(rows: list[dict]) -> list[dict]:
+    """The original's claims, judged from the per-seed results rows (model, params, seed,
+    train_acc, test_acc, test_loss) alone."""
+    for r in rows:  # the generalization gap of each (model, seed)
+        ok = r.get("train_acc") is not None and r.get("test_acc") is not None
+        r["gap"] = r["train_acc"] - r["test_acc"] if ok else None
+    out = []
+    for fid, claim, key, sign, stat, rising in (
+        ("more-params-better", "More parameters, higher test accuracy.", "test_acc", 1,
+         "mean over seeds of Spearman's rho(parameters, test accuracy) across the models", "accuracy rises"),
+        ("more-params-lower-loss", "More parameters, lower test loss.", "test_loss", -1,
+         "mean over seeds of −Spearman's rho(parameters, test loss) across the models", "loss falls"),
+        ("gap-grows-with-params", "The generalization gap (train − test accuracy) grows with the number of parameters.", "gap", 1,
+         "mean over seeds of Spearman's rho(parameters, train − test accuracy) across the models", "gap rises"),
+    ):
+        value, ci, verdict, n = _trend(rows, key, sign)
+        out.append(fd.Finding(fid, claim, "original", verdict, stat, value, ci, n, _count_note(rows, key, sign, rising, verdict)).as_dict())
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+
 def summarize(cfg: dict, results: dict) -> dict:
     rows = []
     for m, r in finished_models(cfg, results):
-        row = {"model": m, "params": r["params"], **{k: r[k][-1, 0].item() for k in METRICS}, "diverged": r["diverged"][0]}
-        if f"{m} test accuracy" in REFERENCE["rows"]:
-            row["original_test_acc"] = REFERENCE["rows"][f"{m} test accuracy"]
-        rows.append(row)
-    return {"epochs": cfg["epochs"], "train_size": cfg["train_size"], "test_size": cfg["test_size"], "results": rows}
+        rows += seed_rows(r, cfg["train_size"], cfg["batch_size"], model=m, params=r["params"])
+    found = claims(rows)  # adds each row's "gap"
+    table = per_model_table(rows, cfg["models"], keys=METRICS + ("gap", "final_batch_loss"))
+    for t in table:
+        if f"{t['model']} test accuracy" in REFERENCE["rows"]:
+            t["original_test_acc"] = REFERENCE["rows"][f"{t['model']} test accuracy"]
+    return {"epochs": cfg["epochs"], "train_size": cfg["train_size"], "test_size": cfg["test_size"],
+            "results": rows, "per_model": table, "findings": found}
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
     rows = []
-    for m, r in results.items():
-        base = {"model": m, "params": r["params"], "seed": r["seeds"][0]}
-        for i, e in enumerate(r["epoch"].tolist()):
-            rows += [{**base, "epoch": e, "metric": k, "value": r[k][i, 0].item()} for k in METRICS]
-        rows += [{**base, "epoch": e + 1, "metric": "batch_loss", "value": v} for e, v in enumerate(r["batch_loss"][:, 0].tolist())]
+    for m, r in finished_models(cfg, results):
+        for i, seed in enumerate(r["seeds"]):
+            base = {"model": m, "params": r["params"], "seed": seed}
+            for j, e in enumerate(r["epoch"].tolist()):
+                rows += [{**base, "epoch": e, "metric": k, "value": r[k][j, i].item()} for k in METRICS]
+            rows += [{**base, "epoch": e + 1, "metric": "batch_loss", "value": v} for e, v in enumerate(r["batch_loss"][:, i].tolist())]
     return rows
 
 
@@ -87,35 +156,64 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-    rows = sorted(summarize(cfg, results)["results"], key=lambda r: r["params"])
-    params = [r["params"] for r in rows]
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for split, style in (("train", "o--"), ("test", "s-")):
-        ax_l.plot(params, [r[f"{split}_loss"] for r in rows], style, label=split)
-        ax_a.plot(params, [100 * r[f"{split}_acc"] for r in rows], style, label=split)
-    sub = f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training images"
-    ax_l.set(xscale="log", xlabel="parameters (log scale)", ylabel="cross-entropy loss", title=f"Loss vs parameters\n{sub}")
-    ax_a.set(xscale="log", xlabel="parameters (log scale)", ylabel="accuracy (%)", title=f"Accuracy vs parameters\n{sub}")
-    for ax in (ax_l, ax_a):  # name each point by its model number, on a top axis (after the log scale is set, which resets it)
-        top = ax.secondary_xaxis("top")
+    summary = summarize(cfg, results)
+    table = sorted(summary["per_model"], key=lambda t: t["params"])
+    if not table:
+        return []
+    rows = summary["results"]
+    params = [t["params"] for t in table]
+    n_seeds = max(t["n"] + t["diverged"] for t in table)
+
+    def by_model(key: str, scale: float = 1.0) -> list[list[float]]:
+        """Per model (in parameter order): the finite values of its seeds."""
+        return [[scale * r[key] for r in rows if r["model"] == t["model"] and r.get(key) is not None] for t in table]
+
+    def curve(ax, key, scale, style, color, label):
+        vals = by_model(key, scale)
+        have = [i for i, v in enumerate(vals) if v]
+        x = [params[i] for i in have]
+        lo, med, hi = (np.array([np.quantile(vals[i], q) for i in have]) for q in (0.25, 0.5, 0.75))
+        ns = sorted({len(vals[i]) for i in have}) or [0]
+        n_txt = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+        ax.plot(x, med, style, color=color, lw=1.2, ms=0, label=f"{label}: median ({n_txt} seeds per model)")
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+        for i in have:  # each seed as a dot in its model's colour
+            ax.plot([params[i]] * len(vals[i]), vals[i], style[0] if style[0] in "os^" else "o", color=model_color(table[i]["model"]),
+                    ms=4, mec=color, mew=0.6, alpha=0.9, ls="none")
+
+    fig, (ax_l, ax_a, ax_g) = plt.subplots(1, 3, figsize=(16, 4.8), layout="constrained")
+    for split, style, color in (("train", "o--", "0.45"), ("test", "s-", "k")):
+        curve(ax_l, f"{split}_loss", 1, style, color, split)
+        curve(ax_a, f"{split}_acc", 100, style, color, split)
+    curve(ax_g, "gap", 100, "o-", "tab:red", "train − test")
+    # the original's test accuracy after 5 epochs on all 50,000 images (SPEC), at its two ends
+    ref = [(t["params"], 100 * REFERENCE["rows"][f"{t['model']} test accuracy"]) for t in table if f"{t['model']} test accuracy" in REFERENCE["rows"]]
+    if ref:
+        ax_a.plot(*zip(*ref), "D", color="tab:orange", mec="k", ms=8, ls="none", zorder=5,
+                  label="original (full settings: 5 epochs, batch 512, 50,000 images), test")
+    sub = f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training images, {n_seeds} seeds per model"
+    ax_l.set(ylabel="cross-entropy loss", title="Loss vs parameters")
+    ax_a.set(ylabel="accuracy (%)", title="Accuracy vs parameters")
+    ax_g.set(ylabel="train − test accuracy (points)", title="Generalization gap vs parameters")
+    for ax in (ax_l, ax_a, ax_g):
+        # fixed limits: with every seed diverged there is no data to scale a log axis by
+        ax.set(xscale="log", xlabel="parameters (log scale)", xlim=(min(params) / 1.5, max(params) * 1.5))
+        top = ax.secondary_xaxis("top")  # name each point by its model number (after the log scale is set, which resets it)
         top.xaxis.set_major_locator(FixedLocator(params))
-        top.xaxis.set_major_formatter(FixedFormatter([r["model"].removeprefix("cnn-") for r in rows]))
+        top.xaxis.set_major_formatter(FixedFormatter([t["model"].removeprefix("cnn-") for t in table]))
         top.xaxis.set_minor_locator(NullLocator())
         top.tick_params(labelsize=7, labelrotation=90)
         top.set_xlabel("model cnn-N", fontsize=8)
-    for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{sub}\nlines: median over seeds, band: {BAND} over seeds; dots: single seeds in each model's colour", fontsize=10)
     return [save_fig(fig, fig_dir / "params.png")]
 
 
 def ours(summary: dict) -> dict:
-    """This run's test accuracy under REFERENCE's row labels: the mean over seeds per model."""
+    """This run's test accuracy under REFERENCE's row labels: the median over seeds per model."""
     rows = [r for r in summary.get("results") or [] if isinstance(r, dict)]
-    out = {}
-    for m in dict.fromkeys(r.get("model") for r in rows):
-        vals = [r["test_acc"] for r in rows if r.get("model") == m and isinstance(r.get("test_acc"), (int, float))]
-        out[f"{m} test accuracy"] = sum(vals) / len(vals) if vals else None
-    return out
+    return {f"{m} test accuracy": median_over_seeds(rows, m, "test_acc") for m in dict.fromkeys(r.get("model") for r in rows)}
