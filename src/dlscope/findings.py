@@ -187,3 +187,39 @@ def render(findings: Sequence[dict]) -> list[str]:
         val_txt = f"{val:.3g}" if isinstance(val, (int, float)) else "—"
         lines.append(f"{f['verdict'].upper():>12}  {f['id']}: {val_txt}{ci_txt}, n={f.get('n')}  ({f.get('note', '')})")
     return lines
+
+
+def within(values: Sequence[float], low: float, high: float) -> tuple[float | None, list[float] | None, str, int]:
+    """The claim "the mean lies inside [low, high]" (e.g. test accuracy at chance), as (mean, 95%
+    CI over the values, verdict, n): shown if the whole interval lies inside, not shown if it lies
+    wholly outside, inconclusive if it straddles an edge."""
+    a = finite(values)
+    ci = bootstrap_ci(a)
+    value = float(a.mean()) if len(a) else None
+    if ci is None:
+        return value, None, INCONCLUSIVE, len(a)
+    if low <= ci[0] and ci[1] <= high:
+        verdict = SHOWN
+    elif ci[1] < low or ci[0] > high:
+        verdict = NOT_SHOWN
+    else:
+        verdict = INCONCLUSIVE
+    return value, ci, verdict, len(a)
+
+
+def correlation(x: Sequence[float], y: Sequence[float], margin: float = 0.0, n_boot: int = N_BOOT,
+                seed: int = BOOT_SEED) -> tuple[float | None, list[float] | None, str, int]:
+    """The claim "y rises with x" over paired points (pairs with a non-finite side dropped), as
+    (Spearman's rho, 95% bootstrap CI over the pairs, verdict, n). Resamples whose x or y is
+    constant have no rho and are skipped."""
+    pts = [(float(a), float(b)) for a, b in zip(x, y)
+           if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))]
+    n = len(pts)
+    rho = spearman([p[0] for p in pts], [p[1] for p in pts]) if n >= 3 else None
+    if rho is None:
+        return rho, None, INCONCLUSIVE, n
+    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    rng = np.random.default_rng(seed)
+    boots = [r for r in (spearman(xs[i], ys[i]) for i in rng.integers(0, n, size=(n_boot, n))) if r is not None]
+    ci = [float(v) for v in np.quantile(boots, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])] if boots else None
+    return rho, ci, verdict_from_ci(ci, margin), n
