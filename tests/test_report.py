@@ -110,7 +110,7 @@ def test_numbers_formatted_and_compared_with_the_original(study):
 
     for row in summary["results"]:
         ours = row["test_acc"]
-        orig = REFERENCE[row["model"]][1]
+        orig = REFERENCE["rows"][f"{row['model']} test accuracy"]
         assert f"{100 * ours:.2f}%" in body  # accuracies as percentages
         # the comparison row: original, ours, and the difference in percentage points
         assert re.search(rf"{row['model']} test accuracy\s+{100 * orig:.2f}%\s+{100 * ours:.2f}%\s+{100 * (ours - orig):+.1f} pp", body)
@@ -316,6 +316,5 @@ def test_time_left_weighs_experiments_by_their_relative_cost(monkeypatch):
     study.start_experiment("func-fit", total=1, done=0)
     clock[0] = 90.0
     study.epoch("mlp-deep", 1, 2)  # half of func-fit in 90 s; random-labels costs 18/181 of func-fit
-    cost = runner.RELATIVE_COST
-    expected = 90.0 + 180.0 * cost["random-labels"] / cost["func-fit"]
+    expected = 90.0 + 180.0 * experiments.get("random-labels").COST / experiments.get("func-fit").COST
     assert abs(study.seconds_left() - expected) < 1e-9

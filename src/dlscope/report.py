@@ -21,145 +21,13 @@ from pathlib import Path
 from . import __version__, experiments
 from .files import write_text_atomic
 
-# --------------------------------------------------------------------------- what SPEC says
+# Everything about one experiment (title, part, what to look for, captions, the original's numbers,
+# differences) lives in its module (see experiments/base.py); this file names no experiment.
 
-# Titles for experiments whose module is missing in this version (a module's TITLE wins).
-TITLES = {
-    "func-fit": "Deep vs shallow networks on simulated functions",
-    "cifar-depth": "Deep vs shallow CNNs on CIFAR-10",
-    "trajectory": "The optimization path, projected by PCA",
-    "grad-norm": "Gradient norm during training",
-    "min-ratio": "Minimal ratio at near-critical points",
-    "random-labels": "Memorising random labels",
-    "param-count": "Number of parameters vs generalization",
-    "interpolation": "Linear interpolation between two trained models",
-    "sensitivity": "Input sensitivity vs batch size and learning rate",
-}
 
-PARTS = {"func-fit": "Deep vs shallow", "trajectory": "Optimization", "random-labels": "Generalization"}
-
-# What a reader should look for: SPEC's expectations, and the papers' where SPEC states none.
-EXPECTED = {
-    "func-fit": "all three models fit f1; on f2 the shallow model stalls well above the two deeper ones.",
-    "cifar-depth": "the deeper CNNs (cnn-2, cnn-7) end ahead of the one-layer cnn-1.",
-    "trajectory": "the paths in the plane of the first two principal components, which hold most of the "
-    "paths' variance (Li et al. 2018); runs from different initialisations travel to different places.",
-    "grad-norm": "whether the gradient norm shrinks as the loss falls; often it does not, and training "
-    "ends far from a critical point.",
-    "min-ratio": "how close the near-critical points are to minima (minimal ratio 1) or saddles (below 1), "
-    "and whether a lower loss goes with a higher ratio (Dauphin et al. 2014 report that it does).",
-    "random-labels": "train loss falls and train accuracy rises on random labels while test loss "
-    "rises and test accuracy stays near 10%: the network memorises (Zhang et al. 2017).",
-    "param-count": "test accuracy rises with the number of parameters.",
-    "interpolation": "the loss along the line between the two models and beyond them: how flat each end "
-    "is, and whether a barrier separates them (Goodfellow et al. 2015, Keskar et al. 2017).",
-    "sensitivity": "sensitivity rises as generalization worsens (Novak et al. 2018): with larger "
-    "batches and with extreme learning rates.",
-}
-
-# The original study's numbers (SPEC, "Reference numbers from the original study"), one dict per
-# experiment. `rows` maps a row label to the original's value: a number, or (low, high) for a range.
-# `kind` says how to format and compare: "acc" (fraction, shown as %), "loss" (any positive value).
-# Where an experiment module has its own REFERENCE, that one is used (see _reference()).
-REFERENCES = {
-    "func-fit": {
-        "what": "final full-data MSE per function and model",
-        "original": "f1 after 5,000 epochs; f2 after 20,000 epochs (the f2 values are 'about')",
-        "kind": "loss",
-        "rows": {
-            "f1 · mlp-deep": 0.0029,
-            "f1 · mlp-mid": 0.0014,
-            "f1 · mlp-shallow": 0.0007,
-            "f2 · mlp-deep": 0.05,
-            "f2 · mlp-mid": 0.05,
-            "f2 · mlp-shallow": 0.35,
-        },
-    },
-    "cifar-depth": {
-        "what": "test loss and accuracy after the last epoch",
-        "original": "epoch 100 (the original write-up's table says 1.924 / 54.36%, 0.966 / 65.85%, "
-        "0.9532 / 73.57% for cnn-1 / cnn-2 / cnn-7)",
-        "kind": None,  # per row
-        "rows": {  # as cifar_depth.REFERENCE, which wins
-            "cnn-1 test loss": 1.8815, "cnn-1 test accuracy": 0.5873, "cnn-2 test loss": 0.8913,
-            "cnn-2 test accuracy": 0.6870, "cnn-7 test loss": 0.6874, "cnn-7 test accuracy": 0.7681,
-        },
-    },
-    "trajectory": {
-        "what": "final test accuracy over the runs (lowest – highest)",
-        "original": "after 50 epochs",
-        "kind": "acc",
-        "rows": {"final test accuracy, range over runs": (0.39, 0.43)},
-    },
-    "random-labels": {
-        "what": "losses at initialisation and at the end (train on the random labels, test on the true ones)",
-        "original": "over 1,000 epochs (the values are 'about')",
-        "kind": "loss",
-        "rows": {"initial train loss": 2.30, "final train loss": 1.15, "initial test loss": 2.30, "final test loss": 5.0},
-    },
-    "param-count": {
-        "what": "test accuracy after the last epoch, smallest and largest model",
-        "original": "after 5 epochs",
-        "kind": "acc",
-        "rows": {"cnn-21 test accuracy": 0.395, "cnn-31 test accuracy": 0.545},  # 11k and 425k parameters
-    },
-    "interpolation": {
-        "what": "pair A (batch 64 vs batch 1024): test accuracy at the two ends and at the barrier between them",
-        "original": "after 25 epochs; barrier near α ≈ 0.6",
-        "kind": "acc",
-        "rows": {"test accuracy at α = 0": 0.577, "test accuracy at α = 1": 0.526, "lowest test accuracy for 0 < α < 1": 0.27},
-    },
-    "sensitivity": {
-        "what": "test accuracy per batch size (lr 4e-4) and per learning rate (batch 512)",
-        "original": "after 25 epochs",
-        "kind": "acc",
-        "rows": {
-            "batch 16": 0.619, "batch 64": 0.577, "batch 256": 0.575, "batch 1024": 0.526, "batch 4096": 0.464,
-            "lr 0.1": 0.156, "lr 0.01": 0.341, "lr 0.001": 0.599, "lr 0.0001": 0.473, "lr 1e-05": 0.354,
-        },
-    },
-}
-
-# Where dlscope's definitions differ from the original study's, and why.
-DIFFERENCES = [
-    ("Sensitivity (experiments 8 and 9)",
-     "dlscope: the Frobenius norm of the Jacobian of the softmax output (class probabilities) with "
-     "respect to the input image, per test image, averaged over test images. The original: a norm "
-     "of the gradient of the loss with respect to the parameters, on one mini-batch.",
-     "The Jacobian norm is Novak et al.'s (2018) measure, the one shown to track the generalization "
-     "gap: it describes the function the network computes at test points, independent of how it is "
-     "parameterised and of which mini-batch happens to be drawn. A parameter-gradient norm on one "
-     "batch measures the slope of the training loss in weight space, which is a different quantity "
-     "and noisy. Numbers of the two do not compare."),
-    ("Minimal ratio (experiment 5)",
-     "dlscope: first trains on the MSE, then minimises the squared gradient norm until the point is "
-     "near-critical, and there takes the exact Hessian of the MSE with respect to all parameters; "
-     "minimal ratio = fraction of its eigenvalues that are > 0. The original: eigenvalues of a "
-     "Gauss-Newton matrix, taken while training a corrupted objective.",
-     "The fraction of positive eigenvalues describes a critical point only at a critical point of the "
-     "loss it is computed for. A Gauss-Newton matrix JᵀJ is positive semi-definite by construction, "
-     "so it cannot show the negative curvature the ratio is meant to count; the exact Hessian of these "
-     "small models (385 parameters) is cheap."),
-    ("The MLPs' 1→1 input layer (experiments 1, 4)",
-     "mlp-deep, mlp-mid and mlp-shallow start with Linear(1, 1) followed by leaky ReLU: every input "
-     "passes through one scalar affine map and a kink before the real network sees it.",
-     "Kept on purpose, so that parameter counts (573/574/573) and results compare with the original."),
-    ("cnn-1's Softmax fed into cross-entropy (experiments 2, 8, 9)",
-     "cnn-1 ends in Softmax, and cross-entropy applies log-softmax again on those probabilities. The "
-     "loss cannot fall below log(e + 9) − 1 ≈ 1.461 and its gradients are small, so cnn-1 learns slowly "
-     "and its losses are not comparable to the other models'.",
-     "Kept so results compare; it explains most of cnn-1's high loss in the original too."),
-    ("cnn-7's missing activation (experiment 2)",
-     "cnn-7 has no activation between Linear(4096, 100) and Linear(100, 10): together they compute one "
-     "linear map from 4096 to 10 values, so their 410k parameters express nothing that a single "
-     "Linear(4096, 10) (41k parameters) could not; they change only how training proceeds.",
-     "Kept so results compare."),
-    ("Train metrics",
-     "dlscope measures train loss and accuracy in a separate evaluation pass over the un-augmented "
-     "training set after each epoch, not as running averages over the epoch's augmented mini-batches.",
-     "A running average mixes the model's states over the epoch and the augmentation; the evaluation "
-     "pass measures one model on the data it is trained to fit."),
-]
+def module_of(name: str):
+    """The experiment's module, or None where this version does not implement it."""
+    return experiments.get(name) if experiments.is_available(name) else None
 
 
 # --------------------------------------------------------------------------- reading a run folder
@@ -202,10 +70,10 @@ def _read_json(path: Path) -> dict | None:
 
 
 def collect(run_dir: Path, name: str) -> ExpRun:
-    implemented = experiments.is_available(name)
-    module = experiments.get(name) if implemented else None
+    module = module_of(name)
+    implemented = module is not None
     d = Path(run_dir) / name
-    run = ExpRun(name, getattr(module, "TITLE", TITLES.get(name, name)), implemented, d)
+    run = ExpRun(name, getattr(module, "TITLE", name), implemented, d)
     if not d.is_dir():
         return run
     run.config = _read_json(d / "config.json")
@@ -424,95 +292,21 @@ def record_blocks(key: str, rows: list[dict]) -> list:
 # --------------------------------------------------------------------------- comparison with the original
 
 
-def _mean(xs):
-    xs = [x for x in xs if _is_num(x)]
-    return statistics.fmean(xs) if xs else None
-
-
-def ours(name: str, summary: dict) -> dict:
-    """This run's numbers under the row labels of REFERENCES[name]."""
-    out: dict = {}
-    rows = summary.get("results")
-    if name == "func-fit" and isinstance(rows, list):
-        for key in {(r.get("function"), r.get("model")) for r in rows}:
-            out[f"{key[0]} · {key[1]}"] = _mean(r.get("final_loss") for r in rows if (r.get("function"), r.get("model")) == key)
-    elif name == "cifar-depth" and isinstance(rows, list):
-        for r in rows:
-            out[f"{r.get('model')} test loss"] = r.get("test_loss")
-            out[f"{r.get('model')} test accuracy"] = r.get("test_acc")
-    elif name == "trajectory":
-        accs = [a for a in summary.get("final_test_acc") or [] if _is_num(a)]
-        if accs:
-            out["final test accuracy, range over runs"] = (min(accs), max(accs))
-    elif name == "random-labels":
-        for when in ("initial", "final"):
-            for split in ("train", "test"):
-                out[f"{when} {split} loss"] = summary.get(f"{when}_{split}_loss")
-    elif name == "param-count":
-        for r in _records(summary):
-            out[f"{r.get('model')} test accuracy"] = r.get("test_acc")
-    elif name == "interpolation":
-        for r in _records(summary):
-            if r.get("pair") != "batch":
-                continue
-            alpha, acc = r.get("alpha") or [], r.get("test_acc") or []
-            pts = [(a, c) for a, c in zip(alpha, acc) if _is_num(a) and _is_num(c)]
-            for target in (0, 1):
-                near = [c for a, c in pts if abs(a - target) < 1e-6]
-                if near:
-                    out[f"test accuracy at α = {target}"] = near[0]
-            inner = [(c, a) for a, c in pts if 1e-6 < a < 1 - 1e-6]
-            if inner:
-                c, a = min(inner)
-                out["lowest test accuracy for 0 < α < 1"] = c
-                out["_barrier_alpha"] = a
-    elif name == "sensitivity":
-        for r in _records(summary):
-            if r.get("sweep") == "batch" and _is_num(r.get("batch_size")):
-                out[f"batch {int(r['batch_size'])}"] = r.get("test_acc")
-            elif r.get("sweep") == "lr" and _is_num(r.get("lr")):
-                out[f"lr {float(r['lr']):g}"] = r.get("test_acc")
-    return out
-
-
-def _records(summary: dict) -> list[dict]:
-    """The first list of records in a summary (the experiments name theirs differently)."""
-    for k, v in summary.items():
-        if k not in META and isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            return v
-    return []
-
-
 def _reference(name: str) -> dict | None:
-    ref = REFERENCES.get(name)
-    if ref is None:
-        return None
-    module = experiments.get(name) if experiments.is_available(name) else None
-    table = getattr(module, "REFERENCE", None)
-    try:  # an experiment's own REFERENCE wins over the copy kept here
-        rows = _module_rows(name, table) if table else None
-    except (TypeError, ValueError, KeyError, IndexError):
-        rows = None
-    return dict(ref, rows=rows or dict(ref["rows"]))
+    """The original study's numbers for this experiment (its module's REFERENCE), or None."""
+    ref = getattr(module_of(name), "REFERENCE", None)
+    return ref if isinstance(ref, dict) and ref.get("rows") else None
 
 
-def _module_rows(name: str, table: dict) -> dict | None:
-    """An experiment module's REFERENCE, in this report's row labels."""
-    rows: dict = {}
-    if name == "cifar-depth":  # model -> (test loss, test accuracy)
-        for m, (loss, acc) in table.items():
-            rows[f"{m} test loss"], rows[f"{m} test accuracy"] = float(loss), float(acc)
-    elif name == "param-count":  # model -> test accuracy
-        rows = {f"{m} test accuracy": float(acc) for m, acc in table.items()}
-    elif name == "sensitivity":  # {"batch": {size: acc}, "lr": {lr: acc}}
-        rows = {f"batch {int(b)}": float(a) for b, a in table["batch"].items()}
-        rows.update({f"lr {float(lr):g}": float(a) for lr, a in table["lr"].items()})
-    elif name == "random-labels":  # metric -> (at initialisation, at the end)
-        for k, (first, last) in table.items():
-            rows[f"initial {header(k)}"], rows[f"final {header(k)}"] = float(first), float(last)
-    else:
-        return None
-    return rows
+def _ours(name: str, summary: dict) -> dict:
+    """This run's numbers under REFERENCE's labels: {label: (value, note)} (the module's ours())."""
+    out = {}
+    for label, v in module_of(name).ours(summary).items():
+        if isinstance(v, dict):
+            out[label] = (v.get("value"), v.get("note") or "")
+        else:
+            out[label] = (v, "")
+    return out
 
 
 def _kind(ref: dict, label: str) -> str:
@@ -560,13 +354,12 @@ def comparison_blocks(run: ExpRun) -> list:
     ref = _reference(run.name)
     if ref is None or run.summary is None:
         return []
-    mine = ours(run.name, run.summary)
+    mine = _ours(run.name, run.summary)
     rows = []
     for label, original in ref["rows"].items():
-        shown = label
-        if label.startswith("lowest") and "_barrier_alpha" in mine:
-            shown = f"{label} (ours at α = {mine['_barrier_alpha']:g})"
-        o, m, d = compare_cell(_kind(ref, label), original, mine.get(label))
+        value, note = mine.get(label, (None, ""))
+        shown = f"{label} ({note})" if note else label
+        o, m, d = compare_cell(_kind(ref, label), original, value)
         rows.append([Cell(shown), o, m, d])
     profile = (run.config or {}).get("profile", "?")
     blocks: list = [("h3", "Beside the original study", None),
@@ -596,9 +389,7 @@ def _length(cfg: dict | None) -> str:
 
 def settings_blocks(run: ExpRun) -> list:
     cfg = run.config or {}
-    full = None
-    if run.implemented:
-        full = getattr(experiments.get(run.name), "PROFILES", {}).get("full")
+    full = getattr(module_of(run.name), "PROFILES", {}).get("full")
     profile = cfg.get("profile", "?")
     t = run.timing or {}
     facts = [
@@ -655,7 +446,9 @@ def _time_text(t: dict) -> str:
 
 
 def experiment_blocks(i: int, run: ExpRun) -> list:
-    blocks: list = [("part", PARTS[run.name])] if run.name in PARTS else []
+    module = module_of(run.name)
+    part = getattr(module, "PART", None)
+    blocks: list = [("part", part)] if part else []
     blocks.append(("section", run.name))
     blocks.append(("h2", f"{i}. {run.title} — {run.name}", run.name))
     blocks.append(("status", run.status, _status_detail(run)))
@@ -665,7 +458,8 @@ def experiment_blocks(i: int, run: ExpRun) -> list:
         blocks.append(("note", "missing", f"Not run{why}: there is no `{run.name}/` in this run folder.{how}"))
         blocks.append(("end",))
         return blocks
-    blocks.append(("p", f"What to look for: {EXPECTED.get(run.name, '')}"))
+    if getattr(module, "LOOK_FOR", ""):
+        blocks.append(("p", f"What to look for: {module.LOOK_FOR}"))
     if run.status == "incomplete":
         blocks.append(("note", "missing", "Incomplete: the experiment started but wrote no summary (interrupted, "
                                           "or it failed outside its trials). Run the same command again to resume."))
@@ -677,7 +471,9 @@ def experiment_blocks(i: int, run: ExpRun) -> list:
     blocks += settings_blocks(run)
     if run.figures:
         blocks.append(("h3", "Figures", None))
-        blocks += [Figure(p, p.stem.replace("_", " ").replace("-", " ")) for p in run.figures]
+        captions = getattr(module, "CAPTIONS", {})
+        blocks += [Figure(p, captions.get(p.name) or f"Figure {p.stem.replace('_', ' ')} of this experiment.")
+                   for p in run.figures]
     if run.summary is not None:
         blocks.append(("h3", "Results", None))
         blocks += result_blocks(run.summary)
@@ -749,10 +545,18 @@ def build(run_dir: Path) -> tuple[list, list[ExpRun]]:
                                        f"the files are in {r.name}/."), ("end",)]
     blocks.append(("section", "differences"))
     blocks.append(("h2", "Where dlscope's definitions differ from the original study", "differences-h"))
-    for title, what, why in DIFFERENCES:
+    for title, what, why in differences():
         blocks.append(("diff", title, what, why))
     blocks.append(("end",))
     return blocks, runs
+
+
+def differences() -> list[tuple[str, str, str]]:
+    """Where dlscope's definitions differ from the original's: each experiment's, then the study's."""
+    items = []
+    for name in experiments.names():
+        items += list(getattr(module_of(name), "DIFFERENCES", None) or [])
+    return items + list(experiments.STUDY_NOTES)
 
 
 def write_report(run_dir: Path) -> list[Path]:
@@ -851,7 +655,7 @@ def _figure_html(f: Figure, section: str) -> str:
     src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     alt = html.escape(f"{section}: {f.caption}")
     return (f'<figure><img src="{src}" alt="{alt}" data-file="{html.escape(section)}/figures/{html.escape(f.path.name)}"{style}>'
-            f"<figcaption>{html.escape(section)}/figures/{html.escape(f.path.name)}</figcaption></figure>")
+            f"<figcaption>{_inline(f.caption)}</figcaption></figure>")
 
 
 def _table_html(t: Table) -> str:
@@ -949,7 +753,7 @@ def to_markdown(blocks: list, run_dir: Path) -> str:
             out.append(_table_md(b))
         elif isinstance(b, Figure):
             rel = b.path.relative_to(run_dir) if b.path.is_relative_to(run_dir) else b.path
-            out.append(f"![{section}: {b.caption}]({rel.as_posix()})")
+            out.append(f"![{section}: {b.caption}]({rel.as_posix()})\n\n*{b.caption}*")
         elif b[0] == "section":
             section = b[1]
             if b[1] not in ("contents",):

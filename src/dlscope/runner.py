@@ -98,23 +98,20 @@ class Progress:
             self.bar.close()
 
 
-# Each experiment's share of the study's work: seconds of the quick profile on the reference CPU
-# (README). Only the ratios matter; an experiment not listed counts as an average one.
-RELATIVE_COST = {
-    "func-fit": 181, "cifar-depth": 45, "trajectory": 32, "grad-norm": 72, "min-ratio": 31,
-    "random-labels": 18, "param-count": 96, "interpolation": 23, "sensitivity": 73,
-}  # fmt: skip
-
-
 def _cost(name: str) -> float:
-    return RELATIVE_COST.get(name, statistics.fmean(RELATIVE_COST.values()))
+    """The experiment's share of the study's work: its module's COST (seconds of the quick profile on
+    the reference CPU; only the ratios matter). One without a COST counts as an average one."""
+    costs = {n: getattr(experiments.get(n), "COST", None) for n in experiments.available()}
+    known = [c for c in costs.values() if isinstance(c, (int, float))]
+    cost = costs.get(name)
+    return cost if isinstance(cost, (int, float)) else (statistics.fmean(known) if known else 1.0)
 
 
 class StudyProgress:
     """One line for the whole study:  [3/9] trajectory · trial 2/8 cnn-21 · epoch 12/50 · ~4 min left
 
     Time left = the work still to do times the pace so far, with each experiment's share of the
-    work taken from RELATIVE_COST (func-fit alone is a fifth of the quick study). Crude, but it
+    work taken from each module's COST (func-fit alone is a fifth of the quick study). Crude, but it
     corrects itself as experiments finish."""
 
     current: "StudyProgress | None" = None  # the active display; Progress reports into it

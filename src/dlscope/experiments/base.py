@@ -20,7 +20,8 @@ and, for the report and the progress display (so that report/ and runner.py name
                          "kind": "acc" | "loss" | None (per row by its label), "rows": {label:
                          number or (low, high)}}
     ours(summary)        -> {label: number or (low, high)}: this run's numbers under REFERENCE's
-                         row labels (read from summary.json alone)
+                         row labels (read from summary.json alone); a value may also be
+                         {"value": number or (low, high), "note": "ours at α = 0.6"}
     DIFFERENCES          optional: [(what, dlscope vs the original, why)] where dlscope's
                          definitions differ from the original's
 

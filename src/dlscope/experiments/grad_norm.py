@@ -21,6 +21,18 @@ from .func_fit import FUNCTIONS, inputs
 NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
 
+# --- for the report and the progress display (see base.py)
+COST = 72  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = ("whether the gradient norm shrinks as the loss falls; often it does not, and training "
+            "ends far from a critical point.")
+CAPTIONS = {
+    "grad_norm_mlp.png": "The full-batch gradient norm (top) and the training loss (bottom) against epoch for "
+    "the 1-D MLP on its function (the original's Fig 13).",
+    "grad_norm_cifar.png": "The same for the CIFAR-10 CNNs, over the training subset the run uses "
+    "(as the original's Fig 13).",
+}
+REFERENCE = None  # the original published a figure, no numbers
+
 _FULL = {
     "models": ["mlp-mid", "cnn-1", "cnn-2", "cnn-7"],
     "seeds": 1,  # trainings per CIFAR model

@@ -23,6 +23,23 @@ from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history,
 NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
 
+# --- for the report and the progress display (see base.py)
+COST = 23  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = ("the loss along the line between the two models and beyond them: how flat each end "
+            "is, and whether a barrier separates them (Goodfellow et al. 2015, Keskar et al. 2017).")
+CAPTIONS = {
+    "pair_batch.png": "Train and test loss, accuracy and input sensitivity along the line θ(α) = (1−α)·θa + α·θb "
+    "from the small-batch model (α = 0) to the large-batch one (α = 1) and beyond (the original's Fig 19).",
+    "pair_lr.png": "The same along the line from the model trained at the smaller learning rate (α = 0) to the one "
+    "at the larger (α = 1) (the original's Fig 22).",
+}
+REFERENCE = {
+    "what": "pair A (batch 64 vs batch 1024): test accuracy at the two ends and at the barrier between them",
+    "original": "after 25 epochs; barrier near α ≈ 0.6",
+    "kind": "acc",
+    "rows": {"test accuracy at α = 0": 0.577, "test accuracy at α = 1": 0.526, "lowest test accuracy for 0 < α < 1": 0.27},
+}
+
 _FULL = {
     "model": "cnn-1",
     "pairs": ["batch", "lr"],
@@ -216,3 +233,24 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         fig.suptitle(f"{cfg['model']}: a = {label} {a:g} (α=0), b = {label} {b:g} (α=1); {epochs}, {init}")
         paths.append(save_fig(fig, fig_dir / f"pair_{p}.png"))
     return paths
+
+
+def ours(summary: dict) -> dict:
+    """This run's test accuracy along the batch pair's line under REFERENCE's row labels (the mean over
+    the pair's rows, one per seed, at each α); the barrier's row notes the α where it lies."""
+    rows = [r for r in summary.get("results") or [] if isinstance(r, dict) and r.get("pair") == "batch"]
+    by_alpha: dict = {}
+    for r in rows:
+        for a, c in zip(r.get("alpha") or [], r.get("test_acc") or []):
+            if isinstance(a, (int, float)) and isinstance(c, (int, float)):
+                by_alpha.setdefault(round(a, 9), []).append(c)
+    acc = {a: sum(cs) / len(cs) for a, cs in by_alpha.items()}
+    out: dict = {}
+    for target in (0, 1):
+        if target in acc:
+            out[f"test accuracy at α = {target}"] = acc[target]
+    inner = [(c, a) for a, c in acc.items() if 1e-6 < a < 1 - 1e-6]
+    if inner:
+        c, a = min(inner)
+        out["lowest test accuracy for 0 < α < 1"] = {"value": c, "note": f"ours at α = {a:g}"}
+    return out

@@ -39,6 +39,28 @@ CHECKPOINT_FORMAT = 2  # phase 1 on the fast MLP path
 PHASE2_CHUNK = 25  # members per double backward on a CPU (see gradient_norm_descent_grads)
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
+# --- for the report and the progress display (see base.py)
+COST = 31  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = ("how close the near-critical points are to minima (minimal ratio 1) or saddles (below 1), "
+            "and whether a lower loss goes with a higher ratio (Dauphin et al. 2014 report that it does).")
+CAPTIONS = {
+    "min_ratio.png": "The minimal ratio (fraction of the Hessian's eigenvalues > 0) against the MSE at the end "
+    "point of each training, (a) over all eigenvalues and (b) without the zero ones, coloured by the end "
+    "point's gradient norm (the original's unnumbered \"Loss vs Minimal Ratio\" figure, axes swapped).",
+}
+REFERENCE = None  # the original published a figure, no numbers
+DIFFERENCES = [
+    ("Minimal ratio (experiment 5)",
+     "dlscope: first trains on the MSE, then minimises the squared gradient norm until the point is "
+     "near-critical, and there takes the exact Hessian of the MSE with respect to all parameters; "
+     "minimal ratio = fraction of its eigenvalues that are > 0. The original: eigenvalues of a "
+     "Gauss-Newton matrix, taken while training a corrupted objective.",
+     "The fraction of positive eigenvalues describes a critical point only at a critical point of the "
+     "loss it is computed for. A Gauss-Newton matrix JᵀJ is positive semi-definite by construction, "
+     "so it cannot show the negative curvature the ratio is meant to count; the exact Hessian of these "
+     "small models (385 parameters) is cheap."),
+]
+
 _FULL = {
     "model": "mlp-minratio",
     "function": "f1",

@@ -13,6 +13,20 @@ from .cifar import COMMON, METRICS, diverged, history, train_cifar, validate_mod
 NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
 
+# --- for the report and the progress display (see base.py)
+COST = 96  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = "test accuracy rises with the number of parameters."
+CAPTIONS = {
+    "params.png": "Train and test loss and accuracy against the number of parameters (log scale), one point per "
+    "model cnn-21 … cnn-31 (the original's Figs 15 and 16).",
+}
+REFERENCE = {  # the original's test accuracy after 5 epochs (SPEC): 11k parameters (cnn-21), 425k (cnn-31)
+    "what": "test accuracy after the last epoch, smallest and largest model",
+    "original": "after 5 epochs",
+    "kind": "acc",
+    "rows": {"cnn-21 test accuracy": 0.395, "cnn-31 test accuracy": 0.545},
+}
+
 _FULL = {
     "models": [f"cnn-{k}" for k in models.CNN_FAMILY],
     "epochs": 5,
@@ -29,9 +43,6 @@ PROFILES = {
     "quick": {**_FULL, "epochs": 5, "batch_size": 128, "lr": 1e-3, "train_size": 6000, "test_size": 2000, "eval_every": 5},
     "full": _FULL,
 }
-
-# The original study's test accuracy after 5 epochs (SPEC): 39.5% at 11k parameters rising to 54.5% at 425k.
-REFERENCE = {"cnn-21": 0.395, "cnn-31": 0.545}
 
 
 validate = validate_models_and_sizes
@@ -55,8 +66,8 @@ def summarize(cfg: dict, results: dict) -> dict:
     rows = []
     for m, r in finished_models(cfg, results):
         row = {"model": m, "params": r["params"], **{k: r[k][-1, 0].item() for k in METRICS}, "diverged": r["diverged"][0]}
-        if m in REFERENCE:
-            row["original_test_acc"] = REFERENCE[m]
+        if f"{m} test accuracy" in REFERENCE["rows"]:
+            row["original_test_acc"] = REFERENCE["rows"][f"{m} test accuracy"]
         rows.append(row)
     return {"epochs": cfg["epochs"], "train_size": cfg["train_size"], "test_size": cfg["test_size"], "results": rows}
 
@@ -98,3 +109,13 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     return [save_fig(fig, fig_dir / "params.png")]
+
+
+def ours(summary: dict) -> dict:
+    """This run's test accuracy under REFERENCE's row labels: the mean over seeds per model."""
+    rows = [r for r in summary.get("results") or [] if isinstance(r, dict)]
+    out = {}
+    for m in dict.fromkeys(r.get("model") for r in rows):
+        vals = [r["test_acc"] for r in rows if r.get("model") == m and isinstance(r.get("test_acc"), (int, float))]
+        out[f"{m} test accuracy"] = sum(vals) / len(vals) if vals else None
+    return out

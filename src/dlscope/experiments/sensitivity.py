@@ -22,6 +22,41 @@ from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history,
 NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
+# --- for the report and the progress display (see base.py)
+COST = 73  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = ("sensitivity rises as generalization worsens (Novak et al. 2018): with larger "
+            "batches and with extreme learning rates.")
+CAPTIONS = {
+    "loss_vs_batch.png": "Train and test loss (left axis) and input sensitivity (right axis) against batch size "
+    "at a fixed learning rate (the original's Figs 17 and 18).",
+    "acc_vs_batch.png": "Train and test accuracy (left axis) and input sensitivity (right axis) against batch size "
+    "at a fixed learning rate (the original's Figs 17 and 18).",
+    "loss_vs_lr.png": "Train and test loss (left axis) and input sensitivity (right axis) against learning rate "
+    "at a fixed batch size (the original's Figs 20 and 21).",
+    "acc_vs_lr.png": "Train and test accuracy (left axis) and input sensitivity (right axis) against learning rate "
+    "at a fixed batch size (the original's Figs 20 and 21).",
+}
+REFERENCE = {  # the original study's test accuracy (SPEC), by batch size (lr 4e-4) and by learning rate (batch 512)
+    "what": "test accuracy per batch size (lr 4e-4) and per learning rate (batch 512)",
+    "original": "after 25 epochs",
+    "kind": "acc",
+    "rows": {
+        "batch 16": 0.619, "batch 64": 0.577, "batch 256": 0.575, "batch 1024": 0.526, "batch 4096": 0.464,
+        "lr 0.1": 0.156, "lr 0.01": 0.341, "lr 0.001": 0.599, "lr 0.0001": 0.473, "lr 1e-05": 0.354,
+    },
+}
+DIFFERENCES = [
+    ("Sensitivity (experiments 8 and 9)",
+     "dlscope: the Frobenius norm of the Jacobian of the softmax output (class probabilities) with "
+     "respect to the input image, per test image, averaged over test images. The original: a norm "
+     "of the gradient of the loss with respect to the parameters, on one mini-batch.",
+     "The Jacobian norm is Novak et al.'s (2018) measure, the one shown to track the generalization "
+     "gap: it describes the function the network computes at test points, independent of how it is "
+     "parameterised and of which mini-batch happens to be drawn. A parameter-gradient norm on one "
+     "batch measures the slope of the training loss in weight space, which is a different quantity "
+     "and noisy. Numbers of the two do not compare."),
+]
+
 _FULL = {
     "model": "cnn-1",
     "epochs": 25,
@@ -42,12 +77,6 @@ PROFILES = {
     "quick": {**_FULL, "epochs": 16, "lr_step": 12, "train_size": 4096, "test_size": 1000,
               "sensitivity_samples": 500, "eval_every": 4},
     "full": _FULL,
-}
-
-# The original study's test accuracy (SPEC), by batch size and by learning rate.
-REFERENCE = {
-    "batch": {16: 0.619, 64: 0.577, 256: 0.575, 1024: 0.526, 4096: 0.464},
-    "lr": {1e-1: 0.156, 1e-2: 0.341, 1e-3: 0.599, 1e-4: 0.473, 1e-5: 0.354},
 }
 
 
@@ -105,7 +134,7 @@ def rows(cfg: dict, results: dict) -> list[dict]:
             row["diverged"] = bool(r["diverged"][i])
             if r["effective_batch_size"] != r["batch_size"]:
                 row["effective_batch_size"] = r["effective_batch_size"]
-            ref = REFERENCE[r["sweep"]].get(r["batch_size"] if r["sweep"] == "batch" else lr)
+            ref = REFERENCE["rows"].get(reference_label(r["sweep"], r["batch_size"], lr))
             if ref is not None:
                 row["original_test_acc"] = ref
             out.append(row)
@@ -176,3 +205,18 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ax.set_title(f"{what.capitalize()} and sensitivity vs {xlabel}\n{sub}", fontsize=10)
             paths.append(save_fig(fig, fig_dir / f"{key}_vs_{sweep}.png"))
     return paths
+
+
+def reference_label(sweep: str, batch_size, lr) -> str:
+    """The REFERENCE row label of one training of a sweep."""
+    return f"batch {int(batch_size)}" if sweep == "batch" else f"lr {float(lr):g}"
+
+
+def ours(summary: dict) -> dict:
+    """This run's test accuracy under REFERENCE's row labels: the mean over seeds per batch size / lr."""
+    acc: dict = {}
+    for r in summary.get("results") or []:
+        if isinstance(r, dict) and r.get("sweep") in ("batch", "lr") and isinstance(r.get("batch_size"), (int, float)) \
+                and isinstance(r.get("lr"), (int, float)):
+            acc.setdefault(reference_label(r["sweep"], r["batch_size"], r["lr"]), []).append(r.get("test_acc"))
+    return {k: (sum(v) / len(v) if all(isinstance(x, (int, float)) for x in v) else None) for k, v in acc.items()}

@@ -20,6 +20,25 @@ from .cifar import COMMON, check_model, check_sizes
 NAME = "trajectory"
 TITLE = "The optimization path in parameter space (PCA)"
 
+# --- for the report and the progress display (see base.py)
+PART = "Optimization"
+COST = 32  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = ("the paths in the plane of the first two principal components, which hold most of the "
+            "paths' variance (Li et al. 2018); runs from different initialisations travel to different places.")
+CAPTIONS = {
+    "trajectory_whole.png": "The whole model's parameters of every run, at initialisation and after each epoch, "
+    "projected on the first two principal components of one joint PCA, with test accuracies along the paths "
+    "(the original's Fig 12).",
+    "trajectory_layer.png": "The same for one layer's parameters (by default the first convolution's weight) "
+    "(the original's Fig 11).",
+}
+REFERENCE = {
+    "what": "final test accuracy over the runs (lowest – highest)",
+    "original": "after 50 epochs",
+    "kind": "acc",
+    "rows": {"final test accuracy, range over runs": (0.39, 0.43)},
+}
+
 _FULL = {
     "model": "cnn-21",
     "runs": 8,
@@ -172,3 +191,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         fig.legend(loc="outside right center", fontsize=8, title="final test accuracy", title_fontsize=8)
         paths.append(save_fig(fig, fig_dir / f"trajectory_{which}.png"))
     return paths
+
+
+def ours(summary: dict) -> dict:
+    """This run's final test accuracies under REFERENCE's row label: their range over the runs."""
+    accs = [a for a in summary.get("final_test_acc") or [] if isinstance(a, (int, float))]
+    return {"final test accuracy, range over runs": (min(accs), max(accs))} if accs else {}
