@@ -168,3 +168,31 @@ def save_fig(fig, path: Path) -> str:
     finally:
         plt.close(fig)
     return str(path)
+
+
+# --------------------------------------------------------------------------- curves over seeds
+
+
+def median_iqr(runs) -> tuple:
+    """runs [n_runs, points] -> (median, 25th, 75th percentile) per point, non-finite values (a
+    diverged run) ignored; NaN where no run has a number."""
+    import warnings
+
+    import numpy as np
+
+    a = np.asarray(runs, dtype=float).reshape(len(runs), -1)
+    a = np.where(np.isfinite(a), a, np.nan)
+    with warnings.catch_warnings():  # an all-NaN column is a gap in the curve, not an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, 0), np.nanpercentile(a, 25, 0), np.nanpercentile(a, 75, 0)
+
+
+def plot_median_iqr(ax, x, runs, label: str, color, style: str = "-"):
+    """One curve over seeds: the median as a line (matplotlib format `style`), the interquartile
+    range as a band, and n (the runs with any finite value) in the legend label."""
+    import numpy as np
+
+    med, lo, hi = median_iqr(runs)
+    n = int(np.isfinite(np.asarray(runs, dtype=float).reshape(len(runs), -1)).any(1).sum())
+    ax.plot(x, med, style, color=color, ms=4, label=f"{label} (median, IQR, n={n})")
+    ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
