@@ -122,7 +122,8 @@ def _num(v: float):
 
 def rows(cfg: dict, results: dict) -> list[dict]:
     """One row per seed: the final numbers (means over the final window), the last epoch's for
-    comparison, and the instability flag."""
+    comparison, and the instability flag. A diverged seed's numbers are None (its accuracy would
+    be that of NaN outputs, which argmax reads as class 0: about 10%, chance by accident)."""
     r = results.get("mnist-mlp")
     if r is None:
         return []
@@ -133,13 +134,16 @@ def rows(cfg: dict, results: dict) -> list[dict]:
         acc = curve["train_acc"]
         best_before = torch.cummax(acc, 0).values
         drop = (best_before - acc)[-w:].max().item()
+        if r["diverged"][i]:
+            curve = {k: torch.cat([v[:1], torch.full_like(v[1:], float("nan"))]) for k, v in curve.items()}  # keep epoch 0
+            acc, drop = curve["train_acc"], float("nan")
         row = {"seed": seed}
         row.update({f"final_{k}": _num(curve[k][-w:].mean().item()) for k in METRICS})
         row.update({f"last_epoch_{k}": _num(curve[k][-1].item()) for k in METRICS})
         row.update({f"initial_{k}": _num(curve[k][0].item()) for k in ("train_loss", "test_loss")})
         row["best_train_acc"] = _num(acc.max().item())
         row["largest_train_acc_drop_in_window"] = _num(drop)
-        row["unstable"] = bool(drop > INSTABILITY)
+        row["unstable"] = bool(drop > INSTABILITY)  # False for a diverged seed: that is flagged apart
         row["random_label_agreement_with_true"] = r["agreement_with_true"][i]
         row["diverged"] = bool(r["diverged"][i])
         out.append(row)

@@ -77,7 +77,7 @@ _FULL = {
     "eval_every": 1,
 }
 PROFILES = {
-    "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "batch_sizes": [64, 512], "lrs": [1e-1, 1e-3],
+    "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "batch_sizes": [64, 128, 512], "lrs": [1e-1, 1e-3, 1e-4],
               "lr_sweep_batch_size": 128, "train_size": 256, "test_size": 128, "sensitivity_samples": 16},
     # 2,048 training images, 3 seeds. Batch sizes 16 ... 512 (not 4096: 200 steps of it, 3 seeds,
     # would be 2.5 M images, ten times this profile's budget) and the lr sweep at batch 128 (not
