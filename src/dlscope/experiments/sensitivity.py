@@ -26,17 +26,28 @@ TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
 # --- for the report and the progress display (see base.py)
 COST = 73  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = ("sensitivity rises as generalization worsens (Novak et al. 2018): with larger "
-            "batches and with extreme learning rates.")
+LOOK_FOR = ("two claims that need not agree, each with its own verdict. The original found sensitivity "
+            "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
+            "`sensitivity-falls-with-batch`, `sensitivity-falls-with-lr`, `accuracy-falls-with-batch`, "
+            "seed by seed. Novak et al. (2018) found sensitivity rising with the generalization gap across "
+            "models: `sensitivity-tracks-gap`, over every trained model of both sweeps, drawn in the scatter "
+            "of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
+            "widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
+            "least `epochs` epochs and `min_steps` optimizer steps (rows give its steps and final train loss), "
+            "so the large batches are not judged after a few dozen steps.")
 CAPTIONS = {
     "loss_vs_batch.png": "Train and test loss (left axis) and input sensitivity (right axis) against batch size "
-    "at a fixed learning rate (the original's Figs 17 and 18).",
+    "at a fixed learning rate, median over seeds with the interquartile range (the original's Figs 17 and 18).",
     "acc_vs_batch.png": "Train and test accuracy (left axis) and input sensitivity (right axis) against batch size "
-    "at a fixed learning rate (the original's Figs 17 and 18).",
+    "at a fixed learning rate, median over seeds with the interquartile range; stars: the original's test accuracy "
+    "at full settings (the original's Figs 17 and 18).",
     "loss_vs_lr.png": "Train and test loss (left axis) and input sensitivity (right axis) against learning rate "
-    "at a fixed batch size (the original's Figs 20 and 21).",
+    "at a fixed batch size, median over seeds with the interquartile range (the original's Figs 20 and 21).",
     "acc_vs_lr.png": "Train and test accuracy (left axis) and input sensitivity (right axis) against learning rate "
-    "at a fixed batch size (the original's Figs 20 and 21).",
+    "at a fixed batch size, median over seeds with the interquartile range; stars: the original's test accuracy "
+    "at full settings (the original's Figs 20 and 21).",
+    "sensitivity_vs_gap.png": "Sensitivity against the generalization gap (train − test accuracy), one point per "
+    "trained model and seed, coloured by batch size or learning rate (Novak et al. 2018).",
 }
 REFERENCE = {  # the original study's test accuracy (SPEC), by batch size (lr 4e-4) and by learning rate (batch 512)
     "what": "test accuracy per batch size (lr 4e-4) and per learning rate (batch 512)",
@@ -57,6 +68,12 @@ DIFFERENCES = [
      "parameterised and of which mini-batch happens to be drawn. A parameter-gradient norm on one "
      "batch measures the slope of the training loss in weight space, which is a different quantity "
      "and noisy. Numbers of the two do not compare."),
+    ("Training budget per configuration (experiments 8 and 9)",
+     "dlscope: every batch size and learning rate trains at least `epochs` epochs and at least `min_steps` "
+     "optimizer steps (whole epochs), its lr drop at the same fraction of its training; the original: 25 epochs "
+     "each. At full settings 25 epochs already give every configuration ≥ 300 steps, so full is the original's.",
+     "Equal epochs give a large batch few steps (the quick profile's batch 4096 once had 16 in all): its end "
+     "would be compared half-trained, and the comparison would measure the budget, not the batch size."),
 ]
 
 _FULL = {
