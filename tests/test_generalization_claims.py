@@ -109,7 +109,8 @@ def path_row(pair: str, a: float, b: float, rise_a: float, rise_b: float, dip: f
     alpha = [-0.25, 0.0, 0.5, 1.0, 1.25]
     row = {"pair": pair, "a": a, "b": b, "alpha": alpha,
            "train_loss": [1.6 + rise_a, 1.6, 2.0, 1.7, 1.7 + rise_b],
-           "test_acc": [0.4, 0.55, 0.55 - dip, 0.5, 0.45]}  # fmt: skip
+           "test_acc": [0.4, 0.55, 0.55 - dip, 0.5, 0.45],
+           "a_final_train_loss": 1.6, "b_final_train_loss": 1.7, "a_steps": 768, "b_steps": 200}  # fmt: skip
     row["sharpness_a"] = interpolation.sharpness(row, "a", 0.25)
     row["sharpness_b"] = interpolation.sharpness(row, "b", 0.25)
     row["barrier"] = interpolation.barrier(row)
@@ -135,6 +136,9 @@ def test_interpolation_large_batch_sharper(rises, expected):
     # the same pairs written the other way round (a the large batch) give the same verdict
     flipped = [path_row("batch", 512, 32, rb, ra) for ra, rb in rises]
     assert verdicts(interpolation.claims(cfg, flipped))["large-batch-sharper"] == expected
+    # the note says where each end's training ended: a flat end on a high plateau is no flat minimum
+    note = interpolation.claims(cfg, table)[0]["note"]
+    assert "small batch 1.600 (768 steps), large batch 1.700 (200 steps)" in note
 
 
 @pytest.mark.parametrize("rises, expected", [

@@ -289,20 +289,43 @@ def _note(verdict: str, n: int, runs: int, what: str) -> str:
             INCONCLUSIVE: "the replicates disagree"}.get(verdict, "the opposite holds, or no difference") + left
 
 
+def _where_ends_ended(table: list[dict], pair: str, name: dict) -> str:
+    """"; final train loss (median): small batch 2.00 (768 steps), large batch 2.01 (200 steps)": a flat
+    end on a high-loss plateau is not a flat minimum, so the verdict's note says where each end is."""
+    pts = [r for r in table if r["pair"] == pair]
+    if not pts:
+        return ""
+    parts = []
+    for side in ("a", "b"):
+        losses = sorted(v for v in (r[f"{side}_final_train_loss"] for r in pts) if v is not None and math.isfinite(v))
+        med = f"{losses[len(losses) // 2]:.3f}" if losses else "—"
+        parts.append(f"{name[side]} {med} ({pts[0][f'{side}_steps']} steps)")
+    return "; final train loss (median): " + ", ".join(parts)
+
+
 def claims(cfg: dict, table: list[dict]) -> list[dict]:
     d = cfg["sharpness_delta"]
     stat = (f"mean over replicates of [train-loss rise stepping {d:g} outward from the {{}} end] − [the same at the "
             f"{{}} end] (same line, same distance); CI: bootstrap over replicates")
+
+    def names(pair, small, large):
+        r = next((r for r in table if r["pair"] == pair), None)
+        if r is None:
+            return {}
+        return {"a": small, "b": large} if r["b"] > r["a"] else {"a": large, "b": small}
+
     out = []
     (value, ci, verdict, n), runs = _sharper(table, "batch", True)
+    ended = _where_ends_ended(table, "batch", names("batch", "small batch", "large batch"))
     out.append(Finding(id="large-batch-sharper", claim="the large-batch minimum is sharper than the small-batch one",
                        source="Keskar et al. 2017", verdict=verdict, statistic=stat.format("large-batch", "small-batch"),
-                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the large-batch end is sharper")).as_dict())
+                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the large-batch end is sharper") + ended).as_dict())
     (value, ci, verdict, n), runs = _sharper(table, "lr", False)
+    ended = _where_ends_ended(table, "lr", names("lr", "small lr", "large lr"))
     out.append(Finding(id="large-lr-flatter", claim="the large-lr minimum is flatter than the small-lr one",
                        source="Keskar et al. 2017 (lr as the noise scale)", verdict=verdict,
                        statistic=stat.format("small-lr", "large-lr"),
-                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the small-lr end is sharper")).as_dict())
+                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the small-lr end is sharper") + ended).as_dict())
     bars = [r["barrier"] for r in table if r["pair"] == "batch"]
     value, ci, verdict, n = greater(bars)
     out.append(Finding(id="barrier", claim="test accuracy dips between the small- and the large-batch model (a barrier)",
