@@ -214,7 +214,7 @@ def rows(cfg: dict, results: dict) -> list[dict]:
 def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: int):
     """findings.trend of `ykey` against the swept `xkey`, one Spearman rho per seed (a seed with a
     diverged or missing configuration is left out: its rho would rest on other points).
-    Returns (value, ci, verdict, n, seeds left out)."""
+    Returns (value, ci, verdict, n, seeds left out, sign * rho of each seed)."""
     pts = [r for r in table if r["sweep"] == sweep]
     xs = sorted({r[xkey] for r in pts})
     seeds = sorted({r["seed"] for r in pts})
@@ -224,41 +224,51 @@ def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: in
         ys = [by_x.get(x) for x in xs]
         if all(_finite(y) for y in ys):
             per_seed.append(ys)
+    left = len(seeds) - len(per_seed)
     if len(xs) < 3:
-        return None, None, INCONCLUSIVE, len(per_seed), len(seeds) - len(per_seed)
-    return (*trend(xs, per_seed, sign), len(seeds) - len(per_seed))
+        return None, None, INCONCLUSIVE, len(per_seed), left, []
+    rhos = [sign * r for r in (spearman(xs, ys) for ys in per_seed) if r is not None]
+    return (*trend(xs, per_seed, sign), left, rhos)
 
 
-def _trend_note(value, verdict: str, what: str) -> str:
+CHANCE_MARGIN = 0.12  # test accuracy at or below this: a model at chance (10 classes)
+
+
+def _trend_note(value, verdict: str, what: str, rhos: list[float]) -> str:
     if value is None:
         return "fewer than 3 values or no complete seed: no trend to test"
+    each = f" (−ρ per seed: {', '.join(f'{r:.2f}' for r in rhos)}; 1 = falls at every step)"
     if verdict == SHOWN:
-        return f"{what} falls in every resample of the seeds"
+        return f"{what} falls in every resample of the seeds{each}"
     if verdict == INCONCLUSIVE:
-        return "the seeds disagree, or one seed's trend is within chance"
-    return f"{what} does not fall: it is flat or rises"
+        return f"the seeds disagree, or one seed's trend is within chance{each}"
+    return f"{what} does not fall: it is flat or rises{each}"
 
 
 def claims(cfg: dict, table: list[dict]) -> list[dict]:
     out = []
     for sweep, xkey, what in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
-        value, ci, verdict, n, left = seedwise_trend(table, sweep, xkey, "sensitivity", -1)
+        value, ci, verdict, n, left, rhos = seedwise_trend(table, sweep, xkey, "sensitivity", -1)
         note = (f"{len({r[xkey] for r in table if r['sweep'] == sweep})} {what}s; "
-                + (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(value, verdict, "sensitivity"))
+                + (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(value, verdict, "sensitivity", rhos))
         out.append(Finding(
             id=f"sensitivity-falls-with-{'batch' if sweep == 'batch' else 'lr'}",
             claim=f"a larger {what} gives a lower input sensitivity",
             source="original", verdict=verdict,
             statistic=f"mean over seeds of −Spearman ρ({what}, sensitivity); CI: bootstrap over seeds",
             value=value, ci=ci, n=n, note=note).as_dict())
-    value, ci, verdict, n, left = seedwise_trend(table, "batch", "batch_size", "test_acc", -1)
+    value, ci, verdict, n, left, rhos = seedwise_trend(table, "batch", "batch_size", "test_acc", -1)
     out.append(Finding(
         id="accuracy-falls-with-batch", claim="a larger batch size gives a lower test accuracy", source="original",
         verdict=verdict, statistic="mean over seeds of −Spearman ρ(batch size, test accuracy); CI: bootstrap over seeds",
-        value=value, ci=ci, n=n, note=_trend_note(value, verdict, "test accuracy")).as_dict())
+        value=value, ci=ci, n=n, note=_trend_note(value, verdict, "test accuracy", rhos)).as_dict())
     ok = [r for r in table if not r["diverged"] and _finite(r["sensitivity"]) and _finite(r["acc_gap"])]
     rho, ci, verdict, n = correlation([r["sensitivity"] for r in ok], [r["acc_gap"] for r in ok])
     rho_loss = spearman([r["sensitivity"] for r in ok], [r["loss_gap"] for r in ok]) if len(ok) >= 3 else None
+    # models stuck at chance (a dead or saturated network: no gap, no sensitivity) agree with the
+    # claim trivially; the note gives rho without them
+    learnt = [r for r in ok if r["test_acc"] is not None and r["test_acc"] > CHANCE_MARGIN]
+    rho_learnt = spearman([r["sensitivity"] for r in learnt], [r["acc_gap"] for r in learnt]) if len(learnt) >= 3 else None
     out.append(Finding(
         id="sensitivity-tracks-gap",
         claim="across the trained models, a higher input sensitivity goes with a larger generalization gap",
@@ -267,7 +277,9 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
                   "CI: bootstrap over models",
         value=rho, ci=ci, n=n,
         note=(f"{len(table) - n} diverged model(s) left out; " if len(table) > n else "")
-             + (f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}" if rho_loss is not None else "too few models")).as_dict())
+             + (f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}" if rho_loss is not None else "too few models")
+             + (f"; without the {len(ok) - len(learnt)} model(s) at chance (test accuracy ≤ {CHANCE_MARGIN:.0%}): "
+                f"ρ = {rho_learnt:.2f} (n = {len(learnt)})" if rho_learnt is not None and len(learnt) < len(ok) else "")).as_dict())
     return out
 
 
