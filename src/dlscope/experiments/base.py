@@ -196,3 +196,20 @@ def plot_median_iqr(ax, x, runs, label: str, color, style: str = "-"):
     n = int(np.isfinite(np.asarray(runs, dtype=float).reshape(len(runs), -1)).any(1).sum())
     ax.plot(x, med, style, color=color, ms=4, label=f"{label} (median, IQR, n={n})")
     ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+# --------------------------------------------------------------------------- divergence
+
+WEIGHT_LIMIT = 1e6  # a weight beyond this in size: the training blew up
+
+
+def blown_up(ens) -> list[bool]:
+    """Per member of an engine.Ensemble: a non-finite weight, or one beyond WEIGHT_LIMIT in size.
+    A huge learning rate (say 1e8) explodes the weights while the loss can stay finite (cnn-1's
+    Softmax bounds its cross-entropy; an MLP's reaches 1e24 without overflowing): such a member
+    has diverged too, and its numbers must not enter a claim."""
+    out = torch.zeros(ens.n, dtype=torch.bool)
+    for p in ens.params.values():
+        flat = p.detach().reshape(ens.n, -1).cpu()
+        out |= ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) > WEIGHT_LIMIT)
+    return out.tolist()

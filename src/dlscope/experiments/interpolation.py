@@ -25,7 +25,7 @@ from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, SHOWN, Finding, greater
-from .base import ConfigError, Trial, plot_median_iqr, save_fig, seeds_for
+from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 from .sensitivity import SPLIT_COLORS, side_budget
 
@@ -33,7 +33,7 @@ NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
 
 # --- for the report and the progress display (see base.py)
-COST = 23  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+COST = 46  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
 LOOK_FOR = ("how steeply the train loss rises when one steps outward from each end of the line: Keskar et al. "
             "(2017) find large-batch minima sharper, and by the same noise argument a larger learning rate "
             "should end flatter. `large-batch-sharper` and `large-lr-flatter` compare the rise at the same "
@@ -165,7 +165,7 @@ def run_pair(args: dict, ctx) -> dict:
     if args["pair"] == "lr":  # one ensemble: the a members, then the b members, a learning rate each
         trainer, data = _train_side(args, ctx, seeds_a + seeds_b, [a["lr"]] * n + [b["lr"]] * n, a["batch_size"], budgets[0])
         ends = [[trainer.ens.member(i) for i in range(n)], [trainer.ens.member(n + i) for i in range(n)]]
-        hist, div = history(trainer), diverged(trainer)
+        hist, div = history(trainer), [d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))]
         histories = [_side_columns(hist, slice(0, n)), _side_columns(hist, slice(n, 2 * n))]
         div = [div[:n], div[n:]]
     else:  # two batch sizes: each side's seeds as one ensemble, one side after the other
@@ -177,7 +177,7 @@ def run_pair(args: dict, ctx) -> dict:
             trainer, data = _train_side(args, ctx, side_seeds, end["lr"], end["batch_size"], budget, checkpoint=part)
             ends.append([trainer.ens.member(i) for i in range(n)])
             histories.append(history(trainer))
-            div.append(diverged(trainer))
+            div.append([d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))])
 
     splits = {"train": (data.train.x, data.train.y), "test": (data.test.x, data.test.y)}
     sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
@@ -255,9 +255,13 @@ def rows(cfg: dict, results: dict) -> list[dict]:
                             f"{side}_final_train_loss": loss if math.isfinite(loss) else None,
                             f"{side}_train_loss_fall_last_quarter": falls[s][k]})
             row.update({"alpha": path["alpha"], **{key: path[key] for key in PATH_KEYS}})
-            row["sharpness_a"] = sharpness(path, "a", cfg["sharpness_delta"])
-            row["sharpness_b"] = sharpness(path, "b", cfg["sharpness_delta"])
-            row["barrier"] = barrier(path)
+            div = r["diverged"][k]  # a diverged end's numbers (finite or not) enter no claim
+            row["sharpness_a"] = None if div[0] else sharpness(path, "a", cfg["sharpness_delta"])
+            row["sharpness_b"] = None if div[1] else sharpness(path, "b", cfg["sharpness_delta"])
+            row["barrier"] = None if any(div) else barrier(path)
+            for s, side in enumerate(("a", "b")):
+                if div[s]:
+                    row[f"{side}_final_train_loss"] = None
             row["shared_init"] = cfg["shared_init"]
             row["diverged"] = r["diverged"][k]
             out.append(row)
@@ -381,17 +385,23 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     table = rows(cfg, results)
     paths = []
     for p in cfg["pairs"]:
-        pts = [r for r in table if r["pair"] == p]
-        if not pts:
+        runs = [r for r in table if r["pair"] == p]
+        if not runs:
             continue
-        alpha = pts[0]["alpha"]
+        pts = [r for r in runs if not any(r["diverged"])]  # a replicate with a diverged end has no line to show
+        alpha = runs[0]["alpha"]
         label = {"batch": "batch size", "lr": "lr"}[p]
         fig, (ax_l, ax_a, ax_s) = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+        nan = lambda vs, scale=1: [scale * v if v is not None else float("nan") for v in vs]  # noqa: E731
         for split, style in (("train", "o--"), ("test", "s-")):
-            plot_median_iqr(ax_l, alpha, [r[f"{split}_loss"] for r in pts], split, SPLIT_COLORS[split], style)
-            plot_median_iqr(ax_a, alpha, [[100 * v if v is not None else float("nan") for v in r[f"{split}_acc"]] for r in pts],
-                            split, SPLIT_COLORS[split], style)
-        plot_median_iqr(ax_s, alpha, [r["sensitivity"] for r in pts], "test images", SPLIT_COLORS["sensitivity"], "d-")
+            if pts:
+                plot_median_iqr(ax_l, alpha, [nan(r[f"{split}_loss"]) for r in pts], split, SPLIT_COLORS[split], style)
+                plot_median_iqr(ax_a, alpha, [nan(r[f"{split}_acc"], 100) for r in pts], split, SPLIT_COLORS[split], style)
+        if pts:
+            plot_median_iqr(ax_s, alpha, [nan(r["sensitivity"]) for r in pts], "test images", SPLIT_COLORS["sensitivity"], "d-")
+        if len(pts) < len(runs):
+            ax_l.annotate(f"{len(runs) - len(pts)} of {len(runs)} replicates left out: an end diverged", (0.5, 0.5),
+                          xycoords="axes fraction", ha="center", color="red", fontsize=9)
         if p == "batch":
             ax_a.plot([m[0] for m in ORIGINAL_MARKERS], [100 * m[1] for m in ORIGINAL_MARKERS], "k*", ms=9,
                       label="original test accuracy (full settings)")
@@ -410,14 +420,15 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax_s.set(ylabel="mean ‖∂p/∂x‖_F")
         ax_s.set_title(f"Sensitivity ({cfg['sensitivity_samples']} test images)", pad=14)
         for ax in (ax_l, ax_a, ax_s):
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         init = "shared initialisation" if cfg["shared_init"] else "independent initialisations"
         r0 = results[p]
         ends = "; ".join(
             f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps ({r0['budgets'][s]['epochs']} epochs), "
-            f"final train loss {_median([r[f'{side}_final_train_loss'] for r in pts])}"
+            f"final train loss {_median([r[f'{side}_final_train_loss'] for r in runs])}"
             for s, side in enumerate(("a", "b")))
-        fig.suptitle(f"{cfg['model']}, {init}, {len(pts)} replicates. {ends}", fontsize=10)
+        fig.suptitle(f"{cfg['model']}, {init}, {len(runs)} replicates. {ends}", fontsize=10)
         paths.append(save_fig(fig, fig_dir / f"pair_{p}.png"))
     return paths
 

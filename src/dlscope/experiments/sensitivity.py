@@ -7,7 +7,8 @@ initialisation and data order to every batch size and lr, so the configurations 
 seed. A batch size's seeds train as one ensemble (one trial per batch size); the learning rates
 share shapes and steps and train as one ensemble with a learning rate per member. Budgets are
 fair (side_budget): each configuration gets at least `epochs` epochs and `min_steps` steps.
-A diverged member (non-finite loss) is recorded as diverged, its numbers as null.
+A diverged member (a non-finite loss, or exploded weights: base.blown_up) is recorded as
+diverged, its numbers as null.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from .. import models
 from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, SHOWN, Finding, correlation, spearman, trend
-from .base import ConfigError, Trial, plot_median_iqr, save_fig, seeds_for
+from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
 # --- for the report and the progress display (see base.py)
-COST = 73  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+COST = 66  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
 LOOK_FOR = ("two claims that need not agree, each with its own verdict. The original found sensitivity "
             "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
             "`sensitivity-falls-with-batch`, `sensitivity-falls-with-lr`, `accuracy-falls-with-batch`, "
@@ -157,7 +158,7 @@ def train_sweep(args: dict, ctx) -> dict:
     trainer, data = train_cifar(train_args, ctx, args["model"], member_seeds, lr=lrs, batch_size=args["batch_size"])
     sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
     sens = ensemble_sensitivity(trainer.ens, sens_x, models.outputs_probabilities(args["model"]))
-    div = [d or not math.isfinite(s) for d, s in zip(diverged(trainer), sens.tolist())]
+    div = [d or b or not math.isfinite(s) for d, b, s in zip(diverged(trainer), blown_up(trainer.ens), sens.tolist())]
     return {
         "sweep": args["sweep"],
         "batch_size": args["batch_size"],
