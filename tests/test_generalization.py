@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from claims_check import recompute_interpolation, recompute_random_labels, recompute_sensitivity
 from dlscope.experiments import random_labels
 from dlscope.runner import run_experiment
 from dlscope.store import RunStore
@@ -23,16 +24,38 @@ def figures_of(result) -> list[str]:
     return sorted(p.name for p in (result.out_dir / "figures").glob("*.png") if p.stat().st_size > 10_000)
 
 
-def test_random_labels_smoke(tmp_path, data_dir):
-    res = run_experiment("random-labels", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
-    s = summary_of(res)
+@pytest.fixture(scope="module")
+def random_labels_run(tmp_path_factory, data_dir):
+    return run_experiment("random-labels", "smoke", out=tmp_path_factory.mktemp("rl"), data_dir=data_dir, progress=False)
+
+
+def test_random_labels_smoke(random_labels_run):
+    s = summary_of(random_labels_run)
     for k in ("epochs", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc", "train_size"):
         assert k in s
-    assert s["epochs"] == 3 and s["train_size"] == 200
-    assert 0 <= s["final_train_acc"] <= 1 and 0 <= s["final_test_acc"] <= 1
-    # the labels are i.i.d. uniform: they agree with the true ones about 1 time in 10
-    assert 0.03 < s["random_label_agreement_with_true"] < 0.2
+    assert s["epochs"] == 4 and s["train_size"] == 200 and s["final_window_epochs"] == 1
+    rows = s["results"]
+    assert [r["seed"] for r in rows] == [0, 1, 2]  # one row per seed
+    assert len({r["final_train_loss"] for r in rows}) == 3  # three different trainings
+    for r in rows:
+        assert 0 <= r["final_train_acc"] <= 1 and 0 <= r["final_test_acc"] <= 1 and not r["diverged"]
+        # each seed's labels are i.i.d. uniform: they agree with the true ones about 1 time in 10
+        assert 0.01 < r["random_label_agreement_with_true"] < 0.2
+    assert s["final_train_acc"] == pytest.approx(sum(r["final_train_acc"] for r in rows) / 3)
+    assert [f["id"] for f in s["findings"]] == ["memorises", "train-loss-falls", "test-at-chance", "test-loss-rises"]
+    assert figures_of(random_labels_run) == ["curves.png"]
+    recompute_random_labels(s)  # each verdict again, from the rows
+
+
+def test_random_labels_diverging_lr_is_recorded_and_nothing_breaks(tmp_path, data_dir):
+    # lr 1e8 explodes the weights while the loss stays finite (about 1e24): diverged all the same
+    res = run_experiment("random-labels", "smoke", out=tmp_path, data_dir=data_dir, progress=False, overrides=["lr=1e8"])
+    s = summary_of(res)
+    assert s["diverged"] and all(r["diverged"] for r in s["results"])
+    assert all(r["final_train_loss"] is None for r in s["results"])  # null, not NaN, in the JSON
+    assert {f["verdict"] for f in s["findings"]} == {"inconclusive"} and all(f["n"] == 0 for f in s["findings"])
     assert figures_of(res) == ["curves.png"]
+    recompute_random_labels(s)
 
 
 def test_random_labels_are_seeded_and_uniform():
@@ -72,40 +95,79 @@ def test_param_count_smoke(tmp_path, data_dir):
         assert found[fid]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(rhos))
 
 
-def test_interpolation_smoke_end_points_reproduce_the_trained_models(tmp_path, data_dir):
-    res = run_experiment("interpolation", "smoke", out=tmp_path, data_dir=data_dir, progress=False)
-    rows = summary_of(res)["results"]
-    assert [(r["pair"], r["a"], r["b"]) for r in rows] == [("batch", 64, 1024), ("lr", 1e-3, 1e-2)]
-    store = RunStore(tmp_path, "interpolation")
+@pytest.fixture(scope="module")
+def interpolation_run(tmp_path_factory, data_dir):
+    # the lr pair's model a at lr 1e30 diverges: recorded, and the rest of the run goes on
+    out = tmp_path_factory.mktemp("interp")
+    return out, run_experiment("interpolation", "smoke", out=out, data_dir=data_dir, progress=False, overrides=["lrs=1e30,1e-2"])
+
+
+def test_interpolation_smoke_end_points_reproduce_the_trained_models(interpolation_run):
+    out, res = interpolation_run
+    s = summary_of(res)
+    rows = s["results"]
+    assert [(r["pair"], r["seed"], r["seed_b"], r["a"], r["b"]) for r in rows] == [
+        ("batch", 0, 1, 64, 1024), ("batch", 2, 3, 64, 1024), ("lr", 0, 1, 1e30, 1e-2), ("lr", 2, 3, 1e30, 1e-2)]  # fmt: skip
+    store = RunStore(out, "interpolation")
     for row in rows:
-        assert row["alpha"] == [-1.0, 0.0, 1.0, 2.0]
+        assert row["alpha"] == [-0.5, 0.0, 0.5, 1.0, 1.5]
         for k in ACC_LOSS | {"sensitivity"}:
-            assert len(row[k]) == 4
-        trial = store.load_result(row["pair"])
-        for i, end in ((1, 0), (2, 1)):  # alpha = 0 is model a, alpha = 1 is model b
-            for k, v in trial["end_metrics"][end].items():
-                assert row[k][i] == v  # exactly: same weights, same evaluation
-            for k in ACC_LOSS:  # and the same numbers as the training's own last evaluation
-                assert row[k][i] == pytest.approx(trial["histories"][end][k][-1].item(), rel=1e-5, abs=1e-6)
-        assert row["sensitivity"][1] != row["sensitivity"][2]
+            assert len(row[k]) == 5
+    for pair in ("batch", "lr"):
+        trial = store.load_result(pair)
+        for k_rep, row in enumerate(r for r in rows if r["pair"] == pair):
+            for i, end in ((1, 0), (3, 1)):  # alpha = 0 (index 1) is model a, alpha = 1 (index 3) is model b
+                if row["diverged"][end]:
+                    continue
+                for k, v in trial["end_metrics"][k_rep][end].items():
+                    assert row[k][i] == v  # exactly: same weights, same evaluation
+                for k in ACC_LOSS:  # and the same numbers as the training's own last evaluation
+                    assert row[k][i] == pytest.approx(trial["histories"][end][k][-1, k_rep].item(), rel=1e-5, abs=1e-6)
+    batch = [r for r in rows if r["pair"] == "batch"]
+    for r in batch:
+        assert not any(r["diverged"]) and r["sensitivity"][1] != r["sensitivity"][3]
+        # where each side ended: 1 epoch of 256 images at batch 64 = 4 steps; batch 1024 (the whole
+        # set, one step an epoch) needs 2 epochs for min_steps = 2
+        assert (r["a_steps"], r["a_epochs"], r["b_steps"], r["b_epochs"]) == (4, 1, 2, 2)
+        assert r["sharpness_a"] == pytest.approx(r["train_loss"][0] - r["train_loss"][1])
+        assert r["sharpness_b"] == pytest.approx(r["train_loss"][4] - r["train_loss"][3])
+        assert r["barrier"] == pytest.approx(min(r["test_acc"][1], r["test_acc"][3]) - r["test_acc"][2])
+    for r in (r for r in rows if r["pair"] == "lr"):
+        assert r["diverged"] == [True, False] and r["sharpness_a"] is None and r["a_final_train_loss"] is None
+    found = {f["id"]: f for f in s["findings"]}
+    assert list(found) == ["large-batch-sharper", "large-lr-flatter", "barrier"]
+    assert found["large-lr-flatter"]["n"] == 0 and found["large-lr-flatter"]["verdict"] == "inconclusive"
+    assert found["large-batch-sharper"]["n"] == 2
     assert figures_of(res) == ["pair_batch.png", "pair_lr.png"]
+    recompute_interpolation(s, delta=0.5)  # each verdict again, from the rows
 
 
 def test_sensitivity_smoke_with_a_diverging_learning_rate(tmp_path, data_dir):
-    # lr 1e30 blows the weights up to non-finite values: recorded as diverged, numbers null
-    res = run_experiment("sensitivity", "smoke", out=tmp_path, data_dir=data_dir, progress=False, overrides=["lrs=1e30,1e-3"])
+    # lr 1e8 blows the weights up (cnn-1's Softmax keeps the loss finite): recorded as diverged, numbers null
+    res = run_experiment("sensitivity", "smoke", out=tmp_path, data_dir=data_dir, progress=False, overrides=["lrs=1e8,1e-3,1e-4"])
     s = summary_of(res)
     assert s["sensitivity_samples"] == 16
     rows = s["results"]
-    assert [(r["sweep"], r["batch_size"], r["lr"]) for r in rows] == [
-        ("batch", 64, 4e-4), ("batch", 512, 4e-4), ("lr", 128, 1e30), ("lr", 128, 1e-3)]  # fmt: skip
+    configs = [("batch", 64, 4e-4), ("batch", 128, 4e-4), ("batch", 512, 4e-4), ("lr", 128, 1e8), ("lr", 128, 1e-3), ("lr", 128, 1e-4)]
+    assert [(r["sweep"], r["batch_size"], r["lr"], r["seed"]) for r in rows] == [(*c, seed) for c in configs for seed in (0, 1)]
     for r in rows:
-        assert {"sweep", "batch_size", "lr", "sensitivity", "diverged"} | ACC_LOSS <= set(r)
-    assert rows[1]["effective_batch_size"] == 256  # batch 512 > the 256 training images
-    assert rows[2]["diverged"] and all(rows[2][k] is None for k in ACC_LOSS | {"sensitivity"})
-    for r in (rows[0], rows[1], rows[3]):
-        assert not r["diverged"] and r["sensitivity"] > 0 and 0 <= r["test_acc"] <= 1
-    assert figures_of(res) == ["acc_vs_batch.png", "acc_vs_lr.png", "loss_vs_batch.png", "loss_vs_lr.png"]
+        assert {"sweep", "batch_size", "lr", "seed", "sensitivity", "diverged", "steps", "epochs", "acc_gap"} | ACC_LOSS <= set(r)
+    big = [r for r in rows if r["batch_size"] == 512]
+    assert all(r["effective_batch_size"] == 256 for r in big)  # batch 512 > the 256 training images
+    assert all((r["epochs"], r["steps"]) == (2, 2) for r in big)  # min_steps 2 at one step an epoch
+    assert all((r["epochs"], r["steps"]) == (1, 4) for r in rows if r["batch_size"] == 64)
+    for r in rows:
+        if r["lr"] == 1e8:
+            assert r["diverged"] and all(r[k] is None for k in ACC_LOSS | {"sensitivity", "acc_gap"})
+        else:
+            assert not r["diverged"] and r["sensitivity"] >= 0 and 0 <= r["test_acc"] <= 1
+            assert r["acc_gap"] == pytest.approx(r["train_acc"] - r["test_acc"])
+    found = {f["id"]: f for f in s["findings"]}
+    assert set(found) == {"sensitivity-falls-with-batch", "sensitivity-falls-with-lr", "accuracy-falls-with-batch", "sensitivity-tracks-gap"}
+    assert found["sensitivity-falls-with-lr"]["n"] == 0  # every seed has a diverged lr: no complete seed
+    assert found["sensitivity-tracks-gap"]["n"] == 10  # 12 models, 2 diverged
+    assert figures_of(res) == ["acc_vs_batch.png", "acc_vs_lr.png", "loss_vs_batch.png", "loss_vs_lr.png", "sensitivity_vs_gap.png"]
+    recompute_sensitivity(s)  # each verdict again, from the rows
 
 
 def test_two_trainings_share_one_checkpoint_file():
@@ -167,3 +229,17 @@ def test_impossible_settings_are_refused(name, setting):
 
     with pytest.raises(ConfigError):
         resolve(get(name), "smoke", [setting])
+
+
+def test_exploded_weights_count_as_diverged_even_with_a_finite_loss():
+    from dlscope.engine import Ensemble
+    from dlscope.experiments.base import WEIGHT_LIMIT, blown_up
+
+    ens = Ensemble.from_seeds("mnist-mlp", [0, 1, 2, 3], "cpu")
+    assert blown_up(ens) == [False] * 4
+    with torch.no_grad():
+        first = next(iter(ens.params.values()))
+        first[1, 0] = 2 * WEIGHT_LIMIT  # finite, but beyond any trained weight
+        first[2, 0] = float("nan")
+        first[3, 0] = -2 * WEIGHT_LIMIT
+    assert blown_up(ens) == [False, True, True, True]

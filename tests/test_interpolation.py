@@ -81,3 +81,14 @@ def test_loss_and_accuracy_against_a_direct_computation():
         out = model(x)
     assert loss == pytest.approx(nn.functional.cross_entropy(out, y).item(), rel=1e-6)
     assert acc == pytest.approx((out.argmax(1) == y).float().mean().item())
+
+
+def test_an_end_is_itself_even_when_the_other_end_diverged():
+    torch.manual_seed(3)
+    a, b = nn.Linear(4, 2), nn.Linear(4, 2)
+    with torch.no_grad():
+        a.weight[0, 0] = float("inf")  # (1 - 1) * inf would be NaN
+    at_b, at_a = interpolate(a, b, 1.0).state_dict(), interpolate(a, b, 0.0).state_dict()
+    assert all(torch.equal(at_b[k], v) for k, v in b.state_dict().items())
+    assert all(torch.equal(at_a[k], v) for k, v in a.state_dict().items())
+    assert not torch.isfinite(interpolate(a, b, 0.5).weight).all()  # in between, the divergence shows

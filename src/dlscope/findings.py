@@ -219,7 +219,18 @@ def correlation(x: Sequence[float], y: Sequence[float], margin: float = 0.0, n_b
     if rho is None:
         return rho, None, INCONCLUSIVE, n
     xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    rng = np.random.default_rng(seed)
-    boots = [r for r in (spearman(xs[i], ys[i]) for i in rng.integers(0, n, size=(n_boot, n))) if r is not None]
-    ci = [float(v) for v in np.quantile(boots, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])] if boots else None
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    rx, ry = _row_ranks(xs[idx]), _row_ranks(ys[idx])  # Spearman = Pearson of the ranks, row by row
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
+    ok = den > 0
+    boots = (rx * ry).sum(1)[ok] / den[ok]
+    ci = [float(v) for v in np.quantile(boots, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])] if ok.any() else None
     return rho, ci, verdict_from_ci(ci, margin), n
+
+
+def _row_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks within each row of a [B, n] (ties share their average rank), as _ranks does for one."""
+    less = (a[:, None, :] < a[:, :, None]).sum(-1)
+    equal = (a[:, None, :] == a[:, :, None]).sum(-1)
+    return less + (equal - 1) / 2.0

@@ -29,7 +29,10 @@ def check_same_architecture(model_a: nn.Module, model_b: nn.Module) -> None:
 
 def interpolate_state(state_a: dict, state_b: dict, alpha: float) -> dict:
     """theta(alpha) for two state dicts. Integer buffers (counters) cannot be mixed: they are
-    taken from the nearer end."""
+    taken from the nearer end. At alpha 0 and 1 the end itself is returned, so that a diverged
+    (non-finite) other end cannot leak in through 0 * inf = NaN."""
+    if alpha in (0, 1):
+        return {k: v.detach().clone() for k, v in (state_a if alpha == 0 else state_b).items()}
     out = {}
     for k, a in state_a.items():
         b = state_b[k]

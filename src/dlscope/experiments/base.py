@@ -243,3 +243,48 @@ def model_color(name: str):
     if number.isdigit() and int(number) in family:
         return colormaps["viridis"](0.9 * family.index(int(number)) / max(len(family) - 1, 1))
     return "tab:olive"  # not in the zoo: one neutral colour
+
+
+# --------------------------------------------------------------------------- curves over seeds
+
+
+def median_iqr(runs) -> tuple:
+    """runs [n_runs, points] -> (median, 25th, 75th percentile) per point, non-finite values (a
+    diverged run) ignored; NaN where no run has a number."""
+    import warnings
+
+    import numpy as np
+
+    a = np.asarray(runs, dtype=float).reshape(len(runs), -1)
+    a = np.where(np.isfinite(a), a, np.nan)
+    with warnings.catch_warnings():  # an all-NaN column is a gap in the curve, not an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, 0), np.nanpercentile(a, 25, 0), np.nanpercentile(a, 75, 0)
+
+
+def plot_median_iqr(ax, x, runs, label: str, color, style: str = "-"):
+    """One curve over seeds: the median as a line (matplotlib format `style`), the interquartile
+    range as a band, and n (the runs with any finite value) in the legend label."""
+    import numpy as np
+
+    med, lo, hi = median_iqr(runs)
+    n = int(np.isfinite(np.asarray(runs, dtype=float).reshape(len(runs), -1)).any(1).sum())
+    ax.plot(x, med, style, color=color, ms=4, label=f"{label} (median, IQR, n={n})")
+    ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+# --------------------------------------------------------------------------- divergence
+
+WEIGHT_LIMIT = 1e6  # a weight beyond this in size: the training blew up
+
+
+def blown_up(ens) -> list[bool]:
+    """Per member of an engine.Ensemble: a non-finite weight, or one beyond WEIGHT_LIMIT in size.
+    A huge learning rate (say 1e8) explodes the weights while the loss can stay finite (cnn-1's
+    Softmax bounds its cross-entropy; an MLP's reaches 1e24 without overflowing): such a member
+    has diverged too, and its numbers must not enter a claim."""
+    out = torch.zeros(ens.n, dtype=torch.bool)
+    for p in ens.params.values():
+        flat = p.detach().reshape(ens.n, -1).cpu()
+        out |= ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) > WEIGHT_LIMIT)
+    return out.tolist()

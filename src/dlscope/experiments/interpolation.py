@@ -1,10 +1,16 @@
 """8. interpolation: loss, accuracy and sensitivity along the line between two trained cnn-1s.
 
 Pair "batch": batch 64 vs batch 1024 at one lr. Pair "lr": lr 1e-3 vs 1e-2 at one batch size.
-Each pair is one trial that trains its two models and then walks the line theta(alpha). The lr
-pair's two models have the same shapes and batch size, so they train as one ensemble with a
-learning rate per member; the batch pair's cannot (their steps differ), so they train one after
-the other, both inside the trial's one checkpoint file.
+Each pair is one trial that trains `seeds` replicates of its two models and then walks the line
+theta(alpha) of every replicate. The lr pair's models have the same shapes and batch size, so all
+2 x seeds train as one ensemble with a learning rate per member; the batch pair's two sides
+cannot (their steps differ), so each side's seeds train as one ensemble, one side after the
+other, both inside the trial's one checkpoint file. Budgets are fair (sensitivity.side_budget):
+each side trains at least `epochs` epochs and at least `min_steps` optimizer steps.
+
+Sharpness of an end: how much the train loss rises when one steps outward from it along the line
+by `sharpness_delta` (alpha = -delta for a, 1 + delta for b): the same direction and distance for
+both ends, so the two ends of one replicate compare directly (Keskar et al. 2017, Fig. 3).
 
 With shared_init both models start from one initialisation (Keskar et al.); otherwise from two
 (Goodfellow et al., and the original study). The seed also drives the data order, so a shared
@@ -13,25 +19,38 @@ initialisation shares the shuffle too.
 
 from __future__ import annotations
 
+import math
 
 from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
-from .base import ConfigError, Trial, save_fig, seeds_for
+from ..findings import INCONCLUSIVE, SHOWN, Finding, greater
+from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
+from .sensitivity import SPLIT_COLORS, side_budget
 
 NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
 
 # --- for the report and the progress display (see base.py)
-COST = 23  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = ("the loss along the line between the two models and beyond them: how flat each end "
-            "is, and whether a barrier separates them (Goodfellow et al. 2015, Keskar et al. 2017).")
+COST = 46  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = ("how steeply the train loss rises when one steps outward from each end of the line: Keskar et al. "
+            "(2017) find large-batch minima sharper, and by the same noise argument a larger learning rate "
+            "should end flatter. `large-batch-sharper` and `large-lr-flatter` compare the rise at the same "
+            "distance outward from the two ends of each replicate; `barrier` asks whether test accuracy dips "
+            "between the two models, as the original's did (27% near α ≈ 0.6). Each side trained at least "
+            "`min_steps` optimizer steps, the large batch for more epochs (the figure's title gives each side's "
+            "steps and final train loss), so no end is compared half-trained. The loss axis is linear: cnn-1's "
+            "Softmax output bounds its cross-entropy to [1.46, 2.46]. With independent initialisations the two "
+            "ends lie far apart, so the outward step is long and the rise measures the line's shape more than "
+            "the curvature at the minimum.")
 CAPTIONS = {
     "pair_batch.png": "Train and test loss, accuracy and input sensitivity along the line θ(α) = (1−α)·θa + α·θb "
-    "from the small-batch model (α = 0) to the large-batch one (α = 1) and beyond (the original's Fig 19).",
+    "from the small-batch model (α = 0) to the large-batch one (α = 1) and beyond: the median over replicates "
+    "with the interquartile range as a band; stars: the original's test accuracies at full settings (57.7% at "
+    "α = 0, 52.6% at α = 1, 27% near α = 0.6) (the original's Fig 19).",
     "pair_lr.png": "The same along the line from the model trained at the smaller learning rate (α = 0) to the one "
-    "at the larger (α = 1) (the original's Fig 22).",
+    "at the larger (α = 1), median over replicates with the interquartile range (the original's Fig 22).",
 }
 REFERENCE = {
     "what": "pair A (batch 64 vs batch 1024): test accuracy at the two ends and at the barrier between them",
@@ -43,7 +62,9 @@ REFERENCE = {
 _FULL = {
     "model": "cnn-1",
     "pairs": ["batch", "lr"],
+    "seeds": 3,  # replicates of each pair: replicate k trains a from seed + 2k and b from seed + 2k + 1
     "epochs": 25,
+    "min_steps": 300,  # every side >= this many optimizer steps (full: 25 epochs already give >= 1,225)
     "batch_sizes": [64, 1024],  # pair "batch"
     "batch_pair_lr": 4e-4,
     "lrs": [1e-3, 1e-2],  # pair "lr"
@@ -52,17 +73,23 @@ _FULL = {
     "alpha_min": -2.0,
     "alpha_max": 2.0,
     "alpha_points": 21,
+    "sharpness_delta": 0.2,  # sharpness: the train-loss rise from an end to alpha = -delta / 1 + delta
     "sensitivity_samples": 1000,  # test images the sensitivity averages over
     "shared_init": False,
     "eval_every": 1,
 }
 PROFILES = {
-    "smoke": {**_FULL, "epochs": 1, "train_size": 256, "test_size": 128, "alpha_points": 4, "alpha_min": -1.0,
-              "sensitivity_samples": 16},
-    # 8 epochs on 4,000 images; the lr step comes at epoch 6 as step 10 of 25 does in full.
-    # Train/test curves evaluated every 4 epochs.
-    "quick": {**_FULL, "epochs": 8, "lr_step": 6, "train_size": 4000, "test_size": 1000,
-              "sensitivity_samples": 250, "eval_every": 4},
+    "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "train_size": 256, "test_size": 128, "alpha_points": 5,
+              "alpha_min": -0.5, "alpha_max": 1.5, "sharpness_delta": 0.5, "sensitivity_samples": 16},
+    # 2,048 training images, 3 replicates. Batch 32 vs 512 (SPEC's ratio of 16; 200 steps of batch
+    # 1024 x 3 seeds would cost twice this profile's budget) and the lr pair at batch 128 (not
+    # 512, for the same reason). Every side gets >= 12 epochs and >= 200 optimizer steps: batch 32
+    # trains 12 epochs (768 steps), batch 512 50 epochs (200 steps), the lr pair 13 (208 steps);
+    # the lr drops at 3/4 of each side's training. The line: alpha in [-1, 2] (Keskar et al.'s
+    # range), 13 points, sharpness at delta 0.25; sensitivity over 200 test images.
+    "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [32, 512], "lr_pair_batch_size": 128,
+              "train_size": 2048, "test_size": 1000, "alpha_min": -1.0, "alpha_max": 2.0, "alpha_points": 13,
+              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3},
     "full": _FULL,
 }
 
@@ -76,6 +103,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError("batch_sizes and lrs: give exactly two values, the models a and b")
     if cfg["alpha_points"] < 2 or cfg["alpha_min"] >= cfg["alpha_max"]:
         raise ConfigError("alpha: need alpha_points >= 2 and alpha_min < alpha_max")
+    if not 0 < cfg["sharpness_delta"] <= 1:
+        raise ConfigError("sharpness_delta must be in (0, 1]")
     check_sizes(cfg)
     if not 0 < cfg["sensitivity_samples"] <= cfg["test_size"]:
         raise ConfigError("sensitivity_samples must be in 1..test_size")
@@ -90,6 +119,13 @@ def pair_ends(cfg: dict, pair: str) -> tuple[dict, dict]:
     if pair == "batch":
         return [{"batch_size": b, "lr": cfg["batch_pair_lr"]} for b in cfg["batch_sizes"]]
     return [{"batch_size": cfg["lr_pair_batch_size"], "lr": lr} for lr in cfg["lrs"]]
+
+
+def path_alphas(cfg: dict) -> list[float]:
+    """The alpha grid, plus -delta and 1 + delta where the grid lacks them (for the sharpness)."""
+    d = cfg["sharpness_delta"]
+    grid = alpha_grid(cfg["alpha_min"], cfg["alpha_max"], cfg["alpha_points"])
+    return sorted(set(grid) | {round(-d, 12) + 0.0, round(1 + d, 12)})
 
 
 class _Part:
@@ -110,44 +146,56 @@ class _Part:
         self.ckpt.progress(self.offset + done, self.total, info)
 
 
+def _train_side(args, ctx, seeds, lrs, batch_size, budget, checkpoint=None):
+    train_args = {**args, **{k: budget[k] for k in ("epochs", "lr_step", "eval_every")}}
+    return train_cifar(train_args, ctx, args["model"], seeds, lr=lrs, batch_size=batch_size, checkpoint=checkpoint)
+
+
+def _side_columns(hist: dict, cols) -> dict:
+    return {k: (v[:, cols] if v.dim() == 2 else v) for k, v in hist.items()}
+
+
 def run_pair(args: dict, ctx) -> dict:
-    seed_a, seed_b = seeds_for(args, 2)
-    if args["shared_init"]:
-        seed_b = seed_a
+    n = args["seeds"]
+    seeds = seeds_for(args, 2 * n)
+    seeds_a = seeds[0::2]
+    seeds_b = list(seeds_a) if args["shared_init"] else seeds[1::2]
     (a, b) = pair_ends(args, args["pair"])
-    model = args["model"]
-    if args["pair"] == "lr":  # one ensemble, a learning rate per member
-        trainer, data = train_cifar(args, ctx, model, [seed_a, seed_b], lr=[a["lr"], b["lr"]], batch_size=a["batch_size"])
-        ends = [trainer.ens.member(0), trainer.ens.member(1)]
-        hist = history(trainer)
-        histories = [{k: v[:, i] if v.dim() == 2 else v for k, v in hist.items()} for i in range(2)]
-        div = diverged(trainer)
-    else:  # two batch sizes: two trainings, one after the other
+    budgets = [side_budget(args, a["batch_size"]), side_budget(args, b["batch_size"])]
+    if args["pair"] == "lr":  # one ensemble: the a members, then the b members, a learning rate each
+        trainer, data = _train_side(args, ctx, seeds_a + seeds_b, [a["lr"]] * n + [b["lr"]] * n, a["batch_size"], budgets[0])
+        ends = [[trainer.ens.member(i) for i in range(n)], [trainer.ens.member(n + i) for i in range(n)]]
+        hist, div = history(trainer), [d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))]
+        histories = [_side_columns(hist, slice(0, n)), _side_columns(hist, slice(n, 2 * n))]
+        div = [div[:n], div[n:]]
+    else:  # two batch sizes: each side's seeds as one ensemble, one side after the other
         states = (ctx.checkpoint.load() or {}) if ctx.checkpoint else {}
+        total = budgets[0]["epochs"] + budgets[1]["epochs"]
         ends, histories, div = [], [], []
-        for i, (name, end, seed) in enumerate((("a", a, seed_a), ("b", b, seed_b))):
-            part = _Part(ctx.checkpoint, name, states, i * args["epochs"], 2 * args["epochs"]) if ctx.checkpoint else None
-            trainer, data = train_cifar(args, ctx, model, [seed], lr=end["lr"], batch_size=end["batch_size"], checkpoint=part)
-            ends.append(trainer.ens.member(0))
-            histories.append({k: v[:, 0] if v.dim() == 2 else v for k, v in history(trainer).items()})
-            div += diverged(trainer)
+        for name, end, side_seeds, budget, offset in (("a", a, seeds_a, budgets[0], 0), ("b", b, seeds_b, budgets[1], budgets[0]["epochs"])):
+            part = _Part(ctx.checkpoint, name, states, offset, total) if ctx.checkpoint else None
+            trainer, data = _train_side(args, ctx, side_seeds, end["lr"], end["batch_size"], budget, checkpoint=part)
+            ends.append([trainer.ens.member(i) for i in range(n)])
+            histories.append(history(trainer))
+            div.append([d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))])
 
     splits = {"train": (data.train.x, data.train.y), "test": (data.test.x, data.test.y)}
     sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
-    probs = models.outputs_probabilities(model)
-    alphas = alpha_grid(args["alpha_min"], args["alpha_max"], args["alpha_points"])
-    path = evaluate_path(ends[0], ends[1], alphas, splits, probs, sens_x)
+    probs = models.outputs_probabilities(args["model"])
+    alphas = path_alphas(args)
+    paths = [evaluate_path(ends[0][k], ends[1][k], alphas, splits, probs, sens_x) for k in range(n)]
     # the end models themselves, by the same evaluation: alpha = 0 and 1 must reproduce these exactly
-    end_metrics = [evaluate(m, splits, probs, sens_x) for m in ends]
+    end_metrics = [[evaluate(ends[s][k], splits, probs, sens_x) for s in (0, 1)] for k in range(n)]
     return {
         "pair": args["pair"],
         "a": a,
         "b": b,
-        "seeds": [seed_a, seed_b],
-        "path": path,
+        "seeds": [[sa, sb] for sa, sb in zip(seeds_a, seeds_b)],
+        "budgets": budgets,
+        "paths": paths,
         "end_metrics": end_metrics,
-        "histories": histories,
-        "diverged": div,
+        "histories": histories,  # per side: [E] epochs and [E, seeds] metrics, batch_loss [epochs, seeds]
+        "diverged": [[div[0][k], div[1][k]] for k in range(n)],
         "sensitivity_samples": len(sens_x),
     }
 
@@ -159,35 +207,173 @@ def _describe(pair: str, end: dict) -> float:
     return end["batch_size"] if pair == "batch" else end["lr"]
 
 
-def summarize(cfg: dict, results: dict) -> dict:
-    rows = []
+def _at(path: dict, key: str, alpha: float):
+    """path[key] at alpha (None if alpha is not on the path or the value is not finite)."""
+    for a, v in zip(path["alpha"], path[key]):
+        if abs(a - alpha) < 1e-9:
+            return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return None
+
+
+def sharpness(path: dict, end: str, delta: float) -> float | None:
+    """The train-loss rise from end a (alpha 0) to alpha -delta, or from b (alpha 1) to 1 + delta."""
+    at, out = (0.0, -delta) if end == "a" else (1.0, 1.0 + delta)
+    lo, hi = _at(path, "train_loss", at), _at(path, "train_loss", round(out, 12))
+    return None if lo is None or hi is None else hi - lo
+
+
+def barrier(path: dict) -> float | None:
+    """How far test accuracy dips strictly between the ends, below the worse end (> 0: a barrier)."""
+    ends = [_at(path, "test_acc", 0.0), _at(path, "test_acc", 1.0)]
+    inner = [v for a, v in zip(path["alpha"], path["test_acc"]) if 1e-9 < a < 1 - 1e-9]
+    if None in ends or not inner or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in inner):
+        return None
+    return min(ends) - min(inner)
+
+
+def _fall_last_quarter(batch_loss) -> list:
+    q = max(0, len(batch_loss) - 1 - len(batch_loss) // 4)
+    return (batch_loss[q] - batch_loss[-1]).tolist()
+
+
+def rows(cfg: dict, results: dict) -> list[dict]:
+    """One row per pair and replicate: the path, each end's sharpness, the barrier, and where each
+    side's training ended (epochs, optimizer steps, final train loss, the fall of the mean
+    mini-batch loss over the last quarter of its epochs: near 0, a plateau)."""
+    out = []
     for p in cfg["pairs"]:
         r = results.get(p)
         if r is None:
             continue
-        rows.append({
-            "pair": p,
-            "a": _describe(p, r["a"]),
-            "b": _describe(p, r["b"]),
-            "alpha": r["path"]["alpha"],
-            **{k: r["path"][k] for k in PATH_KEYS},
-            "shared_init": cfg["shared_init"],
-            "diverged": r["diverged"],
-        })  # fmt: skip
-    return {"epochs": cfg["epochs"], "sensitivity_samples": cfg["sensitivity_samples"], "results": rows}
+        falls = [_fall_last_quarter(h["batch_loss"]) for h in r["histories"]]
+        for k, (path, (sa, sb)) in enumerate(zip(r["paths"], r["seeds"])):
+            row = {"pair": p, "seed": sa, "seed_b": sb, "a": _describe(p, r["a"]), "b": _describe(p, r["b"])}
+            for s, side in enumerate(("a", "b")):
+                h, budget = r["histories"][s], r["budgets"][s]
+                loss = h["train_loss"][-1, k].item()
+                row.update({f"{side}_epochs": budget["epochs"], f"{side}_steps": budget["steps"],
+                            f"{side}_final_train_loss": loss if math.isfinite(loss) else None,
+                            f"{side}_train_loss_fall_last_quarter": falls[s][k]})
+            row.update({"alpha": path["alpha"], **{key: path[key] for key in PATH_KEYS}})
+            div = r["diverged"][k]  # a diverged end's numbers (finite or not) enter no claim
+            row["sharpness_a"] = None if div[0] else sharpness(path, "a", cfg["sharpness_delta"])
+            row["sharpness_b"] = None if div[1] else sharpness(path, "b", cfg["sharpness_delta"])
+            row["barrier"] = None if any(div) else barrier(path)
+            for s, side in enumerate(("a", "b")):
+                if div[s]:
+                    row[f"{side}_final_train_loss"] = None
+            row["shared_init"] = cfg["shared_init"]
+            row["diverged"] = r["diverged"][k]
+            out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _sharper(table: list[dict], pair: str, sharp_end_is_larger: bool) -> tuple:
+    """Per replicate: sharpness of the end claimed sharper minus that of the other end."""
+    diffs = []
+    for r in (r for r in table if r["pair"] == pair):
+        larger = "b" if r["b"] > r["a"] else "a"
+        sharp = larger if sharp_end_is_larger else ("a" if larger == "b" else "b")
+        flat = "a" if sharp == "b" else "b"
+        sa, sf = r[f"sharpness_{sharp}"], r[f"sharpness_{flat}"]
+        diffs.append(None if sa is None or sf is None else sa - sf)
+    return greater(diffs), len(diffs)
+
+
+def _note(verdict: str, n: int, runs: int, what: str) -> str:
+    left = f"; {runs - n} replicate(s) without a number (diverged)" if runs > n else ""
+    if runs == 0:
+        return "pair not run"
+    if n < 2:
+        return f"{n} replicate(s): no spread to decide on{left}"
+    return {SHOWN: f"{what} in every resample of the replicates",
+            INCONCLUSIVE: "the replicates disagree"}.get(verdict, "the opposite holds, or no difference") + left
+
+
+def _where_ends_ended(table: list[dict], pair: str, name: dict) -> str:
+    """"; final train loss (median): small batch 2.00 (768 steps), large batch 2.01 (200 steps)": a flat
+    end on a high-loss plateau is not a flat minimum, so the verdict's note says where each end is."""
+    pts = [r for r in table if r["pair"] == pair]
+    if not pts:
+        return ""
+    parts = []
+    for side in ("a", "b"):
+        losses = sorted(v for v in (r[f"{side}_final_train_loss"] for r in pts) if v is not None and math.isfinite(v))
+        med = f"{losses[len(losses) // 2]:.3f}" if losses else "—"
+        parts.append(f"{name[side]} {med} ({pts[0][f'{side}_steps']} steps)")
+    return "; final train loss (median): " + ", ".join(parts)
+
+
+def claims(cfg: dict, table: list[dict]) -> list[dict]:
+    d = cfg["sharpness_delta"]
+    stat = (f"mean over replicates of [train-loss rise stepping {d:g} outward from the {{}} end] − [the same at the "
+            f"{{}} end] (same line, same distance); CI: bootstrap over replicates")
+
+    def names(pair, small, large):
+        r = next((r for r in table if r["pair"] == pair), None)
+        if r is None:
+            return {}
+        return {"a": small, "b": large} if r["b"] > r["a"] else {"a": large, "b": small}
+
+    out = []
+    (value, ci, verdict, n), runs = _sharper(table, "batch", True)
+    ended = _where_ends_ended(table, "batch", names("batch", "small batch", "large batch"))
+    out.append(Finding(id="large-batch-sharper", claim="the large-batch minimum is sharper than the small-batch one",
+                       source="Keskar et al. 2017", verdict=verdict, statistic=stat.format("large-batch", "small-batch"),
+                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the large-batch end is sharper") + ended).as_dict())
+    (value, ci, verdict, n), runs = _sharper(table, "lr", False)
+    ended = _where_ends_ended(table, "lr", names("lr", "small lr", "large lr"))
+    out.append(Finding(id="large-lr-flatter", claim="the large-lr minimum is flatter than the small-lr one",
+                       source="Keskar et al. 2017 (lr as the noise scale)", verdict=verdict,
+                       statistic=stat.format("small-lr", "large-lr"),
+                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the small-lr end is sharper") + ended).as_dict())
+    bars = [r["barrier"] for r in table if r["pair"] == "batch"]
+    value, ci, verdict, n = greater(bars)
+    out.append(Finding(id="barrier", claim="test accuracy dips between the small- and the large-batch model (a barrier)",
+                       source="original", verdict=verdict,
+                       statistic="mean over replicates of [lower end's test accuracy − lowest test accuracy for 0 < α < 1]; "
+                                 "CI: bootstrap over replicates",
+                       value=value, ci=ci, n=n, note=_note(verdict, n, len(bars), "a dip") if bars else "pair not run"
+                       ).as_dict())
+    return out
+
+
+def summarize(cfg: dict, results: dict) -> dict:
+    table = rows(cfg, results)
+    return {
+        "epochs": cfg["epochs"],
+        "min_steps": cfg["min_steps"],
+        "seeds": cfg["seeds"],
+        "sharpness_delta": cfg["sharpness_delta"],
+        "sensitivity_samples": cfg["sensitivity_samples"],
+        "budget": "each side trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), its StepLR "
+                  "drop at the same fraction of its training; rows give each side's epochs, steps and final train loss",
+        "results": table,
+        "findings": claims(cfg, table),
+    }
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
-    rows = []
+    rows_ = []
     for p, r in results.items():
-        for end, h, seed in zip(("a", "b"), r["histories"], r["seeds"]):
-            base = {"pair": p, "model": end, "batch_size": r[end]["batch_size"], "lr": r[end]["lr"], "seed": seed}
-            for i, e in enumerate(h["epoch"].tolist()):
-                rows += [{**base, "alpha": "", "epoch": e, "metric": k, "value": h[k][i].item()} for k in METRICS]
-        for i, a in enumerate(r["path"]["alpha"]):  # the path, with epoch = the end of training
-            base = {"pair": p, "model": "interpolated", "batch_size": "", "lr": "", "seed": "", "alpha": a}
-            rows += [{**base, "epoch": cfg["epochs"], "metric": k, "value": r["path"][k][i]} for k in PATH_KEYS]
-    return rows
+        for s, (end, h) in enumerate(zip(("a", "b"), r["histories"])):
+            for k, pair_seeds in enumerate(r["seeds"]):
+                base = {"pair": p, "model": end, "batch_size": r[end]["batch_size"], "lr": r[end]["lr"], "seed": pair_seeds[s]}
+                for i, e in enumerate(h["epoch"].tolist()):
+                    rows_ += [{**base, "alpha": "", "epoch": e, "metric": key, "value": h[key][i, k].item()} for key in METRICS]
+        for path, (sa, _) in zip(r["paths"], r["seeds"]):  # the path, with epoch = the end of training
+            for i, a in enumerate(path["alpha"]):
+                base = {"pair": p, "model": "interpolated", "batch_size": "", "lr": "", "seed": sa, "alpha": a}
+                rows_ += [{**base, "epoch": "", "metric": key, "value": path[key][i]} for key in PATH_KEYS]
+    return rows_
+
+
+# The original's pair A (batch 64 vs 1024, 25 epochs of 50,000 images): test accuracy at the ends
+# and at its barrier, drawn as markers on the batch pair's accuracy panel.
+ORIGINAL_MARKERS = [(0.0, 0.577), (1.0, 0.526), (0.6, 0.27)]
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
@@ -195,52 +381,72 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
+    table = rows(cfg, results)
     paths = []
-    for p, r in results.items():
-        path = r["path"]
-        alpha = path["alpha"]
+    for p in cfg["pairs"]:
+        runs = [r for r in table if r["pair"] == p]
+        if not runs:
+            continue
+        pts = [r for r in runs if not any(r["diverged"])]  # a replicate with a diverged end has no line to show
+        alpha = runs[0]["alpha"]
         label = {"batch": "batch size", "lr": "lr"}[p]
-        a, b = _describe(p, r["a"]), _describe(p, r["b"])
-        fig, (ax_l, ax_a, ax_s) = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+        fig, (ax_l, ax_a, ax_s) = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+        nan = lambda vs, scale=1: [scale * v if v is not None else float("nan") for v in vs]  # noqa: E731
         for split, style in (("train", "o--"), ("test", "s-")):
-            ax_l.plot(alpha, path[f"{split}_loss"], style, ms=4, label=split)
-            ax_a.plot(alpha, [100 * v for v in path[f"{split}_acc"]], style, ms=4, label=split)
-        ax_s.plot(alpha, path["sensitivity"], "d-", ms=4, color="tab:green", label="test images")
+            if pts:
+                plot_median_iqr(ax_l, alpha, [nan(r[f"{split}_loss"]) for r in pts], split, SPLIT_COLORS[split], style)
+                plot_median_iqr(ax_a, alpha, [nan(r[f"{split}_acc"], 100) for r in pts], split, SPLIT_COLORS[split], style)
+        if pts:
+            plot_median_iqr(ax_s, alpha, [nan(r["sensitivity"]) for r in pts], "test images", SPLIT_COLORS["sensitivity"], "d-")
+        if len(pts) < len(runs):
+            ax_l.annotate(f"{len(runs) - len(pts)} of {len(runs)} replicates left out: an end diverged", (0.5, 0.5),
+                          xycoords="axes fraction", ha="center", color="red", fontsize=9)
+        if p == "batch":
+            ax_a.plot([m[0] for m in ORIGINAL_MARKERS], [100 * m[1] for m in ORIGINAL_MARKERS], "k*", ms=9,
+                      label="original test accuracy (full settings)")
         for ax in (ax_l, ax_a, ax_s):
             for x, end in ((0, "a"), (1, "b")):  # the two trained models, named just above the frame
                 ax.axvline(x, color="gray", ls=":", lw=1)
                 ax.annotate(end, (x, 1), xycoords=("data", "axes fraction"), xytext=(0, 2), textcoords="offset points",
                             ha="center", va="bottom", fontsize=9, color="dimgray")
-            ax.grid(alpha=0.3, which="both")
+            ax.grid(alpha=0.3)
             ax.set_xlabel("α  (θ = (1−α)·θa + α·θb)")
-        ax_l.set_yscale("log")
-        lo, hi = ax_l.get_ylim()
-        if hi < 10 * lo:  # less than a decade (cnn-1's Softmax bounds its loss): label ticks as plain numbers
-            ax_l.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax_l.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax_l.set(ylabel="cross-entropy loss (log scale)")
-        ax_l.set_title("Loss along the line", pad=14)
+        # a linear axis: cnn-1's Softmax output bounds its cross-entropy to [1.46, 2.46], too narrow for a log scale
+        ax_l.set(ylabel="cross-entropy loss")
+        ax_l.set_title("Loss along the line (bands: IQR over replicates)", pad=14)
         ax_a.set(ylabel="accuracy (%)")
         ax_a.set_title("Accuracy along the line", pad=14)
         ax_s.set(ylabel="mean ‖∂p/∂x‖_F")
-        ax_s.set_title(f"Sensitivity ({r['sensitivity_samples']} test images)", pad=14)
-        ax_l.legend(fontsize=8)
-        ax_a.legend(fontsize=8)
+        ax_s.set_title(f"Sensitivity ({cfg['sensitivity_samples']} test images)", pad=14)
+        for ax in (ax_l, ax_a, ax_s):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         init = "shared initialisation" if cfg["shared_init"] else "independent initialisations"
-        epochs = f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}"
-        fig.suptitle(f"{cfg['model']}: a = {label} {a:g} (α=0), b = {label} {b:g} (α=1); {epochs}, {init}")
+        r0 = results[p]
+        ends = "; ".join(
+            f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps ({r0['budgets'][s]['epochs']} epochs), "
+            f"final train loss {_median([r[f'{side}_final_train_loss'] for r in runs])}"
+            for s, side in enumerate(("a", "b")))
+        fig.suptitle(f"{cfg['model']}, {init}, {len(runs)} replicates. {ends}", fontsize=10)
         paths.append(save_fig(fig, fig_dir / f"pair_{p}.png"))
     return paths
 
 
+def _median(values) -> str:
+    ok = sorted(v for v in values if isinstance(v, (int, float)) and math.isfinite(v))
+    if not ok:
+        return "—"
+    m = len(ok) // 2
+    return f"{(ok[m] if len(ok) % 2 else (ok[m - 1] + ok[m]) / 2):.3f} (median)"
+
+
 def ours(summary: dict) -> dict:
     """This run's test accuracy along the batch pair's line under REFERENCE's row labels (the mean over
-    the pair's rows, one per seed, at each α); the barrier's row notes the α where it lies."""
-    rows = [r for r in summary.get("results") or [] if isinstance(r, dict) and r.get("pair") == "batch"]
+    the pair's rows, one per replicate, at each α); the barrier's row notes the α where it lies."""
+    rows_ = [r for r in summary.get("results") or [] if isinstance(r, dict) and r.get("pair") == "batch"]
     by_alpha: dict = {}
-    for r in rows:
+    for r in rows_:
         for a, c in zip(r.get("alpha") or [], r.get("test_acc") or []):
             if isinstance(a, (int, float)) and isinstance(c, (int, float)):
                 by_alpha.setdefault(round(a, 9), []).append(c)

@@ -2,39 +2,53 @@
 
 Sensitivity = the Frobenius norm of the Jacobian of the class probabilities with respect to the
 input image, averaged over a fixed, class-balanced set of test images (analysis.sensitivity).
-Different batch sizes take different steps, so each is its own trial; the learning rates share
-shapes and steps and train as one ensemble with a learning rate per member. Every training
-starts from the same initialisation (the run's seed), so only the swept setting differs.
-A diverged member (non-finite loss) is recorded as diverged, its numbers as null.
+Every configuration trains `seeds` times; seed k (the run's seed + k) gives the same
+initialisation and data order to every batch size and lr, so the configurations compare seed by
+seed. A batch size's seeds train as one ensemble (one trial per batch size); the learning rates
+share shapes and steps and train as one ensemble with a learning rate per member. Budgets are
+fair (side_budget): each configuration gets at least `epochs` epochs and `min_steps` steps.
+A diverged member (a non-finite loss, or exploded weights: base.blown_up) is recorded as
+diverged, its numbers as null.
 """
 
 from __future__ import annotations
 
 import math
 
-
 from .. import models
 from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
-from .base import ConfigError, Trial, save_fig, seeds_for
+from ..findings import INCONCLUSIVE, SHOWN, Finding, correlation, spearman, trend
+from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
 # --- for the report and the progress display (see base.py)
-COST = 73  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = ("sensitivity rises as generalization worsens (Novak et al. 2018): with larger "
-            "batches and with extreme learning rates.")
+COST = 66  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+LOOK_FOR = ("two claims that need not agree, each with its own verdict. The original found sensitivity "
+            "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
+            "`sensitivity-falls-with-batch`, `sensitivity-falls-with-lr`, `accuracy-falls-with-batch`, "
+            "seed by seed. Novak et al. (2018) found sensitivity rising with the generalization gap across "
+            "models: `sensitivity-tracks-gap`, over every trained model of both sweeps, drawn in the scatter "
+            "of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
+            "widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
+            "least `epochs` epochs and `min_steps` optimizer steps (rows give its steps and final train loss), "
+            "so the large batches are not judged after a few dozen steps.")
 CAPTIONS = {
     "loss_vs_batch.png": "Train and test loss (left axis) and input sensitivity (right axis) against batch size "
-    "at a fixed learning rate (the original's Figs 17 and 18).",
+    "at a fixed learning rate, median over seeds with the interquartile range (the original's Figs 17 and 18).",
     "acc_vs_batch.png": "Train and test accuracy (left axis) and input sensitivity (right axis) against batch size "
-    "at a fixed learning rate (the original's Figs 17 and 18).",
+    "at a fixed learning rate, median over seeds with the interquartile range; stars: the original's test accuracy "
+    "at full settings (the original's Figs 17 and 18).",
     "loss_vs_lr.png": "Train and test loss (left axis) and input sensitivity (right axis) against learning rate "
-    "at a fixed batch size (the original's Figs 20 and 21).",
+    "at a fixed batch size, median over seeds with the interquartile range (the original's Figs 20 and 21).",
     "acc_vs_lr.png": "Train and test accuracy (left axis) and input sensitivity (right axis) against learning rate "
-    "at a fixed batch size (the original's Figs 20 and 21).",
+    "at a fixed batch size, median over seeds with the interquartile range; stars: the original's test accuracy "
+    "at full settings (the original's Figs 20 and 21).",
+    "sensitivity_vs_gap.png": "Sensitivity against the generalization gap (train − test accuracy), one point per "
+    "trained model and seed, coloured by batch size or learning rate (Novak et al. 2018).",
 }
 REFERENCE = {  # the original study's test accuracy (SPEC), by batch size (lr 4e-4) and by learning rate (batch 512)
     "what": "test accuracy per batch size (lr 4e-4) and per learning rate (batch 512)",
@@ -55,11 +69,23 @@ DIFFERENCES = [
      "parameterised and of which mini-batch happens to be drawn. A parameter-gradient norm on one "
      "batch measures the slope of the training loss in weight space, which is a different quantity "
      "and noisy. Numbers of the two do not compare."),
+    ("Training budget per configuration (experiments 8 and 9)",
+     "dlscope: every batch size and learning rate trains at least `epochs` epochs and at least `min_steps` "
+     "optimizer steps (whole epochs), its lr drop at the same fraction of its training; the original: 25 epochs "
+     "each. At full settings 25 epochs already give every configuration ≥ 300 steps, so full is the original's.",
+     "Equal epochs give a large batch few steps (the quick profile's batch 4096 once had 16 in all): its end "
+     "would be compared half-trained, and the comparison would measure the budget, not the batch size."),
 ]
 
 _FULL = {
     "model": "cnn-1",
+    "seeds": 3,  # per configuration; seed k is shared by every batch size and lr (paired by seed)
     "epochs": 25,
+    # Fair budgets: every configuration trains at least `epochs` epochs AND at least `min_steps`
+    # optimizer steps (as many whole epochs as that takes), with the StepLR drops stretched in
+    # proportion; a large batch otherwise gets a few dozen steps. In full (SPEC) 25 epochs already
+    # give every batch size >= 300 steps (batch 4096: 13 a epoch), so full keeps SPEC's settings.
+    "min_steps": 300,
     "batch_sizes": [16, 64, 256, 1024, 4096],
     "batch_sweep_lr": 4e-4,
     "lrs": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
@@ -69,13 +95,16 @@ _FULL = {
     "eval_every": 1,
 }
 PROFILES = {
-    "smoke": {**_FULL, "epochs": 1, "batch_sizes": [64, 512], "lrs": [1e-1, 1e-3], "lr_sweep_batch_size": 128,
-              "train_size": 256, "test_size": 128, "sensitivity_samples": 16},
-    # 4,096 training images, so batch 4096 is exactly one full-batch step per epoch (in full it is
-    # 12 steps of 50,000); 16 epochs, lr step at 12 (as 10 of 25 would be 6 of 16, too early for
-    # the large batches); sensitivity over 500 test images; train/test curves every 4 epochs.
-    "quick": {**_FULL, "epochs": 16, "lr_step": 12, "train_size": 4096, "test_size": 1000,
-              "sensitivity_samples": 500, "eval_every": 4},
+    "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "batch_sizes": [64, 128, 512], "lrs": [1e-1, 1e-3, 1e-4],
+              "lr_sweep_batch_size": 128, "train_size": 256, "test_size": 128, "sensitivity_samples": 16},
+    # 2,048 training images, 3 seeds. Batch sizes 16 ... 512 (not 4096: 200 steps of it, 3 seeds,
+    # would be 2.5 M images, ten times this profile's budget) and the lr sweep at batch 128 (not
+    # 512, for the same reason). Every configuration gets >= 12 epochs and >= 200 optimizer steps:
+    # batch 512 trains 50 epochs, batch 256 25, the rest 12; the lr drops at 3/4 of each one's
+    # training (9 of 12 epochs). Sensitivity over 250 test images; curves every 3 epochs.
+    "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [16, 64, 256, 512],
+              "lr_sweep_batch_size": 128, "train_size": 2048, "test_size": 1000, "sensitivity_samples": 250,
+              "eval_every": 3},
     "full": _FULL,
 }
 
@@ -87,6 +116,27 @@ def validate(cfg: dict) -> None:
         raise ConfigError("sensitivity_samples must be in 1..test_size")
     if len(set(cfg["batch_sizes"])) != len(cfg["batch_sizes"]):
         raise ConfigError("batch_sizes: values must differ")
+    if len(set(cfg["lrs"])) != len(cfg["lrs"]):
+        raise ConfigError("lrs: values must differ")
+    if cfg["min_steps"] < 0:
+        raise ConfigError("min_steps must not be negative")
+
+
+def side_budget(cfg: dict, batch_size: int) -> dict:
+    """The training budget of one configuration of a comparison across batch sizes (or lrs):
+    at least cfg["epochs"] epochs and at least cfg["min_steps"] optimizer steps, in whole epochs;
+    the StepLR drop and the evaluations stretched in proportion. Returns the settings to train
+    with (epochs, lr_step, eval_every) and the step count."""
+    per_epoch = math.ceil(cfg["train_size"] / min(batch_size, cfg["train_size"]))
+    epochs = max(cfg["epochs"], math.ceil(cfg["min_steps"] / per_epoch))
+    stretch = epochs / cfg["epochs"]
+    lr_step = cfg.get("lr_step") or None
+    return {
+        "epochs": epochs,
+        "lr_step": max(1, round(lr_step * stretch)) if lr_step else None,
+        "eval_every": max(1, round(cfg.get("eval_every", 1) * stretch)),
+        "steps": epochs * per_epoch,
+    }
 
 
 def trials(cfg: dict) -> list[Trial]:
@@ -98,20 +148,25 @@ def trials(cfg: dict) -> list[Trial]:
 
 
 def train_sweep(args: dict, ctx) -> dict:
-    """One batch size (one member) or all learning rates (one member each), then sensitivity."""
-    lrs = args["lr"]
-    seeds = seeds_for(args, 1) * len(lrs)  # one initialisation for every member
-    trainer, data = train_cifar(args, ctx, args["model"], seeds, lr=lrs, batch_size=args["batch_size"])
+    """One batch size (a member per seed) or all learning rates (a member per lr and seed, as one
+    ensemble with a learning rate per member), then the sensitivity of every member."""
+    seeds = seeds_for(args, args["seeds"])
+    lrs = [lr for lr in args["lr"] for _ in seeds]  # lr-major: member i = (lr i // n, seed i % n)
+    member_seeds = seeds * len(args["lr"])
+    budget = side_budget(args, args["batch_size"])
+    train_args = {**args, **{k: budget[k] for k in ("epochs", "lr_step", "eval_every")}}
+    trainer, data = train_cifar(train_args, ctx, args["model"], member_seeds, lr=lrs, batch_size=args["batch_size"])
     sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
     sens = ensemble_sensitivity(trainer.ens, sens_x, models.outputs_probabilities(args["model"]))
-    div = [d or not math.isfinite(s) for d, s in zip(diverged(trainer), sens.tolist())]
+    div = [d or b or not math.isfinite(s) for d, b, s in zip(diverged(trainer), blown_up(trainer.ens), sens.tolist())]
     return {
         "sweep": args["sweep"],
         "batch_size": args["batch_size"],
         # the batch the trainer really used: a batch larger than the training set is the whole set
         "effective_batch_size": min(args["batch_size"], len(data.train)),
         "lrs": lrs,
-        "seed": seeds[0],
+        "seeds": member_seeds,
+        **budget,
         **history(trainer),  # [E] and [E, N]
         "sensitivity": sens,  # [N]
         "sensitivity_samples": len(sens_x),
@@ -119,18 +174,31 @@ def train_sweep(args: dict, ctx) -> dict:
     }
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def rows(cfg: dict, results: dict) -> list[dict]:
-    """One row per training, batch sweep then lr sweep; a diverged one's numbers are None."""
+    """One row per trained model (configuration and seed), batch sweep then lr sweep; a diverged
+    one's numbers are None. Each row says where its training ended: epochs, optimizer steps, the
+    final train loss, and how much the mean mini-batch loss still fell over the last quarter of
+    the epochs (near 0: a plateau)."""
     out = []
     keys = [f"batch-{b}" for b in cfg["batch_sizes"]] + ["lr"]
     for key in keys:
         r = results.get(key)
         if r is None:
             continue
-        for i, lr in enumerate(r["lrs"]):
-            row = {"sweep": r["sweep"], "batch_size": r["batch_size"], "lr": lr}
+        batch_loss = r["batch_loss"]  # [epochs, N]
+        quarter = max(0, len(batch_loss) - 1 - len(batch_loss) // 4)
+        for i, (lr, seed) in enumerate(zip(r["lrs"], r["seeds"])):
+            row = {"sweep": r["sweep"], "batch_size": r["batch_size"], "lr": lr, "seed": seed,
+                   "epochs": r["epochs"], "steps": r["steps"]}
             vals = {k: r[k][-1, i].item() for k in METRICS} | {"sensitivity": r["sensitivity"][i].item()}
-            row.update({k: (None if r["diverged"][i] or not math.isfinite(v) else v) for k, v in vals.items()})
+            vals["acc_gap"] = vals["train_acc"] - vals["test_acc"]  # the generalization gap
+            vals["loss_gap"] = vals["test_loss"] - vals["train_loss"]
+            vals["train_loss_fall_last_quarter"] = (batch_loss[quarter, i] - batch_loss[-1, i]).item()
+            row.update({k: (v if not r["diverged"][i] and math.isfinite(v) else None) for k, v in vals.items()})
             row["diverged"] = bool(r["diverged"][i])
             if r["effective_batch_size"] != r["batch_size"]:
                 row["effective_batch_size"] = r["effective_batch_size"]
@@ -141,25 +209,119 @@ def rows(cfg: dict, results: dict) -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------- claims
+
+
+def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: int):
+    """findings.trend of `ykey` against the swept `xkey`, one Spearman rho per seed (a seed with a
+    diverged or missing configuration is left out: its rho would rest on other points).
+    Returns (value, ci, verdict, n, seeds left out, sign * rho of each seed)."""
+    pts = [r for r in table if r["sweep"] == sweep]
+    xs = sorted({r[xkey] for r in pts})
+    seeds = sorted({r["seed"] for r in pts})
+    per_seed = []
+    for s in seeds:
+        by_x = {r[xkey]: r[ykey] for r in pts if r["seed"] == s}
+        ys = [by_x.get(x) for x in xs]
+        if all(_finite(y) for y in ys):
+            per_seed.append(ys)
+    left = len(seeds) - len(per_seed)
+    if len(xs) < 3:
+        return None, None, INCONCLUSIVE, len(per_seed), left, []
+    rhos = [sign * r for r in (spearman(xs, ys) for ys in per_seed) if r is not None]
+    return (*trend(xs, per_seed, sign), left, rhos)
+
+
+CHANCE_MARGIN = 0.12  # test accuracy at or below this: a model at chance (10 classes)
+
+
+def _trend_note(value, verdict: str, what: str, rhos: list[float]) -> str:
+    if value is None:
+        return "fewer than 3 values or no complete seed: no trend to test"
+    each = f" (−ρ per seed: {', '.join(f'{r:.2f}' for r in rhos)}; 1 = falls at every step)"
+    if verdict == SHOWN:
+        return f"{what} falls in every resample of the seeds{each}"
+    if verdict == INCONCLUSIVE:
+        return f"the seeds disagree, or one seed's trend is within chance{each}"
+    return f"{what} does not fall: it is flat or rises{each}"
+
+
+def claims(cfg: dict, table: list[dict]) -> list[dict]:
+    out = []
+    for sweep, xkey, what in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
+        value, ci, verdict, n, left, rhos = seedwise_trend(table, sweep, xkey, "sensitivity", -1)
+        note = (f"{len({r[xkey] for r in table if r['sweep'] == sweep})} {what}s; "
+                + (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(value, verdict, "sensitivity", rhos))
+        out.append(Finding(
+            id=f"sensitivity-falls-with-{'batch' if sweep == 'batch' else 'lr'}",
+            claim=f"a larger {what} gives a lower input sensitivity",
+            source="original", verdict=verdict,
+            statistic=f"mean over seeds of −Spearman ρ({what}, sensitivity); CI: bootstrap over seeds",
+            value=value, ci=ci, n=n, note=note).as_dict())
+    value, ci, verdict, n, left, rhos = seedwise_trend(table, "batch", "batch_size", "test_acc", -1)
+    out.append(Finding(
+        id="accuracy-falls-with-batch", claim="a larger batch size gives a lower test accuracy", source="original",
+        verdict=verdict, statistic="mean over seeds of −Spearman ρ(batch size, test accuracy); CI: bootstrap over seeds",
+        value=value, ci=ci, n=n, note=_trend_note(value, verdict, "test accuracy", rhos)).as_dict())
+    ok = [r for r in table if not r["diverged"] and _finite(r["sensitivity"]) and _finite(r["acc_gap"])]
+    rho, ci, verdict, n = correlation([r["sensitivity"] for r in ok], [r["acc_gap"] for r in ok])
+    rho_loss = spearman([r["sensitivity"] for r in ok], [r["loss_gap"] for r in ok]) if len(ok) >= 3 else None
+    # models stuck at chance (a dead or saturated network: no gap, no sensitivity) agree with the
+    # claim trivially; the note gives rho without them
+    learnt = [r for r in ok if r["test_acc"] is not None and r["test_acc"] > CHANCE_MARGIN]
+    rho_learnt = spearman([r["sensitivity"] for r in learnt], [r["acc_gap"] for r in learnt]) if len(learnt) >= 3 else None
+    out.append(Finding(
+        id="sensitivity-tracks-gap",
+        claim="across the trained models, a higher input sensitivity goes with a larger generalization gap",
+        source="Novak et al. 2018", verdict=verdict,
+        statistic="Spearman ρ(sensitivity, train accuracy − test accuracy) over all trained models of both sweeps; "
+                  "CI: bootstrap over models",
+        value=rho, ci=ci, n=n,
+        note=(f"{len(table) - n} diverged model(s) left out; " if len(table) > n else "")
+             + (f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}" if rho_loss is not None else "too few models")
+             + (f"; without the {len(ok) - len(learnt)} model(s) at chance (test accuracy ≤ {CHANCE_MARGIN:.0%}): "
+                f"ρ = {rho_learnt:.2f} (n = {len(learnt)})" if rho_learnt is not None and len(learnt) < len(ok) else "")).as_dict())
+    return out
+
+
 def summarize(cfg: dict, results: dict) -> dict:
+    table = rows(cfg, results)
     return {
         "epochs": cfg["epochs"],
+        "min_steps": cfg["min_steps"],
         "train_size": cfg["train_size"],
+        "seeds": cfg["seeds"],
         "sensitivity_samples": cfg["sensitivity_samples"],
         "sensitivity_definition": "mean over the test images of the Frobenius norm of d(class probabilities)/d(input image)",
-        "results": rows(cfg, results),
+        "budget": "each configuration trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), "
+                  "its StepLR drop at the same fraction of its training; rows give its epochs, steps and final train loss",
+        "results": table,
+        "findings": claims(cfg, table),
     }
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
     out = []
     for r in results.values():
-        for i, lr in enumerate(r["lrs"]):
-            base = {"sweep": r["sweep"], "batch_size": r["batch_size"], "lr": lr, "seed": r["seed"]}
+        for i, (lr, seed) in enumerate(zip(r["lrs"], r["seeds"])):
+            base = {"sweep": r["sweep"], "batch_size": r["batch_size"], "lr": lr, "seed": seed}
             for j, e in enumerate(r["epoch"].tolist()):
                 out += [{**base, "epoch": e, "metric": k, "value": r[k][j, i].item()} for k in METRICS]
-            out.append({**base, "epoch": cfg["epochs"], "metric": "sensitivity", "value": r["sensitivity"][i].item()})
+            out.append({**base, "epoch": r["epochs"], "metric": "sensitivity", "value": r["sensitivity"][i].item()})
     return out
+
+
+# --------------------------------------------------------------------------- figures
+
+SPLIT_COLORS = {"train": "tab:blue", "test": "tab:orange", "sensitivity": "tab:green"}
+
+
+def config_color(sweep: str, value: float, values: list[float]):
+    """One colour per configuration (a batch size, or an lr), ordered along a colour map."""
+    from matplotlib import colormaps
+
+    order = sorted(values)
+    return colormaps["viridis" if sweep == "batch" else "plasma"](0.85 * order.index(value) / max(len(order) - 1, 1))
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
@@ -172,39 +334,73 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     table = rows(cfg, results)
     paths = []
     for sweep, xkey, xlabel in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
-        pts = sorted((r for r in table if r["sweep"] == sweep), key=lambda r: r[xkey])
+        pts = [r for r in table if r["sweep"] == sweep]
         if not pts:
             continue
+        xs = sorted({r[xkey] for r in pts})
+        seeds = sorted({r["seed"] for r in pts})
+
+        def runs(key, scale=1.0):  # [seeds, xs]; NaN for a diverged or missing model
+            by = {(r["seed"], r[xkey]): r[key] for r in pts}
+            return [[scale * by[(s, x)] if _finite(by.get((s, x))) else float("nan") for x in xs] for s in seeds]
+
         fixed = f"lr {cfg['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {cfg['lr_sweep_batch_size']}"
-        epochs = f"{cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}"
-        sub = f"{cfg['model']}, {epochs}, {fixed}, {cfg['train_size']:,} training images"
+        budget = f"≥ {cfg['epochs']} epochs and ≥ {cfg['min_steps']} steps each"
+        sub = f"{cfg['model']}, {fixed}, {cfg['train_size']:,} training images, {budget}"
         for what in ("loss", "accuracy"):
-            fig, ax = plt.subplots(figsize=(6.5, 4.2))
-            xs = [r[xkey] for r in pts]
+            fig, ax = plt.subplots(figsize=(6.8, 4.4))
             scale = 100 if what == "accuracy" else 1
             key = "acc" if what == "accuracy" else "loss"
             for split, style in (("train", "o--"), ("test", "s-")):
-                ys = [scale * r[f"{split}_{key}"] if r[f"{split}_{key}"] is not None else float("nan") for r in pts]
-                ax.plot(xs, ys, style, label=f"{split} {what}")
+                plot_median_iqr(ax, xs, runs(f"{split}_{key}", scale), f"{split} {what}", SPLIT_COLORS[split], style)
+            if what == "accuracy":
+                ref = [(x, REFERENCE["rows"].get(reference_label(sweep, x if sweep == "batch" else 0, x))) for x in xs]
+                ref = [(x, 100 * v) for x, v in ref if v is not None]
+                if ref:
+                    ax.plot(*zip(*ref), "k*", ms=9, label="original test accuracy (full settings)")
             ax.set(xscale="log", xlabel=f"{xlabel} (log scale)", ylabel=f"{what} (%)" if what == "accuracy" else "cross-entropy loss")
             ax.set_xticks(xs, [f"{v:g}" for v in xs])  # the swept values themselves
             ax.xaxis.set_minor_locator(NullLocator())
             ax.grid(alpha=0.3, which="both")
             twin = ax.twinx()
-            sens = [r["sensitivity"] if r["sensitivity"] is not None else float("nan") for r in pts]
-            twin.plot(xs, sens, "d-", color="tab:green", label="sensitivity")
+            plot_median_iqr(twin, xs, runs("sensitivity"), "sensitivity", SPLIT_COLORS["sensitivity"], "d-")
             twin.set_ylabel(f"sensitivity: mean ‖∂p/∂x‖_F\n({cfg['sensitivity_samples']} test images)", color="tab:green")
             twin.tick_params(axis="y", colors="tab:green")
-            for r in pts:
-                if r["diverged"]:
-                    ax.annotate("diverged", (r[xkey], 0.5), xycoords=("data", "axes fraction"), ha="center", color="red", fontsize=8)
+            for x in xs:
+                k = sum(r["diverged"] for r in pts if r[xkey] == x)
+                if k:
+                    ax.annotate(f"{k} of {len(seeds)}\ndiverged", (x, 0.5), xycoords=("data", "axes fraction"),
+                                ha="center", color="red", fontsize=8)
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = twin.get_legend_handles_labels()
             # below the axes: twin-axis legends inside the frame end up on some line
-            ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
-            ax.set_title(f"{what.capitalize()} and sensitivity vs {xlabel}\n{sub}", fontsize=10)
+            ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+            ax.set_title(f"{what.capitalize()} and sensitivity vs {xlabel} (bands: IQR over seeds)\n{sub}", fontsize=9)
             paths.append(save_fig(fig, fig_dir / f"{key}_vs_{sweep}.png"))
+    paths.append(gap_figure(cfg, table, fig_dir))
     return paths
+
+
+def gap_figure(cfg: dict, table: list[dict], fig_dir) -> str:
+    """Novak et al.'s view: sensitivity against the generalization gap, one point per trained model."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    for sweep, xkey, name, marker in (("batch", "batch_size", "batch", "o"), ("lr", "lr", "lr", "^")):
+        pts = [r for r in table if r["sweep"] == sweep]
+        values = sorted({r[xkey] for r in pts})
+        for v in values:
+            ok = [r for r in pts if r[xkey] == v and _finite(r["sensitivity"]) and _finite(r["acc_gap"])]
+            if ok:
+                ax.plot([100 * r["acc_gap"] for r in ok], [r["sensitivity"] for r in ok], marker, ls="none",
+                        color=config_color(sweep, v, values), label=f"{name} {v:g} (n={len(ok)})")
+    found = next((f for f in claims(cfg, table) if f["id"] == "sensitivity-tracks-gap"), None)
+    rho = f"Spearman ρ = {found['value']:.2f}, {found['verdict']}" if found and found["value"] is not None else "ρ: too few models"
+    ax.set(xlabel="generalization gap: train − test accuracy (percentage points)", ylabel="sensitivity: mean ‖∂p/∂x‖_F")
+    ax.set_title(f"Sensitivity vs generalization gap, one point per model and seed\n{cfg['model']}; {rho}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    return save_fig(fig, fig_dir / "sensitivity_vs_gap.png")
 
 
 def reference_label(sweep: str, batch_size, lr) -> str:
@@ -213,10 +409,15 @@ def reference_label(sweep: str, batch_size, lr) -> str:
 
 
 def ours(summary: dict) -> dict:
-    """This run's test accuracy under REFERENCE's row labels: the mean over seeds per batch size / lr."""
+    """This run's test accuracy under REFERENCE's row labels: the mean over the seeds that did not
+    diverge, per batch size / lr (noted where some did)."""
     acc: dict = {}
     for r in summary.get("results") or []:
-        if isinstance(r, dict) and r.get("sweep") in ("batch", "lr") and isinstance(r.get("batch_size"), (int, float)) \
-                and isinstance(r.get("lr"), (int, float)):
+        if isinstance(r, dict) and r.get("sweep") in ("batch", "lr") and _finite(r.get("batch_size")) and _finite(r.get("lr")):
             acc.setdefault(reference_label(r["sweep"], r["batch_size"], r["lr"]), []).append(r.get("test_acc"))
-    return {k: (sum(v) / len(v) if all(isinstance(x, (int, float)) for x in v) else None) for k, v in acc.items()}
+    out: dict = {}
+    for label, values in acc.items():
+        ok = [v for v in values if _finite(v)]
+        mean = sum(ok) / len(ok) if ok else None
+        out[label] = mean if len(ok) == len(values) else {"value": mean, "note": f"{len(values) - len(ok)} of {len(values)} seeds diverged"}
+    return out
