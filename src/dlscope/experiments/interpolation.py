@@ -33,7 +33,7 @@ NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
 
 # --- for the report and the progress display (see base.py)
-COST = 46  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+COST = 150  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
 LOOK_FOR = ("how steeply the train loss rises when one steps outward from each end of the line: Keskar et al. "
             "(2017) find large-batch minima sharper, and by the same noise argument a larger learning rate "
             "should end flatter. `large-batch-sharper` and `large-lr-flatter` compare the rise at the same "
