@@ -114,7 +114,8 @@ def test_numbers_beside_the_original_only_at_its_settings(study, tmp_path):
     for m in models:
         assert f"{100 * medians[m]:.2f}%" in body  # accuracies as percentages
     # smoke is not the original's settings: the page says so and shows no numbers beside the original's
-    assert re.search(r"not comparable at the\s+smoke\s+profile", body) and "difference" not in body
+    assert re.search(r"not comparable at the\s+smoke\s+profile", body)
+    assert not re.search(r"original\s+dlscope\s+difference", body)  # no table of numbers
 
     # the same results in a folder marked as a full-profile run: the original's numbers beside ours
     run = tmp_path / "full"
@@ -394,8 +395,45 @@ def test_report_opens_with_the_findings_and_each_section_with_its_verdicts(study
     assert md.count("**not shown**") == 3 * len(RAN) + 1
 
 
-def test_no_findings_recorded_is_said_plainly(study):
+# The ids issue 11 asks every experiment's summary to carry (the original's claims and the papers')
+REQUIRED_FINDINGS = {
+    "func-fit": {"f1-all-fit", "f2-shallow-worst"},
+    "cifar-depth": {"deeper-is-better"},
+    "trajectory": {"runs-end-apart"},
+    "grad-norm": {"grad-norm-falls"},
+    "min-ratio": {"critical-points-reached", "ratio-rises-as-loss-falls"},
+    "random-labels": {"memorises", "test-at-chance"},
+    "param-count": {"more-params-better", "gap-grows-with-params"},
+    "interpolation": {"large-batch-sharper", "large-lr-flatter"},
+    "sensitivity": {"sensitivity-falls-with-batch", "sensitivity-tracks-gap"},
+}
+
+
+def test_every_experiment_states_its_findings_and_the_report_opens_with_them(study):
+    from dlscope.findings import VERDICTS
+
+    assert set(RAN) == set(REQUIRED_FINDINGS)
     page = (study / "report.html").read_text()
+    assert re.findall(r'<section id="([^"]+)">', page)[0] == "findings"
+    table = text(section(page, "findings"))
+    for name in RAN:
+        found = json.loads((study / name / "summary.json").read_text())["findings"]
+        assert REQUIRED_FINDINGS[name] <= {f["id"] for f in found}, name
+        for f in found:
+            assert set(f) == {"id", "claim", "source", "verdict", "statistic", "value", "ci", "n", "note"}
+            assert f["verdict"] in VERDICTS and isinstance(f["n"], int)
+            assert f["ci"] is None or (len(f["ci"]) == 2 and f["ci"][0] <= f["ci"][1])
+            assert " ".join(f["claim"].split()) in table
+
+
+def test_no_findings_recorded_is_said_plainly(study, tmp_path):
+    run = tmp_path / "bare"
+    shutil.copytree(study, run)
+    for name in RAN:  # summaries of an older dlscope carry no findings
+        path = run / name / "summary.json"
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "findings"}))
+    report.write_report(run)
+    page = (run / "report.html").read_text()
     assert "No findings recorded" in text(section(page, "findings"))
     for name in RAN:
         assert "No findings recorded for this experiment" in text(section(page, name))
