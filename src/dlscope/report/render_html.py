@@ -68,6 +68,11 @@ td.verdict.warn { background: var(--warn) !important; color: var(--warn-fg); }
 td.verdict.unknown { color: var(--muted); font-style: italic; }
 table.findings { font-size: 13.5px; } table.findings td:nth-last-child(2) { min-width: 220px; }
 table.findings td:last-child { color: var(--muted); } table.findings td:nth-child(2) { min-width: 200px; }
+/* the findings with their evidence and notes: the page's width, long notes wrap within their column */
+table.findings:has(th.col-note) { table-layout: fixed; width: 100%; font-size: 13px; }
+table.findings:has(th.col-note) td { overflow-wrap: anywhere; min-width: 0 !important; }
+th.col-experiment { width: 10%; } th.col-claim { width: 22%; } th.col-source { width: 10%; }
+th.col-verdict { width: 10.5%; } th.col-evidence { width: 22%; } th.col-note { width: 25.5%; }
 table.findings tr:has(td.first):not(:first-child) td { border-top: 2px solid var(--line); }
 .badge.damaged { background: var(--bad); color: var(--bad-fg); }
 p.links { font-size: 14px; }
@@ -94,11 +99,16 @@ def figure_html(f: Figure) -> str:
             f"<figcaption>{inline(f.caption)}</figcaption></figure>")
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "blank"
+
+
 def table_html(t: Table) -> str:
     # a caption as a paragraph: a <caption> wraps to the table's (often narrow) width
     out = [f'<p class="caption">{inline(t.caption)}</p>'] if t.caption else []
     out.append('<div class="tablewrap">' + (f'<table class="{html.escape(t.cls)}">' if t.cls else "<table>"))
-    out.append("<thead><tr>" + "".join(f"<th>{inline(h)}</th>" for h in t.head) + "</tr></thead><tbody>")
+    # each header cell names its column (class col-NAME), so CSS can size the columns of a table
+    out.append("<thead><tr>" + "".join(f'<th class="col-{_slug(h)}">{inline(h)}</th>' for h in t.head) + "</tr></thead><tbody>")
     for row in t.rows:
         cells = []
         for c in row:

@@ -53,7 +53,7 @@ def findings_table(rows: list[tuple[ExpRun, dict]], with_experiment: bool, capti
             first = run.name != last
             row.append(Cell(f"[{run.name}](#{run.name})" if first else "", "link nw first" if first else "link"))
             last = run.name
-        row += [Cell(str(f["claim"])), Cell(source_text(f), "nw"), verdict_cell(f["verdict"]), Cell(evidence_text(f)),
+        row += [Cell(str(f["claim"])), Cell(source_text(f)), verdict_cell(f["verdict"]), Cell(evidence_text(f)),
                 Cell(str(f.get("note") or ""))]
         body.append(row)
     return Table(head, body, caption, cls="findings")
