@@ -19,23 +19,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-LossArg = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from ..losses import LossArg, loss_per_member, mean_loss  # noqa: F401 (names others import from here)
 
 
-def mean_loss(out: torch.Tensor, y: torch.Tensor, loss: LossArg) -> torch.Tensor:
-    """Mean loss of one batch: "mse" (output reshaped to y's shape), "ce" (cross-entropy on the
-    model's output, as the trainer uses it), or a callable."""
-    if callable(loss):
-        return loss(out, y)
-    if loss == "mse":
-        return (out.reshape(y.shape) - y).pow(2).mean()
-    if loss == "ce":
-        return F.cross_entropy(out, y)
-    raise ValueError(f"unknown loss {loss!r}; use 'mse', 'ce' or a callable")
 
 
 @dataclass
@@ -226,15 +215,6 @@ def top_eigenvalues(obj: Objective, k: int = 1, steps: int | None = None, method
 # --------------------------------------------------------------------------- ensembles
 
 
-def loss_per_member(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """out [N, B, ...], y [N, B] -> mean loss per member [N]; the same formula as the trainer's
-    engine.train.loss_per_member (analysis/ does not import engine/)."""
-    n, b = y.shape[:2]
-    if kind == "mse":
-        return (out.reshape(n, b) - y).pow(2).mean(1)
-    if kind == "ce":
-        return F.cross_entropy(out.reshape(n * b, -1), y.reshape(-1), reduction="none").view(n, b).mean(1)
-    raise ValueError(f"unknown loss {kind!r}")
 
 
 def ensemble_gradient(ens, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", batch_size: int = 512) -> dict[str, torch.Tensor]:

@@ -32,11 +32,10 @@ import copy
 from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-LossArg = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from ..losses import LossArg, mean_loss  # noqa: F401
 MODES = ("eval", "train")
 
 
@@ -44,15 +43,6 @@ class NondeterministicObjective(RuntimeError):
     """Two evaluations of the loss at the same parameters differ."""
 
 
-def mean_loss(out: torch.Tensor, y: torch.Tensor, loss: LossArg) -> torch.Tensor:
-    """Mean loss of one batch: "mse" (output reshaped to y's shape), "ce", or a callable."""
-    if callable(loss):
-        return loss(out, y)
-    if loss == "mse":
-        return (out.reshape(y.shape) - y).pow(2).mean()
-    if loss == "ce":
-        return F.cross_entropy(out, y)
-    raise ValueError(f"unknown loss {loss!r}; use 'mse', 'ce' or a callable")
 
 
 def as_batches(data, batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:

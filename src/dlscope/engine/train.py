@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ..data import random_crop_flip
+from ..losses import loss_per_member  # noqa: F401 (the trainer's loss; others import it from here)
 from . import accel
 from .ensemble import Ensemble
 from .optim import BatchedAdam, step_lr_scale
@@ -43,14 +44,6 @@ def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
-def loss_per_member(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """out [N, B, ...], y [N, B] -> mean loss per member [N]."""
-    n, b = y.shape[:2]
-    if kind == "mse":
-        return (out.reshape(n, b) - y).pow(2).mean(1)
-    if kind == "ce":
-        return F.cross_entropy(out.reshape(n * b, -1), y.reshape(-1), reduction="none").view(n, b).mean(1)
-    raise ValueError(f"unknown loss {kind!r}")
 
 
 # The layout of Trainer.state_dict(); a checkpoint in another layout (an older dlscope's) is
