@@ -211,13 +211,13 @@ def test_plane_centre_is_the_models_loss_and_given_directions_reach_other_models
     model, (x, y) = tanh_mlp(0), class_data()
     plane = an.loss_plane(model, (x, y), steps=5, seed=0)
     assert plane.loss.shape == (5, 5)
-    assert float(plane.center_loss) == pytest.approx(float(F.cross_entropy(model(x), y)), rel=1e-14)
+    assert float(plane.center_loss) == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-14)
     assert plane.loss.std() > 0
     # through three models: (1, 0) is model a, (0, 1) is model b
     a, b = tanh_mlp(1), tanh_mlp(2)
     plane = an.loss_plane(model, (x, y), steps=3, directions=(a, b))
-    assert float(plane.loss[2, 1]) == pytest.approx(float(F.cross_entropy(a(x), y)), rel=1e-12)
-    assert float(plane.loss[1, 2]) == pytest.approx(float(F.cross_entropy(b(x), y)), rel=1e-12)
+    assert float(plane.loss[2, 1]) == pytest.approx(F.cross_entropy(a(x), y).item(), rel=1e-12)
+    assert float(plane.loss[1, 2]) == pytest.approx(F.cross_entropy(b(x), y).item(), rel=1e-12)
     with pytest.raises(ValueError, match="odd"):
         an.loss_plane(model, (x, y), steps=4)
 
@@ -308,7 +308,7 @@ def test_ensemble_measures_equal_each_members_own():
     for i, m in enumerate(members):
         torch.testing.assert_close(torch.tensor(eig.values[i]), torch.tensor(an.top_eigenvalues(m, (x, y), k=2, tol=1e-10).values))
         assert sam.value[i] == pytest.approx(an.sharpness(m, (x, y), kind="sam", steps=5).value, rel=1e-9)
-        assert float(plane.center_loss[i]) == pytest.approx(float(F.cross_entropy(m(x), y)), rel=1e-12)
+        assert float(plane.center_loss[i]) == pytest.approx(F.cross_entropy(m(x), y).item(), rel=1e-12)
         exact = float(exact_hessian(m, x, y).trace())
         assert tr.ci[i][0] <= exact <= tr.ci[i][1]
 
@@ -318,8 +318,8 @@ def test_adapters_use_the_same_conventions():
     g = torch.cat([p.reshape(-1) for p in torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))])
     assert an.grad_norm(model, (x, y)) == pytest.approx(float(g.norm()), rel=1e-10)
     path = an.interpolation_path(model, tanh_mlp(1), (x, y), [0.0, 1.0])
-    assert path["loss"][0] == pytest.approx(float(F.cross_entropy(model(x), y)), rel=1e-12)
-    assert path["loss"][1] == pytest.approx(float(F.cross_entropy(tanh_mlp(1)(x), y)), rel=1e-12)
+    assert path["loss"][0] == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-12)
+    assert path["loss"][1] == pytest.approx(F.cross_entropy(tanh_mlp(1)(x), y).item(), rel=1e-12)
     with pytest.raises(ValueError, match="unknown loss"):
         an.trace(model, (x, y), loss="hinge")
 
