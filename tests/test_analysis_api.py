@@ -281,7 +281,7 @@ def test_batchnorm_dropout_model_leaves_every_call_unchanged():
     assert all(r.info["mode"] == "eval" for r in results)
     # eval mode means the running statistics and no dropout: the plane's centre is model.eval()'s loss
     ref = copy.deepcopy(model).eval()
-    assert float(results[-1].center_loss) == pytest.approx(float(F.cross_entropy(ref(data[0]), data[1])), rel=1e-6)
+    assert float(results[-1].center_loss) == pytest.approx(F.cross_entropy(ref(data[0]), data[1]).item(), rel=1e-6)
 
 
 def test_train_mode_with_dropout_is_refused_naming_the_module():
