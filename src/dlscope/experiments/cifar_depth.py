@@ -196,12 +196,9 @@ def seed_results(cfg: dict, results: dict) -> list[dict]:
 
 
 def summarize(cfg: dict, results: dict) -> dict:
+    # one row per model and seed; the report draws their medians per model (no second table here)
     rows = seed_results(cfg, results)
-    table = per_model_table(rows, cfg["models"], keys=METRICS + ("final_batch_loss",))
-    for t in table:
-        if original(t["model"]):
-            t["original_test_loss"], t["original_test_acc"] = original(t["model"])
-    return {"results": rows, "per_model": table, "findings": claims(rows)}
+    return {"results": rows, "findings": claims(rows)}
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
@@ -254,7 +251,10 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     path = save_fig(fig, fig_dir / "curves.png")
 
     # the table of final values as a figure too, for the report: medians over seeds
-    rows = summarize(cfg, results)["per_model"]
+    rows = per_model_table(seed_results(cfg, results), cfg["models"], keys=METRICS + ("final_batch_loss",))
+    for t in rows:
+        if original(t["model"]):
+            t["original_test_loss"], t["original_test_acc"] = original(t["model"])
     fig, ax = plt.subplots(figsize=(9, 0.6 + 0.35 * len(rows)))
     ax.axis("off")
 
