@@ -57,7 +57,7 @@ def test_run_help_explains_each_profile_and_lists_choices(capsys):
     assert "smoke: seconds per experiment" in text
     assert "quick (the default): the whole study on a 2-core CPU in about" in text
     assert "full: the original study's settings, meant for a GPU" in text
-    assert "{local,process,ray}" in text and "{auto,cpu,cuda,cuda:N}" in text
+    assert "{auto,local,process,ray}" in text and "{auto,cpu,cuda,cuda:N}" in text
     for option in ("--seed N", "--data-dir DIR", "--workers N", "--no-progress", "--dry-run"):
         line = next(line for line in out.splitlines() if line.strip().startswith(option))
         assert len(line.split()) > len(option.split()) or option == "--dry-run", f"{option} has no help"

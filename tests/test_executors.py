@@ -25,7 +25,7 @@ import torch
 
 from dlscope import runner
 from dlscope.experiments.base import ConfigError, Resources, Trial
-from dlscope.executors import Job, LocalExecutor, make_executor
+from dlscope.executors import AutoExecutor, Job, LocalExecutor, make_executor
 from dlscope.executors.process import ProcessExecutor, cpu_count
 
 HERE = Path(__file__).resolve().parent
@@ -143,12 +143,14 @@ def check_fault_run(done, out: Path, reference: dict) -> None:
 
 def test_make_executor_checks_its_options(monkeypatch):
     assert isinstance(make_executor("local"), LocalExecutor)
+    assert isinstance(make_executor(), AutoExecutor)  # the default
     assert isinstance(make_executor("process", workers=2), ProcessExecutor)
     for name, opts, message in [
         ("threads", {}, "unknown executor"),
         ("process", {"workers": 0}, "at least 1"),
         ("process", {"address": "h:1"}, "--address is for --executor ray"),
         ("local", {"workers": 2}, "--workers is for"),
+        ("auto", {"workers": 2}, "--workers is for"),
     ]:
         with pytest.raises(ConfigError, match=message):
             make_executor(name, **opts)
@@ -177,6 +179,26 @@ def test_process_executor_gives_the_local_summary(tmp_path, local_summary, pool,
     timing = json.loads((tmp_path / exp / "timing.json").read_text())
     assert timing["executor"] == "process" and len(timing["trial_seconds"]) == 3
     assert len({w.proc.pid for w in pool._pool} | {os.getpid()}) == 3  # two workers, neither of them this process
+
+
+def test_auto_executor_runs_one_core_trials_side_by_side_with_the_local_numbers(tmp_path, local_summary):
+    """The default executor: func-fit's trials (one core each: ONE_CORE_TRIALS) run one per core in
+    worker processes, with exactly the numbers of one after another here; cifar-depth's run here."""
+    auto = AutoExecutor()
+    try:
+        result = runner.run_experiment("func-fit", "smoke", tmp_path, device="cpu", overrides=SETTINGS["func-fit"], executor=auto, progress=False)
+        assert result.ok, result.failed
+        assert summary(tmp_path, "func-fit") == local_summary("func-fit", 1)
+        timing = json.loads((tmp_path / "func-fit" / "timing.json").read_text())
+        workers = min(cpu_count(), 3)
+        assert timing["executor"] == (f"auto ({workers} worker processes)" if workers > 1 else "auto (local)")
+        if workers > 1:
+            assert len({w.proc.pid for w in auto._pool._pool} | {os.getpid()}) == workers + 1
+        cifar_job = Job("cifar-depth", Trial("a", print, {}), "cpu", None, None)
+        assert auto.side_by_side([cifar_job, cifar_job]) == 0  # trials of two threads: one after another
+        assert auto.side_by_side([Job("func-fit", Trial("a", print, {}), "cuda", None, None)] * 2) == 0
+    finally:
+        auto.close()
 
 
 def test_process_executor_survives_a_killed_worker(tmp_path, local_summary):

@@ -9,7 +9,7 @@ import sys
 
 from . import __version__
 
-EXECUTORS = ("local", "process", "ray")  # executors.EXECUTORS, not imported here: that loads torch
+EXECUTORS = ("auto", "local", "process", "ray")  # executors.EXECUTORS, not imported here: that loads torch
 
 PROFILES_HELP = (
     "smoke: seconds per experiment, for tests; "
@@ -74,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (repeatable); with `all`, write EXPERIMENT.KEY=VALUE")
     r.add_argument("--data-dir", default=None, metavar="DIR", help=data_dir_help)
-    r.add_argument("--executor", default="local", choices=EXECUTORS,
-                   help="where trials run: local (in this process, the default), process (a pool of "
-                        "worker processes on this machine), ray (a Ray cluster)")
+    r.add_argument("--executor", default="auto", choices=EXECUTORS,
+                   help="where trials run: auto (the default: in this process, one after another, except "
+                        "trials that each use one core, which run side by side on a multi-core CPU), local "
+                        "(in this process, one after another), process (a pool of worker processes on this "
+                        "machine), ray (a Ray cluster)")
     r.add_argument("--workers", type=_integer, default=None, metavar="N",
                    help="--executor process: worker processes (default: one per CPU core; with --device cuda, one per "
                         "GPU); --executor ray: trials at once (default: the CPUs of the machine)")
@@ -273,7 +275,7 @@ def _dry_run(args, out) -> int:
     where = "on the reference CPU (no GPU measurement exists)" if device.startswith("cuda") else "on this device"
     print(f"\nestimate: ~{format_duration(total) if total else '0 s'} {where}, profile {args.profile}")
     print(f"  ({ESTIMATE_BASIS}; trials already done are not counted)")
-    if args.executor != "local":
+    if args.executor not in ("auto", "local"):
         print(f"  (for one trial at a time: with --executor {args.executor}, trials run side by side and take less)")
     return 0
 

@@ -2,7 +2,10 @@
 jobs to an executor, which reports each outcome back to the driver (the runner), and the driver
 alone writes results into the run folder.
 
-    local    in this process, one trial after another (the default)
+    auto     the default: as local, except that an experiment whose trials each keep to one core
+             (ONE_CORE_TRIALS in its module: the fast MLP path) runs them side by side on a
+             multi-core CPU, one worker process per core (the same numbers, less wall time)
+    local    in this process, one trial after another
     process  worker processes on this machine: a pool sharing the cores, or one per GPU
              (--workers N); see process.py
     ray      Ray tasks on a cluster (--address HOST:PORT or $RAY_ADDRESS), or on a private local
@@ -88,10 +91,52 @@ class LocalExecutor:
             on_outcome(job, run_job(job, on_progress))
 
 
-EXECUTORS = ("local", "process", "ray")
+class AutoExecutor:
+    """The default executor: trials one after another in this process, except where side by side
+    is plainly faster and gives the same numbers: an experiment whose trials each use one core
+    (its module says ONE_CORE_TRIALS = True) on a CPU with more cores than one. Those run in a
+    pool of one single-thread worker process per core (kept for the next such experiment)."""
+
+    name = "auto"  # timing.json gets "auto (local)" or "auto (N worker processes)", as last run
+
+    def __init__(self):
+        self._pool = None
+
+    def side_by_side(self, jobs: list[Job]) -> int:
+        """The worker processes these jobs get (0: run them here, one after another)."""
+        from ..experiments import get
+        from .process import cpu_count
+
+        if len(jobs) < 2 or any(j.device != "cpu" for j in jobs):
+            return 0
+        try:
+            one_core = getattr(get(jobs[0].experiment), "ONE_CORE_TRIALS", False)
+        except Exception:  # an experiment the registry does not know (tests): run it here
+            one_core = False
+        return min(cpu_count(), len(jobs)) if one_core and cpu_count() > 1 else 0
+
+    def run(self, jobs, on_outcome, on_progress=None) -> None:
+        workers = self.side_by_side(jobs)
+        self.name = f"auto ({workers} worker processes)" if workers else "auto (local)"
+        if not workers:
+            return LocalExecutor().run(jobs, on_outcome, on_progress)
+        from .process import ProcessExecutor
+
+        if self._pool is None or self._pool.workers != workers:
+            self.close()
+            self._pool = ProcessExecutor(workers)
+        self._pool.run(jobs, on_outcome, on_progress)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
-def make_executor(name: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
+EXECUTORS = ("auto", "local", "process", "ray")
+
+
+def make_executor(name: str = "auto", workers: int | None = None, address: str | None = None) -> Executor:
     """The executor the command line names: --executor NAME [--workers N] [--address HOST:PORT]."""
     import importlib.util
 
@@ -103,10 +148,10 @@ def make_executor(name: str = "local", workers: int | None = None, address: str 
         raise ConfigError(f"--workers {workers}: must be at least 1")
     if address is not None and name != "ray":
         raise ConfigError("--address is for --executor ray")
-    if name == "local":
+    if name in ("auto", "local"):
         if workers is not None:
             raise ConfigError("--workers is for --executor process or ray")
-        return LocalExecutor()
+        return AutoExecutor() if name == "auto" else LocalExecutor()
     if name == "process":
         from .process import ProcessExecutor
 
