@@ -348,6 +348,12 @@ def write_figures(out: Path, summary: dict) -> list[tuple[str, Path]]:
     return figs
 
 
+FIGURE_CAPTIONS = {
+    "density.png": "Hessian spectral density (stochastic Lanczos quadrature, Ghorbani et al. 2019); for a run's kept "
+                   "models, one line per model.",
+    "plane.png": "Loss on a 2-D filter-normalised plane (Li et al. 2018) with the model at the centre (red star).",
+    "sharpness.png": "Sharpness (keskar: % rise in an ε-box; sam/adaptive: worst rise in a ball; average: mean rise).",
+}
 SHOWN_MODELS = 9  # planes drawn for a run's kept models: the first few (every number is in summary.json)
 
 
@@ -369,6 +375,7 @@ def _per_model_figures(summary: dict, save) -> None:
             grid, y = dens.curve()
             ax.plot(grid.numpy(), y.clamp_min(1e-12).numpy(), lw=1, label=m["label"])
         ax.set(yscale="log", xlabel="eigenvalue λ", ylabel="density (Gaussian-smoothed)")
+        ax.set_ylim(bottom=1e-6)  # the Gaussian tails below say nothing
         ax.set_title(f"Hessian spectral density of each kept model (SLQ, {d['n_vectors']} vectors × {d['steps']} steps)", fontsize=9)
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
         save(fig, "density.png", "Hessian spectral density of each kept model (stochastic Lanczos quadrature), one line per model")
@@ -467,6 +474,7 @@ def write_report(out: Path, summary: dict, figures: list[tuple[str, Path]]) -> l
     for caption, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>')
-    page = "<!doctype html><meta charset=utf-8><title>dlscope analyze</title>\n" + "\n".join(body) + "\n"
+    style = "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}</style>"
+    page = f"<!doctype html><meta charset=utf-8><title>dlscope analyze</title>{style}\n" + "\n".join(body) + "\n"
     write_text_atomic(out / "report.html", page)
     return [out / "report.md", out / "report.html"]
