@@ -96,11 +96,12 @@ PROFILES = {
     # 512, for the same reason). Every side gets >= 12 epochs and >= 200 optimizer steps: batch 32
     # trains 12 epochs (768 steps), batch 512 50 epochs (200 steps), the lr pair 13 (208 steps);
     # the lr drops at 3/4 of each side's training. The line: alpha in [-1, 2] (Keskar et al.'s
-    # range), 13 points, sharpness at delta 0.25; sensitivity over 200 test images. Curvature on 256
-    # training images (curvature.SETTINGS: Lanczos tol 1e-2, 30 Hutch++ products, 5 ascent steps).
+    # range), 13 points, sharpness at delta 0.25; sensitivity over 200 test images. Curvature on 128
+    # training images, small budgets (curvature.QUICK).
     "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [32, 512], "lr_pair_batch_size": 128,
               "train_size": 2048, "test_size": 1000, "alpha_min": -1.0, "alpha_max": 2.0, "alpha_points": 13,
-              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3, "curvature_samples": 256},
+              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3,
+              **curvature.QUICK},
     "full": _FULL,
 }
 

@@ -114,10 +114,11 @@ PROFILES = {
     # 512, for the same reason). Every configuration gets >= 12 epochs and >= 200 optimizer steps:
     # batch 512 trains 50 epochs, batch 256 25, the rest 12; the lr drops at 3/4 of each one's
     # training (9 of 12 epochs). Sensitivity over 250 test images; curves every 3 epochs. Curvature
-    # on 256 training images (curvature.SETTINGS: Lanczos tol 1e-2, 30 Hutch++ products, 5 ascent steps).
+    # on 128 training images, small budgets (curvature.QUICK).
     "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [16, 64, 256, 512],
               "lr_sweep_batch_size": 128, "train_size": 2048, "test_size": 1000, "sensitivity_samples": 250,
-              "eval_every": 3, "curvature_samples": 256},
+              "eval_every": 3,
+              **curvature.QUICK},
     "full": _FULL,
 }
 
