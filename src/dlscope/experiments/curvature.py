@@ -38,8 +38,8 @@ MEASURES = ("top_eigenvalue", "trace", "keskar")
 
 
 def validate(cfg: dict) -> None:
-    if not 0 <= cfg["curvature_samples"] <= cfg["train_size"]:
-        raise ConfigError("curvature_samples must be in 0..train_size")
+    if cfg["curvature_samples"] < 0:
+        raise ConfigError("curvature_samples must be 0 (measure nothing) or more (at most the training set is used)")
     if not 0 < cfg["curvature_tol"] < 1 or cfg["curvature_max_steps"] < 2:
         raise ConfigError("curvature_tol must be in (0, 1) and curvature_max_steps >= 2")
     if cfg["trace_hvp"] < 3 or cfg["keskar_steps"] < 1 or not cfg["keskar_radius"] > 0:
@@ -48,7 +48,9 @@ def validate(cfg: dict) -> None:
 
 def describe(cfg: dict) -> str:
     """The measures and their budget in one line, for summary.json and the figures."""
-    return (f"on {cfg['curvature_samples']} class-balanced training images (un-augmented), eval mode, the training "
+    if cfg["curvature_samples"] == 0:
+        return "not measured (curvature_samples 0)"
+    return (f"on {min(cfg['curvature_samples'], cfg['train_size'])} class-balanced training images (un-augmented), eval mode, the training "
             f"loss: top Hessian eigenvalue by Lanczos (tol {cfg['curvature_tol']:g}, <= {cfg['curvature_max_steps']} "
             f"steps); Hessian trace by Hutch++ ({cfg['trace_hvp']} Hessian-vector products, 95% interval); Keskar "
             f"ε-sharpness (ε = {cfg['keskar_radius']:g}, best of {cfg['keskar_steps']} ascent steps: a lower bound)")
