@@ -525,7 +525,7 @@ def curvature_figure(cfg: dict, table: list[dict], fig_dir) -> str:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         row_axes[0].set_title(f"pair {p}", fontsize=9, loc="left")
-    fig.suptitle(f"Curvature of each trained end ({cfg['model']}; {cfg['curvature_samples']} training images, eval mode; "
+    fig.suptitle(f"Curvature of each trained end ({cfg['model']}; {min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; "
                  f"trace {cfg['trace_hvp']} HVPs, Keskar ε = {cfg['keskar_radius']:g}; grey: one replicate)", fontsize=9)
     return save_fig(fig, fig_dir / "curvature.png")
 

@@ -458,7 +458,7 @@ def curvature_figures(cfg: dict, table: list[dict], fig_dir) -> list[str]:
             ax.legend(fontsize=7)
         fixed = f"lr {cfg['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {cfg['lr_sweep_batch_size']}"
         fig.suptitle(f"Curvature of each trained model vs {xlabel} ({cfg['model']}, {fixed}; bands: IQR over seeds)\n"
-                     f"{cfg['curvature_samples']} training images, eval mode; trace {cfg['trace_hvp']} HVPs, "
+                     f"{min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; trace {cfg['trace_hvp']} HVPs, "
                      f"Keskar ε = {cfg['keskar_radius']:g}", fontsize=9)
         paths.append(save_fig(fig, fig_dir / f"curvature_vs_{sweep}.png"))
     return paths
