@@ -74,10 +74,14 @@ def recompute_interpolation(summary: dict, delta: float) -> None:
             return None
         return pts[0] - pts[1], pts[3] - pts[2]  # outward from a, outward from b
 
-    for pair, fid in (("batch", "large-batch-sharper"), ("lr", "large-lr-flatter")):
+    def keskar(r):  # each end's Keskar sharpness, as stored in the row
+        return None if not (_num(r.get("a_keskar")) and _num(r.get("b_keskar"))) else (r["a_keskar"], r["b_keskar"])
+
+    for pair, fid, measure in (("batch", "large-batch-sharper", keskar), ("lr", "large-lr-flatter", keskar),
+                               ("batch", "large-batch-line-sharper", rises), ("lr", "large-lr-line-flatter", rises)):
         diffs = []
         for r in (r for r in rows if r["pair"] == pair):
-            rise = rises(r)
+            rise = measure(r)
             if rise is None:
                 continue
             a_larger = r["a"] > r["b"]
@@ -96,18 +100,19 @@ def recompute_interpolation(summary: dict, delta: float) -> None:
 
 def recompute_sensitivity(summary: dict) -> None:
     rows, found = summary["results"], by_id(summary)
-    for fid, sweep, xkey, ykey in (("sensitivity-falls-with-batch", "batch", "batch_size", "sensitivity"),
-                                   ("sensitivity-falls-with-lr", "lr", "lr", "sensitivity"),
-                                   ("accuracy-falls-with-batch", "batch", "batch_size", "test_acc")):
+    for fid, sweep, xkey, ykey, sign in (("sensitivity-falls-with-batch", "batch", "batch_size", "sensitivity", -1),
+                                         ("sensitivity-falls-with-lr", "lr", "lr", "sensitivity", -1),
+                                         ("accuracy-falls-with-batch", "batch", "batch_size", "test_acc", -1),
+                                         ("sharpness-rises-with-batch", "batch", "batch_size", "keskar", +1)):
         pts = [r for r in rows if r["sweep"] == sweep]
         xs = sorted({r[xkey] for r in pts})
         rhos = []
         for seed in sorted({r["seed"] for r in pts}):
-            ys = {r[xkey]: r[ykey] for r in pts if r["seed"] == seed}
+            ys = {r[xkey]: r.get(ykey) for r in pts if r["seed"] == seed}
             if all(_num(ys.get(x)) for x in xs) and len(xs) >= 3:
                 rho = rank_rho(xs, [ys[x] for x in xs])
                 if rho is not None:  # a constant seed has no rho
-                    rhos.append(-rho)
+                    rhos.append(sign * rho)
         if len(rhos) >= 2 or not rhos:
             check(found[fid], *findings.greater(rhos))
         else:  # one seed: judged by a permutation band instead

@@ -134,11 +134,16 @@ def test_interpolation_smoke_end_points_reproduce_the_trained_models(interpolati
         assert r["barrier"] == pytest.approx(min(r["test_acc"][1], r["test_acc"][3]) - r["test_acc"][2])
     for r in (r for r in rows if r["pair"] == "lr"):
         assert r["diverged"] == [True, False] and r["sharpness_a"] is None and r["a_final_train_loss"] is None
+        # a diverged end has no curvature; the other end has all of it
+        assert r["a_keskar"] is None and r["a_top_eigenvalue"] is None and r["a_trace"] is None
+        assert r["b_top_eigenvalue"] > 0 and r["b_trace_ci"][0] <= r["b_trace"] <= r["b_trace_ci"][1] and r["b_keskar"] > 0
+    for r in batch:
+        assert all(isinstance(r[f"{end}_{k}"], float) for end in "ab" for k in ("top_eigenvalue", "trace", "keskar"))
     found = {f["id"]: f for f in s["findings"]}
-    assert list(found) == ["large-batch-sharper", "large-lr-flatter", "barrier"]
+    assert list(found) == ["large-batch-sharper", "large-lr-flatter", "large-batch-line-sharper", "large-lr-line-flatter", "barrier"]
     assert found["large-lr-flatter"]["n"] == 0 and found["large-lr-flatter"]["verdict"] == "inconclusive"
     assert found["large-batch-sharper"]["n"] == 2
-    assert figures_of(res) == ["pair_batch.png", "pair_lr.png"]
+    assert figures_of(res) == ["curvature.png", "pair_batch.png", "pair_lr.png"]
     recompute_interpolation(s, delta=0.5)  # each verdict again, from the rows
 
 
@@ -158,15 +163,19 @@ def test_sensitivity_smoke_with_a_diverging_learning_rate(tmp_path, data_dir):
     assert all((r["epochs"], r["steps"]) == (1, 4) for r in rows if r["batch_size"] == 64)
     for r in rows:
         if r["lr"] == 1e8:
-            assert r["diverged"] and all(r[k] is None for k in ACC_LOSS | {"sensitivity", "acc_gap"})
+            assert r["diverged"] and all(r[k] is None for k in ACC_LOSS | {"sensitivity", "acc_gap", "top_eigenvalue", "trace", "keskar"})
         else:
             assert not r["diverged"] and r["sensitivity"] >= 0 and 0 <= r["test_acc"] <= 1
             assert r["acc_gap"] == pytest.approx(r["train_acc"] - r["test_acc"])
+            assert r["top_eigenvalue"] > 0 and r["trace_ci"][0] <= r["trace"] <= r["trace_ci"][1] and r["keskar"] > 0
     found = {f["id"]: f for f in s["findings"]}
-    assert set(found) == {"sensitivity-falls-with-batch", "sensitivity-falls-with-lr", "accuracy-falls-with-batch", "sensitivity-tracks-gap"}
+    assert set(found) == {"sensitivity-falls-with-batch", "sensitivity-falls-with-lr", "accuracy-falls-with-batch", "sensitivity-tracks-gap",
+                          "sharpness-rises-with-batch"}
+    assert found["sharpness-rises-with-batch"]["n"] == 2  # the batch sweep: both seeds measured
     assert found["sensitivity-falls-with-lr"]["n"] == 0  # every seed has a diverged lr: no complete seed
     assert found["sensitivity-tracks-gap"]["n"] == 10  # 12 models, 2 diverged
-    assert figures_of(res) == ["acc_vs_batch.png", "acc_vs_lr.png", "loss_vs_batch.png", "loss_vs_lr.png", "sensitivity_vs_gap.png"]
+    assert figures_of(res) == ["acc_vs_batch.png", "acc_vs_lr.png", "curvature_vs_batch.png", "curvature_vs_lr.png",
+                               "loss_vs_batch.png", "loss_vs_lr.png", "sensitivity_vs_gap.png"]
     recompute_sensitivity(s)  # each verdict again, from the rows
 
 

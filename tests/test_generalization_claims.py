@@ -104,8 +104,9 @@ def test_random_labels_not_memorised_and_undecided():
 # --------------------------------------------------------------------------- interpolation
 
 
-def path_row(pair: str, a: float, b: float, rise_a: float, rise_b: float, dip: float = 0.2) -> dict:
-    """An interpolation row whose train loss rises by rise_a / rise_b outward from the ends."""
+def path_row(pair: str, a: float, b: float, rise_a: float, rise_b: float, dip: float = 0.2, keskar=None) -> dict:
+    """An interpolation row whose train loss rises by rise_a / rise_b outward from the ends, and
+    whose ends' Keskar sharpness is `keskar` (a, b) (default: the same as the rises)."""
     alpha = [-0.25, 0.0, 0.5, 1.0, 1.25]
     row = {"pair": pair, "a": a, "b": b, "alpha": alpha,
            "train_loss": [1.6 + rise_a, 1.6, 2.0, 1.7, 1.7 + rise_b],
@@ -114,6 +115,7 @@ def path_row(pair: str, a: float, b: float, rise_a: float, rise_b: float, dip: f
     row["sharpness_a"] = interpolation.sharpness(row, "a", 0.25)
     row["sharpness_b"] = interpolation.sharpness(row, "b", 0.25)
     row["barrier"] = interpolation.barrier(row)
+    row["a_keskar"], row["b_keskar"] = keskar or (rise_a, rise_b)
     return row
 
 
@@ -160,9 +162,36 @@ def test_interpolation_barrier_and_a_diverged_replicate():
     rows = [path_row("batch", 32, 512, 0.05, 0.3) for _ in range(3)]
     rows[0]["train_loss"][0] = float("nan")  # a diverged end: that replicate has no sharpness
     rows[0]["sharpness_a"] = interpolation.sharpness(rows[0], "a", 0.25)
+    rows[0]["a_keskar"] = None  # (rows() gives a diverged end no curvature either)
     assert rows[0]["sharpness_a"] is None
     found = {f["id"]: f for f in interpolation.claims(cfg, rows)}
     assert found["large-batch-sharper"]["n"] == 2 and "1 replicate(s) without a number" in found["large-batch-sharper"]["note"]
+
+
+@pytest.mark.parametrize("keskar, expected", [
+    ([(1.0, 2.0), (1.2, 2.5), (0.9, 1.6)], SHOWN),  # the large batch (b) is sharper in every replicate
+    ([(2.0, 1.0), (2.5, 1.2), (1.6, 0.9)], NOT_SHOWN),
+    ([(1.0, 2.0), (2.5, 1.2), (1.1, 1.2)], INCONCLUSIVE),  # the replicates disagree
+])  # fmt: skip
+def test_large_batch_sharper_is_keskar_sharpness_not_the_line(keskar, expected):
+    """large-batch-sharper is decided by each end's Keskar sharpness; the line's rise (here the
+    opposite in every replicate) is its own finding."""
+    table = [path_row("batch", 32, 512, 0.3, 0.05, keskar=k) for k in keskar]
+    found = {f["id"]: f for f in interpolation.claims({"sharpness_delta": 0.25}, table)}
+    assert found["large-batch-sharper"]["verdict"] == expected
+    diffs = [b - a for a, b in keskar]
+    assert found["large-batch-sharper"]["value"] == pytest.approx(sum(diffs) / len(diffs))
+    assert found["large-batch-line-sharper"]["verdict"] == NOT_SHOWN
+    assert "Keskar" in found["large-batch-sharper"]["statistic"]
+
+
+def test_large_batch_sharper_without_curvature_is_undecided():
+    """Rows of a run that measured no curvature (an older run): no verdict, and the note says so."""
+    table = [path_row("batch", 32, 512, 0.05, 0.3, keskar=(None, None)) for _ in range(3)]
+    found = {f["id"]: f for f in interpolation.claims({"sharpness_delta": 0.25}, table)}
+    assert found["large-batch-sharper"]["verdict"] == INCONCLUSIVE and found["large-batch-sharper"]["n"] == 0
+    assert "not measured" in found["large-batch-sharper"]["note"]
+    assert found["large-batch-line-sharper"]["verdict"] == SHOWN
 
 
 # --------------------------------------------------------------------------- sensitivity
@@ -241,3 +270,26 @@ def test_side_budget_gives_every_side_at_least_min_steps():
     assert [interpolation.side_budget(cfg, b)["steps"] for b in cfg["batch_sizes"]] == [768, 200]
     full = resolve(interpolation, "full")
     assert all(interpolation.side_budget(full, b)["epochs"] == 25 for b in full["batch_sizes"] + [512])
+
+
+@pytest.mark.parametrize("keskar, expected", [
+    ([[1.0, 1.5, 2.0, 3.0], [0.8, 1.1, 1.9, 2.2], [1.2, 1.3, 1.4, 1.5]], SHOWN),  # rises with the batch in every seed
+    ([[3.0, 2.0, 1.5, 1.0], [2.2, 1.9, 1.1, 0.8], [1.5, 1.4, 1.3, 1.2]], NOT_SHOWN),
+    ([[1.0, 1.5, 2.0, 3.0], [3.0, 2.0, 1.5, 1.0], [1.0, 2.0, 1.5, 3.0]], INCONCLUSIVE),  # the seeds disagree
+])  # fmt: skip
+def test_sharpness_rises_with_batch(keskar, expected):
+    rows = sweep_rows({s: [1.0, 0.9, 0.8, 0.7] for s in range(3)})
+    for r in rows:
+        r["keskar"] = keskar[r["seed"]][[16, 64, 256, 1024].index(r["batch_size"])]
+    found = {f["id"]: f for f in sensitivity.claims({}, rows)}["sharpness-rises-with-batch"]
+    assert found["verdict"] == expected and found["n"] == 3
+    assert found["value"] == pytest.approx(np.mean([rank_rho([16, 64, 256, 1024], k) for k in keskar]))
+
+
+def test_sharpness_rises_with_batch_leaves_out_an_unmeasured_seed():
+    rows = sweep_rows({s: [1.0, 0.9, 0.8, 0.7] for s in range(3)})
+    for r in rows:
+        r["keskar"] = float(r["batch_size"])
+    next(r for r in rows if r["seed"] == 2)["keskar"] = None  # a diverged model has no sharpness
+    found = {f["id"]: f for f in sensitivity.claims({}, rows)}["sharpness-rises-with-batch"]
+    assert found["n"] == 2 and "1 seed(s) left out" in found["note"]

@@ -25,6 +25,7 @@ from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, SHOWN, Finding, greater
+from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 from .sensitivity import SPLIT_COLORS, side_budget
@@ -34,10 +35,12 @@ TITLE = "Flatness 1: linear interpolation between two trained models"
 
 # --- for the report and the progress display (see base.py)
 COST = 150  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = ("how steeply the train loss rises when one steps outward from each end of the line: Keskar et al. "
-            "(2017) find large-batch minima sharper, and by the same noise argument a larger learning rate "
-            "should end flatter. `large-batch-sharper` and `large-lr-flatter` compare the rise at the same "
-            "distance outward from the two ends of each replicate; `barrier` asks whether test accuracy dips "
+LOOK_FOR = ("whether the large-batch end is sharper: Keskar et al. (2017) find large-batch minima sharper, and by the "
+            "same noise argument a larger learning rate should end flatter. `large-batch-sharper` and `large-lr-flatter` "
+            "measure it directly, as Keskar et al. did: the ε-sharpness of each trained end, paired by replicate (the "
+            "curvature figure, with the top Hessian eigenvalue and the trace beside it; the note says whether those "
+            "agree). `large-batch-line-sharper` and `large-lr-line-flatter` ask the same of the line: how steeply the "
+            "train loss rises at the same distance outward from the two ends of each replicate; `barrier` asks whether test accuracy dips "
             "between the two models, as the original's did (27% near α ≈ 0.6). Each side trained at least "
             "`min_steps` optimizer steps, the large batch for more epochs (the figure's title gives each side's "
             "steps and final train loss), so no end is compared half-trained. The loss axis is linear: cnn-1's "
@@ -49,6 +52,10 @@ CAPTIONS = {
     "from the small-batch model (α = 0) to the large-batch one (α = 1) and beyond: the median over replicates "
     "with the interquartile range as a band; stars: the original's test accuracies at full settings (57.7% at "
     "α = 0, 52.6% at α = 1, 27% near α = 0.6) (the original's Fig 19).",
+    "curvature.png": "The curvature of each trained end, measured directly as Keskar et al. did: top Hessian eigenvalue, "
+    "Hessian trace (Hutch++) and Keskar ε-sharpness of the training loss on a fixed subset of training images, eval "
+    "mode; a grey line joins the two ends of one replicate, dots: the median over replicates with the interquartile "
+    "range, n in the legend. `large-batch-sharper` and `large-lr-flatter` test the Keskar panel replicate by replicate.",
     "pair_lr.png": "The same along the line from the model trained at the smaller learning rate (α = 0) to the one "
     "at the larger (α = 1), median over replicates with the interquartile range (the original's Fig 22).",
 }
@@ -77,19 +84,24 @@ _FULL = {
     "sensitivity_samples": 1000,  # test images the sensitivity averages over
     "shared_init": False,
     "eval_every": 1,
+    **curvature.SETTINGS,  # each trained end's top eigenvalue, trace and Keskar sharpness (experiments/curvature.py)
+    "curvature_samples": 1000,
 }
 PROFILES = {
     "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "train_size": 256, "test_size": 128, "alpha_points": 5,
-              "alpha_min": -0.5, "alpha_max": 1.5, "sharpness_delta": 0.5, "sensitivity_samples": 16},
+              "alpha_min": -0.5, "alpha_max": 1.5, "sharpness_delta": 0.5, "sensitivity_samples": 16,
+              "curvature_samples": 64, "curvature_max_steps": 8, "trace_hvp": 6, "keskar_steps": 2},
     # 2,048 training images, 3 replicates. Batch 32 vs 512 (SPEC's ratio of 16; 200 steps of batch
     # 1024 x 3 seeds would cost twice this profile's budget) and the lr pair at batch 128 (not
     # 512, for the same reason). Every side gets >= 12 epochs and >= 200 optimizer steps: batch 32
     # trains 12 epochs (768 steps), batch 512 50 epochs (200 steps), the lr pair 13 (208 steps);
     # the lr drops at 3/4 of each side's training. The line: alpha in [-1, 2] (Keskar et al.'s
-    # range), 13 points, sharpness at delta 0.25; sensitivity over 200 test images.
+    # range), 13 points, sharpness at delta 0.25; sensitivity over 200 test images. Curvature on 128
+    # training images, small budgets (curvature.QUICK).
     "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [32, 512], "lr_pair_batch_size": 128,
               "train_size": 2048, "test_size": 1000, "alpha_min": -1.0, "alpha_max": 2.0, "alpha_points": 13,
-              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3},
+              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3,
+              **curvature.QUICK},
     "full": _FULL,
 }
 
@@ -108,6 +120,7 @@ def validate(cfg: dict) -> None:
     check_sizes(cfg)
     if not 0 < cfg["sensitivity_samples"] <= cfg["test_size"]:
         raise ConfigError("sensitivity_samples must be in 1..test_size")
+    curvature.validate(cfg)
 
 
 def trials(cfg: dict) -> list[Trial]:
@@ -167,17 +180,24 @@ def run_pair(args: dict, ctx) -> dict:
         ends = [[trainer.ens.member(i) for i in range(n)], [trainer.ens.member(n + i) for i in range(n)]]
         hist, div = history(trainer), [d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))]
         histories = [_side_columns(hist, slice(0, n)), _side_columns(hist, slice(n, 2 * n))]
+        # every end of the pair in one call of each measure
+        curv = curvature.split(curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div),
+                               [slice(0, n), slice(n, 2 * n)])
+        weights = curvature.kept_weights(args["model"], trainer.ens, _labels(args, a, seeds_a) + _labels(args, b, seeds_b))
         div = [div[:n], div[n:]]
     else:  # two batch sizes: each side's seeds as one ensemble, one side after the other
         states = (ctx.checkpoint.load() or {}) if ctx.checkpoint else {}
         total = budgets[0]["epochs"] + budgets[1]["epochs"]
-        ends, histories, div = [], [], []
+        ends, histories, div, curv, kept = [], [], [], [], []
         for name, end, side_seeds, budget, offset in (("a", a, seeds_a, budgets[0], 0), ("b", b, seeds_b, budgets[1], budgets[0]["epochs"])):
             part = _Part(ctx.checkpoint, name, states, offset, total) if ctx.checkpoint else None
             trainer, data = _train_side(args, ctx, side_seeds, end["lr"], end["batch_size"], budget, checkpoint=part)
             ends.append([trainer.ens.member(i) for i in range(n)])
             histories.append(history(trainer))
             div.append([d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))])
+            curv.append(curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div[-1]))
+            kept.append(curvature.kept_weights(args["model"], trainer.ens, _labels(args, end, side_seeds)))
+        weights = curvature.join_weights(kept)
 
     splits = {"train": (data.train.x, data.train.y), "test": (data.test.x, data.test.y)}
     sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
@@ -197,7 +217,13 @@ def run_pair(args: dict, ctx) -> dict:
         "histories": histories,  # per side: [E] epochs and [E, seeds] metrics, batch_loss [epochs, seeds]
         "diverged": [[div[0][k], div[1][k]] for k in range(n)],
         "sensitivity_samples": len(sens_x),
+        "curvature": curv,  # per side a, b: top_eigenvalue, trace, trace_ci, keskar per replicate (None: diverged)
+        "weights": weights,  # the final weights of every end, for `dlscope analyze --run`
     }
+
+
+def _labels(args: dict, end: dict, seeds: list[int]) -> list[str]:
+    return [f"pair {args['pair']}: batch {end['batch_size']}, lr {end['lr']:g}, seed {s}" for s in seeds]
 
 
 PATH_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "sensitivity")
@@ -256,6 +282,8 @@ def rows(cfg: dict, results: dict) -> list[dict]:
                             f"{side}_train_loss_fall_last_quarter": falls[s][k]})
             row.update({"alpha": path["alpha"], **{key: path[key] for key in PATH_KEYS}})
             div = r["diverged"][k]  # a diverged end's numbers (finite or not) enter no claim
+            for s, side in enumerate(("a", "b")):  # each end's curvature (experiments/curvature.py)
+                row.update(curvature.member_fields((r.get("curvature") or [None, None])[s], k, prefix=f"{side}_"))
             row["sharpness_a"] = None if div[0] else sharpness(path, "a", cfg["sharpness_delta"])
             row["sharpness_b"] = None if div[1] else sharpness(path, "b", cfg["sharpness_delta"])
             row["barrier"] = None if any(div) else barrier(path)
@@ -271,14 +299,15 @@ def rows(cfg: dict, results: dict) -> list[dict]:
 # --------------------------------------------------------------------------- claims
 
 
-def _sharper(table: list[dict], pair: str, sharp_end_is_larger: bool) -> tuple:
-    """Per replicate: sharpness of the end claimed sharper minus that of the other end."""
+def _sharper(table: list[dict], pair: str, sharp_end_is_larger: bool, key: str = "{}_keskar") -> tuple:
+    """Per replicate: sharpness of the end claimed sharper minus that of the other end; key names
+    the measure of an end ("{}_keskar": Keskar ε-sharpness, "sharpness_{}": the rise along the line)."""
     diffs = []
     for r in (r for r in table if r["pair"] == pair):
         larger = "b" if r["b"] > r["a"] else "a"
         sharp = larger if sharp_end_is_larger else ("a" if larger == "b" else "b")
         flat = "a" if sharp == "b" else "b"
-        sa, sf = r[f"sharpness_{sharp}"], r[f"sharpness_{flat}"]
+        sa, sf = r.get(key.format(sharp)), r.get(key.format(flat))
         diffs.append(None if sa is None or sf is None else sa - sf)
     return greater(diffs), len(diffs)
 
@@ -307,9 +336,21 @@ def _where_ends_ended(table: list[dict], pair: str, name: dict) -> str:
     return "; final train loss (median): " + ", ".join(parts)
 
 
+def _curvature_agrees(table: list[dict], pair: str, sharp_end_is_larger: bool) -> str:
+    """The same paired comparison by the top eigenvalue and the trace, for the note."""
+    parts = []
+    for key, what in (("{}_top_eigenvalue", "top eigenvalue"), ("{}_trace", "trace")):
+        (value, ci, verdict, n), _ = _sharper(table, pair, sharp_end_is_larger, key)
+        if value is not None:
+            parts.append(f"{what}: {value:+.3g}, {verdict} (n={n})")
+    return ("; by " + "; ".join(parts)) if parts else ""
+
+
 def claims(cfg: dict, table: list[dict]) -> list[dict]:
     d = cfg["sharpness_delta"]
-    stat = (f"mean over replicates of [train-loss rise stepping {d:g} outward from the {{}} end] − [the same at the "
+    keskar = ("mean over replicates of [Keskar ε-sharpness of the {} model] − [that of the {} model] (the training "
+              "loss's worst rise in an ε-box, on a fixed subset of training images, eval mode); CI: bootstrap over replicates")
+    line = (f"mean over replicates of [train-loss rise stepping {d:g} outward from the {{}} end] − [the same at the "
             f"{{}} end] (same line, same distance); CI: bootstrap over replicates")
 
     def names(pair, small, large):
@@ -319,17 +360,27 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
         return {"a": small, "b": large} if r["b"] > r["a"] else {"a": large, "b": small}
 
     out = []
-    (value, ci, verdict, n), runs = _sharper(table, "batch", True)
-    ended = _where_ends_ended(table, "batch", names("batch", "small batch", "large batch"))
-    out.append(Finding(id="large-batch-sharper", claim="the large-batch minimum is sharper than the small-batch one",
-                       source="Keskar et al. 2017", verdict=verdict, statistic=stat.format("large-batch", "small-batch"),
-                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the large-batch end is sharper") + ended).as_dict())
-    (value, ci, verdict, n), runs = _sharper(table, "lr", False)
-    ended = _where_ends_ended(table, "lr", names("lr", "small lr", "large lr"))
-    out.append(Finding(id="large-lr-flatter", claim="the large-lr minimum is flatter than the small-lr one",
-                       source="Keskar et al. 2017 (lr as the noise scale)", verdict=verdict,
-                       statistic=stat.format("small-lr", "large-lr"),
-                       value=value, ci=ci, n=n, note=_note(verdict, n, runs, "the small-lr end is sharper") + ended).as_dict())
+    pairs = (("batch", True, "large-batch-sharper", "the large-batch minimum is sharper than the small-batch one",
+              "Keskar et al. 2017", ("large-batch", "small-batch"), "the large-batch end is sharper",
+              names("batch", "small batch", "large batch")),
+             ("lr", False, "large-lr-flatter", "the large-lr minimum is flatter than the small-lr one",
+              "Keskar et al. 2017 (lr as the noise scale)", ("small-lr", "large-lr"), "the small-lr end is sharper",
+              names("lr", "small lr", "large lr")))
+    for pair, larger_sharper, fid, claim, source, (sharp, flat), what, name in pairs:
+        # measured directly, as Keskar et al. did: the ε-sharpness of each trained end
+        (value, ci, verdict, n), runs = _sharper(table, pair, larger_sharper)
+        ended = _where_ends_ended(table, pair, name)
+        out.append(Finding(id=fid, claim=claim, source=source, verdict=verdict, statistic=keskar.format(sharp, flat),
+                           value=value, ci=ci, n=n,
+                           note=_note(verdict, n, runs, what).replace("diverged", "diverged or not measured")
+                           + _curvature_agrees(table, pair, larger_sharper) + ended).as_dict())
+    for pair, larger_sharper, fid, claim, source, (sharp, flat), what, name in pairs:
+        # the original's view: how steeply the loss rises along the line beyond each end
+        (value, ci, verdict, n), runs = _sharper(table, pair, larger_sharper, "sharpness_{}")
+        out.append(Finding(id=fid.replace("-sharper", "-line-sharper").replace("-flatter", "-line-flatter"),
+                           claim=claim.replace("minimum is", "end is") + ", along the line between them",
+                           source=source, verdict=verdict, statistic=line.format(sharp, flat), value=value, ci=ci, n=n,
+                           note=_note(verdict, n, runs, what)).as_dict())
     bars = [r["barrier"] for r in table if r["pair"] == "batch"]
     value, ci, verdict, n = greater(bars)
     out.append(Finding(id="barrier", claim="test accuracy dips between the small- and the large-batch model (a barrier)",
@@ -349,6 +400,7 @@ def summarize(cfg: dict, results: dict) -> dict:
         "seeds": cfg["seeds"],
         "sharpness_delta": cfg["sharpness_delta"],
         "sensitivity_samples": cfg["sensitivity_samples"],
+        "curvature": curvature.describe(cfg),
         "budget": "each side trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), its StepLR "
                   "drop at the same fraction of its training; rows give each side's epochs, steps and final train loss",
         "results": table,
@@ -364,6 +416,12 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
                 base = {"pair": p, "model": end, "batch_size": r[end]["batch_size"], "lr": r[end]["lr"], "seed": pair_seeds[s]}
                 for i, e in enumerate(h["epoch"].tolist()):
                     rows_ += [{**base, "alpha": "", "epoch": e, "metric": key, "value": h[key][i, k].item()} for key in METRICS]
+        for s, end in enumerate(("a", "b")):  # each end's curvature, at the end of training
+            for k, pair_seeds in enumerate(r["seeds"]):
+                base = {"pair": p, "model": end, "batch_size": r[end]["batch_size"], "lr": r[end]["lr"], "seed": pair_seeds[s], "alpha": ""}
+                fields = curvature.member_fields((r.get("curvature") or [None, None])[s], k)
+                rows_ += [{**base, "epoch": r["budgets"][s]["epochs"], "metric": key, "value": fields[key]}
+                          for key in curvature.MEASURES if fields[key] is not None]
         for path, (sa, _) in zip(r["paths"], r["seeds"]):  # the path, with epoch = the end of training
             for i, a in enumerate(path["alpha"]):
                 base = {"pair": p, "model": "interpolated", "batch_size": "", "lr": "", "seed": sa, "alpha": a}
@@ -430,7 +488,46 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             for s, side in enumerate(("a", "b")))
         fig.suptitle(f"{cfg['model']}, {init}, {len(runs)} replicates. {ends}", fontsize=10)
         paths.append(save_fig(fig, fig_dir / f"pair_{p}.png"))
+    if any(isinstance(r.get("a_keskar"), (int, float)) or isinstance(r.get("b_keskar"), (int, float)) for r in table):
+        paths.append(curvature_figure(cfg, table, fig_dir))
     return paths
+
+
+CURVATURE_PANELS = (("top_eigenvalue", "top Hessian eigenvalue λ₁"), ("trace", "Hessian trace"),
+                    ("keskar", "Keskar ε-sharpness (%)"))
+
+
+def curvature_figure(cfg: dict, table: list[dict], fig_dir) -> str:
+    """Each end's curvature, per pair: one grey line per replicate from a to b, the median over
+    replicates as a dot with the interquartile range as a bar, n in the legend."""
+    import matplotlib.pyplot as plt
+
+    from .base import median_iqr
+
+    pairs = [p for p in cfg["pairs"] if any(r["pair"] == p for r in table)]
+    fig, axes = plt.subplots(len(pairs), 3, figsize=(12, 3.4 * len(pairs)), layout="constrained", squeeze=False)
+    for row_axes, p in zip(axes, pairs):
+        runs = [r for r in table if r["pair"] == p]
+        unit = "batch" if p == "batch" else "lr"
+        ticks = [f"a: {unit} {runs[0]['a']:g}", f"b: {unit} {runs[0]['b']:g}"]
+        for ax, (key, label) in zip(row_axes, CURVATURE_PANELS):
+            vals = [[r.get(f"a_{key}"), r.get(f"b_{key}")] for r in runs]
+            vals = [[v if isinstance(v, (int, float)) else float("nan") for v in pair] for pair in vals]
+            for pair in vals:
+                ax.plot([0, 1], pair, "-", color="lightgray", lw=1)
+            med, lo, hi = median_iqr(vals)
+            n = sum(any(v == v for v in pair) for pair in vals)
+            ax.errorbar([0, 1], med, yerr=[med - lo, hi - med], fmt="o", color="tab:purple", capsize=4,
+                        label=f"median, IQR (n={n} replicates)")
+            ax.set_xticks([0, 1], ticks)
+            ax.set_xlim(-0.4, 1.4)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        row_axes[0].set_title(f"pair {p}", fontsize=9, loc="left")
+    fig.suptitle(f"Curvature of each trained end ({cfg['model']}; {min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; "
+                 f"trace {cfg['trace_hvp']} HVPs, Keskar ε = {cfg['keskar_radius']:g}; grey: one replicate)", fontsize=9)
+    return save_fig(fig, fig_dir / "curvature.png")
 
 
 def _median(values) -> str:

@@ -19,6 +19,7 @@ from .. import models
 from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, SHOWN, Finding, correlation, spearman, trend
+from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
@@ -35,7 +36,9 @@ LOOK_FOR = ("two claims that need not agree, each with its own verdict. The orig
             "of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
             "widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
             "least `epochs` epochs and `min_steps` optimizer steps (rows give its steps and final train loss), "
-            "so the large batches are not judged after a few dozen steps.")
+            "so the large batches are not judged after a few dozen steps. Keskar et al.'s own measure is taken on every "
+            "trained model too (top Hessian eigenvalue, trace, Keskar ε-sharpness; the curvature figures): "
+            "`sharpness-rises-with-batch` asks whether the sharpness rises with the batch size, seed by seed.")
 CAPTIONS = {
     "loss_vs_batch.png": "Train and test loss (left axis) and input sensitivity (right axis) against batch size "
     "at a fixed learning rate, median over seeds with the interquartile range (the original's Figs 17 and 18).",
@@ -47,6 +50,12 @@ CAPTIONS = {
     "acc_vs_lr.png": "Train and test accuracy (left axis) and input sensitivity (right axis) against learning rate "
     "at a fixed batch size, median over seeds with the interquartile range; stars: the original's test accuracy "
     "at full settings (the original's Figs 20 and 21).",
+    "curvature_vs_batch.png": "Curvature of each trained model against batch size: top Hessian eigenvalue, Hessian "
+    "trace (Hutch++) and Keskar ε-sharpness of the training loss on a fixed subset of training images, eval mode; "
+    "median over seeds with the interquartile range, n in the legend. `sharpness-rises-with-batch` tests the "
+    "Keskar panel seed by seed (Keskar et al. 2017).",
+    "curvature_vs_lr.png": "The same curvature measures against learning rate at a fixed batch size, median over "
+    "seeds with the interquartile range, n in the legend.",
     "sensitivity_vs_gap.png": "Sensitivity against the generalization gap (train − test accuracy), one point per "
     "trained model and seed, coloured by batch size or learning rate (Novak et al. 2018).",
 }
@@ -93,18 +102,23 @@ _FULL = {
     **{k: v for k, v in COMMON.items() if k != "lr"},  # the lr is what the pairs/sweeps set
     "sensitivity_samples": 10000,  # test images the sensitivity averages over (all of them in full)
     "eval_every": 1,
+    **curvature.SETTINGS,  # each trained model's top eigenvalue, trace and Keskar sharpness (experiments/curvature.py)
+    "curvature_samples": 1000,
 }
 PROFILES = {
     "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "batch_sizes": [64, 128, 512], "lrs": [1e-1, 1e-3, 1e-4],
-              "lr_sweep_batch_size": 128, "train_size": 256, "test_size": 128, "sensitivity_samples": 16},
+              "lr_sweep_batch_size": 128, "train_size": 256, "test_size": 128, "sensitivity_samples": 16,
+              "curvature_samples": 64, "curvature_max_steps": 8, "trace_hvp": 6, "keskar_steps": 2},
     # 2,048 training images, 3 seeds. Batch sizes 16 ... 512 (not 4096: 200 steps of it, 3 seeds,
     # would be 2.5 M images, ten times this profile's budget) and the lr sweep at batch 128 (not
     # 512, for the same reason). Every configuration gets >= 12 epochs and >= 200 optimizer steps:
     # batch 512 trains 50 epochs, batch 256 25, the rest 12; the lr drops at 3/4 of each one's
-    # training (9 of 12 epochs). Sensitivity over 250 test images; curves every 3 epochs.
+    # training (9 of 12 epochs). Sensitivity over 250 test images; curves every 3 epochs. Curvature
+    # on 128 training images, small budgets (curvature.QUICK).
     "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [16, 64, 256, 512],
               "lr_sweep_batch_size": 128, "train_size": 2048, "test_size": 1000, "sensitivity_samples": 250,
-              "eval_every": 3},
+              "eval_every": 3,
+              **curvature.QUICK},
     "full": _FULL,
 }
 
@@ -120,6 +134,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError("lrs: values must differ")
     if cfg["min_steps"] < 0:
         raise ConfigError("min_steps must not be negative")
+    curvature.validate(cfg)
 
 
 def side_budget(cfg: dict, batch_size: int) -> dict:
@@ -159,6 +174,8 @@ def train_sweep(args: dict, ctx) -> dict:
     sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
     sens = ensemble_sensitivity(trainer.ens, sens_x, models.outputs_probabilities(args["model"]))
     div = [d or b or not math.isfinite(s) for d, b, s in zip(diverged(trainer), blown_up(trainer.ens), sens.tolist())]
+    curv = curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div)
+    labels = [f"{args['sweep']} sweep: batch {args['batch_size']}, lr {lr:g}, seed {s}" for lr, s in zip(lrs, member_seeds)]
     return {
         "sweep": args["sweep"],
         "batch_size": args["batch_size"],
@@ -171,6 +188,8 @@ def train_sweep(args: dict, ctx) -> dict:
         "sensitivity": sens,  # [N]
         "sensitivity_samples": len(sens_x),
         "diverged": div,
+        "curvature": curv,  # per member: top_eigenvalue, trace, trace_ci, keskar (None: diverged)
+        "weights": curvature.kept_weights(args["model"], trainer.ens, labels),  # for `dlscope analyze --run`
     }
 
 
@@ -199,6 +218,7 @@ def rows(cfg: dict, results: dict) -> list[dict]:
             vals["loss_gap"] = vals["test_loss"] - vals["train_loss"]
             vals["train_loss_fall_last_quarter"] = (batch_loss[quarter, i] - batch_loss[-1, i]).item()
             row.update({k: (v if not r["diverged"][i] and math.isfinite(v) else None) for k, v in vals.items()})
+            row.update(curvature.member_fields(r.get("curvature"), i))
             row["diverged"] = bool(r["diverged"][i])
             if r["effective_batch_size"] != r["batch_size"]:
                 row["effective_batch_size"] = r["effective_batch_size"]
@@ -221,7 +241,7 @@ def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: in
     seeds = sorted({r["seed"] for r in pts})
     per_seed = []
     for s in seeds:
-        by_x = {r[xkey]: r[ykey] for r in pts if r["seed"] == s}
+        by_x = {r[xkey]: r.get(ykey) for r in pts if r["seed"] == s}
         ys = [by_x.get(x) for x in xs]
         if all(_finite(y) for y in ys):
             per_seed.append(ys)
@@ -281,7 +301,33 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
              + (f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}" if rho_loss is not None else "too few models")
              + (f"; without the {len(ok) - len(learnt)} model(s) at chance (test accuracy ≤ {CHANCE_MARGIN:.0%}): "
                 f"ρ = {rho_learnt:.2f} (n = {len(learnt)})" if rho_learnt is not None and len(learnt) < len(ok) else "")).as_dict())
+    out.append(sharpness_trend_finding(table))
     return out
+
+
+def sharpness_trend_finding(table: list[dict]) -> dict:
+    """Keskar et al.'s claim measured directly: Keskar ε-sharpness rises with the batch size, seed
+    by seed (the note gives the same trend for the top eigenvalue and the trace)."""
+    value, ci, verdict, n, left, rhos = seedwise_trend(table, "batch", "batch_size", "keskar", +1)
+    if value is None:
+        note = "fewer than 3 batch sizes or no seed with every configuration measured: no trend to test"
+    else:
+        each = f"ρ per seed: {', '.join(f'{r:.2f}' for r in rhos)}; 1 = rises at every step"
+        note = {SHOWN: "Keskar sharpness rises in every resample of the seeds",
+                INCONCLUSIVE: "the seeds disagree, or one seed's trend is within chance"}.get(
+            verdict, "Keskar sharpness does not rise: it is flat or falls") + f" ({each})"
+    also = []
+    for key, what in (("top_eigenvalue", "top eigenvalue"), ("trace", "trace")):
+        v, _, vd, m, _, _ = seedwise_trend(table, "batch", "batch_size", key, +1)
+        if v is not None:
+            also.append(f"{what}: mean ρ {v:.2f}, {vd} (n={m})")
+    note += (f"; {left} seed(s) left out (diverged or not measured)" if left else "") + ("; " + "; ".join(also) if also else "")
+    return Finding(
+        id="sharpness-rises-with-batch", claim="a larger batch size ends in a sharper minimum",
+        source="Keskar et al. 2017", verdict=verdict,
+        statistic="mean over seeds of Spearman ρ(batch size, Keskar ε-sharpness of the trained model); "
+                  "CI: bootstrap over seeds",
+        value=value, ci=ci, n=n, note=note).as_dict()
 
 
 def summarize(cfg: dict, results: dict) -> dict:
@@ -295,6 +341,7 @@ def summarize(cfg: dict, results: dict) -> dict:
         "sensitivity_definition": "mean over the test images of the Frobenius norm of d(class probabilities)/d(input image)",
         "budget": "each configuration trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), "
                   "its StepLR drop at the same fraction of its training; rows give its epochs, steps and final train loss",
+        "curvature": curvature.describe(cfg),
         "results": table,
         "findings": claims(cfg, table),
     }
@@ -308,6 +355,8 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
             for j, e in enumerate(r["epoch"].tolist()):
                 out += [{**base, "epoch": e, "metric": k, "value": r[k][j, i].item()} for k in METRICS]
             out.append({**base, "epoch": r["epochs"], "metric": "sensitivity", "value": r["sensitivity"][i].item()})
+            out += [{**base, "epoch": r["epochs"], "metric": k, "value": v}
+                    for k, v in curvature.member_fields(r.get("curvature"), i).items() if k in curvature.MEASURES and v is not None]
     return out
 
 
@@ -377,7 +426,41 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
             ax.set_title(f"{what.capitalize()} and sensitivity vs {xlabel} (bands: IQR over seeds)\n{sub}", fontsize=9)
             paths.append(save_fig(fig, fig_dir / f"{key}_vs_{sweep}.png"))
+    paths += curvature_figures(cfg, table, fig_dir)
     paths.append(gap_figure(cfg, table, fig_dir))
+    return paths
+
+
+CURVATURE_PANELS = (("top_eigenvalue", "top Hessian eigenvalue λ₁"), ("trace", "Hessian trace"),
+                    ("keskar", "Keskar ε-sharpness (%)"))
+
+
+def curvature_figures(cfg: dict, table: list[dict], fig_dir) -> list[str]:
+    """Each trained model's curvature against the swept batch size / lr: median over seeds, IQR band."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for sweep, xkey, xlabel in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
+        pts = [r for r in table if r["sweep"] == sweep]
+        if not any(_finite(r.get("keskar")) for r in pts):
+            continue  # not measured (curvature_samples 0, or an older run)
+        xs = sorted({r[xkey] for r in pts})
+        seeds = sorted({r["seed"] for r in pts})
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+        for ax, (key, label) in zip(axes, CURVATURE_PANELS):
+            by = {(r["seed"], r[xkey]): r.get(key) for r in pts}
+            runs = [[by.get((s, x)) if _finite(by.get((s, x))) else float("nan") for x in xs] for s in seeds]
+            plot_median_iqr(ax, xs, runs, label.split(" (")[0], "tab:purple", "o-")
+            ax.set(xscale="log", xlabel=f"{xlabel} (log scale)", ylabel=label)
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fixed = f"lr {cfg['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {cfg['lr_sweep_batch_size']}"
+        fig.suptitle(f"Curvature of each trained model vs {xlabel} ({cfg['model']}, {fixed}; bands: IQR over seeds)\n"
+                     f"{min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; trace {cfg['trace_hvp']} HVPs, "
+                     f"Keskar ε = {cfg['keskar_radius']:g}", fontsize=9)
+        paths.append(save_fig(fig, fig_dir / f"curvature_vs_{sweep}.png"))
     return paths
 
 

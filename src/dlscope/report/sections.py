@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import __version__, experiments
 from .blocks import Cell, Figure, Table, cells, fmt, fmt_number, fmt_seconds, fmt_setting, result_blocks
-from .rundir import ExpRun, collect, is_number, module_of
+from .rundir import ExpRun, collect, is_number, module_of, read_figures
 
 VERDICT_CLASS = {"shown": "good", "not shown": "bad", "inconclusive": "warn"}
 FULL = "full"  # the profile with the original study's settings
@@ -295,6 +295,38 @@ def experiment_blocks(i: int, run: ExpRun, profile_hint: str, folder: str) -> li
     return blocks
 
 
+def analyze_folders(run_dir: Path) -> list[Path]:
+    """The `dlscope analyze` output folders inside the run folder (e.g. RUN_DIR/analyze from
+    `dlscope analyze --run RUN_DIR`)."""
+    from ..analyze import is_analyze_folder
+
+    try:
+        return sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.is_symlink() and is_analyze_folder(p))
+    except OSError:
+        return []
+
+
+def analyze_blocks(run_dir: Path) -> list:
+    """A section per analyze folder: what was measured, the table, the figures."""
+    from ..analyze import FIGURE_CAPTIONS, summary_table, summary_text
+
+    blocks: list = []
+    for folder in analyze_folders(run_dir):
+        blocks += [("section", folder.name), ("h2", f"Curvature of the trained models — `{folder.name}/` (dlscope analyze)", folder.name)]
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+            head, rows = summary_table(summary)
+        except Exception as e:  # an odd summary costs its own section, never the whole report
+            blocks += [("note", "bad", f"This section could not be rendered ({type(e).__name__}: {e}); the files are in {folder.name}/."),
+                       ("end",)]
+            continue
+        blocks += [("p", text) for text in summary_text(summary)]
+        blocks.append(Table(head, [cells(r) for r in rows], caption="Curvature, sharpness and loss plane, per measure or per model"))
+        blocks += [Figure(folder.name, f.name, f.data, FIGURE_CAPTIONS.get(f.name, f.name)) for f in read_figures(folder, [])]
+        blocks.append(("end",))
+    return blocks
+
+
 def status_detail(run: ExpRun) -> str:
     if run.status == "not run":
         return "not run" if run.implemented else "not run (not implemented)"
@@ -350,6 +382,9 @@ def build(run_dir: Path) -> tuple[list, list[ExpRun]]:
         toc.append([Cell(str(i), "num"), Cell(f"[{r.name}](#{r.name})", "link"), Cell(r.title),
                     Cell(status_detail(r), f"status {r.status.replace(' ', '-')}"),
                     Cell(fmt_seconds(r.seconds) if r.timing else "—", "num")])
+    for folder in analyze_folders(Path(run_dir)):
+        toc.append([Cell(""), Cell(f"[{folder.name}](#{folder.name})", "link"), Cell("Curvature of the trained models (dlscope analyze)"),
+                    Cell(""), Cell("")])
     toc.append([Cell(""), Cell("[differences](#differences)", "link"), Cell("Where dlscope differs from the original"),
                 Cell(""), Cell("")])
     blocks.append(Table(["#", "experiment", "title", "status", "time"], toc, cls="toc"))
@@ -363,6 +398,7 @@ def build(run_dir: Path) -> tuple[list, list[ExpRun]]:
                        ("status", "damaged", "damaged"),
                        ("note", "bad", f"This section could not be rendered ({type(e).__name__}: {e}); "
                                        f"the files are in {r.name}/."), ("end",)]
+    blocks += analyze_blocks(Path(run_dir))
     blocks.append(("section", "differences"))
     blocks.append(("h2", "Where dlscope's definitions differ from the original study", "differences-h"))
     for title, what, why in differences():
