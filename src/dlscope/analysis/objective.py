@@ -14,7 +14,8 @@ Conventions shared by every measure:
   `dlscope.engine.Ensemble` has. Its members are evaluated together with torch.func.vmap.
 * data: an `(x, y)` pair of tensors, or any iterable of `(x, y)` batches (a DataLoader). An
   iterable is read once and kept, so every evaluation sees the same batches. The loss is the mean
-  over all examples (batches weighted by their size); `batch_size` only splits the work.
+  over all examples (batches weighted by their size); `batch_size` only splits the work (in
+  "eval" mode an (x, y) pair is split into chunks of EVAL_CHUNK examples unless it is given).
 * loss: "mse", "ce" (cross-entropy on the model's output) or a callable (output, y) -> mean loss.
 * mode: "eval" (default) or "train": the mode batch norm and dropout run in, recorded in every
   result. The measures work on a copy of the model, so the caller's model, its mode, weights and
