@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="CIFAR-10 images for eigenvalue and trace")
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--trace-rtol", type=float, default=None, help="dlscope's trace: 95%% half-width / |trace| (default: the reference's median)")
+    p.add_argument("--max-trace-hvp", type=int, default=300, help="dlscope's trace: at most this many Hutchinson samples")
     p.add_argument("--plane-n", type=int, default=1000)
     p.add_argument("--plane-steps", type=int, default=21)
     p.add_argument("--reference-models", type=int, default=None, help="time the reference on this many models, scaled to --models")
@@ -75,7 +76,8 @@ def main() -> None:
         ref_rel_half = [(r["trace_ci"][1] - r["trace_ci"][0]) / 2 / abs(r["trace"]) for r in ref]
         rtol = args.trace_rtol or sorted(ref_rel_half)[len(ref_rel_half) // 2]
         t0, c0 = time.perf_counter(), cpu_seconds()
-        eig, tr = analysis.top_eigenvalues_and_trace(ens, (split.x, split.y), tol=args.tol, trace_rtol=rtol)
+        eig, tr = analysis.top_eigenvalues_and_trace(ens, (split.x, split.y), tol=args.tol, trace_rtol=rtol,
+                                                      max_trace_hvp=args.max_trace_hvp)
         ours = (time.perf_counter() - t0, cpu_seconds() - c0)
         # Power iteration finds the eigenvalue largest in size: compare where that is the top one.
         rel = [abs(a[0] - r["top"]) / abs(r["top"]) for a, r in zip(eig.values, ref) if r["top"] > 0]
