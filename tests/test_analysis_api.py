@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -348,3 +350,113 @@ def test_analysis_does_not_import_engine():
                 assert "engine" not in (node.module or ""), f"{path.name} imports {node.module}"
             elif isinstance(node, ast.Import):
                 assert not any("engine" in a.name for a in node.names), path.name
+
+
+# --------------------------------------------------------------------------- shared Lanczos + trace, PyHessian
+
+
+def test_eigenvalues_and_trace_together_equal_the_exact_hessians_per_member():
+    members = [tanh_mlp(s) for s in range(3)]
+    x, y = class_data()
+    eig, tr = an.top_eigenvalues_and_trace(Ensemble.from_members(members, mode="vmap"), (x, y), k=2, tol=1e-10,
+                                           trace_rtol=0.05, max_trace_hvp=100, seed=4)
+    for i, m in enumerate(members):
+        H = exact_hessian(m, x, y)
+        lam = torch.linalg.eigvalsh(H).flip(0)
+        torch.testing.assert_close(torch.tensor(eig.values[i], dtype=torch.float64), lam[:2], rtol=1e-7, atol=1e-10)
+        assert tr.ci[i][0] <= float(H.trace()) <= tr.ci[i][1]
+        assert tr.ci[i][1] - tr.ci[i][0] > 0
+    # the interval's stop rule held for every member, or the budget ran out
+    assert all((b - a) / 2 <= 0.05 * abs(v) for v, (a, b) in zip(tr.value, tr.ci)) or tr.info["hutchinson_samples"] == 100
+    assert tr.n_hvp == eig.n_hvp + tr.info["hutchinson_samples"]
+
+
+def test_lanczos_basis_covering_the_space_gives_the_exact_trace():
+    """With as many Lanczos steps as parameters the remainder is zero: the trace is Σ αⱼ."""
+    model, (x, y) = tanh_mlp(), class_data()
+    H = exact_hessian(model, x, y)
+    # tol < 0: Lanczos never stops early, it runs all P steps
+    eig, tr = an.top_eigenvalues_and_trace(model, (x, y), tol=-1.0, max_steps=H.shape[0], min_trace_hvp=10, max_trace_hvp=10)
+    assert eig.n_hvp == H.shape[0]
+    assert tr.value == pytest.approx(float(H.trace()), rel=1e-9)
+    assert tr.ci[1] - tr.ci[0] == pytest.approx(0, abs=1e-6)
+
+
+def small_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5), nn.Softmax(dim=1)).double()
+
+
+def cnn_data(n=80, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 5, (n,), generator=g)
+
+
+def exact_hessian_of(model, x, y):
+    obj = Objective(model, (x, y))
+    H = torch.autograd.functional.hessian(lambda t: F.cross_entropy(
+        torch.func.functional_call(obj.module, obj.unflatten(t), (x,)), y), obj.theta0[0])
+    return (H + H.T) / 2
+
+
+def test_pyhessian_algorithms_and_dlscope_agree_with_the_exact_hessian_of_a_cnn():
+    """bench/pyhessian_reference.py (PyHessian's power iteration and Hutchinson, as the benchmark
+    times them) and dlscope on a CNN of 297 parameters whose Hessian is computed exactly."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from pyhessian_reference import pyhessian_style
+
+    x, y = cnn_data()
+    for seed in range(2):
+        model = small_cnn(seed).eval()
+        lam = torch.linalg.eigvalsh(exact_hessian_of(model, x, y))
+        trace = float(lam.sum())
+        ref = pyhessian_style(model, x, y, tol=1e-6, max_iter=200, seed=seed)
+        largest_in_size = float(lam[lam.abs().argmax()])
+        assert ref["top"] == pytest.approx(largest_in_size, rel=1e-3)  # power iteration: largest |λ|
+        eig, tr = an.top_eigenvalues_and_trace(model, (x, y), tol=1e-8, trace_rtol=0.2, seed=seed)
+        assert eig.values[0] == pytest.approx(float(lam[-1]), rel=1e-6)  # Lanczos: the largest λ
+        assert tr.ci[0] <= trace <= tr.ci[1]
+        assert ref["trace_ci"][0] <= trace <= ref["trace_ci"][1]
+
+
+def test_pyhessian_package_matches_its_transcription():
+    """Only where the `pyhessian` package (PyPI 0.1) can be imported: its eigenvalue equals the
+    transcription's and the exact Hessian's largest-in-size one, and the 95% interval of its
+    trace samples covers the exact trace, as the transcription's does (other random vectors)."""
+    pyhessian = pytest.importorskip("pyhessian")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from pyhessian_reference import pyhessian_style
+
+    x, y = cnn_data()
+    model = small_cnn(0).eval()
+    ref = pyhessian_style(model, x, y, tol=1e-6, max_iter=200)
+    torch.manual_seed(0)
+    package = pyhessian.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    assert package.eigenvalues(maxIter=1000, tol=1e-6)[0][0] == pytest.approx(ref["top"], rel=1e-3)
+    lam = torch.linalg.eigvalsh(exact_hessian_of(model, x, y))
+    assert ref["top"] == pytest.approx(float(lam[lam.abs().argmax()]), rel=1e-3)
+    samples = torch.tensor(package.trace(maxIter=1000, tol=1e-3))
+    half = 1.96 * samples.std() / len(samples) ** 0.5
+    assert abs(float(samples.mean() - lam.sum())) <= half
+    assert ref["trace_ci"][0] <= float(lam.sum()) <= ref["trace_ci"][1]
+
+
+def test_plane_points_equal_the_loss_of_the_moved_model():
+    """The plane's fast path (chunked, channels-last) against a plain forward pass of a copy of
+    the model with its weights moved to each grid point, on a float32 CNN."""
+    model = small_cnn(1).float().eval()
+    x, y = cnn_data(300)
+    x = x.float()
+    plane = an.loss_plane(model, (x, y), steps=5, seed=2)
+    with torch.no_grad():
+        assert float(plane.center_loss) == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
+    assert float(plane.center_loss) == an.mean_loss_of(model, (x, y))  # the same path: exactly
+    obj = Objective(model, (x, y))
+    d1, d2 = plane.directions
+    for i, j in [(0, 0), (0, 4), (1, 3), (4, 2)]:
+        moved = copy.deepcopy(model)
+        theta = obj.theta0[0] + plane.alphas[i] * d1 + plane.betas[j] * d2
+        torch.nn.utils.vector_to_parameters(theta, moved.parameters())
+        with torch.no_grad():
+            want = F.cross_entropy(moved(x), y).item()
+        assert float(plane.loss[i, j]) == pytest.approx(want, rel=1e-5)

@@ -9,6 +9,7 @@ is left exactly as it was. See docs/analysis.md.
     from dlscope import analysis
     analysis.top_eigenvalues(model, (x, y), loss="ce", k=3).values
     analysis.trace(model, (x, y), seed=0)            # .value, .ci (95%), .n_hvp
+    analysis.top_eigenvalues_and_trace(model, (x, y))  # both, sharing the Lanczos products
     analysis.spectral_density(model, (x, y)).plot()
     analysis.sharpness(model, (x, y), kind="keskar")  # "sam", "adaptive", "average"
     analysis.loss_plane(model, (x, y), steps=21).plot()
@@ -19,13 +20,13 @@ them the conventions above.
 """
 
 from .adapters import grad_norm, input_sensitivity, interpolation_path, mean_loss_of, trajectory_pca
-from .curvature import Density, Eigenvalues, Estimate, plot_density, spectral_density, top_eigenvalues, trace
+from .curvature import Density, Eigenvalues, Estimate, plot_density, spectral_density, top_eigenvalues, top_eigenvalues_and_trace, trace
 from .objective import NondeterministicObjective, Objective
 from .plane import Plane, loss_plane, plot_plane
 from .sharpness_measures import Sharpness, sharpness  # (not "sharpness.py": the function would hide the module)
 
 __all__ = [
-    "top_eigenvalues", "trace", "spectral_density", "plot_density", "sharpness", "loss_plane", "plot_plane",
+    "top_eigenvalues", "trace", "top_eigenvalues_and_trace", "spectral_density", "plot_density", "sharpness", "loss_plane", "plot_plane",
     "grad_norm", "mean_loss_of", "interpolation_path", "input_sensitivity", "trajectory_pca",
     "Objective", "NondeterministicObjective", "Eigenvalues", "Estimate", "Density", "Sharpness", "Plane",
 ]

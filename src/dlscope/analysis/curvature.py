@@ -3,6 +3,7 @@ the trace (Hutchinson, Hutch++) and the spectral density (stochastic Lanczos qua
 
     top_eigenvalues(model, data, loss="ce", k=1)         -> Eigenvalues (.values, .n_hvp)
     trace(model, data, loss="ce", seed=0)                 -> Estimate (.value, .ci, .n_hvp)
+    top_eigenvalues_and_trace(model, data, loss="ce")     -> (Eigenvalues, Estimate), sharing the work
     spectral_density(model, data, loss="ce", seed=0)      -> Density (.moment(p), .curve(), .plot())
 
 The model may be an nn.Module or an ensemble (see analysis.objective): for an ensemble, every
@@ -146,11 +147,9 @@ class Eigenvalues:
         return {"values": self.values, "n_hvp": self.n_hvp, "converged": self.converged, **self.info}
 
 
-def top_eigenvalues_of(matvec: MatVec, v0: torch.Tensor, k: int = 1, tol: float = 1e-3, max_steps: int = 100,
-                       seed: int = 0, vectors: bool = False):
-    """The k largest eigenvalues of N symmetric operators by Lanczos, stopping when the top k
-    Ritz values of every member change by ≤ tol (relative) in one step.
-    Returns (values [N, k], steps, converged [N], vectors [N, k, P] or None)."""
+def _lanczos_top(matvec: MatVec, v0: torch.Tensor, k: int, tol: float, max_steps: int, seed: int):
+    """Lanczos until the top k Ritz values of every member change by ≤ tol (relative) in one
+    step. Returns (values [N, k], T, Q, converged [N])."""
     state = {"prev": None, "conv": torch.zeros(v0.shape[0], dtype=torch.bool)}
 
     def stop(T):
@@ -162,11 +161,20 @@ def top_eigenvalues_of(matvec: MatVec, v0: torch.Tensor, k: int = 1, tol: float 
         return bool(state["conv"].all())
 
     T, Q = lanczos(matvec, v0, max_steps, stop, seed)
-    evals, evecs = torch.linalg.eigh(T)
-    top = evals.flip(-1)[:, :k]
+    top = torch.linalg.eigvalsh(T).flip(-1)[:, :k]
     converged = state["conv"] | torch.tensor(T.shape[1] == v0.shape[1])  # steps = P: exact
+    return top, T, Q, converged
+
+
+def top_eigenvalues_of(matvec: MatVec, v0: torch.Tensor, k: int = 1, tol: float = 1e-3, max_steps: int = 100,
+                       seed: int = 0, vectors: bool = False):
+    """The k largest eigenvalues of N symmetric operators by Lanczos, stopping when the top k
+    Ritz values of every member change by ≤ tol (relative) in one step.
+    Returns (values [N, k], steps, converged [N], vectors [N, k, P] or None)."""
+    top, T, Q, converged = _lanczos_top(matvec, v0, k, tol, max_steps, seed)
     vecs = None
     if vectors:
+        _, evecs = torch.linalg.eigh(T)
         Y = evecs.flip(-1)[:, :, :k]  # [N, m, k]
         vecs = torch.einsum("nmk,nmp->nkp", Y, Q)
     return top, T.shape[1], converged, vecs
@@ -196,10 +204,9 @@ def top_eigenvalues(model, data, loss: LossArg = "ce", k: int = 1, tol: float = 
 # --------------------------------------------------------------------------- trace
 
 
-def hutchinson_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, level: float = 0.95,
-                  block: int = 10, device="cpu"):
-    """Hutchinson's estimator: the mean of zᵀAz over n_hvp Rademacher vectors z. Returns
-    (mean, low, high), each [n].
+class HutchinsonSums:
+    """Running sums of Hutchinson's estimator over Rademacher vectors, for N operators at once:
+    add blocks of products as they come, ask for the mean and interval at any time.
 
     The interval does not use the spread of the m scalars zᵀAz: they are skewed, and their sample
     variance is small exactly when the mean is low (with a few large eigenvalues, t-intervals from
@@ -207,29 +214,50 @@ def hutchinson_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, l
     Rademacher sample, known in closed form, Var zᵀAz = 2(‖A‖²_F − Σᵢ A²ᵢᵢ), estimated without
     bias from the same products: ‖A‖²_F = E‖Az‖², and Σᵢ A²ᵢᵢ = E (z⊙Az)·(z'⊙Az') for
     independent z, z' (a U-statistic over pairs)."""
+
+    def __init__(self, n: int, dim: int, device="cpu"):
+        self.samples = []
+        self.frob = torch.zeros(n, dtype=torch.float64, device=device)  # Σ_k ‖A z_k‖²
+        self.diag_sum = torch.zeros(n, dim, dtype=torch.float64, device=device)  # Σ_k z_k ⊙ A z_k
+        self.diag_sq = torch.zeros(n, dtype=torch.float64, device=device)  # Σ_k ‖z_k ⊙ A z_k‖²
+
+    @property
+    def m(self) -> int:
+        return sum(s.shape[1] for s in self.samples)
+
+    def add(self, Z: torch.Tensor, AZ: torch.Tensor) -> None:
+        """Z, AZ: [N, b, P] Rademacher vectors and their products."""
+        AZ = AZ.to(torch.float64)
+        d = Z * AZ
+        self.samples.append(d.sum(-1))
+        self.frob += AZ.pow(2).sum((1, 2))
+        self.diag_sum += d.sum(1)
+        self.diag_sq += d.pow(2).sum((1, 2))
+
+    def interval(self, level: float = 0.95):
+        """(mean, low, high), each [N]."""
+        samples = torch.cat(self.samples, 1)
+        m = samples.shape[1]
+        mean = samples.mean(1)
+        if m < 2:
+            nan = torch.full_like(mean, float("nan"))
+            return mean, nan, nan
+        diag2 = (self.diag_sum.pow(2).sum(1) - self.diag_sq) / (m * (m - 1))
+        var = (2 * (self.frob / m - diag2)).clamp_min(0)
+        half = t_quantile(0.5 + level / 2, m - 1) * (var / m).sqrt()  # t, not normal: conservative at small m
+        return mean, mean - half, mean + half
+
+
+def hutchinson_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, level: float = 0.95,
+                  block: int = 10, device="cpu"):
+    """Hutchinson's estimator: the mean of zᵀAz over n_hvp Rademacher vectors z, with the
+    interval of HutchinsonSums. Returns (mean, low, high), each [n]."""
     g = torch.Generator().manual_seed(seed)
-    samples = []
-    frob = torch.zeros(n, dtype=torch.float64, device=device)  # Σ_k ‖A z_k‖²
-    diag_sum = torch.zeros(n, dim, dtype=torch.float64, device=device)  # Σ_k z_k ⊙ A z_k
-    diag_sq = torch.zeros(n, dtype=torch.float64, device=device)  # Σ_k ‖z_k ⊙ A z_k‖²
+    sums = HutchinsonSums(n, dim, device)
     for s in range(0, n_hvp, block):
         Z = rademacher((n, min(block, n_hvp - s), dim), g).to(device)
-        AZ = matvec(Z).to(torch.float64)
-        d = Z * AZ
-        samples.append(d.sum(-1))
-        frob += AZ.pow(2).sum((1, 2))
-        diag_sum += d.sum(1)
-        diag_sq += d.pow(2).sum((1, 2))
-    samples = torch.cat(samples, 1)
-    m = samples.shape[1]
-    mean = samples.mean(1)
-    if m < 2:
-        nan = torch.full_like(mean, float("nan"))
-        return mean, nan, nan
-    diag2 = (diag_sum.pow(2).sum(1) - diag_sq) / (m * (m - 1))
-    var = (2 * (frob / m - diag2)).clamp_min(0)
-    half = t_quantile(0.5 + level / 2, m - 1) * (var / m).sqrt()  # t, not normal: conservative at small m
-    return mean, mean - half, mean + half
+        sums.add(Z, matvec(Z))
+    return sums.interval(level)
 
 
 def hutchpp_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, level: float = 0.95,
@@ -274,6 +302,48 @@ def trace(model, data, loss: LossArg = "ce", method: str = "hutch++", n_hvp: int
     fn = hutchpp_of if method == "hutch++" else hutchinson_of
     mean, low, high = fn(obj.hvp, obj.n, obj.dim, n_hvp, seed, level, block, obj.theta0.device)
     return _estimate(mean, low, high, n_hvp, method, level, {"seed": seed, **obj.describe()}, not obj.ensemble)
+
+
+def top_eigenvalues_and_trace(model, data, loss: LossArg = "ce", k: int = 1, tol: float = 1e-3, max_steps: int = 100,
+                              trace_rtol: float = 0.1, min_trace_hvp: int = 20, max_trace_hvp: int = 300, seed: int = 0,
+                              level: float = 0.95, mode: str = "eval", batch_size: int | None = None,
+                              block: int = 10) -> tuple[Eigenvalues, Estimate]:
+    """top_eigenvalues and trace in one run that shares what they can: one objective (one graph
+    of the gradient), and the Lanczos run of the eigenvalues as the sketch of Hutch++. Its basis Q
+    spans the top of the spectrum; tr(QᵀHQ) = Σⱼ αⱼ is exact from Lanczos's own products, and
+    Hutchinson estimates only the rest, tr((I − QQᵀ)H(I − QQᵀ)), whose variance lacks the top
+    eigenvalues' share. Its Rademacher vectors are drawn independently of Q, so the estimate is
+    unbiased given Q. They come in blocks of `block` until the interval's half-width is at most
+    trace_rtol·|trace| for every member (after at least min_trace_hvp of them; at most
+    max_trace_hvp). A stop rule on the interval makes its coverage approximate (the nominal level
+    holds for a fixed budget). The trace's n_hvp counts the Lanczos products it reuses."""
+    obj = Objective(model, data, loss, mode, batch_size)
+    obj.check_deterministic()
+    g = torch.Generator().manual_seed(seed)
+    v0 = torch.randn(obj.n, obj.dim, generator=g, dtype=torch.float64).to(obj.theta0.device)
+    top, T, Q, conv = _lanczos_top(obj.hvp, v0, k, tol, max_steps, seed)
+    steps = T.shape[1]
+    single = not obj.ensemble
+    eig = Eigenvalues(top[0].tolist() if single else top.tolist(), steps, bool(conv[0]) if single else conv.tolist(), None,
+                      {"method": "lanczos", "tol": tol, **obj.describe()})
+
+    exact = T.diagonal(dim1=1, dim2=2).sum(1)
+
+    def project(V):  # (I − QQᵀ) on each row of V [N, b, P]
+        return V - torch.einsum("nbk,nkp->nbp", torch.einsum("nbp,nkp->nbk", V.to(torch.float64), Q), Q)
+
+    rest = HutchinsonSums(obj.n, obj.dim, obj.theta0.device)
+    gz = torch.Generator().manual_seed(seed + 1)
+    while rest.m < max_trace_hvp:
+        Z = rademacher((obj.n, min(block, max_trace_hvp - rest.m), obj.dim), gz).to(obj.theta0.device)
+        rest.add(Z, project(obj.hvp(project(Z))))
+        mean, low, high = rest.interval(level)
+        if rest.m >= min_trace_hvp and bool(((high - low) / 2 <= trace_rtol * (exact + mean).abs()).all()):
+            break
+    tr = _estimate(exact + mean, exact + low, exact + high, steps + rest.m, "lanczos-hutch++", level,
+                   {"seed": seed, "lanczos_steps": steps, "hutchinson_samples": rest.m, "trace_rtol": trace_rtol,
+                    **obj.describe()}, single)
+    return eig, tr
 
 
 # --------------------------------------------------------------------------- spectral density
