@@ -419,6 +419,7 @@ def test_pyhessian_algorithms_and_dlscope_agree_with_the_exact_hessian_of_a_cnn(
         assert ref["trace_ci"][0] <= trace <= ref["trace_ci"][1]
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # PyHessian's own call
 def test_pyhessian_package_matches_its_transcription():
     """Only where the `pyhessian` package (PyPI 0.1) can be imported: its eigenvalue equals the
     transcription's and the exact Hessian's largest-in-size one, and the 95% interval of its
