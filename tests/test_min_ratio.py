@@ -145,3 +145,74 @@ def test_adam_phase2_still_runs():
     r = min_ratio.train_and_measure(cfg, TrialContext(CPU))
     for p in r["points"]:
         assert p["grad_norm"] <= p["grad_norm_start"] * (1 + 1e-12) and p["phase2_steps"] <= 20
+
+
+# --------------------------------------------------------------------------- kinks at data points
+
+
+KINKS = ((6, 9), (20, 0))
+
+
+def _with_kinks(n_points=20, seed=0):
+    """mlp-minratio's spec, two members, f1 on n_points; member 0 with units 6 and 20 put exactly
+    on data points 9 and 0 (b_j = -w_j x_k)."""
+    spec = min_ratio.fast_mlp.spec_of_model("mlp-minratio")
+    x = inputs(n_points).double()
+    y = f1(x[:, 0])
+    theta = min_ratio.fast_mlp.init_flat("mlp-minratio", [seed, seed + 1], dtype=torch.float64)
+    h = spec.widths[1]
+    for j, k in KINKS:
+        theta[0, h + j] = -theta[0, j] * x[k, 0]
+    return spec, x, y, theta, h
+
+
+def _loss(theta, spec, x, y):
+    return min_ratio.fast_mlp.mse_and_grad(theta[None], spec, x[None], y[None])[0][0]
+
+
+def test_kinks_found_and_one_sided_gradients_match_finite_differences():
+    spec, x, y, theta, h = _with_kinks()
+    at, k = min_ratio.kinks_at_points(theta, spec, x)
+    assert at[0].nonzero()[:, 0].tolist() == [6, 20] and k[0, 6] == 9 and k[0, 20] == 0 and not at[1].any()
+    loss, g0, q = min_ratio.kink_gradient(theta, spec, x, y, at, k)
+    # away from the kinks, the ordinary gradient (the hand-written backward of the fast MLP path)
+    ref_loss, ref_g = min_ratio.fast_mlp.mse_and_grad(theta, spec, x.expand(2, -1, 1), y.expand(2, -1))
+    assert torch.allclose(loss, ref_loss, rtol=1e-14) and torch.allclose(g0[1], ref_g[1], rtol=1e-12, atol=1e-15)
+    step = 1e-7
+    for j, _ in KINKS:
+        for i, side in ((h + j, "bias"), (j, "weight")):
+            xk = float(x[k[0, j], 0])
+            # a move that raises z_kj = w_j x_k + b_j switches the pair on (ReLU'(0) = 1 on that side)
+            e = torch.zeros_like(theta[0])
+            e[i] = step
+            up = (_loss(theta[0] + e, spec, x, y) - _loss(theta[0], spec, x, y)) / step
+            down = (_loss(theta[0], spec, x, y) - _loss(theta[0] - e, spec, x, y)) / step
+            dz = 1.0 if side == "bias" else xk  # dz_kj / d(parameter)
+            jump = float(q[0, j]) * dz
+            on_side, off_side = (up, down) if dz > 0 else (down, up)
+            assert on_side == pytest.approx(float(g0[0, i]) + jump, rel=1e-5, abs=1e-9)
+            assert off_side == pytest.approx(float(g0[0, i]), rel=1e-5, abs=1e-9)
+            assert abs(jump) > 1e-4  # a real kink: the one-sided derivatives differ
+
+
+def test_clarke_min_norm_element_against_a_dense_grid():
+    spec, x, y, theta, h = _with_kinks()
+    at, k = min_ratio.kinks_at_points(theta, spec, x)
+    _, g0, q = min_ratio.kink_gradient(theta, spec, x, y, at, k)
+    g, s = min_ratio.clarke_grad(theta, spec, x, y)
+    # brute force over the box [0, 1]^2 of the two kinks' ReLU'(0)
+    grid = torch.linspace(0, 1, 401, dtype=torch.float64)
+    sa, sb = torch.meshgrid(grid, grid, indexing="ij")
+    cand = g0[0].expand(*sa.shape, -1).clone()
+    for j, sj in ((6, sa), (20, sb)):
+        xk = x[k[0, j], 0]
+        cand[..., j] += sj * q[0, j] * xk
+        cand[..., h + j] += sj * q[0, j]
+    norms = cand.norm(dim=-1)
+    best = norms.argmin()
+    assert g[0].norm() <= norms.min() + 1e-15  # nothing on the grid is shorter
+    assert g[0].norm() == pytest.approx(float(norms.min()), rel=1e-4)
+    assert float(s[0, 6]) == pytest.approx(float(sa.flatten()[best]), abs=2.5e-3)
+    assert float(s[0, 20]) == pytest.approx(float(sb.flatten()[best]), abs=2.5e-3)
+    assert 0.01 < float(s[0, 6]) < 0.99 and float(s[0, 20]) in (0.0, 1.0)  # one inside the box, one clipped at its edge
+    assert torch.equal(g[1], g0[1]) and g[0].norm() <= g0[0].norm()  # no kink: the gradient itself

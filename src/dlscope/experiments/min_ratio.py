@@ -39,11 +39,15 @@ NAME = "min-ratio"
 # phase 1 is compiled from this many steps on: compiling costs ~7 s here, and then a step of 100
 # members costs 1.7 ms instead of 45 ms eagerly (measured, quick profile's shapes)
 COMPILE_MIN_STEPS = 1000
-CHECKPOINT_FORMAT = 3  # phase 2: Newton-MR or Adam
+CHECKPOINT_FORMAT = 4  # phase 2: active-set Newton-MR, Newton-MR or Adam
 PHASE2_CHUNK = 25  # adam: members per double backward on a CPU (see gradient_norm_descent_grads)
 NEWTON_MU_START = 1e-12  # Newton-MR's damping, relative to λmax²: ~0 = the pseudo-inverse step
 NEWTON_TRIES = 8  # damping values tried per iteration before a member's step counts as failed
 ARMIJO = 1e-4
+TRACE = None
+KINK_TOL = 1e-10  # a kink "at" a data point: within this of it, in input units (points are >= 2/299 apart)
+RELEASE_GRAD = 1e-6  # active set: a pin may be released once the projected gradient is below this
+RELEASE_MARGIN = 1e-6  # ... and its best ReLU'(0) is outside [0, 1] by more than this
 CRITICAL_SHARE = 0.9  # the premise, as a claim: at least this share of runs end at a critical point
 FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null space of H
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
@@ -83,7 +87,7 @@ _FULL = {
     "points": 300,
     "phase1_lr": 1e-4,
     "phase1_steps": 20000,
-    "phase2": "newton-mr",  # or "adam": the original's Adam on ||∇L||²
+    "phase2": "active-set",  # Newton-MR with kinks pinned at data points; "newton-mr": plain; "adam": the original's
     "newton_steps": 40,  # Newton-MR iterations (one exact Hessian and eigendecomposition each)
     "phase2_lr": 1e-4,  # adam only
     "phase2_steps": 5000,  # adam only; lr cosine-decayed to 0 over the budget
@@ -98,8 +102,8 @@ PROFILES = {
     "quick": {**_FULL, "points": 100, "phase1_lr": 1e-3, "phase1_steps": 3000, "newton_steps": 4, "phase2_steps": 300},
     "full": _FULL,
 }
-PHASE2_METHODS = ("newton-mr", "adam")
-CLASSES = ("critical point", "gradient-flat", "not converged", "diverged")
+PHASE2_METHODS = ("active-set", "newton-mr", "adam")
+CLASSES = ("critical point", "kink-critical", "gradient-flat", "not converged", "diverged")
 
 
 def validate(cfg: dict) -> None:
@@ -113,6 +117,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"model: {cfg['model']!r} is not a one-output (leaky) ReLU MLP")
     if cfg["phase2"] not in PHASE2_METHODS:
         raise ConfigError(f"phase2: {cfg['phase2']!r} unknown; choose from {', '.join(PHASE2_METHODS)}")
+    spec = fast_mlp.spec_of_model(cfg["model"])
+    if cfg["phase2"] == "active-set" and (len(spec.widths) != 3 or spec.slope != 0):
+        raise ConfigError(f"phase2: active-set needs a one-hidden-layer ReLU MLP; {cfg['model']!r} is not one")
 
 
 def trials(cfg: dict) -> list[Trial]:
@@ -158,7 +165,7 @@ def train_and_measure(args: dict, ctx) -> dict:
     y_one = FUNCTIONS[args["function"]](x[:, 0])
     seeds = seeds_for(args, args["seeds"])
     n1 = args["phase1_steps"]
-    n2 = args["newton_steps"] if args["phase2"] == "newton-mr" else args["phase2_steps"]
+    n2 = args["phase2_steps"] if args["phase2"] == "adam" else args["newton_steps"]
     total = n1 + n2
     state = ctx.checkpoint.load() if ctx.checkpoint else None
     if state is not None and (state.get("format") != CHECKPOINT_FORMAT or state.get("phase2_method") != args["phase2"]):
@@ -181,7 +188,10 @@ def train_and_measure(args: dict, ctx) -> dict:
         progress(step, f"phase 1 mse {losses[-1].mean().item():.3g}", force=step == n1, phase1=phase1.state_dict())
 
     # phase 2: towards ||∇L|| = 0; each member's end point is the lowest-gradient point it visited
-    if args["phase2"] == "newton-mr":
+    if args["phase2"] == "active-set":
+        p2 = active_set_phase(args, phase1.spec, phase1.theta.detach(), x, y_one, state, step, n1,
+                              lambda *a, **kw: progress(*a, phase1=phase1.state_dict(), **kw))  # fmt: skip
+    elif args["phase2"] == "newton-mr":
         p2 = newton_phase(args, phase1, x, y_one, state, step, n1, progress)
     else:
         p2 = adam_phase(args, phase1, x, y_one, state, step, n1, progress)
@@ -263,6 +273,231 @@ def newton_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
     return p2
 
 
+# --------------------------------------------------------------------------- kinks at data points
+# mlp-minratio is f(x) = sum_j a_j relu(w_j x + b_j) + c; theta = [w (H), b (H), a (H), c]. Unit j's
+# kink sits at x = -b_j / w_j. When it sits exactly at a data point x_k, L has no gradient there:
+# the pieces on either side differ in unit j's (w_j, b_j) gradient by q_kj [x_k, 1],
+# q_kj = (2/n) r_k a_j (r_k the residual at x_k); with ReLU'(0) = s in [0, 1] for that pair, every
+# gradient of the Clarke subdifferential is g0 + sum_pairs s_kj q_kj [x_k, 1] (g0: s = 0 everywhere).
+# Only one data point can sit at a unit's kink (unless w_j = b_j = 0), so the pairs occupy disjoint
+# coordinates and the box-constrained least squares for the minimum-norm element splits into one
+# clipped scalar per unit.
+
+
+def _hidden(theta: torch.Tensor, spec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """w, b, a [N, H] and c [N] of a one-input, one-hidden-layer MLP (views into theta)."""
+    h = spec.widths[1]
+    return theta[:, :h], theta[:, h : 2 * h], theta[:, 2 * h : 3 * h], theta[:, 3 * h]
+
+
+def kinks_at_points(theta: torch.Tensor, spec, x: torch.Tensor, tol: float = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(at [N, H] bool, k [N, H] long): unit j's kink -b_j/w_j lies within tol (in input units) of
+    data point x[k_j]; k_j is the nearest data point either way."""
+    w, b, _, _ = _hidden(theta, spec)
+    dist = (x[:, 0][None, :, None] + (b / w)[:, None, :]).abs()  # [N, n, H]
+    d, k = dist.nan_to_num(nan=math.inf).min(1)
+    return d <= (KINK_TOL if tol is None else tol), k
+
+
+def kink_gradient(theta: torch.Tensor, spec, x: torch.Tensor, y: torch.Tensor, at: torch.Tensor, k: torch.Tensor):
+    """(loss [N], g0 [N, P], q [N, H]): the MSE, its gradient with ReLU'(0) = 0 at the kinks `at`
+    (unit j's kink at data point k_j), and each kink's jump: the other side's gradient adds
+    q_j * [x_k, 1] to (dL/dw_j, dL/db_j). Elsewhere the ordinary gradient (ReLU'(z) = [z > 0])."""
+    w, b, a, c = _hidden(theta, spec)
+    xs, n = x[:, 0], x.shape[0]
+    z = xs[None, :, None] * w[:, None, :] + b[:, None, :]  # [N, n, H]
+    kink = at[:, None, :] & (torch.arange(n, device=x.device)[None, :, None] == k[:, None, :])
+    on = (z > 0) & ~kink
+    h = torch.where(on, z, torch.zeros_like(z))
+    d = ((h * a[:, None, :]).sum(2) + c[:, None] - y.expand(len(theta), n)) * (2.0 / n)  # dL/df_k [N, n]
+    da = d[:, :, None] * a[:, None, :] * on
+    loss = (d * (n / 2.0)).square().mean(1)
+    g0 = torch.cat([(da * xs[None, :, None]).sum(1), da.sum(1), (d[:, :, None] * h).sum(1), d.sum(1, keepdim=True)], 1)
+    q = torch.where(at, d.gather(1, k) * a, torch.zeros_like(a))
+    return loss, g0, q
+
+
+def _kink_multiplier(g0: torch.Tensor, q: torch.Tensor, xk: torch.Tensor, at: torch.Tensor, spec) -> torch.Tensor:
+    """[N, H]: the s that makes unit j's (w_j, b_j) gradient g0_j + s q_j [x_k, 1] shortest, unclipped
+    (NaN where there is no kink or no jump)."""
+    w_, b_, _, _ = _hidden(g0, spec)
+    den = q * (1 + xk.square())
+    return torch.where(at & (den != 0), -(w_ * xk + b_) / den, torch.full_like(den, math.nan))
+
+
+def clarke_grad(theta: torch.Tensor, spec, x: torch.Tensor, y: torch.Tensor, at=None, k=None):
+    """(element [N, P], s [N, H]): the minimum-norm element of the Clarke subdifferential of the MSE
+    at theta, with the kinks `at` (default: kinks within KINK_TOL of a data point) and its ReLU'(0)
+    values s (0 where there is no kink). Where there is no kink it is the gradient."""
+    if at is None:
+        at, k = kinks_at_points(theta, spec, x)
+    _, g0, q = kink_gradient(theta, spec, x, y, at, k)
+    xk = x[:, 0][k]
+    s = _kink_multiplier(g0, q, xk, at, spec).clamp(0, 1).nan_to_num(0.0)
+    hdim = spec.widths[1]
+    g = g0.clone()
+    g[:, :hdim] += s * q * xk
+    g[:, hdim : 2 * hdim] += s * q
+    return g, s
+
+
+def _pin(theta: torch.Tensor, spec, x: torch.Tensor, pinned: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """theta with each pinned unit's kink put exactly on its data point: b_j = -w_j x_k."""
+    w, b, _, _ = _hidden(theta, spec)
+    hdim = spec.widths[1]
+    out = theta.clone()
+    out[:, hdim : 2 * hdim] = torch.where(pinned, -w * x[:, 0][k], b)
+    return out
+
+
+def _tangent(v: torch.Tensor, nw: torch.Tensor, nb: torch.Tensor, hdim: int) -> torch.Tensor:
+    """v [N, P] or [N, R, P] projected along its last dimension onto the pinned kinks' tangent space:
+    unit j's (w_j, b_j) part loses its component along the unit normal (nw_j, nb_j) of the
+    constraint w_j x_k + b_j = 0 (nw = nb = 0 where unit j is not pinned)."""
+    if v.dim() == 3:
+        nw, nb = nw[:, None, :], nb[:, None, :]
+    vw, vb = v[..., :hdim], v[..., hdim : 2 * hdim]
+    dot = vw * nw + vb * nb
+    out = v.clone()
+    out[..., :hdim] = vw - dot * nw
+    out[..., hdim : 2 * hdim] = vb - dot * nb
+    return out
+
+
+def _normals(x: torch.Tensor, pinned: torch.Tensor, k: torch.Tensor):
+    xk = x[:, 0][k]
+    scale = pinned / torch.sqrt(1 + xk.square())
+    return xk * scale, scale
+
+
+def restricted_hessians(theta: torch.Tensor, spec, x: torch.Tensor, y: torch.Tensor, pinned: torch.Tensor, k: torch.Tensor):
+    """[N, P, P]: the Hessian of the smooth piece on the pinned kinks' manifold (w_j x_k + b_j = 0 for
+    each pinned unit), as Q H Q with Q the orthogonal projector onto its tangent space: one exact
+    zero eigenvalue per pin (the normal direction), the rest the restricted Hessian's. It does not
+    depend on the side (s) the kink is counted on: the pinned pair's terms all lie along the normal."""
+    nw, nb = _normals(x, pinned, k)
+    hdim = spec.widths[1]
+    H = _tangent(fast_mlp.hessians(theta, spec, x, y), nw, nb, hdim)
+    return _tangent(H.transpose(1, 2), nw, nb, hdim)
+
+
+def first_crossing(theta: torch.Tensor, step: torch.Tensor, spec, x: torch.Tensor, pinned: torch.Tensor):
+    """(t [N], k [N], j [N]): the first fraction t in (0, 1] of the step at which an unpinned unit's
+    kink reaches a data point (pre-activations are linear along the step, so this is exact); t = inf
+    where none does. Kinks already at a data point do not count."""
+    w, b, _, _ = _hidden(theta, spec)
+    dw, db, _, _ = _hidden(step, spec)
+    xs = x[:, 0][None, :, None]
+    z, dz = xs * w[:, None, :] + b[:, None, :], xs * dw[:, None, :] + db[:, None, :]
+    t = -z / dz
+    ok = (t > 0) & (t <= 1) & (z.abs() > KINK_TOL * w.abs()[:, None, :]) & ~pinned[:, None, :]
+    t = torch.where(ok, t, torch.full_like(t, math.inf)).flatten(1)
+    tmin, where = t.min(1)
+    return tmin, where // w.shape[1], where % w.shape[1]
+
+
+def active_set_phase(args, spec, theta0, x, y_one, state, step, n1, progress) -> dict:
+    """Newton-MR on the active set of kinks (a nonsmooth Newton method), batched over members.
+
+    Each member carries a set of pinned kinks (unit j's kink held at data point x_k: the constraint
+    w_j x_k + b_j = 0). On that manifold the loss is smooth while no other kink crosses a data point,
+    and its gradient and Hessian are Q g and Q H Q (Q: the projector onto the tangent space; both
+    independent of the side a pinned kink is counted on). A Newton-MR step on them (as newton_phase)
+    is accepted if the projected gradient's squared norm falls by Armijo's rule. If the first try
+    fails and the step carries an unpinned kink across a data point, the member steps exactly to
+    the first such crossing and pins that kink there; if it fails with no crossing, the damping grows
+    (as newton_phase). A pin is released when its optimal ReLU'(0) leaves [0, 1] (then the point is
+    no Clarke-stationary point with that kink there) once the projected gradient is small
+    (< RELEASE_GRAD) or the step failed at every damping. A member stops when the minimum-norm
+    element of the Clarke subdifferential (clarke_grad) is below grad_tol. With no pins, this is
+    newton_phase exactly."""
+    n2, hdim = args["newton_steps"], spec.widths[1]
+
+    def reduced(theta, pinned, k):  # the loss, the projected gradient, and the Clarke norm, with these pins
+        loss, g0, q = kink_gradient(theta, spec, x, y_one, pinned, k)
+        nw, nb = _normals(x, pinned, k)
+        xk = x[:, 0][k]
+        s_free = _kink_multiplier(g0, q, xk, pinned, spec)
+        gr = _tangent(g0, nw, nb, hdim)
+        # normal part of each pinned unit's gradient, at the best s in [0, 1]
+        w_, b_, _, _ = _hidden(g0, spec)
+        normal = (w_ * nw + b_ * nb) + s_free.clamp(0, 1).nan_to_num(0.0) * q * torch.sqrt(1 + xk.square()) * pinned
+        clarke = torch.sqrt(gr.square().sum(1) + (normal * pinned).square().sum(1))
+        return loss, gr, clarke, s_free
+
+    if state is not None and "phase2" in state:
+        p2 = state["phase2"]
+    else:
+        theta = theta0.clone()
+        pinned = torch.zeros(len(theta), hdim, dtype=torch.bool, device=theta.device)
+        k = torch.zeros(len(theta), hdim, dtype=torch.long, device=theta.device)
+        loss, _, clarke, _ = reduced(theta, pinned, k)
+        p2 = _start(theta, loss, clarke, args["grad_tol"])
+        p2.update(theta=theta, mu=torch.full_like(loss, NEWTON_MU_START), pinned=pinned, pin_k=k,
+                  pins_made=torch.zeros_like(p2["steps"]), pins_released=torch.zeros_like(p2["steps"]))  # fmt: skip
+    while step < n1 + n2 and not bool(p2["done"].all()):
+        idx = (~p2["done"]).nonzero()[:, 0]
+        pinned, k = p2["pinned"][idx].clone(), p2["pin_k"][idx].clone()
+        theta = _pin(p2["theta"][idx], spec, x, pinned, k)
+        nw, nb = _normals(x, pinned, k)
+        _, g, clarke0, _ = reduced(theta, pinned, k)
+        gn2 = g.square().sum(1)
+        lam, vecs = torch.linalg.eigh(restricted_hessians(theta, spec, x, y_one, pinned, k))
+        gv = torch.einsum("mpk,mp->mk", vecs, g)
+        lmax2 = lam.square().amax(1, keepdim=True)
+        mu, accepted = p2["mu"][idx].clone(), torch.zeros(len(idx), dtype=torch.bool, device=g.device)
+        failed = torch.zeros_like(accepted)
+        new = theta.clone()
+        for attempt in range(NEWTON_TRIES):
+            filt = lam / (lam.square() + mu[:, None] * lmax2)
+            p = _tangent(-torch.einsum("mpk,mk->mp", vecs, filt * gv), nw, nb, hdim)
+            slope = -(filt * lam * gv.square()).sum(1)
+            trial = _pin(theta + p, spec, x, pinned, k)
+            _, g_trial, _, _ = reduced(trial, pinned, k)
+            ok = ~accepted & (g_trial.square().sum(1) <= gn2 + 2 * ARMIJO * slope)
+            new[ok] = trial[ok]
+            accepted |= ok
+            if attempt == 0:  # the undamped step stalled where a kink crosses a data point: pin it there
+                t, kk, jj = first_crossing(theta, p, spec, x, pinned)
+                rows = (~accepted & torch.isfinite(t)).nonzero()[:, 0]
+                if len(rows):  # the candidate: at the crossing, with that kink pinned; taken if its Clarke norm is lower
+                    pin_c, k_c = pinned[rows].clone(), k[rows].clone()
+                    pin_c[torch.arange(len(rows)), jj[rows]] = True
+                    k_c[torch.arange(len(rows)), jj[rows]] = kk[rows]
+                    cand = _pin(theta[rows] + t[rows, None] * p[rows], spec, x, pin_c, k_c)
+                    take = reduced(cand, pin_c, k_c)[2] < clarke0[rows]
+                    rows, cand, pin_c, k_c = rows[take], cand[take], pin_c[take], k_c[take]
+                    new[rows], pinned[rows], k[rows] = cand, pin_c, k_c
+                    p2["pins_made"][idx[rows]] += 1
+                    accepted[rows] = True
+            mu = torch.where(ok, mu / 10, torch.where(accepted, mu, mu * 10))
+            if bool(accepted.all()):
+                break
+        failed = ~accepted
+        p2["mu"][idx] = mu.clamp(NEWTON_MU_START, 1e6)
+        loss, g, clarke, s_free = reduced(new, pinned, k)
+        # release the pins whose best ReLU'(0) lies outside [0, 1], once the piece is nearly solved or stuck
+        release = pinned & ((s_free < -RELEASE_MARGIN) | (s_free > 1 + RELEASE_MARGIN)) & (
+            (g.norm(dim=1) < RELEASE_GRAD) | failed)[:, None]  # fmt: skip
+        if bool(release.any()):
+            pinned &= ~release
+            p2["pins_released"][idx] += release.sum(1)
+            loss, g, clarke, s_free = reduced(new, pinned, k)
+        if TRACE is not None:
+            TRACE.append((idx.tolist(), g.norm(dim=1).tolist(), clarke.tolist(), pinned.sum(1).tolist(), accepted.tolist(), mu.tolist()))
+        p2["theta"][idx], p2["pinned"][idx], p2["pin_k"][idx] = new, pinned, k
+        sub = {key: p2[key][idx] for key in ("best_gn", "best_loss", "best")}
+        _lowest(sub, new, loss, clarke)
+        for key, v in sub.items():
+            p2[key][idx] = v
+        p2["steps"][idx] += 1
+        p2["done"][idx] = ~(clarke >= args["grad_tol"])  # reached, or NaN
+        step += 1
+        progress(step, f"phase 2 Clarke |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} reached, "
+                 f"{int(p2['pinned'].sum())} kinks pinned", force=step == n1 + n2, phase2=p2)  # fmt: skip
+    return p2
+
+
 def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
     """The original's phase 2: Adam on ||∇L||² (an Ensemble with stacked parameters and a vmapped
     forward; double backward, each member its own), lr cosine-decayed to 0 over the budget."""
@@ -298,19 +533,41 @@ def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
 
 def measure_end_points(args, seeds, spec, p2, x, y_one) -> dict:
     """At each member's end point: the exact Hessian of the MSE (closed form, float64, all members
-    at once: fast_mlp.hessians, equal to torch.func's, tested), its eigenvalues and what they say."""
+    at once: fast_mlp.hessians, equal to torch.func's, tested), its eigenvalues and what they say.
+
+    At a kink-critical point (no gradient, but the Clarke subdifferential holds 0) the Hessian is
+    the one of the smooth piece restricted to the manifold that keeps its kinks on their data
+    points (restricted_hessians: P - pins dimensions; the same whichever side each kink is counted
+    on); its sign counts are those of H on that tangent space (Sylvester), so the minimal ratio
+    there is positive / (P - pins). Everywhere else: the full Hessian, as computed by autograd."""
     theta = p2["best"].to(torch.float64)
     xd, yd = x.to(torch.float64), y_one.to(torch.float64)
     n = xd.shape[0]
     loss, g = fast_mlp.mse_and_grad(theta, spec, xd.expand(len(theta), n, 1), yd.expand(len(theta), n))
     gn = g.norm(dim=1)
     finite = (torch.isfinite(gn) & torch.isfinite(theta).all(1)).cpu()
+    one_hidden = len(spec.widths) == 3 and spec.slope == 0 and spec.widths[0] == 1
+    if one_hidden:
+        at, k = kinks_at_points(theta, spec, xd)
+        _, _, q = kink_gradient(theta, spec, xd, yd, at, k)
+        at = at & (q != 0)  # a kink where the residual or the out-weight is 0 is no kink of L
+        cg, s = clarke_grad(theta, spec, xd, yd, at, k)
+        cgn = cg.norm(dim=1)
+    else:
+        at, k, s, cgn = torch.zeros_like(theta[:, :1], dtype=torch.bool), None, None, gn
+    kink_crit = finite & ~(gn < args["grad_tol"]).cpu() & (cgn < args["grad_tol"]).cpu()
+    pins = at & kink_crit.to(at.device)[:, None]  # the Hessian is restricted at kink-critical points only
+    n_pins = pins.sum(1).cpu()
     P = theta.shape[1]
     eigs = torch.full((len(theta), P), float("nan"), dtype=torch.float64)
     flat_frac = torch.full((len(theta),), float("nan"), dtype=torch.float64)
     if finite.any():
         sel = finite.nonzero()[:, 0].to(theta.device)
-        lam, vecs = torch.linalg.eigh(fast_mlp.hessians(theta[sel], spec, xd, yd))
+        if one_hidden:
+            hess = restricted_hessians(theta[sel], spec, xd, yd, pins[sel], k[sel])
+        else:
+            hess = fast_mlp.hessians(theta[sel], spec, xd, yd)
+        lam, vecs = torch.linalg.eigh(hess)
         gv = torch.einsum("mpk,mp->mk", vecs, g[sel])
         small = lam.abs() <= args["flat_rel_tol"] * lam.abs().amax(1, keepdim=True)
         # the share of the gradient in H's (near-)null space: Newton-MR's relative residual ||g + Hp|| / ||g||
@@ -320,25 +577,30 @@ def measure_end_points(args, seeds, spec, p2, x, y_one) -> dict:
     rows = []
     for i, seed in enumerate(seeds):
         ok, e = bool(finite[i]), eigs[i]
-        gn_i = float(gn[i])
+        gn_i, pins_i = float(gn[i]), int(n_pins[i])
+        dim = P - pins_i  # the pinned kinks' normal directions are exact zeros of Q H Q, not eigenvalues of the piece
         zero = args["eig_rel_tol"] * float(e.abs().max()) if ok else 0.0
-        n_pos, n_neg, n_zero = (int((e > zero).sum()), int((e < -zero).sum()), int((e.abs() <= zero).sum())) if ok else (None, None, None)
-        critical = ok and gn_i < args["grad_tol"]
-        cls = "diverged" if not ok else "critical point" if critical else "gradient-flat" if float(flat_frac[i]) >= FLAT_SHARE else "not converged"
+        n_pos, n_neg, n_zero = (int((e > zero).sum()), int((e < -zero).sum()), int((e.abs() <= zero).sum()) - pins_i) if ok else (None, None, None)
+        cls = ("diverged" if not ok else "critical point" if gn_i < args["grad_tol"] else "kink-critical" if bool(kink_crit[i])
+               else "gradient-flat" if float(flat_frac[i]) >= FLAT_SHARE else "not converged")  # fmt: skip
+        kinks = [[int(j), int(k[i, j]), float(s[i, j])] for j in at[i].nonzero()[:, 0].tolist()] if one_hidden and ok else []
         rows.append(
             {
                 "seed": seed,
                 "loss": float(loss[i]),
                 "grad_norm": gn_i,
-                "min_ratio": n_pos / P if ok else float("nan"),
+                "clarke_grad_norm": float(cgn[i]),
+                "min_ratio": n_pos / dim if ok else float("nan"),
                 "min_ratio_nonzero": n_pos / max(n_pos + n_neg, 1) if ok else float("nan"),
-                "converged": critical,
+                "converged": cls == "critical point",
                 "class": cls,
                 "diverged": not ok,
                 "grad_null_share": float(flat_frac[i]),
                 "grad_norm_start": float(p2["start_gn"][i]),
                 "loss_start": float(p2["start_loss"][i]),
                 "phase2_steps": int(p2["steps"][i]),
+                "kinks_at_points": kinks,  # [unit, data point, ReLU'(0) of the min-norm Clarke element]
+                "hessian_dim": dim,
                 "n_positive": n_pos,
                 "n_negative": n_neg,
                 "n_zero": n_zero,
