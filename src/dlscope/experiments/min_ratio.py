@@ -44,10 +44,9 @@ PHASE2_CHUNK = 25  # adam: members per double backward on a CPU (see gradient_no
 NEWTON_MU_START = 1e-12  # Newton-MR's damping, relative to λmax²: ~0 = the pseudo-inverse step
 NEWTON_TRIES = 8  # damping values tried per iteration before a member's step counts as failed
 ARMIJO = 1e-4
-TRACE = None
 KINK_TOL = 1e-10  # a kink "at" a data point: within this of it, in input units (points are >= 2/299 apart)
-RELEASE_GRAD = 1e-6  # active set: a pin may be released once the projected gradient is below this
-RELEASE_MARGIN = 1e-6  # ... and its best ReLU'(0) is outside [0, 1] by more than this
+MAX_CROSSINGS = 2000  # active set: data points a line search may carry kinks across, per iteration
+RELEASE_MARGIN = 1e-9  # active set: a pinned kink is released where the loss falls faster than this * |g| off it
 CRITICAL_SHARE = 0.9  # the premise, as a claim: at least this share of runs end at a critical point
 FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null space of H
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
@@ -381,117 +380,144 @@ def restricted_hessians(theta: torch.Tensor, spec, x: torch.Tensor, y: torch.Ten
     return _tangent(H.transpose(1, 2), nw, nb, hdim)
 
 
-def first_crossing(theta: torch.Tensor, step: torch.Tensor, spec, x: torch.Tensor, pinned: torch.Tensor):
-    """(t [N], k [N], j [N]): the first fraction t in (0, 1] of the step at which an unpinned unit's
-    kink reaches a data point (pre-activations are linear along the step, so this is exact); t = inf
-    where none does. Kinks already at a data point do not count."""
-    w, b, _, _ = _hidden(theta, spec)
-    dw, db, _, _ = _hidden(step, spec)
-    xs = x[:, 0][None, :, None]
-    z, dz = xs * w[:, None, :] + b[:, None, :], xs * dw[:, None, :] + db[:, None, :]
-    t = -z / dz
-    ok = (t > 0) & (t <= 1) & (z.abs() > KINK_TOL * w.abs()[:, None, :]) & ~pinned[:, None, :]
-    t = torch.where(ok, t, torch.full_like(t, math.inf)).flatten(1)
-    tmin, where = t.min(1)
-    return tmin, where // w.shape[1], where % w.shape[1]
+def line_search_through_pieces(u, v, c, du, dv, dc, sigma, side, pinned, k, xs, y):
+    """The exact minimum of the loss along φ + tδ, t in [0, 1], walking through the pieces it
+    crosses: on each piece the loss along the line is a convex quadratic in t (f is linear in φ
+    there); where a pair (k, j) changes side, the walk goes on if the loss still falls beyond it,
+    else it stops there and that kink is to be pinned. Returns (t [m], stop_at_kink [m], unit [m],
+    point [m], sides after the walk [m, n, H]); at most MAX_CROSSINGS crossings per call."""
+    m, hdim = u.shape
+    n = xs.shape[0]
+    xk = xs[None, :, None]
+    own = pinned[:, None, :] & (torch.arange(n, device=xs.device)[None, :, None] == k[:, None, :])  # a pinned pair: 0 either side
+    z0, dz = xk * u[:, None, :] + v[:, None, :], xk * du[:, None, :] + dv[:, None, :]
+    z1 = z0 + dz
+    side = side.clone()
+    t_now = torch.zeros(m, dtype=u.dtype, device=u.device)
+    stop = torch.zeros(m, dtype=torch.bool, device=u.device)
+    unit, point = torch.zeros(m, dtype=torch.long, device=u.device), torch.zeros(m, dtype=torch.long, device=u.device)
+    rows = torch.arange(m, device=u.device)  # the members still walking
+    for _ in range(MAX_CROSSINGS):
+        sd, sg, zr0, zr1, dzr, t = side[rows], sigma[rows, None, :], z0[rows], z1[rows], dz[rows], t_now[rows]
+        on = sd & ~own[rows]
+        slope = (sg * on * dzr).sum(2) + dc[rows, None]  # df_k/dt on this piece
+        resid = (sg * on * (zr0 + t[:, None, None] * dzr)).sum(2) + (c[rows] + t * dc[rows])[:, None] - y
+        leaves = ~pinned[rows, None, :] & torch.where(sd, zr1 <= 0, zr1 > 0)
+        t_cross = torch.where(leaves, (zr0 / (zr0 - zr1)).clamp(0, 1), torch.full_like(zr0, math.inf)).flatten(1)
+        t_next, where = t_cross.min(1)
+        t_next = t_next.clamp_min(t)
+        curv = slope.square().sum(1)
+        t_min = torch.where(curv > 0, t - (resid * slope).sum(1) / curv.clamp_min(1e-300), torch.full_like(t, math.inf))
+        inside = t_min <= torch.minimum(t_next, torch.ones_like(t_next))  # this piece's minimum comes first: stop there
+        t_new = torch.where(inside, t_min.clamp_min(t), torch.where(torch.isfinite(t_next), t_next, torch.ones_like(t)))
+        # at a crossing: does the loss still fall beyond it (the pair on its other side)?
+        kk, jj = where // hdim, where % hdim
+        sub = torch.arange(len(rows), device=u.device)
+        r_at = resid + (t_new - t)[:, None] * slope
+        flip = torch.where(sd[sub, kk, jj], -1.0, 1.0).to(u.dtype) * sg[sub, 0, jj] * dzr[sub, kk, jj]
+        beyond = (r_at * slope).sum(1) + r_at[sub, kk] * flip  # (n/2) dL/dt just past it
+        crossing = ~inside & torch.isfinite(t_next)
+        passes, pins = crossing & (beyond < 0), crossing & ~(beyond < 0)
+        t_now[rows] = t_new
+        stop[rows[pins]], unit[rows[pins]], point[rows[pins]] = True, jj[pins], kk[pins]
+        side[rows[passes], kk[passes], jj[passes]] = ~sd[sub[passes], kk[passes], jj[passes]]
+        rows = rows[passes]
+        if len(rows) == 0:
+            break
+    return t_now, stop, unit, point, side
 
 
 def active_set_phase(args, spec, theta0, x, y_one, state, step, n1, progress) -> dict:
-    """Newton-MR on the active set of kinks (a nonsmooth Newton method), batched over members.
+    """Phase 2 as an active-set method on the pieces of the loss, batched over members.
 
-    Each member carries a set of pinned kinks (unit j's kink held at data point x_k: the constraint
-    w_j x_k + b_j = 0). On that manifold the loss is smooth while no other kink crosses a data point,
-    and its gradient and Hessian are Q g and Q H Q (Q: the projector onto the tangent space; both
-    independent of the side a pinned kink is counted on). A Newton-MR step on them (as newton_phase)
-    is accepted if the projected gradient's squared norm falls by Armijo's rule. If the first try
-    fails and the step carries an unpinned kink across a data point, the member steps exactly to
-    the first such crossing and pins that kink there; if it fails with no crossing, the damping grows
-    (as newton_phase). A pin is released when its optimal ReLU'(0) leaves [0, 1] (then the point is
-    no Clarke-stationary point with that kink there) once the projected gradient is small
-    (< RELEASE_GRAD) or the step failed at every damping. A member stops when the minimum-norm
-    element of the Clarke subdifferential (clarke_grad) is below grad_tol. With no pins, this is
-    newton_phase exactly."""
+    With u_j = |a_j| w_j, v_j = |a_j| b_j and σ_j = sign(a_j), f(x) = c + Σ_j σ_j relu(u_j x + v_j):
+    on a piece (every pair (k, j) on a fixed side of unit j's kink) f is linear in φ = (u, v, c), so
+    the loss is a convex quadratic there, and Newton's step in φ is the least-squares solve that
+    jumps to that quadratic's minimiser (the one nearest the current point: minimum-norm step).
+    The map θ -> φ is a submersion where every a_j ≠ 0, so ∇_θ L = 0 exactly where ∇_φ L = 0 (|a_j|
+    is kept, w_j = u_j/|a_j|, b_j = v_j/|a_j|). One iteration:
+      1. solve the least squares of the current piece, with each pinned kink held on its data point
+         (v_j = -u_j x_k: unit j's columns become σ_j [x > x_k or x < x_k] (x - x_k));
+      2. walk towards its solution; pre-activations are linear along the way, so the first pair to
+         change side is exact: stop there and pin that kink on that data point (the loss falls all
+         the way: a convex quadratic along a segment towards its minimiser);
+      3. if no pair changes side, the piece is solved; a pinned kink is then released to the side
+         where the loss falls (its one-sided derivative along the kink's normal is negative:
+         equivalently, its best ReLU'(0) is outside [0, 1] or its jump is negative).
+    A member stops when the minimum-norm element of the Clarke subdifferential (clarke_grad) is below
+    grad_tol: a smooth critical point, or a kink-critical one. This is a descent method: it finds
+    local minima (smooth, or pinned at kinks), never saddles; but with every a_j ≠ 0 each smooth
+    critical point of L is a minimiser of a convex piece, so there are no smooth saddles to find
+    except through units with a_j = 0."""
     n2, hdim = args["newton_steps"], spec.widths[1]
+    xs, n = x[:, 0], x.shape[0]
 
-    def reduced(theta, pinned, k):  # the loss, the projected gradient, and the Clarke norm, with these pins
-        loss, g0, q = kink_gradient(theta, spec, x, y_one, pinned, k)
-        nw, nb = _normals(x, pinned, k)
-        xk = x[:, 0][k]
-        s_free = _kink_multiplier(g0, q, xk, pinned, spec)
-        gr = _tangent(g0, nw, nb, hdim)
-        # normal part of each pinned unit's gradient, at the best s in [0, 1]
-        w_, b_, _, _ = _hidden(g0, spec)
-        normal = (w_ * nw + b_ * nb) + s_free.clamp(0, 1).nan_to_num(0.0) * q * torch.sqrt(1 + xk.square()) * pinned
-        clarke = torch.sqrt(gr.square().sum(1) + (normal * pinned).square().sum(1))
-        return loss, gr, clarke, s_free
+    def clarke(theta):
+        return clarke_grad(theta, spec, x, y_one)[0].norm(dim=1)
 
     if state is not None and "phase2" in state:
         p2 = state["phase2"]
     else:
         theta = theta0.clone()
-        pinned = torch.zeros(len(theta), hdim, dtype=torch.bool, device=theta.device)
-        k = torch.zeros(len(theta), hdim, dtype=torch.long, device=theta.device)
-        loss, _, clarke, _ = reduced(theta, pinned, k)
-        p2 = _start(theta, loss, clarke, args["grad_tol"])
-        p2.update(theta=theta, mu=torch.full_like(loss, NEWTON_MU_START), pinned=pinned, pin_k=k,
+        w, b, _, _ = _hidden(theta, spec)
+        loss = fast_mlp.mse_and_grad(theta, spec, x.expand(len(theta), n, 1), y_one.expand(len(theta), n))[0]
+        p2 = _start(theta, loss, clarke(theta), args["grad_tol"])
+        p2.update(theta=theta, side=(xs[None, :, None] * w[:, None, :] + b[:, None, :]) > 0,
+                  pinned=torch.zeros(len(theta), hdim, dtype=torch.bool, device=theta.device),
+                  pin_k=torch.zeros(len(theta), hdim, dtype=torch.long, device=theta.device),
                   pins_made=torch.zeros_like(p2["steps"]), pins_released=torch.zeros_like(p2["steps"]))  # fmt: skip
     while step < n1 + n2 and not bool(p2["done"].all()):
         idx = (~p2["done"]).nonzero()[:, 0]
-        pinned, k = p2["pinned"][idx].clone(), p2["pin_k"][idx].clone()
-        theta = _pin(p2["theta"][idx], spec, x, pinned, k)
-        nw, nb = _normals(x, pinned, k)
-        _, g, clarke0, _ = reduced(theta, pinned, k)
-        gn2 = g.square().sum(1)
-        lam, vecs = torch.linalg.eigh(restricted_hessians(theta, spec, x, y_one, pinned, k))
-        gv = torch.einsum("mpk,mp->mk", vecs, g)
-        lmax2 = lam.square().amax(1, keepdim=True)
-        mu, accepted = p2["mu"][idx].clone(), torch.zeros(len(idx), dtype=torch.bool, device=g.device)
-        failed = torch.zeros_like(accepted)
+        theta, side, pinned, k = p2["theta"][idx], p2["side"][idx], p2["pinned"][idx].clone(), p2["pin_k"][idx].clone()
+        w, b, a, c = _hidden(theta, spec)
+        a = torch.where(a == 0, torch.ones_like(a), a)  # (u_j, v_j) needs a_j ≠ 0; f does not depend on (w_j, b_j) while a_j = 0
+        scale, sigma = a.abs(), torch.where(a < 0, -1.0, 1.0).to(a.dtype)
+        u, v = w * scale, b * scale
+        xp = xs[k]  # each pinned unit's data point
+        on = side & ~(pinned[:, None, :] & (torch.arange(n, device=x.device)[None, :, None] == k[:, None, :]))
+        col_u = sigma[:, None, :] * on * torch.where(pinned[:, None, :], xs[None, :, None] - xp[:, None, :], xs[None, :, None])
+        col_v = sigma[:, None, :] * on * ~pinned[:, None, :]
+        A = torch.cat([col_u, col_v, torch.ones_like(col_u[:, :, :1])], 2)  # [m, n, 2H + 1]
+        resid = (col_u * u[:, None, :]).sum(2) + (col_v * v[:, None, :]).sum(2) + c[:, None] - y_one
+        delta = torch.linalg.lstsq(A, -resid.unsqueeze(2), driver="gelsd").solution[..., 0]  # minimum-norm step
+        du, dv, dc = delta[:, :hdim], torch.where(pinned, -delta[:, :hdim] * xp, delta[:, hdim : 2 * hdim]), delta[:, 2 * hdim]
+        frac, stop, jj, kk, side = line_search_through_pieces(u, v, c, du, dv, dc, sigma, side, pinned, k, xs, y_one)
+        u, v, c = u + frac[:, None] * du, v + frac[:, None] * dv, c + frac * dc
+        rows = stop.nonzero()[:, 0]
+        pinned[rows, jj[rows]], k[rows, jj[rows]] = True, kk[rows]
+        p2["pins_made"][idx[rows]] += 1
+        v = torch.where(pinned, -u * xs[k], v)  # pinned kinks exactly on their data points
         new = theta.clone()
-        for attempt in range(NEWTON_TRIES):
-            filt = lam / (lam.square() + mu[:, None] * lmax2)
-            p = _tangent(-torch.einsum("mpk,mk->mp", vecs, filt * gv), nw, nb, hdim)
-            slope = -(filt * lam * gv.square()).sum(1)
-            trial = _pin(theta + p, spec, x, pinned, k)
-            _, g_trial, _, _ = reduced(trial, pinned, k)
-            ok = ~accepted & (g_trial.square().sum(1) <= gn2 + 2 * ARMIJO * slope)
-            new[ok] = trial[ok]
-            accepted |= ok
-            if attempt == 0:  # the undamped step stalled where a kink crosses a data point: pin it there
-                t, kk, jj = first_crossing(theta, p, spec, x, pinned)
-                rows = (~accepted & torch.isfinite(t)).nonzero()[:, 0]
-                if len(rows):  # the candidate: at the crossing, with that kink pinned; taken if its Clarke norm is lower
-                    pin_c, k_c = pinned[rows].clone(), k[rows].clone()
-                    pin_c[torch.arange(len(rows)), jj[rows]] = True
-                    k_c[torch.arange(len(rows)), jj[rows]] = kk[rows]
-                    cand = _pin(theta[rows] + t[rows, None] * p[rows], spec, x, pin_c, k_c)
-                    take = reduced(cand, pin_c, k_c)[2] < clarke0[rows]
-                    rows, cand, pin_c, k_c = rows[take], cand[take], pin_c[take], k_c[take]
-                    new[rows], pinned[rows], k[rows] = cand, pin_c, k_c
-                    p2["pins_made"][idx[rows]] += 1
-                    accepted[rows] = True
-            mu = torch.where(ok, mu / 10, torch.where(accepted, mu, mu * 10))
-            if bool(accepted.all()):
-                break
-        failed = ~accepted
-        p2["mu"][idx] = mu.clamp(NEWTON_MU_START, 1e6)
-        loss, g, clarke, s_free = reduced(new, pinned, k)
-        # release the pins whose best ReLU'(0) lies outside [0, 1], once the piece is nearly solved or stuck
-        release = pinned & ((s_free < -RELEASE_MARGIN) | (s_free > 1 + RELEASE_MARGIN)) & (
-            (g.norm(dim=1) < RELEASE_GRAD) | failed)[:, None]  # fmt: skip
-        if bool(release.any()):
-            pinned &= ~release
-            p2["pins_released"][idx] += release.sum(1)
-            loss, g, clarke, s_free = reduced(new, pinned, k)
-        if TRACE is not None:
-            TRACE.append((idx.tolist(), g.norm(dim=1).tolist(), clarke.tolist(), pinned.sum(1).tolist(), accepted.tolist(), mu.tolist()))
-        p2["theta"][idx], p2["pinned"][idx], p2["pin_k"][idx] = new, pinned, k
+        new[:, :hdim], new[:, hdim : 2 * hdim], new[:, 2 * hdim : 3 * hdim], new[:, 3 * hdim] = u / scale, v / scale, a, c
+        # a solved piece: release the pinned kinks whose one-sided derivative along their normal is negative
+        solved = ~stop & pinned.any(1)
+        if bool(solved.any()):
+            _, g0, q = kink_gradient(new, spec, x, y_one, pinned, k)
+            gw, gb, _, _ = _hidden(g0, spec)
+            xk = xs[k]
+            down = -(gw * xk + gb)  # d L / d(move the kink so that the pair turns off), per unit |[x_k, 1]|
+            up = -down + q * (1 + xk.square())  # ... so that it turns on
+            tol = RELEASE_MARGIN * g0.norm(dim=1, keepdim=True)
+            go_up, go_down = pinned & (up < -tol), pinned & (down < -tol) & ~(up < -tol)
+            release = (go_up | go_down) & solved[:, None]
+            if bool(release.any()):
+                ri, rj = release.nonzero(as_tuple=True)
+                side[ri, k[ri, rj], rj] = go_up[ri, rj]
+                pinned[release] = False
+                p2["pins_released"][idx] += release.sum(1)
+        # the pattern follows the kinks (a pinned pair keeps its last side: it is 0 there either way)
+        z = xs[None, :, None] * new[:, None, :hdim] + new[:, None, hdim : 2 * hdim]
+        at_kink = z.abs() <= KINK_TOL * new[:, None, :hdim].abs()
+        side = torch.where(at_kink, side, z > 0)
+        p2["theta"][idx], p2["side"][idx], p2["pinned"][idx], p2["pin_k"][idx] = new, side, pinned, k
+        loss = fast_mlp.mse_and_grad(new, spec, x.expand(len(new), n, 1), y_one.expand(len(new), n))[0]
+        cn = clarke(new)
         sub = {key: p2[key][idx] for key in ("best_gn", "best_loss", "best")}
-        _lowest(sub, new, loss, clarke)
-        for key, v in sub.items():
-            p2[key][idx] = v
+        _lowest(sub, new, loss, cn)
+        for key, val in sub.items():
+            p2[key][idx] = val
         p2["steps"][idx] += 1
-        p2["done"][idx] = ~(clarke >= args["grad_tol"])  # reached, or NaN
+        p2["done"][idx] = ~(cn >= args["grad_tol"])  # reached, or NaN
         step += 1
         progress(step, f"phase 2 Clarke |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} reached, "
                  f"{int(p2['pinned'].sum())} kinks pinned", force=step == n1 + n2, phase2=p2)  # fmt: skip
