@@ -3,24 +3,35 @@
 All trainings of mlp-minratio on f1 advance together, batched over members:
   phase 1  Adam on the full-batch MSE, on the fast MLP path (engine/fast_mlp.py: flat
            parameters, hand-written backward, compiled loop);
-  phase 2  towards ||∇L|| = 0: Newton-MR (default; exact Hessian, see newton_phase) or, as the
-           original did, Adam on ||∇L||² (phase2="adam"); each member's end point is the
-           lowest-gradient point it visited.
+  phase 2  towards a critical point: by default the active-set method (active_set_phase: least
+           squares on each piece of the loss, kinks pinned at data points); "newton-mr": Newton-MR
+           with the exact Hessian (newton_phase); "adam": the original's Adam on ||∇L||². Each
+           member's end point is the lowest-gradient point it visited (Clarke norm for active-set).
 At each end point, the exact Hessian of the MSE (closed form, float64, all members at once) and its
 eigenvalues give the minimal ratio: the fraction of eigenvalues > 0 (eigenvalues within
 eig_rel_tol·max|λ| of 0 count as zero, not positive), and, without the zero ones, positive /
-(positive + negative). An end point is a critical point if ||∇L|| < grad_tol (1e-8); else
-gradient-flat (Frye et al. 2021) if most of its gradient lies in H's near-null space, else not
-converged; a run whose weights are not finite is diverged.
+(positive + negative). Classes of end points:
+  critical point   ||∇L|| < grad_tol (1e-8; the gradient as autograd computes it, ReLU'(0) = 0);
+  kink-critical    not that, but the minimum-norm element of the Clarke subdifferential is
+                   < grad_tol: some unit's kink sits exactly on a data point, where L has no
+                   gradient, and 0 lies between its one-sided gradients (clarke_grad); its Hessian
+                   is the smooth piece's restricted to the pinned kinks (restricted_hessians);
+  gradient-flat    neither, and most of the gradient lies in H's near-null space (Frye et al. 2021);
+  not converged    neither; diverged: weights not finite.
 
-Why most runs do not reach a critical point (analysis, and measured: 0 of 100 at quick): with the
-activation pattern fixed, f is linear in u_j = a_j·w_j, v_j = a_j·b_j, so the loss of that piece is
-a convex quadratic in (u, v) and its critical points are that quadratic's minimisers; but those put
-each unit's kink (-v_j/u_j) wherever least squares wants it, which is in general not between the
-two data points the pattern assumes. The gradient jumps where a kink crosses a data point (by
-(2/n)·r_k·a_j·[x_k, 1], r_k the residual there), so Newton steps stall at such crossings: the end
-point is not a critical point of any smooth piece. Where the model can interpolate (few points,
-r = 0), the jumps vanish and Newton-MR reaches ||∇L|| < 1e-8 within a few steps (tested).
+Why plain Newton-MR does not get there (measured: 0 of 100 at quick, also with 30 steps; median
+||g|| 9e-4): the loss is piecewise smooth. With u_j = |a_j| w_j, v_j = |a_j| b_j, f is linear in
+(u, v, c) once every pair (data point, unit) is on a fixed side of the unit's kink, so each piece of
+the loss is a convex quadratic in (u, v, c). The gradient jumps by (2/n)·r_k·a_j·[x_k, 1] where unit
+j's kink crosses data point k; Newton steps in θ stall there (81 of 100 plain Newton-MR end points
+had a kink within 1e-8 of a data point; by chance ~0.01 would), and the landscape in θ is badly
+conditioned (the gradient sits on eigenvalues 1e-6..1e-3 of λmax). The active-set method works in
+(u, v, c), where Newton's step on a piece is one least-squares solve, and treats the kinks as the
+active set. Two consequences: (1) with every a_j ≠ 0, θ -> (u, v, c) is a submersion, so every
+smooth critical point is a minimiser of a convex piece: its Hessian in θ is J^T H_piece J, positive
+semi-definite; negative eigenvalues at a smooth critical point need a unit with a_j = 0. (2) A
+critical point where a kink sits on a data point is critical only in Clarke's sense; ||∇L|| < 1e-8
+cannot be reached there by any method, because the gradient does not exist.
 """
 
 from __future__ import annotations
@@ -53,24 +64,29 @@ TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
 COST = 31  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
-LOOK_FOR = ("first whether the end points are critical points at all (the findings' critical-points-reached and "
-            "panel (c): the gradient norm against the 1e-8 line): only there does the Hessian's sign pattern describe "
-            "a critical point. Where they are not, the minimal ratio describes a non-critical point, and the original's "
-            "\"lower loss, higher ratio\" is judged over the critical points only (inconclusive when there are none). "
-            "Zero eigenvalues (dead units: 3 each; rescaling symmetries) lower the ratio over all eigenvalues; panel (b) "
-            "leaves them out.")
+LOOK_FOR = ("first whether the end points are critical points at all (the findings critical-points-reached and "
+            "kink-critical-points-reached, and panel (c): the gradient norm and the Clarke norm against the 1e-8 line). Many "
+            "end points are kink-critical: a ReLU kink sits exactly on a data point, where the loss has no gradient and "
+            "|grad| < 1e-8 cannot be reached by any method; they are critical in Clarke's sense (0 lies between the one-sided "
+            "gradients), and their Hessian is the smooth piece's restricted to the pinned kinks. \"Lower loss, higher "
+            "ratio\" is judged over the critical points of both kinds (inconclusive when there are too few). With every "
+            "out-weight non-zero, a smooth critical point of this model is a minimiser of a convex piece, so its Hessian has "
+            "no negative eigenvalues (see the module's docstring); zero eigenvalues (dead units: 3 each; rescaling symmetries) "
+            "lower the ratio over all eigenvalues, and panel (b) leaves them out.")
 CAPTIONS = {
     "min_ratio.png": "MSE at each training's end point against its minimal ratio, the original's way round (ratio on x, "
-    "log loss on y): (a) the fraction of all Hessian eigenvalues > 0, (b) positive among the non-zero eigenvalues; "
-    "critical points (|grad| < 1e-8), gradient-flat and not converged end points drawn apart, n in the legends; "
-    "(c) the cumulative distribution of the gradient norm after phase 1 and after phase 2, with the 1e-8 line "
-    "(the original's unnumbered \"Loss vs Minimal Ratio\").",
+    "log loss on y): (a) the fraction of all Hessian eigenvalues > 0 (at kink-critical points: of the Hessian restricted "
+    "to the pinned kinks), (b) positive among the non-zero eigenvalues; critical points (|grad| < 1e-8), kink-critical "
+    "points (min-norm Clarke subgradient < 1e-8), gradient-flat and not converged end points drawn apart, n in the "
+    "legends; (c) the cumulative distribution of the gradient norm after phase 1 and after phase 2, and of the Clarke "
+    "norm after phase 2, with the 1e-8 line (the original's unnumbered \"Loss vs Minimal Ratio\").",
 }
 REFERENCE = None  # the original published a figure, no numbers
 DIFFERENCES = [
     ("Minimal ratio (experiment 5)",
-     "dlscope: first trains on the MSE, then minimises the squared gradient norm until the point is "
-     "near-critical, and there takes the exact Hessian of the MSE with respect to all parameters; "
+     "dlscope: first trains on the MSE, then goes to a critical point by an active-set method on the loss's "
+     "pieces (kinks pinned at data points; Newton-MR or the original's Adam on the squared gradient norm as "
+     "settings), and there takes the exact Hessian of the MSE with respect to all parameters; "
      "minimal ratio = fraction of its eigenvalues that are > 0. The original: eigenvalues of a "
      "Gauss-Newton matrix, taken while training a corrupted objective.",
      "The fraction of positive eigenvalues describes a critical point only at a critical point of the "
@@ -87,6 +103,7 @@ _FULL = {
     "phase1_lr": 1e-4,
     "phase1_steps": 20000,
     "phase2": "active-set",  # Newton-MR with kinks pinned at data points; "newton-mr": plain; "adam": the original's
+    "active_set_steps": 400,  # active-set iterations (a least-squares solve each); members stop when critical
     "newton_steps": 40,  # Newton-MR iterations (one exact Hessian and eigendecomposition each)
     "phase2_lr": 1e-4,  # adam only
     "phase2_steps": 5000,  # adam only; lr cosine-decayed to 0 over the budget
@@ -96,7 +113,7 @@ _FULL = {
     "float64": True,  # the Hessian's small eigenvalues and the gradient tolerance need it
 }
 PROFILES = {
-    "smoke": {**_FULL, "seeds": 6, "points": 40, "phase1_lr": 1e-3, "phase1_steps": 150, "newton_steps": 6, "phase2_steps": 60},
+    "smoke": {**_FULL, "seeds": 6, "points": 40, "phase1_lr": 1e-3, "phase1_steps": 150, "active_set_steps": 60, "newton_steps": 6, "phase2_steps": 60},
     # quick: a Newton iteration of 100 members costs ~3.5 s of CPU (the eigendecompositions)
     "quick": {**_FULL, "points": 100, "phase1_lr": 1e-3, "phase1_steps": 3000, "newton_steps": 4, "phase2_steps": 300},
     "full": _FULL,
@@ -164,7 +181,7 @@ def train_and_measure(args: dict, ctx) -> dict:
     y_one = FUNCTIONS[args["function"]](x[:, 0])
     seeds = seeds_for(args, args["seeds"])
     n1 = args["phase1_steps"]
-    n2 = args["phase2_steps"] if args["phase2"] == "adam" else args["newton_steps"]
+    n2 = {"adam": args["phase2_steps"], "newton-mr": args["newton_steps"], "active-set": args["active_set_steps"]}[args["phase2"]]
     total = n1 + n2
     state = ctx.checkpoint.load() if ctx.checkpoint else None
     if state is not None and (state.get("format") != CHECKPOINT_FORMAT or state.get("phase2_method") != args["phase2"]):
@@ -340,15 +357,6 @@ def clarke_grad(theta: torch.Tensor, spec, x: torch.Tensor, y: torch.Tensor, at=
     return g, s
 
 
-def _pin(theta: torch.Tensor, spec, x: torch.Tensor, pinned: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """theta with each pinned unit's kink put exactly on its data point: b_j = -w_j x_k."""
-    w, b, _, _ = _hidden(theta, spec)
-    hdim = spec.widths[1]
-    out = theta.clone()
-    out[:, hdim : 2 * hdim] = torch.where(pinned, -w * x[:, 0][k], b)
-    return out
-
-
 def _tangent(v: torch.Tensor, nw: torch.Tensor, nb: torch.Tensor, hdim: int) -> torch.Tensor:
     """v [N, P] or [N, R, P] projected along its last dimension onto the pinned kinks' tangent space:
     unit j's (w_j, b_j) part loses its component along the unit normal (nw_j, nb_j) of the
@@ -449,7 +457,7 @@ def active_set_phase(args, spec, theta0, x, y_one, state, step, n1, progress) ->
     local minima (smooth, or pinned at kinks), never saddles; but with every a_j ≠ 0 each smooth
     critical point of L is a minimiser of a convex piece, so there are no smooth saddles to find
     except through units with a_j = 0."""
-    n2, hdim = args["newton_steps"], spec.widths[1]
+    n2, hdim = args["active_set_steps"], spec.widths[1]
     xs, n = x[:, 0], x.shape[0]
 
     def clarke(theta):
@@ -581,7 +589,9 @@ def measure_end_points(args, seeds, spec, p2, x, y_one) -> dict:
         cgn = cg.norm(dim=1)
     else:
         at, k, s, cgn = torch.zeros_like(theta[:, :1], dtype=torch.bool), None, None, gn
-    kink_crit = finite & ~(gn < args["grad_tol"]).cpu() & (cgn < args["grad_tol"]).cpu()
+    smooth = ~at.any(1).cpu()  # no kink on a data point: L has a gradient here
+    critical = finite & (gn < args["grad_tol"]).cpu() & smooth
+    kink_crit = finite & ~critical & (cgn < args["grad_tol"]).cpu()
     pins = at & kink_crit.to(at.device)[:, None]  # the Hessian is restricted at kink-critical points only
     n_pins = pins.sum(1).cpu()
     P = theta.shape[1]
@@ -607,7 +617,7 @@ def measure_end_points(args, seeds, spec, p2, x, y_one) -> dict:
         dim = P - pins_i  # the pinned kinks' normal directions are exact zeros of Q H Q, not eigenvalues of the piece
         zero = args["eig_rel_tol"] * float(e.abs().max()) if ok else 0.0
         n_pos, n_neg, n_zero = (int((e > zero).sum()), int((e < -zero).sum()), int((e.abs() <= zero).sum()) - pins_i) if ok else (None, None, None)
-        cls = ("diverged" if not ok else "critical point" if gn_i < args["grad_tol"] else "kink-critical" if bool(kink_crit[i])
+        cls = ("diverged" if not ok else "critical point" if bool(critical[i]) else "kink-critical" if bool(kink_crit[i])
                else "gradient-flat" if float(flat_frac[i]) >= FLAT_SHARE else "not converged")  # fmt: skip
         kinks = [[int(j), int(k[i, j]), float(s[i, j])] for j in at[i].nonzero()[:, 0].tolist()] if one_hidden and ok else []
         rows.append(
@@ -662,15 +672,19 @@ def summarize(cfg: dict, results: dict) -> dict:
         "results": rows,
         "trainings": len(rows),
         "converged": counts["critical point"],
+        "kink_critical": counts["kink-critical"],
         "classes": counts,
         "phase2_method": cfg["phase2"],
-        "converged_rule": f"critical point: final |grad| < {cfg['grad_tol']:g} (float64)",
+        "converged_rule": f"critical point: final |grad| < {cfg['grad_tol']:g} (float64) and no ReLU kink within {KINK_TOL:g} of a data point",
+        "kink_critical_rule": f"not critical, and the minimum-norm element of the Clarke subdifferential (ReLU'(0) free in [0, 1] "
+        f"at each kink within {KINK_TOL:g} of a data point) < {cfg['grad_tol']:g}; the minimal ratio there counts the eigenvalues of "
+        "the Hessian restricted to the pinned kinks (P - pins dimensions)",
         "gradient_flat_rule": f"not critical, and at least {FLAT_SHARE:g} of |grad| lies along Hessian eigenvectors with "
         f"|eigenvalue| <= {cfg['flat_rel_tol']:g} * max|eigenvalue| (Newton-MR's relative residual; Frye et al. 2021)",
         "min_ratio_definition": f"fraction of the Hessian's eigenvalues > {cfg['eig_rel_tol']:g} * max|eigenvalue| (exact Hessian of "
         "the MSE, float64); min_ratio_nonzero: positive / (positive + negative), the zero eigenvalues left out",
     }
-    crit = [p for p in rows if p["class"] == "critical point"]
+    crit = [p for p in rows if p["class"] in ("critical point", "kink-critical")]
     if crit:
         out["critical_min_ratio_median"] = statistics.median(p["min_ratio"] for p in crit)
         out["critical_loss_median"] = statistics.median(p["loss"] for p in crit)
@@ -681,15 +695,24 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
     """The study's premise (its end points are critical points) and the original's claim (lower
     loss, higher minimal ratio), from the per-run rows of summary.json alone."""
     tol = cfg["grad_tol"]
-    reached = sum(1 for p in rows if p["grad_norm"] is not None and p["grad_norm"] < tol)
+    # smooth: no kink on a data point (rows without the field come from before kinks were looked for)
+    reached = sum(1 for p in rows if p["grad_norm"] is not None and p["grad_norm"] < tol and not p.get("kinks_at_points"))
     value, ci, verdict, n = findings.at_least(reached, len(rows), CRITICAL_SHARE)
     out = [findings.Finding(
         "critical-points-reached", f"phase 2 ends at critical points: at least {CRITICAL_SHARE:.0%} of the runs reach |grad| < {tol:g}",
         "the study's premise (SPEC: the Hessian describes a critical point only at one)", verdict,
-        f"fraction of runs with |grad| < {tol:g} (Wilson 95% interval)", value, ci, n,
+        f"fraction of runs with |grad| < {tol:g} and no kink on a data point (Wilson 95% interval)", value, ci, n,
         f"{reached} of {n} critical ({cfg['phase2']}); "
         + ", ".join(f"{sum(p['class'] == c for p in rows)} {c}" for c in CLASSES[1:]))]  # fmt: skip
-    crit = [p for p in rows if p["grad_norm"] is not None and p["grad_norm"] < tol]
+    # critical in the Clarke sense: smooth critical points, and kink-critical ones (0 in the Clarke subdifferential)
+    crit = [p for p in rows if p["grad_norm"] is not None and (p["grad_norm"] < tol or (p.get("clarke_grad_norm") or math.inf) < tol)]
+    value, ci, verdict, n = findings.at_least(len(crit), len(rows), CRITICAL_SHARE)
+    n_kink = len(crit) - reached
+    out.append(findings.Finding(
+        "kink-critical-points-reached", f"phase 2 ends at critical points in the Clarke sense: at least {CRITICAL_SHARE:.0%} of the runs "
+        f"reach a minimum-norm Clarke subgradient < {tol:g}", "dlscope (the premise where the loss has kinks: ReLU at data points)",
+        verdict, f"fraction of runs with min-norm Clarke subgradient < {tol:g} (Wilson 95% interval)", value, ci, n,
+        f"{reached} smooth critical + {n_kink} kink-critical (a ReLU kink pinned at a data point; |grad| does not exist there) of {n}"))  # fmt: skip
     for ident, key, what in (("ratio-rises-as-loss-falls", "min_ratio", "minimal ratio (all eigenvalues)"),
                              ("nonzero-ratio-rises-as-loss-falls", "min_ratio_nonzero", "positive / non-zero eigenvalues")):  # fmt: skip
         # claimed: rho(loss, ratio) < 0; findings.correlation tests "rises", so it gets -ratio
@@ -698,7 +721,8 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
         ci = None if ci is None else [-ci[1], -ci[0]]
         zeros = statistics.median(p["n_zero"] for p in crit) if crit else None
         dead = statistics.median(p["dead_units"] for p in crit) if crit else None
-        note = (f"over the {n} critical points only" + ("" if n >= 3 else " (too few to decide)")
+        note = (f"over the {n} critical points in the Clarke sense only ({reached} smooth, {n_kink} kink-critical: there the "
+                "Hessian restricted to the pinned kinks)" + ("" if n >= 3 else " (too few to decide)")
                 + (f"; median {zeros:g} zero eigenvalues (|λ| <= {cfg['eig_rel_tol']:g}·max|λ|) of {rows[0]['n_params']}, "
                    f"median {dead:g} dead units (3 zero eigenvalues each)" if crit else ""))  # fmt: skip
         every = [p for p in rows if not p.get("diverged") and p[key] is not None]
@@ -716,12 +740,12 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
 def metrics(cfg: dict, results: dict) -> list[dict]:
     rows = []
     for p in results.get("ensemble", {}).get("points", []):
-        for m in ("loss", "grad_norm", "grad_norm_start", "min_ratio", "min_ratio_nonzero", "converged"):
+        for m in ("loss", "grad_norm", "clarke_grad_norm", "grad_norm_start", "min_ratio", "min_ratio_nonzero", "converged"):
             rows.append({"seed": p["seed"], "epoch": cfg["phase1_steps"] + p["phase2_steps"], "metric": m, "value": float(p[m])})
     return rows
 
 
-MARKERS = {"critical point": ("o", "tab:blue"), "gradient-flat": ("s", "tab:orange"), "not converged": ("x", "tab:red")}
+MARKERS = {"critical point": ("o", "tab:blue"), "kink-critical": ("^", "tab:green"), "gradient-flat": ("s", "tab:orange"), "not converged": ("x", "tab:red")}
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
@@ -750,7 +774,10 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.legend(loc="best", fontsize=8, title=f"{n_div} diverged, not drawn" if n_div else None)
     # the convergence: cumulative distribution of the end points' gradient norms
     ax = axes[2]
-    for label, key in (("after phase 1", "grad_norm_start"), (f"after phase 2 ({cfg['phase2']})", "grad_norm")):
+    for label, key in (("after phase 1", "grad_norm_start"), (f"after phase 2 ({cfg['phase2']}): |grad|", "grad_norm"),
+                       ("after phase 2: min-norm Clarke subgradient", "clarke_grad_norm")):  # fmt: skip
+        if any(p.get(key) is None for p in pts):
+            continue
         vals = sorted(max(p[key], 1e-300) for p in pts)
         ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=f"{label} (n={len(vals)})")
     ax.axvline(cfg["grad_tol"], color="k", ls="--", lw=1, label=f"critical: |grad| < {cfg['grad_tol']:g}")
