@@ -220,8 +220,9 @@ def test_clarke_min_norm_element_against_a_dense_grid():
 
 
 def test_active_set_reaches_clarke_critical_points_where_newton_mr_stalls():
-    # smoke's 40 points, the same budget of iterations for both
-    cfg = resolve(min_ratio, "smoke", ["newton_steps=60"])
+    # smoke's 40 points; plain Newton-MR gets 60 iterations (an eigendecomposition each), the active set 100
+    # least-squares solves (all six members stop within 85 here)
+    cfg = resolve(min_ratio, "smoke", ["newton_steps=60", "active_set_steps=100"])
     plain = min_ratio.train_and_measure({**cfg, "phase2": "newton-mr"}, TrialContext(CPU))["points"]
     r = min_ratio.train_and_measure({**cfg, "phase2": "active-set"}, TrialContext(CPU))
     pts = r["points"]
@@ -238,7 +239,7 @@ def test_active_set_reaches_clarke_critical_points_where_newton_mr_stalls():
             continue
         # kink-critical: each listed kink sits on its data point, and the one-sided derivatives along its
         # normal (finite differences) enclose 0 after the other units' gradient is accounted for
-        assert p["kinks_at_points"] and p["grad_norm"] >= 1e-8
+        assert p["kinks_at_points"]  # (autograd's |grad|, with ReLU'(0) = 0, may be small or not)
         h = spec.widths[1]
         g, s = min_ratio.clarke_grad(theta, spec, x, y)
         assert g.norm() < 1e-8
