@@ -56,6 +56,7 @@ NEWTON_MU_START = 1e-12  # Newton-MR's damping, relative to λmax²: ~0 = the ps
 NEWTON_TRIES = 8  # damping values tried per iteration before a member's step counts as failed
 ARMIJO = 1e-4
 KINK_TOL = 1e-10  # a kink "at" a data point: within this of it, in input units (points are >= 2/299 apart)
+KINK_SHIFT = 1e-6  # a kink moved off a data point goes this far (input units; points are >= 2/299 apart)
 MAX_CROSSINGS = 2000  # active set: data points a line search may carry kinks across, per iteration
 RELEASE_MARGIN = 1e-9  # active set: a pinned kink is released where the loss falls faster than this * |g| off it
 CRITICAL_SHARE = 0.9  # the premise, as a claim: at least this share of runs end at a critical point
@@ -435,6 +436,48 @@ def line_search_through_pieces(u, v, c, du, dv, dc, sigma, side, pinned, k, xs, 
     return t_now, stop, unit, point, side
 
 
+def unpin_solved_kinks(theta: torch.Tensor, spec, x: torch.Tensor, y: torch.Tensor, grad_tol: float) -> torch.Tensor:
+    """theta, with the kinks that sit on a data point only by accident moved off it, where that gives a
+    smooth critical point. A kink whose best ReLU'(0) is 0 or 1 sits on the boundary of a piece
+    that is itself solved (the gradient of that side is the min-norm Clarke element); the piece's
+    least squares usually has many solutions (more (u, v, c) than independent data), so the kink can
+    slide off the point into that side, KINK_SHIFT away, while f stays the same at every data point:
+    the minimum-norm δ with A δ = 0 (the piece's design matrix) and δz_kj = ±KINK_SHIFT·|u_j| (kinks
+    with ReLU'(0) inside (0, 1) held: δz = 0). Kept only where the result is a smooth critical point
+    (|grad| < grad_tol, no kink on a data point); else the member keeps its point."""
+    hdim, xs, n = spec.widths[1], x[:, 0], x.shape[0]
+    at, k = kinks_at_points(theta, spec, x)
+    _, g0, q = kink_gradient(theta, spec, x, y, at, k)
+    at = at & (q != 0)
+    s_free = _kink_multiplier(g0, q, xs[k], at, spec)
+    out = theta.clone()
+    for i in at.any(1).nonzero()[:, 0].tolist():
+        w, b, a, c = (t[0] for t in _hidden(theta[i : i + 1], spec))
+        a = torch.where(a == 0, torch.ones_like(a), a)
+        scale, sigma = a.abs(), torch.where(a < 0, -1.0, 1.0).to(a.dtype)
+        u, v = w * scale, b * scale
+        units = at[i].nonzero()[:, 0]
+        go_on = s_free[i, units] >= 0.5  # the solved side: on (ReLU'(0) = 1) or off (0); inside (0, 1): held below
+        held = (s_free[i, units] > 1e-6) & (s_free[i, units] < 1 - 1e-6)
+        on = (xs[:, None] * u + v) > 0
+        on[k[i, units], units] = go_on & ~held
+        A = torch.cat([sigma * on * xs[:, None], sigma * on, torch.ones_like(xs[:, None])], 1)  # [n, 2H + 1]
+        rows = torch.zeros(len(units), 2 * hdim + 1, dtype=theta.dtype)
+        rows[torch.arange(len(units)), units] = xs[k[i, units]]
+        rows[torch.arange(len(units)), hdim + units] = 1.0
+        target = torch.where(held, 0.0, torch.where(go_on, 1.0, -1.0)) * KINK_SHIFT * u[units].abs()
+        M = torch.cat([A, rows], 0)
+        rhs = torch.cat([torch.zeros(n, dtype=theta.dtype), target])
+        d = torch.linalg.lstsq(M[None], rhs[None, :, None], driver="gelsd").solution[0, :, 0]
+        cand = theta[i].clone()
+        cand[:hdim], cand[hdim : 2 * hdim], cand[3 * hdim] = (u + d[:hdim]) / scale, (v + d[hdim : 2 * hdim]) / scale, c + d[2 * hdim]
+        cand[2 * hdim : 3 * hdim] = a
+        _, g = fast_mlp.mse_and_grad(cand[None], spec, x[None], y[None])
+        if bool(g.norm() < grad_tol) and not bool(kinks_at_points(cand[None], spec, x)[0].any()):
+            out[i] = cand
+    return out
+
+
 def active_set_phase(args, spec, theta0, x, y_one, state, step, n1, progress) -> dict:
     """Phase 2 as an active-set method on the pieces of the loss, batched over members.
 
@@ -453,7 +496,8 @@ def active_set_phase(args, spec, theta0, x, y_one, state, step, n1, progress) ->
          where the loss falls (its one-sided derivative along the kink's normal is negative:
          equivalently, its best ReLU'(0) is outside [0, 1] or its jump is negative).
     A member stops when the minimum-norm element of the Clarke subdifferential (clarke_grad) is below
-    grad_tol: a smooth critical point, or a kink-critical one. This is a descent method: it finds
+    grad_tol: a smooth critical point, or a kink-critical one. At the end, kinks that sit on a data
+    point although the piece on one side is solved are slid off it (unpin_solved_kinks). This is a descent method: it finds
     local minima (smooth, or pinned at kinks), never saddles; but with every a_j ≠ 0 each smooth
     critical point of L is a minimiser of a convex piece, so there are no smooth saddles to find
     except through units with a_j = 0."""
@@ -529,7 +573,9 @@ def active_set_phase(args, spec, theta0, x, y_one, state, step, n1, progress) ->
         step += 1
         progress(step, f"phase 2 Clarke |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} reached, "
                  f"{int(p2['pinned'].sum())} kinks pinned", force=step == n1 + n2, phase2=p2)  # fmt: skip
-    return p2
+    # kinks left on a data point although their piece is solved: slide them off where that gives a smooth critical point
+    # (on a copy: the checkpoint keeps the walk's own state, so a resumed run ends the same)
+    return {**p2, "best": unpin_solved_kinks(p2["best"], spec, x, y_one, args["grad_tol"])}
 
 
 def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
