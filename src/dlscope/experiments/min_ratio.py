@@ -831,6 +831,6 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     ax.set_title("(c) how far phase 2 got: CDF of the gradient norm", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"{cfg['model']} on {cfg['function']}, {len(pts)} trainings: Hessian at the end of gradient-norm minimisation "
+    fig.suptitle(f"{cfg['model']} on {cfg['function']}, {len(pts)} trainings: Hessian at the end points of phase 2 ({cfg['phase2']}) "
                  f"({pts[0]['n_params']} parameters)", fontsize=10)  # fmt: skip
     return [save_fig(fig, fig_dir / "min_ratio.png")]
