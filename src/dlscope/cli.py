@@ -13,7 +13,7 @@ EXECUTORS = ("auto", "local", "process", "ray")  # executors.EXECUTORS, not impo
 
 PROFILES_HELP = (
     "smoke: seconds per experiment, for tests; "
-    "quick (the default): the whole study on a 2-core CPU in about 15 minutes, with data subsets and "
+    "quick (the default): the whole study on a 2-core CPU in about 30 minutes, 3 seeds, with data subsets and "
     "shorter schedules; full: the original study's settings, meant for a GPU"
 )
 

@@ -31,7 +31,7 @@ TITLE = "Deep vs shallow networks on simulated functions"
 # --- for the report and the progress display (see base.py)
 PART = "Deep vs shallow"
 ONE_CORE_TRIALS = True  # the fast MLP path steps on one thread: on a CPU, one trial (model) per core
-COST = 181  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+COST = 303  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
 LOOK_FOR = (
     "The original claims that all three models reach a minimum on f1, faster than on f2, and that on f2 the shallow "
     "model stalls well above the two deeper ones; the findings above give this run's verdict on each, from every "

@@ -70,7 +70,7 @@ FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
-COST = 210  # seconds of the quick profile on the reference CPU; only the ratios between experiments matter
+COST = 173  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
 LOOK_FOR = ("first whether the end points are critical points at all (the findings critical-points-reached and "
             "kink-critical-points-reached, and panel (c): the gradient norm and the Clarke norm against the 1e-8 line). Many "
             "end points are kink-critical: a ReLU kink sits exactly on a data point, where the loss has no gradient and "
