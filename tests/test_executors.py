@@ -181,10 +181,18 @@ def test_process_executor_gives_the_local_summary(tmp_path, local_summary, pool,
     assert len({w.proc.pid for w in pool._pool} | {os.getpid()}) == 3  # two workers, neither of them this process
 
 
-def test_auto_executor_runs_one_core_trials_side_by_side_with_the_local_numbers(tmp_path, local_summary):
-    """The default executor: func-fit's trials (one core each: ONE_CORE_TRIALS) run one per core in
-    worker processes, with exactly the numbers of one after another here; cifar-depth's run here."""
+def test_auto_executor_runs_one_core_trials_side_by_side_with_the_local_numbers(tmp_path, local_summary, monkeypatch):
+    """The default executor: func-fit's long trials (one core each: its side_by_side) run one per
+    core in worker processes, with exactly the numbers of one after another here; short ones
+    (smoke) and cifar-depth's run here."""
+    from dlscope.engine import fast_mlp
+    from dlscope.experiments import func_fit
+
     auto = AutoExecutor()
+    smoke_trial = func_fit.trials(runner.resolve(func_fit, "smoke", SETTINGS["func-fit"], 0))[0]
+    assert not func_fit.side_by_side(smoke_trial.args)  # too short to be worth a worker process
+    assert func_fit.side_by_side(func_fit.trials(runner.resolve(func_fit, "quick", [], 0))[0].args)
+    monkeypatch.setattr(fast_mlp, "COMPILE_MIN_STEPS", 0)  # here, in the driver, where auto decides
     try:
         result = runner.run_experiment("func-fit", "smoke", tmp_path, device="cpu", overrides=SETTINGS["func-fit"], executor=auto, progress=False)
         assert result.ok, result.failed

@@ -2,9 +2,9 @@
 jobs to an executor, which reports each outcome back to the driver (the runner), and the driver
 alone writes results into the run folder.
 
-    auto     the default: as local, except that an experiment whose trials each keep to one core
-             (ONE_CORE_TRIALS in its module: the fast MLP path) runs them side by side on a
-             multi-core CPU, one worker process per core (the same numbers, less wall time)
+    auto     the default: as local, except that long trials that each keep to one core (the
+             experiment's side_by_side(args): func-fit's compiled fast MLP path) run side by side
+             on a multi-core CPU, one worker process per core (the same numbers, less wall time)
     local    in this process, one trial after another
     process  worker processes on this machine: a pool sharing the cores, or one per GPU
              (--workers N); see process.py
@@ -93,8 +93,8 @@ class LocalExecutor:
 
 class AutoExecutor:
     """The default executor: trials one after another in this process, except where side by side
-    is plainly faster and gives the same numbers: an experiment whose trials each use one core
-    (its module says ONE_CORE_TRIALS = True) on a CPU with more cores than one. Those run in a
+    is plainly faster and gives the same numbers: trials that each use one core and run long
+    (the experiment module's side_by_side(args) says so) on a CPU with more cores than one. Those run in a
     pool of one single-thread worker process per core (kept for the next such experiment)."""
 
     name = "auto"  # timing.json gets "auto (local)" or "auto (N worker processes)", as last run
@@ -110,9 +110,10 @@ class AutoExecutor:
         if len(jobs) < 2 or any(j.device != "cpu" for j in jobs):
             return 0
         try:
-            one_core = getattr(get(jobs[0].experiment), "ONE_CORE_TRIALS", False)
+            worth_it = getattr(get(jobs[0].experiment), "side_by_side", None)
         except Exception:  # an experiment the registry does not know (tests): run it here
-            one_core = False
+            worth_it = None
+        one_core = worth_it is not None and all(worth_it(j.trial.args) for j in jobs)
         return min(cpu_count(), len(jobs)) if one_core and cpu_count() > 1 else 0
 
     def run(self, jobs, on_outcome, on_progress=None) -> None:

@@ -14,8 +14,9 @@ and, for the report and the progress display (so that report/ and runner.py name
     PART                 optional: the heading of the study's part this experiment opens
                          ("Deep vs shallow", "Optimization", "Generalization")
     COST                 relative cost weight of the experiment in a study (progress estimates)
-    ONE_CORE_TRIALS      optional, True where each trial uses one CPU core (the fast MLP path):
-                         the default executor then runs them side by side, one process per core
+    side_by_side(args)   optional: True where a trial uses one CPU core and runs long enough to be
+                         worth a worker process (func-fit's compiled fast MLP path); the default
+                         executor runs such trials side by side, one single-thread process per core
     LOOK_FOR             one paragraph: what to look for; it must not contradict the findings
     CAPTIONS             {"file.png": "a sentence saying what it shows (the original's Fig N)"}
     REFERENCE            the original study's numbers, or None: {"what": str, "original": str,

@@ -30,7 +30,6 @@ TITLE = "Deep vs shallow networks on simulated functions"
 
 # --- for the report and the progress display (see base.py)
 PART = "Deep vs shallow"
-ONE_CORE_TRIALS = True  # the fast MLP path steps on one thread: on a CPU, one trial (model) per core
 COST = 303  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
 LOOK_FOR = (
     "The original claims that all three models reach a minimum on f1, faster than on f2, and that on f2 the shallow "
@@ -197,6 +196,14 @@ def median_iqr(values) -> tuple[float, float, float] | None:
 
 def trials(cfg: dict) -> list[Trial]:
     return trial_per_model(cfg, train_model)
+
+
+def side_by_side(args: dict) -> bool:
+    """Whether a trial runs side by side with the others on a multi-core CPU (the default
+    executor): the fast MLP path steps on one core, and a run long enough to be compiled (as in
+    quick and full) is worth a worker process of its own; a short one finishes before a worker
+    would have started."""
+    return fast_mlp.supports(args["model"]) and args["epochs"] * -(-args["points"] // args["batch_size"]) >= fast_mlp.COMPILE_MIN_STEPS
 
 
 def members(cfg: dict) -> list[dict]:
