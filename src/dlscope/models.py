@@ -73,6 +73,12 @@ def _mlp_minratio():
     return mlp([1, 128, 1], nn.ReLU)
 
 
+@register("mlp-minratio-tanh", (1,), "regression", "Linear 1>16>1, tanh (min-ratio's smooth model)")
+def _mlp_minratio_tanh():
+    # smooth: its critical points have a gradient, and saddles exist (Pennington & Bahri 2017: tanh, width 16)
+    return mlp([1, 16, 1], nn.Tanh)
+
+
 # --------------------------------------------------------------------------- CIFAR-10 CNNs
 
 
