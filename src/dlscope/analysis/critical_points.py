@@ -283,46 +283,59 @@ def line_search_through_pieces(u, v, c, du, dv, dc, sigma, side, pinned, k, xs, 
     crosses: on each piece the loss along the line is a convex quadratic in t (f is linear in φ
     there); where a pair (k, j) changes side, the walk goes on if the loss still falls beyond it,
     else it stops there and that kink is to be pinned. Returns (t [m], stop_at_kink [m], unit [m],
-    point [m], sides after the walk [m, n, H]); at most MAX_CROSSINGS crossings per call."""
+    point [m], sides after the walk [m, n, H]); at most MAX_CROSSINGS crossings per call.
+
+    Pre-activations are linear in t, so each pair crosses at most once, at a time known in
+    advance: the crossings are sorted once, and the walk keeps the residuals as r_k(t) = α_k + t s_k
+    and (n/2) dL/dt = P + t S2 (P = Σ α_k s_k, S2 = Σ s_k²), so a crossing costs O(1) per member
+    (a crossing at point k changes s_k alone) instead of a pass over all pairs."""
     m, hdim = u.shape
     n = xs.shape[0]
+    rows = torch.arange(m, device=u.device)
     xk = xs[None, :, None]
     own = pinned[:, None, :] & (torch.arange(n, device=xs.device)[None, :, None] == k[:, None, :])  # a pinned pair: 0 either side
     z0, dz = xk * u[:, None, :] + v[:, None, :], xk * du[:, None, :] + dv[:, None, :]
     z1 = z0 + dz
-    side = side.clone()
+    on = side & ~own
+    slope = (sigma[:, None, :] * on * dz).sum(2) + dc[:, None]  # s_k: df_k/dt on this piece
+    alpha = (sigma[:, None, :] * on * z0).sum(2) + c[:, None] - y  # r_k(0)
+    P, S2 = (alpha * slope).sum(1), slope.square().sum(1)
+    leaves = ~pinned[:, None, :] & torch.where(side, z1 <= 0, z1 > 0)
+    t_cross = torch.where(leaves, (z0 / (z0 - z1)).clamp(0, 1), torch.full_like(z0, math.inf)).flatten(1)
+    t_sorted, order = t_cross.sort(1)
+    passed = torch.zeros_like(leaves.flatten(1))
     t_now = torch.zeros(m, dtype=u.dtype, device=u.device)
-    stop = torch.zeros(m, dtype=torch.bool, device=u.device)
+    walking = torch.ones(m, dtype=torch.bool, device=u.device)
+    stop = torch.zeros_like(walking)
     unit, point = torch.zeros(m, dtype=torch.long, device=u.device), torch.zeros(m, dtype=torch.long, device=u.device)
-    rows = torch.arange(m, device=u.device)  # the members still walking
-    for _ in range(MAX_CROSSINGS):
-        sd, sg, zr0, zr1, dzr, t = side[rows], sigma[rows, None, :], z0[rows], z1[rows], dz[rows], t_now[rows]
-        on = sd & ~own[rows]
-        slope = (sg * on * dzr).sum(2) + dc[rows, None]  # df_k/dt on this piece
-        resid = (sg * on * (zr0 + t[:, None, None] * dzr)).sum(2) + (c[rows] + t * dc[rows])[:, None] - y
-        leaves = ~pinned[rows, None, :] & torch.where(sd, zr1 <= 0, zr1 > 0)
-        t_cross = torch.where(leaves, (zr0 / (zr0 - zr1)).clamp(0, 1), torch.full_like(zr0, math.inf)).flatten(1)
-        t_next, where = t_cross.min(1)
-        t_next = t_next.clamp_min(t)
-        curv = slope.square().sum(1)
-        t_min = torch.where(curv > 0, t - (resid * slope).sum(1) / curv.clamp_min(1e-300), torch.full_like(t, math.inf))
-        inside = t_min <= torch.minimum(t_next, torch.ones_like(t_next))  # this piece's minimum comes first: stop there
-        t_new = torch.where(inside, t_min.clamp_min(t), torch.where(torch.isfinite(t_next), t_next, torch.ones_like(t)))
-        # at a crossing: does the loss still fall beyond it (the pair on its other side)?
-        kk, jj = where // hdim, where % hdim
-        sub = torch.arange(len(rows), device=u.device)
-        r_at = resid + (t_new - t)[:, None] * slope
-        flip = torch.where(sd[sub, kk, jj], -1.0, 1.0).to(u.dtype) * sg[sub, 0, jj] * dzr[sub, kk, jj]
-        beyond = (r_at * slope).sum(1) + r_at[sub, kk] * flip  # (n/2) dL/dt just past it
-        crossing = ~inside & torch.isfinite(t_next)
-        passes, pins = crossing & (beyond < 0), crossing & ~(beyond < 0)
-        t_now[rows] = t_new
-        stop[rows[pins]], unit[rows[pins]], point[rows[pins]] = True, jj[pins], kk[pins]
-        side[rows[passes], kk[passes], jj[passes]] = ~sd[sub[passes], kk[passes], jj[passes]]
-        rows = rows[passes]
-        if len(rows) == 0:
+    for e in range(min(MAX_CROSSINGS, t_sorted.shape[1])):
+        t_e = t_sorted[:, e]
+        t_min = torch.where(S2 > 0, -P / S2.clamp_min(1e-300), torch.full_like(P, math.inf))
+        inside = walking & (t_min <= torch.clamp(t_e, max=1.0))  # this piece's minimum comes first: stop there
+        t_now = torch.where(inside, torch.maximum(t_min, t_now), t_now)
+        done = walking & ~inside & ~torch.isfinite(t_e)  # no crossing left: the walk ends at t = 1
+        t_now = torch.where(done, torch.ones_like(t_now), t_now)
+        walking &= ~inside & ~done
+        if not bool(walking.any()):
             break
-    return t_now, stop, unit, point, side
+        # the next crossing, for the members still walking: does the loss still fall beyond it?
+        kk, jj = order[:, e] // hdim, order[:, e] % hdim
+        a_k, s_k = alpha[rows, kk], slope[rows, kk]
+        flip = torch.where(side[rows, kk, jj], -1.0, 1.0).to(u.dtype) * sigma[rows, jj] * dz[rows, kk, jj]
+        s_new, a_new = s_k + flip, a_k - t_e * flip  # r_k is continuous at t_e
+        P_new, S2_new = P + a_new * s_new - a_k * s_k, S2 + s_new.square() - s_k.square()
+        passes = walking & (P_new + t_e * S2_new < 0)
+        pins = walking & ~passes
+        t_now = torch.where(walking, t_e, t_now)
+        stop |= pins
+        unit, point = torch.where(pins, jj, unit), torch.where(pins, kk, point)
+        alpha[rows, kk] = torch.where(passes, a_new, a_k)
+        slope[rows, kk] = torch.where(passes, s_new, s_k)
+        P, S2 = torch.where(passes, P_new, P), torch.where(passes, S2_new, S2)
+        passed[:, e] = passes
+        walking = passes
+    flipped = torch.zeros_like(passed).scatter_(1, order, passed).view_as(side)
+    return t_now, stop, unit, point, side ^ flipped
 
 
 def unpin_solved_kinks(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grad_tol: float) -> torch.Tensor:
