@@ -24,11 +24,15 @@ counts as zero). Classes: critical point, kink-critical (ReLU only), gradient-fl
 gradient in the Hessian's near-null space, Frye et al. 2021), not converged, diverged (weights not
 finite or beyond 1e6, or a non-finite number at the end point).
 
-Measured before this version (quick profile, 100 ReLU runs): the active set reaches a min-norm
-Clarke subgradient < 1e-8 in 98 runs, 72 of them smooth; none of the smooth ones has a negative
-eigenvalue. On the tanh model, Newton-MR from trained points stalls in many runs (prototype, quick
-sizes: about 30 of 100 reach 1e-8 in 150-300 iterations; the rest keep ||∇L|| near 1e-4..1e-2 with
-many negative eigenvalues, most not gradient-flat): see the finding smooth-critical-points-reached.
+Measured (2026-12-06, the 2-core development machine shared with other sessions; load average 3-4.5):
+  full (300 points): 5 min 1 s wall. ReLU: 100 of 100 Clarke-critical (90 smooth, 10 kink-critical),
+    none of the 90 smooth ones with a negative eigenvalue. tanh: Newton-MR reaches ||∇L|| < 1e-8 in
+    25 of 100 runs (17 gradient-flat, 58 not converged: ||∇L|| stalls near 1e-4..1e-2 with many
+    negative eigenvalues, the gradient not in the near-null space, so Armijo steps on ||∇L||² shrink
+    to nothing); the 25 it reaches all sit on the plateau of the constant fit (MSE 0.0869, degenerate:
+    about 20 zero eigenvalues), so the loss-index question is not decided there.
+  quick (100 points): 54 s wall. ReLU: 98 of 100 Clarke-critical (77 smooth, 21 kink-critical), no
+    smooth saddle. tanh: 16 of 100 critical (5 gradient-flat, 79 not converged).
 """
 
 from __future__ import annotations
@@ -473,7 +477,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     crit = [p for p in tanh if p["class"] == "critical point"]
     ax = axes[2]
     ax.scatter([p["loss"] for p in crit], [p["index"] for p in crit], color="tab:blue", s=30, label=f"critical points (n={len(crit)})")
-    ax.set(xscale="log", xlabel="MSE at the critical point (log scale)", ylabel="index: fraction of eigenvalues < 0")
+    spread = [p["loss"] for p in crit]
+    wide = bool(spread) and max(spread) > 10 * min(spread) > 0  # a log axis over a narrow range has no readable ticks
+    ax.set(xscale="log" if wide else "linear", xlabel="MSE at the critical point", ylabel="index: fraction of eigenvalues < 0")
     ax.set_title(f"(c) {cfg['smooth_model']}: index against loss (Dauphin et al. 2014)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
