@@ -518,6 +518,7 @@ def run(args) -> int:
     p = plan(args)
     with run_folder(p.out):  # makes the folder, holds its lock (a second writer is refused)
         p.store.prepare(p.config)  # config.json, and the temporary files of killed writes removed
+        (p.out / "measures").mkdir(exist_ok=True)  # also when nothing is measured: it marks an analyze folder
         n = len(p.labels) if p.labels is not None else None
         results, failed = {}, []
         if p.diverged:
