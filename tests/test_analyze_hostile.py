@@ -498,3 +498,21 @@ def test_a_refused_second_writer_leaves_nothing_behind(models_dir, tmp_path, dat
     assert list(out.iterdir()) == []
     with files.folder_lock(out):  # free again: this would raise FolderInUse otherwise
         pass
+
+
+def test_kept_models_of_a_crafted_run_are_data_checked_for_shape(tmp_path, capsys):
+    """`analyze --run`: a trial file with code, one that is a link, and weights of the wrong shape."""
+    run = tmp_path / "run"
+    trials = run / "sensitivity" / "trials"
+    trials.mkdir(parents=True)
+    (run / "sensitivity" / "config.json").write_text("{}")
+    torch.save({"weights": {"model": "cnn-1", "params": {"x": torch.ones(1, 3)}, "buffers": {}, "labels": ["a"]}},
+               trials / "odd.pt")
+    torch.save({"weights": Payload(tmp_path / "marker")}, trials / "crafted.pt")
+    elsewhere = tmp_path / "elsewhere.pt"
+    torch.save({"weights": {"model": "cnn-2", "params": {"y": torch.ones(1, 2)}, "buffers": {}, "labels": ["b"]}}, elsewhere)
+    (trials / "link.pt").symlink_to(elsewhere)  # read, it would make two architectures
+    before = tree(tmp_path)
+    code, _, err = run_main(capsys, "analyze", "--run", run, *FAST)
+    assert code == 2 and "sensitivity/trials/odd.pt" in one_line(err) and "do not load as cnn-1" in err
+    assert tree(tmp_path) == before and not (tmp_path / "marker").exists()

@@ -440,8 +440,12 @@ def load_kept(kept: list[dict]):
         params = {k: torch.cat([m["params"][k] for m in kept]) for k in kept[0]["params"]}
         buffers = {k: torch.cat([m["buffers"][k] for m in kept]) for k in kept[0].get("buffers") or {}}
         labels = [f"{m['experiment']}: {lab}" for m in kept for lab in m["labels"]]
-        ens = Ensemble(models.build(names[0]), params, buffers)
-        if len(labels) != ens.n:
+        module = models.build(names[0])
+        for have, want in ((params, dict(module.named_parameters())), (buffers, dict(module.named_buffers()))):
+            if set(have) != set(want) or any(have[k].shape[1:] != want[k].shape for k in want):
+                raise ValueError("weights of other names or shapes")
+        ens = Ensemble(module, params, buffers)
+        if not all(isinstance(lab, str) for lab in labels) or len(labels) != ens.n:
             raise ValueError(f"{len(labels)} labels for {ens.n} models")
     except Exception as e:  # a kept file of another shape: data from elsewhere, never trusted
         trials = ", ".join(f"{m['experiment']}/trials/{m['trial']}.pt" for m in kept)
