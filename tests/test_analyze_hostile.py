@@ -192,7 +192,7 @@ def test_usage_mistakes_are_one_line(models_dir, tmp_path, data_dir, capsys):
 
 def test_out_that_is_a_file_is_one_line(models_dir, tmp_path, data_dir, capsys):
     (tmp_path / "a_file").write_text("mine")
-    for out in (tmp_path / "a_file", tmp_path / "a_file" / "below"):
+    for out in (tmp_path / "a_file", tmp_path / "a_file" / "below", tmp_path / ("n" * 300)):
         code, _, err = analyze(capsys, data_dir, out)
         assert code == 2 and f"--out {out}" in one_line(err)
     assert tree(tmp_path) == {"a_file": b"mine"}

@@ -7,6 +7,17 @@
 model's final weights in their trials/*.pt), all of them as one ensemble, on the data they were
 trained on; --out defaults to RUN_DIR/analyze, where `dlscope report RUN_DIR` finds it.
 
+Everything is checked before anything is written (not even the folder): every setting's range,
+the model and its weights, and one forward pass on one batch (the images fit the model, its
+outputs fit the classes and the loss, two passes agree). Bad usage is one line and exit 2; a
+measure that fails while running is one line and exit 1. A model with non-finite or exploded
+weights, or a non-finite loss, is a result: recorded as diverged in summary.json, nothing measured.
+
+The folder is a run folder of store.RunStore (RunStore.folder): its lock, its atomic writes, no
+folder of it a symbolic link, the temporary files of killed writes removed, resume by running the
+same command again. Every file read back from it is read as data (never through a link) and its
+shape is checked; a damaged measure is named and computed again.
+
 MODULE:FACTORY is imported from the current folder or PYTHONPATH; FACTORY() must return an
 nn.Module for the data's images ([B, 3, 32, 32] for cifar10, [B, 1, 32, 32] for mnist). Weights
 are read with torch.load(weights_only=True): a state dict, or a dict holding one under
@@ -17,7 +28,8 @@ are read with torch.load(weights_only=True): a state dict, or a dict holding one
     measures/<name>.error.txt a failed measure's error (run again on resume)
     summary.json              top_eigenvalues, trace, sharpness, plane, density (null if not run);
                               with --run each holds one entry per model (in "models" order), and
-                              "per_model" the same per model
+                              "per_model" the same per model; "diverged": why the model counts
+                              as diverged (then nothing is measured), else null
     figures/density.png, figures/plane.png, figures/sharpness.png
     report.md, report.html    self-contained (figures embedded)
 """
@@ -483,10 +495,13 @@ def plan(args) -> Plan:
 
     check_settings(args)
     out = Path(args.out) if args.out else Path(args.run) / "analyze"
-    if out.exists() and not out.is_dir() and not out.is_symlink():
-        raise ConfigError(f"--out {out}: a file, not a folder")
     store = RunStore.folder(out, SUBFOLDERS, "dlscope analyze")
-    store.check_folders()  # a link out of the folder: refused before any work
+    try:
+        if out.exists() and not out.is_dir() and not out.is_symlink():
+            raise ConfigError(f"--out {out}: a file, not a folder")
+        store.check_folders()  # a link out of the folder: refused before any work
+    except OSError as e:  # a name too long, a folder that cannot be read
+        raise ConfigError(f"--out {out}: cannot use that folder ({e.strerror or e})") from None
     labels, skipped, diverged = None, [], None
     if args.run:
         model, arch, args.data, labels, skipped = load_kept(kept_models(Path(args.run), args.experiment))
@@ -621,7 +636,6 @@ def write_figures(out: Path, summary: dict) -> list[tuple[str, Path]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     from .analysis import Density, Plane, plot_density, plot_plane
     from .files import atomic_file
@@ -679,7 +693,6 @@ def _per_model_figures(summary: dict, save) -> None:
     """A run's kept models: the density of each (one line per model) and the planes of the first
     SHOWN_MODELS, each in its own panel (the table is in the report)."""
     import matplotlib.pyplot as plt
-    import torch
 
     from .analysis import Density, Plane, plot_plane
 
