@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from dlscope import cli, files
+# a crafted pickle's payload, a lock holder, a tiny func-fit run (TINY) and a finished one (clean_run)
+from test_hostile import HOLDER, TINY as TINY_RUN, Payload, clean_run  # noqa: F401 (clean_run: a fixture)
 
 MODELS = '''
 import os
@@ -74,18 +76,6 @@ def raises():
 
 FAST = ["--train-size", "20", "--plane-steps", "3", "--trace-hvp", "9", "--density-vectors", "1", "--density-steps", "4",
         "--sharpness-steps", "2", "--k", "1"]
-# func-fit, smaller still (as tests/test_hostile.py): a study folder in a second
-TINY_RUN = ["--profile", "smoke", "--no-progress", "--set", "models=mlp-shallow,mlp-mid", "--set", "epochs=4", "--set", "points=30"]
-
-
-class Payload:
-    """Unpickled by a plain unpickler, this makes the folder `marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +130,7 @@ def finished(models_dir, tmp_path_factory, data_dir):
 
 @pytest.fixture
 def an_copy(finished, tmp_path) -> Path:
-    out = tmp_path / "an"
-    shutil.copytree(finished, out)
-    return out
+    return Path(shutil.copytree(finished, tmp_path / "an"))
 
 
 def summary(folder: Path) -> dict:
@@ -387,14 +375,6 @@ def test_a_damaged_config_is_one_line_and_changes_nothing(an_copy, tmp_path, dat
 # --------------------------------------------------------------------------- the study's report
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """A finished tiny func-fit run: a study folder to put analyze folders into."""
-    out = tmp_path_factory.mktemp("study") / "run"
-    assert cli.main(["run", "func-fit", "--out", str(out), *TINY_RUN]) == 0
-    return out
-
-
 def _drop_data(s):
     s.pop("data")
 
@@ -412,9 +392,9 @@ def _a_list(s):
 
 
 @pytest.mark.parametrize("damage", [_drop_data, _trace_text, _ragged_plane, _a_list, "link", "garbage"])
-def test_one_damaged_analyze_folder_costs_only_its_section(study, finished, tmp_path, capsys, damage):
+def test_one_damaged_analyze_folder_costs_only_its_section(clean_run, finished, tmp_path, capsys, damage):
     run = tmp_path / "run"
-    shutil.copytree(study, run)
+    shutil.copytree(clean_run, run)  # a finished tiny func-fit run: the study
     shutil.copytree(finished, run / "analyze")
     shutil.copytree(finished, run / "analyze-ok")
     path = run / "analyze" / "summary.json"
@@ -465,15 +445,6 @@ def test_a_kill_during_analyze_resumes_to_the_same_results(models_dir, tmp_path,
     assert resumed.returncode == 0 and resumed.stdout.count("done before, kept") == 2, resumed.stderr
     assert summary(out) == summary(whole)
     assert not any(p.exists() for p in leftovers)
-
-
-HOLDER = """
-import sys
-from dlscope.files import folder_lock
-with folder_lock(sys.argv[1]):
-    print("held", flush=True)
-    sys.stdin.read()  # until the test kills us
-"""
 
 
 @pytest.mark.parametrize("command", ["analyze", "run"])
