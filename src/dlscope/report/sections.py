@@ -308,19 +308,25 @@ def analyze_folders(run_dir: Path) -> list[Path]:
 
 def analyze_blocks(run_dir: Path) -> list:
     """A section per analyze folder: what was measured, the table, the figures."""
-    from ..analyze import FIGURE_CAPTIONS, summary_table, summary_text
+    from ..analyze import FIGURE_CAPTIONS, read_summary, summary_table, summary_text
 
     blocks: list = []
     for folder in analyze_folders(run_dir):
         blocks += [("section", folder.name), ("h2", f"Curvature of the trained models — `{folder.name}/` (dlscope analyze)", folder.name)]
+        summary, damaged = read_summary(folder)  # read as data, its shape checked
+        if damaged:
+            blocks += [("status", "damaged", "damaged"),
+                       ("note", "bad", f"The files of this analysis are damaged, so nothing of it is shown: {'; '.join(damaged)}. "
+                                       f"Run `dlscope analyze` again into a new folder to replace them."), ("end",)]
+            continue
         try:
-            summary = json.loads((folder / "summary.json").read_text())
             head, rows = summary_table(summary)
+            texts = summary_text(summary)
         except Exception as e:  # an odd summary costs its own section, never the whole report
             blocks += [("note", "bad", f"This section could not be rendered ({type(e).__name__}: {e}); the files are in {folder.name}/."),
                        ("end",)]
             continue
-        blocks += [("p", text) for text in summary_text(summary)]
+        blocks += [("p", text) for text in texts]
         blocks.append(Table(head, [cells(r) for r in rows], caption="Curvature, sharpness and loss plane, per measure or per model"))
         blocks += [Figure(folder.name, f.name, f.data, FIGURE_CAPTIONS.get(f.name, f.name)) for f in read_figures(folder, [])]
         blocks.append(("end",))
