@@ -353,12 +353,12 @@ def with_findings(study: Path, dest: Path) -> dict[str, list[dict]]:
         clear = greater([0.02, 0.03, 0.025, 0.04])  # every seed on the claimed side: shown
         split = greater([0.02, -0.03, 0.01])  # seeds disagree: inconclusive
         none = at_least(2, 100, 0.9)  # 2 of 100 where 90% are claimed: not shown
-        found = [Finding(f"{name}-a", f"claim A of {name} <b>holds</b>.", "original", clear[2], "mean of differences",
-                         clear[0], clear[1], clear[3], "every seed agrees").as_dict(),
-                 Finding(f"{name}-b", f"claim B of {name}.", "Novak et al. 2018", split[2], "mean rho", split[0], split[1],
-                         split[3], "one seed of three disagrees").as_dict(),
-                 Finding(f"{name}-c", f"claim C of {name}.", "original", none[2], "fraction converged", none[0], none[1],
-                         none[3], "2 of 100").as_dict()]
+        found = [Finding.from_stat(clear, f"{name}-a", f"claim A of {name} <b>holds</b>.", "original",
+                                   "mean of differences", "every seed agrees").as_dict(),
+                 Finding.from_stat(split, f"{name}-b", f"claim B of {name}.", "Novak et al. 2018", "mean rho",
+                                   "one seed of three disagrees").as_dict(),
+                 Finding.from_stat(none, f"{name}-c", f"claim C of {name}.", "original", "fraction converged",
+                                   "2 of 100").as_dict()]
         assert [f["verdict"] for f in found] == ["shown", "inconclusive", "not shown"]
         path.write_text(json.dumps({**summary, "findings": found}))
         out[name] = found
@@ -420,10 +420,42 @@ def test_every_experiment_states_its_findings_and_the_report_opens_with_them(stu
         found = json.loads((study / name / "summary.json").read_text())["findings"]
         assert REQUIRED_FINDINGS[name] <= {f["id"] for f in found}, name
         for f in found:
-            assert set(f) == {"id", "claim", "source", "verdict", "statistic", "value", "ci", "n", "note"}
+            assert set(f) == {"id", "claim", "source", "verdict", "statistic", "value", "ci", "n", "note",
+                              "test", "p", "sample", "detectable"}
             assert f["verdict"] in VERDICTS and isinstance(f["n"], int)
             assert f["ci"] is None or (len(f["ci"]) == 2 and f["ci"][0] <= f["ci"][1])
             assert " ".join(f["claim"].split()) in table
+
+
+def test_every_verdict_recomputed_from_its_sample_by_a_second_route(study):
+    """Each finding names its test and the numbers it rests on; recomputed from summary.json alone
+    (tests/verdict_recheck.py: textbook formulas, enumeration, scipy's own tests), the verdict agrees."""
+    from verdict_recheck import disagreements, recheck
+
+    tests_seen = set()
+    for name in RAN:
+        for f in json.loads((study / name / "summary.json").read_text())["findings"]:
+            assert isinstance(f["test"], str) and f["test"] and isinstance(f["sample"], dict), (name, f["id"])
+            assert f["p"] is None or 0.0 <= f["p"] <= 1.0
+            if recheck(f) is None:  # too little data to decide anything
+                assert f["verdict"] == "inconclusive", (name, f["id"])
+            tests_seen.add(f["test"])
+    assert disagreements(study) == []
+    assert len(tests_seen) >= 4  # the smoke study exercises several methods, not one
+
+
+def test_findings_table_counts_the_tests_and_marks_holm(study, tmp_path):
+    run = tmp_path / "run"
+    with_findings(study, run)
+    report.write_report(run)
+    page = text(section((run / "report.html").read_text(), "findings"))
+    tested = 3 * len(RAN)  # with_findings: three claims with a p per experiment
+    assert f"{tested} claims were tested" in page
+    # each experiment's clear claim (p ~ 0.003) survives Holm over 3 x 9 tests only if p <= 0.025 / rank
+    from dlscope.findings import greater, holm_survivors
+    p = greater([0.02, 0.03, 0.025, 0.04]).p
+    survive = holm_survivors([p] * len(RAN) + [0.5] * (2 * len(RAN)))[0]
+    assert f"{len(RAN) if survive else 0} of {len(RAN)} do" in page
 
 
 def test_no_findings_recorded_is_said_plainly(study, tmp_path):

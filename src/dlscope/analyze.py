@@ -7,6 +7,17 @@
 model's final weights in their trials/*.pt), all of them as one ensemble, on the data they were
 trained on; --out defaults to RUN_DIR/analyze, where `dlscope report RUN_DIR` finds it.
 
+Everything is checked before anything is written (not even the folder): every setting's range,
+the model and its weights, and one forward pass on one batch (the images fit the model, its
+outputs fit the classes and the loss, two passes agree). Bad usage is one line and exit 2; a
+measure that fails while running is one line and exit 1. A model with non-finite or exploded
+weights, or a non-finite loss, is a result: recorded as diverged in summary.json, nothing measured.
+
+The folder is a run folder of store.RunStore (RunStore.folder): its lock, its atomic writes, no
+folder of it a symbolic link, the temporary files of killed writes removed, resume by running the
+same command again. Every file read back from it is read as data (never through a link) and its
+shape is checked; a damaged measure is named and computed again.
+
 MODULE:FACTORY is imported from the current folder or PYTHONPATH; FACTORY() must return an
 nn.Module for the data's images ([B, 3, 32, 32] for cifar10, [B, 1, 32, 32] for mnist). Weights
 are read with torch.load(weights_only=True): a state dict, or a dict holding one under
@@ -17,7 +28,8 @@ are read with torch.load(weights_only=True): a state dict, or a dict holding one
     measures/<name>.error.txt a failed measure's error (run again on resume)
     summary.json              top_eigenvalues, trace, sharpness, plane, density (null if not run);
                               with --run each holds one entry per model (in "models" order), and
-                              "per_model" the same per model
+                              "per_model" the same per model; "diverged": why the model counts
+                              as diverged (then nothing is measured), else null
     figures/density.png, figures/plane.png, figures/sharpness.png
     report.md, report.html    self-contained (figures embedded)
 """
@@ -32,6 +44,7 @@ import math
 import os
 import sys
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MEASURES = ("top_eigenvalues", "trace", "density", "sharpness", "plane")
@@ -62,39 +75,170 @@ def add_arguments(p) -> None:
     p.add_argument("--data-dir", default=None)
 
 
+# Each number setting: (lowest, highest). The highest are far beyond any useful budget: a typo
+# such as an extra zero is refused instead of running for days.
+LIMITS = {
+    "seed": (0, 2**32 - 1),  # as `dlscope run --seed`
+    "k": (1, 100),  # Lanczos takes at most 100 steps
+    "trace_hvp": (8, 100_000),  # Hutch++ needs 8 products
+    "density_vectors": (1, 1_000),
+    "density_steps": (1, 1_000),
+    "sharpness_steps": (1, 100_000),
+    "plane_steps": (3, 201),  # odd: the model is the centre point; 3 is the smallest plane to draw
+    "batch_size": (1, 10_000_000),
+}
+TRAIN_IMAGES = {"cifar10": 50_000, "mnist": 60_000}  # the training sets' sizes
+CLASSES = 10
+SUBFOLDERS = ("measures", "figures")  # below the analyze folder (RunStore checks and cleans them)
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def check_settings(args) -> None:
+    """ConfigError (one line) for a setting out of range or a bad combination; reads nothing."""
+    from .experiments.base import ConfigError
+
+    if args.model and (args.data is None or args.out is None):
+        raise ConfigError("--model needs --data and --out")
+    if args.run and (args.weights or args.data):
+        raise ConfigError("--run measures the run's own models on their own data: drop --weights and --data")
+    if args.experiment and not args.run:
+        raise ConfigError("--experiment goes with --run")
+    for key, (lo, hi) in LIMITS.items():
+        value = getattr(args, key)
+        if not lo <= value <= hi:
+            raise ConfigError(f"{_option(key)} {value}: expected {lo} to {hi}")
+    if args.plane_steps % 2 != 1:
+        raise ConfigError(f"--plane-steps {args.plane_steps}: expected an odd number (the model is the centre point)")
+    check_train_size(args)
+    if len(set(args.measures)) != len(args.measures):
+        raise ConfigError(f"--measures {' '.join(args.measures)}: a measure is listed twice")
+
+
+def check_train_size(args) -> None:
+    """--train-size against the data set's size (with --run, known once the run is read)."""
+    from .experiments.base import ConfigError
+
+    if args.train_size < 1:
+        raise ConfigError(f"--train-size {args.train_size}: expected at least 1 image")
+    if args.data and args.train_size > TRAIN_IMAGES[args.data]:
+        raise ConfigError(f"--train-size {args.train_size}: {args.data} has {TRAIN_IMAGES[args.data]} training images")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
 def load_factory(spec: str):
+    """The model FACTORY() of MODULE returns. Every way this can go wrong is one ConfigError: the
+    user's own code is imported and run here, so any exception it raises is bad usage."""
     from torch import nn
 
     from .experiments.base import ConfigError
 
-    if spec.count(":") != 1:
+    mod_name, _, fn_name = spec.partition(":")
+    if spec.count(":") != 1 or not mod_name or not fn_name:
         raise ConfigError(f"--model {spec!r}: expected MODULE:FACTORY, e.g. mymodels:build")
-    mod_name, fn_name = spec.split(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(mod_name)
     except ImportError as e:
         raise ConfigError(f"--model: cannot import {mod_name!r} from the current folder or PYTHONPATH ({e})") from e
+    except Exception as e:  # a syntax error, or an error while the module runs
+        raise ConfigError(f"--model: importing {mod_name!r} failed ({_first_line(e)})") from None
     factory = getattr(module, fn_name, None)
     if not callable(factory):
         raise ConfigError(f"--model: {mod_name} has no function {fn_name!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as e:
+        raise ConfigError(f"--model: {spec}() failed ({_first_line(e)})") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"--model: {spec}() returned {type(model).__name__}, not an nn.Module")
     return model
 
 
 def load_weights(model, path: str) -> None:
+    """The state dict of `path` into model; ConfigError naming the file when it is not one that
+    fits. Read with weights_only=True: data, never code."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
+    from .experiments.base import ConfigError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # missing, a folder, garbage, or objects weights_only refuses to build
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+        raise ConfigError(f"--weights {path}: not a weights file dlscope can read ({reason})") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
-    model.load_state_dict(state)
+    if not isinstance(state, dict):
+        raise ConfigError(f"--weights {path}: holds a {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state)
+    except Exception as e:
+        raise ConfigError(f"--weights {path}: does not fit the model ({_first_line(e)})") from None
+
+
+def check_model(model, spec: str, x, y, args) -> str | None:
+    """One forward pass on one batch, before anything runs or is written: ConfigError (one line)
+    if the model does not take the data set's images, or its outputs do not fit the classes and
+    the loss, or two passes differ. Returns why the model counts as diverged (non-finite or
+    exploded weights, a non-finite loss), or None. The model itself is not changed."""
+    import copy
+
+    import torch
+
+    from .analysis.objective import NondeterministicObjective, Objective
+    from .experiments.base import WEIGHT_LIMIT, ConfigError
+    from .losses import mean_loss
+
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n_params == 0:
+        raise ConfigError(f"--model {spec}: the model has no trainable parameters; nothing to measure")
+    if "top_eigenvalues" in args.measures and args.k > n_params:
+        raise ConfigError(f"--k {args.k}: the model has only {n_params} parameters")
+    xb, yb = x[: args.batch_size], y[: args.batch_size]
+    images = f"{args.data} images [B, {', '.join(str(d) for d in x.shape[1:])}]"
+    try:
+        probe = copy.deepcopy(model)  # a train-mode pass updates batch-norm statistics: not the model's
+        probe.train(args.mode == "train")
+        with torch.no_grad():
+            out = probe(xb)
+    except Exception as e:
+        raise ConfigError(f"--model {spec} does not take {images} ({_first_line(e)})") from None
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        raise ConfigError(f"--model {spec} returns {type(out).__name__ if not isinstance(out, torch.Tensor) else out.dtype}, "
+                          f"not a tensor of floating-point outputs")
+    got = f"[B, {', '.join(str(d) for d in out.shape[1:])}]" if out.dim() else "a scalar"
+    if args.loss == "ce" and (out.dim() != 2 or out.shape != (len(xb), CLASSES)):
+        raise ConfigError(f"--model {spec} gives outputs {got} for {images}; --loss ce needs [B, {CLASSES}], "
+                          f"one per class of {args.data}")
+    if args.loss == "mse" and out.numel() != len(xb):
+        raise ConfigError(f"--model {spec} gives outputs {got}; --loss mse needs one output per image ([B] or [B, 1])")
+    try:
+        loss = mean_loss(out, yb.to(out.dtype) if args.loss == "mse" else yb, args.loss)
+    except Exception as e:
+        raise ConfigError(f"--model {spec}: its outputs do not fit --loss {args.loss} ({_first_line(e)})") from None
+    weights = [t.detach() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+    if not all(bool(torch.isfinite(t).all()) for t in weights):
+        return "non-finite weights"
+    if any(t.numel() and float(t.abs().max()) > WEIGHT_LIMIT for t in weights):
+        return f"weights beyond {WEIGHT_LIMIT:g} in size"
+    if not torch.isfinite(loss):
+        return "a non-finite loss"
+    try:  # every measure checks this first: one line here instead of one failure per measure
+        Objective(model, (xb, yb), args.loss, args.mode).check_deterministic()
+    except NondeterministicObjective as e:
+        raise ConfigError(f"--model {spec} in --mode {args.mode}: {e}") from None
+    return None
 
 
 def _finite(obj):
@@ -126,14 +270,143 @@ def _compute(name: str, model, data, args) -> dict:
     raise ValueError(name)
 
 
+# --------------------------------------------------------------------------- the shapes of what the folder holds
+
+
+def _floats(v):
+    """Nested lists of JSON numbers with null (not finite) as NaN; ValueError for anything else."""
+    if isinstance(v, list):
+        return [_floats(x) for x in v]
+    if v is None:
+        return math.nan
+    if type(v) in (int, float):
+        return float(v)
+    raise ValueError(f"a {type(v).__name__} where a number belongs")
+
+
+def _array(v, dims: int, n: int | None = None):
+    """v as a float64 tensor of `dims` dimensions (one more, of length n, per model for an
+    ensemble); ValueError if it is not a rectangular nested list of numbers of that shape."""
+    import torch
+
+    t = torch.tensor(_floats(v), dtype=torch.float64)
+    want = dims + (n is not None)
+    if t.dim() != want or (n is not None and t.shape[0] != n) or (dims and t.numel() == 0):
+        raise ValueError(f"not {want}-dimensional{f' with {n} models' if n is not None else ''}")
+    return t
+
+
+def _number(v) -> bool:
+    return v is None or type(v) in (int, float)
+
+
+def _count(v) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _flags(v, n) -> bool:
+    return type(v) is bool if n is None else isinstance(v, list) and len(v) == n and all(type(b) is bool for b in v)
+
+
+def _interval(v, n) -> None:
+    if _array(v, 1, n).shape[-1] != 2:
+        raise ValueError("an interval is two numbers")
+
+
+def measure_problem(name: str, r, n: int | None = None) -> str | None:
+    """None if r has the shape measure `name` is written in (n: models of an ensemble, None for one
+    model); else what is wrong, in a few words."""
+    try:
+        if not isinstance(r, dict):
+            return f"a JSON {type(r).__name__}, not an object"
+        if name == "top_eigenvalues":
+            _array(r.get("values"), 1, n)
+            ok = _flags(r.get("converged"), n) and _count(r.get("n_hvp"))
+        elif name == "trace":
+            _array(r.get("value"), 0, n)
+            _interval(r.get("ci"), n)
+            ok = _count(r.get("n_hvp")) and isinstance(r.get("method"), str)
+        elif name == "density":
+            nodes, weights = _array(r.get("nodes"), 2, n), _array(r.get("weights"), 2, n)
+            ok = nodes.shape == weights.shape and all(_count(r.get(k)) for k in ("n_hvp", "n_vectors", "steps"))
+        elif name == "sharpness":
+            ok = bool(r) and set(r) <= set(SHARPNESS_KINDS) and all(isinstance(v, dict) for v in r.values())
+            for v in r.values() if ok else ():
+                for key in ("value", "loss", "max_loss"):
+                    _array(v.get(key), 0, n)
+                if v.get("ci") is not None:
+                    _interval(v["ci"], n)
+                ok = ok and _number(v.get("radius")) and _count(v.get("steps"))
+        elif name == "plane":
+            alphas, betas = _array(r.get("alphas"), 1), _array(r.get("betas"), 1)
+            loss = _array(r.get("loss"), 2, n)
+            ok = (loss.shape[-2:] == (len(alphas), len(betas)) and len(alphas) % 2 == 1 and len(betas) % 2 == 1
+                  and _number(r.get("span")))
+        else:
+            return "not a measure of dlscope analyze"
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        return str(e) or type(e).__name__
+    return None if ok else "a field is missing or of the wrong type"
+
+
+def read_measure(path: Path, name: str, n: int | None) -> tuple[dict | None, str | None]:
+    """(a finished measure's result, None), (None, None) if there is none, or (None, why the file
+    is damaged): read as data, its shape checked, never through a link."""
+    from .store import read_json
+
+    obj, why = read_json(path)
+    if why is None and obj is not None:
+        why = measure_problem(name, obj, n)
+    return (None, why) if why else (obj, None)
+
+
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def read_summary(folder: Path) -> tuple[dict | None, list[str]]:
+    """An analyze folder's summary.json as the report uses it, or (None, what is damaged). The
+    per-model tables are rebuilt from the measures, so that they cannot disagree with them."""
+    from .store import read_json
+
+    path = folder / "summary.json"
+    s, why = read_json(path)
+    if why or not isinstance(s, dict):
+        return None, [f"summary.json: {why or ('missing' if s is None else 'not a JSON object')}"]
+    problems = [f"summary.json: {key} is not text" for key in ("model", "data", "loss", "mode") if not isinstance(s.get(key), str)]
+    if not _count(s.get("train_size")):
+        problems.append("summary.json: train_size is not a number of images")
+    if not _strings(s.get("failed", [])):
+        problems.append("summary.json: failed is not a list of measures")
+    if s.get("diverged") is not None and not isinstance(s["diverged"], str):
+        problems.append("summary.json: diverged is not text")
+    n = None
+    if "models" in s:
+        if not _strings(s["models"]) or not s["models"] or not isinstance(s.get("run"), str) or not _strings(s.get("skipped_diverged", [])):
+            problems.append("summary.json: models, run or skipped_diverged is not what dlscope analyze --run writes")
+        else:
+            n = len(s["models"])
+    for name in MEASURES:
+        if s.get(name) is not None and (why := measure_problem(name, s[name], n)):
+            problems.append(f"summary.json: {name}: {why}")
+    if problems:
+        return None, problems
+    if n is not None:
+        s["per_model"] = per_model(s, s["models"])
+    return s, []
+
+
+# --------------------------------------------------------------------------- the run
+
+
 def kept_models(run_dir: Path, only: list[str] | None = None) -> list[dict]:
     """The trained models a study's run folder keeps: [{"experiment", "trial", "model", "labels",
     "params", "buffers"}], one entry per trial that kept weights (experiments/curvature.py).
     run_dir is the study's folder or one experiment's folder. ConfigError (one line) when it holds
-    no run, or no kept models."""
+    no run, or no kept models; RunFolderError when a folder of it is a link."""
     from . import experiments
     from .experiments.base import ConfigError
-    from .store import read_pt
+    from .store import RunStore, read_pt
 
     if not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: no such folder")
@@ -150,8 +423,10 @@ def kept_models(run_dir: Path, only: list[str] | None = None) -> list[dict]:
         folders = [f for f in folders if f.name in only]
     kept = []
     for folder in folders:
+        if folder != run_dir:  # an experiment's folder, or its trials/, that is a link: nothing is read through it
+            RunStore(run_dir, folder.name).check_folders()
         for path in sorted((folder / "trials").glob("*.pt")):
-            result = read_pt(path)  # tensors only: torch.load(weights_only=True)
+            result = read_pt(path)  # tensors only (weights_only=True), never through a link
             w = (result or {}).get("weights")
             if isinstance(w, dict) and isinstance(w.get("params"), dict) and w["params"]:
                 kept.append({"experiment": folder.name, "trial": path.stem, **w})
@@ -170,13 +445,23 @@ def load_kept(kept: list[dict]):
     from .engine import Ensemble
     from .experiments.base import ConfigError, blown_up
 
-    names = sorted({k["model"] for k in kept})
+    names = sorted({str(k.get("model")) for k in kept})
     if len(names) != 1:
         raise ConfigError(f"--run: the kept models are of several architectures ({', '.join(names)}); choose one with --experiment")
-    params = {k: torch.cat([m["params"][k] for m in kept]) for k in kept[0]["params"]}
-    buffers = {k: torch.cat([m["buffers"][k] for m in kept]) for k in kept[0]["buffers"]}
-    labels = [f"{m['experiment']}: {lab}" for m in kept for lab in m["labels"]]
-    ens = Ensemble(models.build(names[0]), params, buffers)
+    try:
+        params = {k: torch.cat([m["params"][k] for m in kept]) for k in kept[0]["params"]}
+        buffers = {k: torch.cat([m["buffers"][k] for m in kept]) for k in kept[0].get("buffers") or {}}
+        labels = [f"{m['experiment']}: {lab}" for m in kept for lab in m["labels"]]
+        module = models.build(names[0])
+        for have, want in ((params, dict(module.named_parameters())), (buffers, dict(module.named_buffers()))):
+            if set(have) != set(want) or any(have[k].shape[1:] != want[k].shape for k in want):
+                raise ValueError("weights of other names or shapes")
+        ens = Ensemble(module, params, buffers)
+        if not all(isinstance(lab, str) for lab in labels) or len(labels) != ens.n:
+            raise ValueError(f"{len(labels)} labels for {ens.n} models")
+    except Exception as e:  # a kept file of another shape: data from elsewhere, never trusted
+        trials = ", ".join(f"{m['experiment']}/trials/{m['trial']}.pt" for m in kept)
+        raise ConfigError(f"--run: the kept models ({trials}) do not load as {names[0]} ({_first_line(e)})") from None
     bad = blown_up(ens)
     ok = [i for i, b in enumerate(bad) if not b]
     if not ok:
@@ -187,71 +472,107 @@ def load_kept(kept: list[dict]):
     return ens, names[0], data, [labels[i] for i in ok], [labels[i] for i, b in enumerate(bad) if b]
 
 
-def run(args) -> int:
+@dataclass
+class Plan:
+    """What a checked `dlscope analyze` will do: everything known before anything is written."""
+
+    out: Path
+    store: object  # store.RunStore of the analyze folder
+    config: dict
+    model: object  # an nn.Module, or an engine.Ensemble of a run's kept models
+    data: tuple
+    labels: list[str] | None = None  # a run's kept models, in order
+    skipped: list[str] = field(default_factory=list)  # kept models left out: diverged
+    diverged: str | None = None  # why the model counts as diverged (nothing is measured)
+
+
+def plan(args) -> Plan:
+    """Every check of `dlscope analyze`, in order: settings, the folder, the model and its
+    weights, the data, one forward pass. Reads only; nothing is written (not even --out)."""
     from . import data as datasets
     from .experiments.base import ConfigError
-    from .store import write_json
+    from .store import RunStore
 
-    if args.model and (args.data is None or args.out is None):
-        raise ConfigError("--model needs --data and --out")
-    if args.run and (args.weights or args.data):
-        raise ConfigError("--run measures the run's own models on their own data: drop --weights and --data")
-    if args.experiment and not args.run:
-        raise ConfigError("--experiment goes with --run")
-    labels, skipped = None, []
-    if args.run:
-        kept = kept_models(Path(args.run), args.experiment)
-        model, arch, args.data, labels, skipped = load_kept(kept)
+    check_settings(args)
     out = Path(args.out) if args.out else Path(args.run) / "analyze"
+    store = RunStore.folder(out, SUBFOLDERS, "dlscope analyze")
+    try:
+        if out.exists() and not out.is_dir() and not out.is_symlink():
+            raise ConfigError(f"--out {out}: a file, not a folder")
+        store.check_folders()  # a link out of the folder: refused before any work
+    except OSError as e:  # a name too long, a folder that cannot be read
+        raise ConfigError(f"--out {out}: cannot use that folder ({e.strerror or e})") from None
+    labels, skipped, diverged = None, [], None
+    if args.run:
+        model, arch, args.data, labels, skipped = load_kept(kept_models(Path(args.run), args.experiment))
+        check_train_size(args)  # the data set is known now
+    else:
+        model = load_factory(args.model)
+        if args.weights:
+            load_weights(model, args.weights)
+    split = datasets.load(args.data, "cpu", args.data_dir, train_size=args.train_size).train
+    if len(split) != args.train_size:  # a smaller data root, or too few images of a class for a balanced subset
+        raise ConfigError(f"--train-size {args.train_size}: a class-balanced subset of {args.data} has only {len(split)} "
+                          f"images here; choose at most {len(split)}")
+    if not args.run:
+        diverged = check_model(model, args.model, split.x, split.y, args)
     config = {k: getattr(args, k) for k in ("model", "weights", "data", "train_size", "loss", "mode", "seed", "k", "trace_hvp",
                                              "density_vectors", "density_steps", "sharpness_steps", "plane_steps")}
     config["weights"] = str(Path(args.weights).resolve()) if args.weights else None
     if args.run:
         config.update(model=arch, run=str(Path(args.run).resolve()), experiment=sorted(args.experiment or []), models=labels)
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != config:
-            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise ConfigError(f"{out} was made with other settings ({', '.join(diff)}); use another --out")
-    write_json(cfg_path, config)
+    try:
+        store.check(config)  # other settings in the folder: refused; a damaged config.json: named
+    except OSError as e:  # a name too long, a folder that cannot be read
+        raise ConfigError(f"--out {out}: cannot use that folder ({e.strerror or e})") from None
+    return Plan(out, store, config, model, (split.x, split.y), labels, skipped, diverged)
 
-    results, failed = {}, []
-    todo = [m for m in args.measures if not (out / "measures" / f"{m}.json").exists()]
-    if todo:  # (a finished folder is summarised again without loading anything)
-        if not args.run:
-            model = load_factory(args.model)
-            if args.weights:
-                load_weights(model, args.weights)
-        split = datasets.load(args.data, "cpu", args.data_dir, train_size=args.train_size).train
-        data = (split.x, split.y)
-    for name in args.measures:
-        path, err = out / "measures" / f"{name}.json", out / "measures" / f"{name}.error.txt"
-        if name not in todo:
-            results[name] = json.loads(path.read_text())
-            print(f"{name}: done before, kept")
-            continue
-        try:
-            results[name] = _finite(_compute(name, model, data, args))
-        except Exception as e:  # one failing measure never loses the others
-            from .files import write_text_atomic
 
-            write_text_atomic(err, traceback.format_exc())
-            failed.append(name)
-            print(f"{name}: FAILED ({type(e).__name__}: {e})", file=sys.stderr)
-            continue
-        write_json(path, results[name])
-        if err.exists():
-            err.unlink()
-        print(f"{name}: {_one_line(name, results[name]) if labels is None else 'done'}")
+def run(args) -> int:
+    """`dlscope analyze`: checks first (plan), then the measures into the folder, under its lock,
+    through the run folder's code (store.RunStore): a kill at any moment resumes."""
+    from .runner import run_folder
+    from .store import write_json
 
-    summary = {"model": config["model"], "data": args.data, "train_size": args.train_size, "loss": args.loss, "mode": args.mode,
-               **{m: results.get(m) for m in MEASURES}, "failed": failed}
-    if labels is not None:
-        summary.update(run=config["run"], models=labels, skipped_diverged=skipped, per_model=per_model(results, labels))
-    write_json(out / "summary.json", summary)
-    render(out, summary)
-    print(f"-> {out}")
+    p = plan(args)
+    with run_folder(p.out):  # makes the folder, holds its lock (a second writer is refused)
+        p.store.prepare(p.config)  # config.json, and the temporary files of killed writes removed
+        (p.out / "measures").mkdir(exist_ok=True)  # also when nothing is measured: it marks an analyze folder
+        n = len(p.labels) if p.labels is not None else None
+        results, failed = {}, []
+        if p.diverged:
+            print(f"the model diverged ({p.diverged}): recorded; nothing to measure")
+        for name in args.measures:
+            path, err = p.out / "measures" / f"{name}.json", p.out / "measures" / f"{name}.error.txt"
+            kept, damaged = read_measure(path, name, n)
+            if kept is not None:
+                results[name] = kept
+                print(f"{name}: done before, kept")
+                continue
+            if damaged:
+                print(f"dlscope: {path}: damaged ({damaged}); computing {name} again", file=sys.stderr)
+            if p.diverged:
+                continue
+            try:
+                results[name] = _finite(_compute(name, p.model, p.data, args))
+            except Exception as e:  # one failing measure never loses the others
+                from .files import write_text_atomic
+
+                write_text_atomic(err, traceback.format_exc())
+                failed.append(name)
+                print(f"{name}: FAILED ({_first_line(e)})", file=sys.stderr)
+                continue
+            write_json(path, results[name])
+            err.unlink(missing_ok=True)
+            print(f"{name}: {_one_line(name, results[name]) if p.labels is None else 'done'}")
+
+        summary = {"model": p.config["model"], "data": args.data, "train_size": args.train_size, "loss": args.loss,
+                   "mode": args.mode, **{m: results.get(m) for m in MEASURES}, "failed": failed, "diverged": p.diverged}
+        if p.labels is not None:
+            summary.update(run=p.config["run"], models=p.labels, skipped_diverged=p.skipped, per_model=per_model(results, p.labels))
+        write_json(p.out / "summary.json", summary)
+        render(p.out, summary)
+    print(f"-> {p.out}")
     return 1 if failed else 0
 
 
@@ -259,6 +580,18 @@ def render(out: Path, summary: dict) -> list[Path]:
     """The figures and report.md / report.html of an analyze folder, from its summary."""
     figures = write_figures(out, summary)
     return write_report(out, summary, figures)
+
+
+def render_folder(folder: Path) -> list[Path]:
+    """`dlscope report` on an analyze folder: its figures and report again, from its summary read
+    as data. RunFolderError (one line) if the summary is damaged or a folder of it is a link."""
+    from .store import RunFolderError, RunStore
+
+    RunStore.folder(folder, SUBFOLDERS, "dlscope analyze").check_folders()
+    summary, damaged = read_summary(folder)
+    if damaged:
+        raise RunFolderError(f"{folder} is damaged ({'; '.join(damaged)}); run dlscope analyze again to write it anew")
+    return render(folder, summary)
 
 
 def is_analyze_folder(path: Path) -> bool:
@@ -283,12 +616,13 @@ def per_model(results: dict, labels: list[str]) -> list[dict]:
 
 
 def _one_line(name: str, r: dict) -> str:
+    """A measure's result in one line; a non-finite number (null) shows as n/a."""
     if name == "top_eigenvalues":
-        return "λ = " + ", ".join(f"{v:.4g}" for v in r["values"] if v is not None)
+        return "λ = " + ", ".join(_fmt(v) for v in r["values"])
     if name == "trace":
-        return f"{r['value']:.4g}  95% [{r['ci'][0]:.4g}, {r['ci'][1]:.4g}]  ({r['n_hvp']} HVPs, {r['method']})"
+        return f"{_fmt(r['value'])}  95% [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]  ({r['n_hvp']} HVPs, {r['method']})"
     if name == "sharpness":
-        return "  ".join(f"{k} {v['value']:.4g}" for k, v in r.items() if v["value"] is not None)
+        return "  ".join(f"{k} {_fmt(v['value'])}" for k, v in r.items())
     if name == "plane":
         return f"{len(r['alphas'])}×{len(r['betas'])} grid"
     return f"{r.get('n_vectors')} vectors × {r.get('steps')} steps"
@@ -302,7 +636,6 @@ def write_figures(out: Path, summary: dict) -> list[tuple[str, Path]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     from .analysis import Density, Plane, plot_density, plot_plane
     from .files import atomic_file
@@ -321,15 +654,14 @@ def write_figures(out: Path, summary: dict) -> list[tuple[str, Path]]:
         return figs
 
     d = summary.get("density")
-    if d:
-        dens = Density(torch.tensor(d["nodes"], dtype=torch.float64), torch.tensor(d["weights"], dtype=torch.float64), d["n_hvp"], d)
+    if d and _drawable(d):
+        dens = Density(_array(d["nodes"], 2), _array(d["weights"], 2), d["n_hvp"], d)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         plot_density(dens, ax, label=f"{summary['model']} (n = {d['n_vectors']} vectors)")
         save(fig, "density.png", "Hessian spectral density (stochastic Lanczos quadrature)")
     p = summary.get("plane")
     if p:
-        plane = Plane(p["alphas"], p["betas"], torch.tensor([[float("nan") if v is None else v for v in row] for row in p["loss"]],
-                                                             dtype=torch.float64), (None, None), p)
+        plane = Plane(p["alphas"], p["betas"], _array(p["loss"], 2), (None, None), p)
         fig, ax = plt.subplots(figsize=(5.2, 4.4))
         plot_plane(plane, ax, title=f"{summary['model']}: loss on a filter-normalised plane ({len(p['alphas'])}×{len(p['betas'])})")
         save(fig, "plane.png", "Loss plane (Li et al. 2018), the model at the centre")
@@ -361,7 +693,6 @@ def _per_model_figures(summary: dict, save) -> None:
     """A run's kept models: the density of each (one line per model) and the planes of the first
     SHOWN_MODELS, each in its own panel (the table is in the report)."""
     import matplotlib.pyplot as plt
-    import torch
 
     from .analysis import Density, Plane, plot_plane
 
@@ -370,8 +701,9 @@ def _per_model_figures(summary: dict, save) -> None:
     if d:
         fig, ax = plt.subplots(figsize=(8, 4))
         for m in rows:
-            dens = Density(torch.tensor(m["density"]["nodes"], dtype=torch.float64),
-                           torch.tensor(m["density"]["weights"], dtype=torch.float64), d["n_hvp"], d)
+            if not _drawable(m["density"]):
+                continue
+            dens = Density(_array(m["density"]["nodes"], 2), _array(m["density"]["weights"], 2), d["n_hvp"], d)
             grid, y = dens.curve()
             ax.plot(grid.numpy(), y.clamp_min(1e-12).numpy(), lw=1, label=m["label"])
         ax.set(yscale="log", xlabel="eigenvalue λ", ylabel="density (Gaussian-smoothed)")
@@ -386,12 +718,19 @@ def _per_model_figures(summary: dict, save) -> None:
                                  squeeze=False, layout="constrained")
         for ax, m in zip(axes.flat, shown):
             p = m["plane"]
-            grid = torch.tensor([[float("nan") if v is None else v for v in r] for r in p["loss"]], dtype=torch.float64)
+            grid = _array(p["loss"], 2)
             plot_plane(Plane(p["alphas"], p["betas"], grid, (None, None), summary["plane"]), ax, title=m["label"])
         for ax in list(axes.flat)[len(shown):]:
             ax.axis("off")
         more = f" (the first {len(shown)} of {len(rows)}; all in summary.json)" if len(rows) > len(shown) else ""
         save(fig, "plane.png", f"Loss plane (Li et al. 2018) around each kept model{more}, the model at the centre")
+
+
+def _drawable(density: dict) -> bool:
+    """Whether a density's nodes and weights are all finite (a diverged one has nothing to draw)."""
+    import torch
+
+    return bool(torch.isfinite(_array(density["nodes"], 2)).all() and torch.isfinite(_array(density["weights"], 2)).all())
 
 
 def _fmt(v) -> str:
@@ -441,6 +780,9 @@ def summary_text(summary: dict) -> list[str]:
                      + "; ".join(b for b in budget if b) + ".")
         if summary.get("skipped_diverged"):
             lines.append(f"Left out (diverged): {', '.join(summary['skipped_diverged'])}.")
+    if summary.get("diverged"):
+        lines.append(f"The model diverged ({summary['diverged']}): nothing was measured, and every measure is recorded "
+                     f"as not finite (null).")
     if summary.get("failed"):
         lines.append(f"Failed measures (see measures/*.error.txt): {', '.join(summary['failed'])}")
     return lines

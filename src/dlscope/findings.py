@@ -2,29 +2,71 @@
 is a function of the experiment's own numbers that returns a Finding with a verdict.
 
 A verdict is "shown", "not shown" or "inconclusive":
-    shown         the uncertainty interval lies wholly on the claimed side (beyond `margin`)
-    not shown     the interval lies wholly on the other side: the data decide against the claim
-    inconclusive  the interval straddles the line: the seeds disagree or the budget cannot decide
-Every Finding carries the statistic it used, its value, a 95% interval over seeds (or points), n,
-and a one-line note; `summary.json` stores them as `"findings": [Finding.as_dict(), ...]`.
+    shown         the 95% interval lies wholly on the claimed side (beyond `margin`), or, for the
+                  rank tests, the exact one-sided p is at most 2.5%
+    not shown     the data decide against the claim: the interval lies wholly on the other side
+                  (or wholly below a declared negligible effect), or the exact test decides the
+                  opposite direction
+    inconclusive  neither: the seeds disagree, or this n cannot show an effect of this size;
+                  `detectable` says which effect it could have shown
 
-The statistics here are plain and deterministic (a seeded bootstrap, exact counts), so the same
-numbers always give the same verdict and anyone can recompute one from summary.json.
+One method per kind of claim, chosen for honest coverage at 3 to 10 seeds (see
+../shared/docs/STATISTICS.md; a percentile bootstrap over 3 values is [min, max] and covers the
+mean 75% of the time, so none is used here):
+    greater      a difference paired by seed: Student-t interval of the mean; from 6 seeds on also
+                 an exact sign-flip permutation test, and both must agree. share=True: the share of
+                 seeds where A wins, Clopper-Pearson (for outcomes where a model stalls in some seeds)
+    trend        a monotone trend or an ordering over a sweep, seed by seed: Page's L test, exact
+                 (seeds as blocks); effect size the mean per-seed Spearman rho, t-interval over seeds
+    within       the mean lies inside [low, high]: Student-t interval
+    at_least /   a share of runs: Clopper-Pearson (exact binomial) interval
+    at_most
+    correlation  an association over many independent runs: Spearman's rho, a permutation p, and a
+                 Fisher-z interval with the Bonett-Wright variance
+    all_of       a claim that holds only if each of its parts does (intersection-union: p = max)
+Each returns a `Stat`, which unpacks as (value, ci, verdict, n) and also carries `test`, `p`,
+`sample` (the numbers and parameters the statistic is computed from: anyone can recompute the
+verdict from summary.json alone) and `detectable` (the smallest effect, in the units of `value`,
+that this n and spread could show). `Finding.from_stat` turns one into a Finding;
+`holm_survivors` applies Holm's correction over a report's findings.
+
+Everything is deterministic: the same numbers always give the same verdict.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from functools import lru_cache
+from typing import Any, Sequence
 
 import numpy as np
+from scipy import stats
 
 SHOWN, NOT_SHOWN, INCONCLUSIVE = "shown", "not shown", "inconclusive"
 VERDICTS = (SHOWN, NOT_SHOWN, INCONCLUSIVE)
 LEVEL = 0.95
-N_BOOT = 4000
-BOOT_SEED = 0  # fixed: a verdict is a function of the numbers alone
+ALPHA_ONE_SIDED = (1 - LEVEL) / 2  # a two-sided 95% interval clears a line <=> one-sided p <= 2.5%
+SIGN_FLIP_MIN_N = 6  # below 6 seeds no sign-flip test can reach p < 0.05 two-sided (min p = 2 * 2^-n)
+PERM_RESAMPLES = 9999  # correlation's permutation p beyond exact enumeration (seeded: deterministic)
+PERM_SEED = 0
+EXACT_PERM_MAX_N = 8  # correlation: all n! pairings up to this n
+
+
+class Stat(tuple):
+    """A claim's statistic: unpacks as (value, ci, verdict, n), and carries how it was computed."""
+
+    def __new__(cls, value, ci, verdict, n, *, test: str, p: float | None = None, sample: Any = None,
+                detectable: float | None = None, reason: str = ""):
+        self = super().__new__(cls, (_num(value), _interval(ci), verdict, int(n)))
+        self.test, self.p, self.sample, self.detectable, self.reason = test, _num(p), sample, _num(detectable), reason
+        return self
+
+    value = property(lambda self: self[0])
+    ci = property(lambda self: self[1])
+    verdict = property(lambda self: self[2])
+    n = property(lambda self: self[3])
 
 
 @dataclass
@@ -36,17 +78,31 @@ class Finding:
     statistic: str  # what `value` is, in words ("mean over seeds of test-acc(cnn-2) − test-acc(cnn-1)")
     value: float | None
     ci: list[float] | None  # [low, high], a 95% interval of `value`; None where there is none
-    n: int  # seeds or points the statistic rests on
+    n: int  # seeds or runs the statistic rests on
     note: str = ""  # one line: why this verdict (which seeds disagree, which budget cannot decide)
+    test: str = ""  # the method (see the module docstring), e.g. "paired-t", "page-L"
+    p: float | None = None  # its p-value, one-sided in the claimed direction
+    sample: Any = None  # the numbers it is computed from, with the claim's parameters
+    detectable: float | None = None  # the smallest value this design could have shown
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r}: must be one of {VERDICTS}")
 
+    @classmethod
+    def from_stat(cls, stat: Stat, id: str, claim: str, source: str, statistic: str, note: str = "") -> "Finding":
+        value, ci, verdict, n = stat
+        reason = stat.reason if verdict == INCONCLUSIVE and stat.reason else ""
+        note = "; ".join(x for x in (note, reason) if x)
+        return cls(id, claim, source, verdict, statistic, value, ci, n, note,
+                   stat.test, stat.p, stat.sample, stat.detectable)
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["value"] = _num(d["value"])
-        d["ci"] = None if d["ci"] is None else [_num(c) for c in d["ci"]]
+        d["ci"] = _interval(d["ci"])
+        d["p"] = _num(d["p"])
+        d["detectable"] = _num(d["detectable"])
         return d
 
 
@@ -57,128 +113,410 @@ def _num(x):
     return x if math.isfinite(x) else None
 
 
+def _interval(ci):
+    if ci is None:
+        return None
+    lo, hi = (_num(c) for c in ci)
+    return None if lo is None or hi is None else [lo, hi]
+
+
 def finite(values: Sequence[float]) -> np.ndarray:
     a = np.asarray([float(v) for v in values if v is not None], dtype=float)
     return a[np.isfinite(a)]
 
 
-def bootstrap_ci(values: Sequence[float], statistic: Callable = np.mean, level: float = LEVEL,
-                 n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> list[float] | None:
-    """Percentile bootstrap interval of `statistic` over `values` (non-finite values dropped).
-    None with fewer than 2 values: one seed has no spread to bootstrap."""
-    a = finite(values)
+def _floats(a) -> list[float]:
+    return [float(v) for v in a]
+
+
+def none_reason(n: int, what: str = "seeds") -> str:
+    return f"no {what} with a value" if n == 0 else f"one {what[:-1]} only: no interval"
+
+
+# --------------------------------------------------------------------------- a mean (paired by seed)
+
+def t_interval(a: np.ndarray, level: float = LEVEL) -> list[float] | None:
+    """Student-t interval of the mean (scipy's ttest_1samp). Zero width only when the values are
+    identical; None below 2 values."""
     if len(a) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    stats = statistic(a[idx], axis=1)
-    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
+    if np.all(a == a[0]):
+        return [float(a[0]), float(a[0])]
+    ci = stats.ttest_1samp(a, 0.0).confidence_interval(level)
+    return [float(ci.low), float(ci.high)]
 
 
-def verdict_from_ci(ci: list[float] | None, margin: float = 0.0) -> str:
-    """shown if the whole interval lies above `margin`, not shown if it lies at or below it."""
-    if ci is None:
-        return INCONCLUSIVE
-    lo, hi = ci
-    if lo > margin:
-        return SHOWN
-    if hi <= margin:
-        return NOT_SHOWN
-    return INCONCLUSIVE
+def t_detectable(a: np.ndarray, margin: float = 0.0) -> float | None:
+    """The smallest mean this n and spread could show beyond `margin`: margin + t_0.975 * s / sqrt(n)."""
+    if len(a) < 2:
+        return None
+    return margin + float(stats.t.ppf(1 - ALPHA_ONE_SIDED, len(a) - 1)) * float(a.std(ddof=1)) / math.sqrt(len(a))
 
 
-def greater(diffs: Sequence[float], margin: float = 0.0) -> tuple[float | None, list[float] | None, str, int]:
-    """The claim "the differences are positive" (beyond `margin`), as (mean, 95% CI, verdict, n).
-    Pass per-seed differences (paired by seed) or any sample whose mean should exceed margin."""
+def t_p_greater(a: np.ndarray, margin: float = 0.0) -> float | None:
+    """One-sided p of "mean > margin" (paired t)."""
+    if len(a) < 2:
+        return None
+    if np.all(a == a[0]):
+        return 0.0 if a[0] > margin else 1.0
+    return float(stats.ttest_1samp(a, margin, alternative="greater").pvalue)
+
+
+def sign_flip_p(a: np.ndarray, margin: float = 0.0) -> float:
+    """Exact one-sided sign-flip permutation p of "mean > margin": every one of the 2^n sign
+    patterns of a - margin (scipy's permutation_test; exact up to its resample budget)."""
+    d = a - margin
+    res = stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="greater",
+                                 n_resamples=2 ** min(len(d), 16), vectorized=False,
+                                 rng=np.random.default_rng(PERM_SEED))
+    return float(res.pvalue)
+
+
+def greater(diffs: Sequence[float], margin: float = 0.0, *, share: bool = False,
+            negligible: float = 0.0) -> Stat:
+    """The claim "the differences are positive" (beyond `margin`), paired by seed.
+
+    Default: value = the mean, ci = Student-t 95% interval (assumes roughly normal per-seed
+    differences); shown if the interval lies above margin and, from 6 seeds on, the exact sign-flip
+    test agrees (p <= 2.5%, no normality assumed); not shown if the interval lies below
+    margin + negligible. `share=True` asks instead whether A wins in most seeds (value = share of
+    seeds with a difference above margin, Clopper-Pearson interval against 1/2): use it where the
+    outcome is bimodal (a model stalls in some seeds), where a mean says little."""
     a = finite(diffs)
-    ci = bootstrap_ci(a)
-    value = float(a.mean()) if len(a) else None
-    return value, ci, verdict_from_ci(ci, margin), len(a)
+    n = len(a)
+    if share:
+        wins = int((a > margin).sum())
+        s = at_least(wins, n, 0.5, strict=True)
+        return Stat(s.value, s.ci, s.verdict, n, test="share-clopper-pearson", p=s.p,
+                    sample={"diffs": _floats(a), "margin": margin}, detectable=s.detectable, reason=s.reason)
+    sample = {"diffs": _floats(a), "margin": margin, "negligible": negligible}
+    value = float(a.mean()) if n else None
+    if n < 2:
+        return Stat(value, None, INCONCLUSIVE, n, test="paired-t", sample=sample, reason=none_reason(n))
+    ci = t_interval(a)
+    p = t_p_greater(a, margin)
+    test = "paired-t"
+    flip_ok = True
+    if n >= SIGN_FLIP_MIN_N:
+        test = "paired-t+sign-flip"
+        p_flip = sign_flip_p(a, margin)
+        flip_ok = p_flip <= ALPHA_ONE_SIDED
+        p = max(p, p_flip)  # both must agree: report the weaker of the two
+    detectable = t_detectable(a, margin)
+    if ci[0] > margin and flip_ok:
+        verdict, reason = SHOWN, ""
+    elif ci[1] < margin + negligible:
+        verdict, reason = NOT_SHOWN, ""
+    else:
+        verdict, reason = INCONCLUSIVE, small_n_reason(n, a, margin, detectable)
+    return Stat(value, ci, verdict, n, test=test, p=p, sample=sample, detectable=detectable, reason=reason)
 
+
+def small_n_reason(n: int, a: np.ndarray, margin: float, detectable: float | None) -> str:
+    sd_units = float(stats.t.ppf(1 - ALPHA_ONE_SIDED, n - 1)) / math.sqrt(n)
+    if detectable is None:
+        return ""
+    return (f"with n = {n} this design shows only means above {detectable:.3g} "
+            f"({sd_units:.2f} SD of the per-seed values above {margin:g})")
+
+
+def within(values: Sequence[float], low: float, high: float) -> Stat:
+    """The claim "the mean lies inside [low, high]" (e.g. test accuracy at chance): shown if the
+    Student-t interval lies wholly inside, not shown if it lies wholly outside."""
+    a = finite(values)
+    n = len(a)
+    value = float(a.mean()) if n else None
+    sample = {"values": _floats(a), "low": low, "high": high}
+    if n < 2:
+        return Stat(value, None, INCONCLUSIVE, n, test="within-t", sample=sample, reason=none_reason(n))
+    ci = t_interval(a)
+    # one-sided p of "inside": the larger of the two one-sided tests (an intersection of both)
+    p = max(t_p_greater(a, low), t_p_greater(-a, -high))
+    half = (ci[1] - ci[0]) / 2
+    if low <= ci[0] and ci[1] <= high:
+        verdict, reason = SHOWN, ""
+    elif ci[1] < low or ci[0] > high:
+        verdict, reason = NOT_SHOWN, ""
+    else:
+        verdict, reason = INCONCLUSIVE, f"with n = {n} the interval is ±{half:.3g} wide and reaches an edge"
+    return Stat(value, ci, verdict, n, test="within-t", p=p, sample=sample, detectable=half, reason=reason)
+
+
+# --------------------------------------------------------------------------- shares of runs
+
+def clopper_pearson(k: int, n: int, level: float = LEVEL) -> list[float] | None:
+    """Exact (Clopper-Pearson) interval for k successes in n trials; None for n = 0."""
+    if n <= 0:
+        return None
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
+proportion_ci = clopper_pearson  # the name callers know
+
+
+@lru_cache(maxsize=None)
+def _smallest_share_shown(n: int, fraction: float) -> float | None:
+    return next((j / n for j in range(n + 1) if clopper_pearson(j, n)[0] > fraction), None)
+
+
+@lru_cache(maxsize=None)
+def _largest_share_shown(n: int, fraction: float) -> float | None:
+    return next((j / n for j in range(n, -1, -1) if clopper_pearson(j, n)[1] < fraction), None)
+
+
+def at_least(k: int, n: int, fraction: float, *, strict: bool = False) -> Stat:
+    """The claim "at least `fraction` of the n cases succeed" (more than, if strict), from k
+    successes: shown if the Clopper-Pearson interval's low end lies above `fraction`, not shown if
+    its high end lies below. `detectable`: the smallest share of n that would be shown."""
+    k, n = int(k), int(n)
+    sample = {"k": k, "n": n, "fraction": fraction}
+    ci = clopper_pearson(k, n)
+    if ci is None:
+        return Stat(None, None, INCONCLUSIVE, 0, test="clopper-pearson", sample=sample, reason="no runs")
+    p = float(stats.binomtest(k, n, fraction, alternative="greater").pvalue) if 0 < fraction < 1 else None
+    smallest = _smallest_share_shown(n, fraction)
+    if ci[0] > fraction or (not strict and ci[0] >= fraction and fraction > 0):
+        verdict, reason = SHOWN, ""
+    elif ci[1] < fraction:
+        verdict, reason = NOT_SHOWN, ""
+    else:
+        verdict = INCONCLUSIVE
+        reason = (f"with n = {n} even {n} of {n} cannot show a share above {fraction:g}" if smallest is None else
+                  f"with n = {n} a share of at least {smallest:.3g} would be needed")
+    return Stat(k / n, ci, verdict, n, test="clopper-pearson", p=p, sample=sample, detectable=smallest, reason=reason)
+
+
+def at_most(k: int, n: int, fraction: float) -> Stat:
+    """The claim "fewer than `fraction` of the n cases have the property", from k that have it:
+    shown if the Clopper-Pearson interval's high end lies below `fraction`, not shown if its low
+    end lies above."""
+    k, n = int(k), int(n)
+    sample = {"k": k, "n": n, "fraction": fraction}
+    ci = clopper_pearson(k, n)
+    if ci is None:
+        return Stat(None, None, INCONCLUSIVE, 0, test="clopper-pearson-at-most", sample=sample, reason="no runs")
+    p = float(stats.binomtest(k, n, fraction, alternative="less").pvalue) if 0 < fraction < 1 else None
+    largest = _largest_share_shown(n, fraction)
+    if ci[1] < fraction:
+        verdict, reason = SHOWN, ""
+    elif ci[0] > fraction:
+        verdict, reason = NOT_SHOWN, ""
+    else:
+        verdict = INCONCLUSIVE
+        reason = (f"with n = {n} even 0 of {n} cannot show a share below {fraction:g}" if largest is None else
+                  f"with n = {n} a share of at most {largest:.3g} would be needed")
+    return Stat(k / n, ci, verdict, n, test="clopper-pearson-at-most", p=p, sample=sample, detectable=largest,
+                reason=reason)
+
+
+# --------------------------------------------------------------------------- trends over a sweep
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman's rank correlation (average ranks for ties); None if either side is constant."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2 or len(x) != len(y):
+    if len(x) < 2 or len(x) != len(y) or np.all(x == x[0]) or np.all(y == y[0]):
         return None
-    rx, ry = _ranks(x), _ranks(y)
-    sx, sy = rx.std(), ry.std()
-    if sx == 0 or sy == 0:
+    return float(stats.spearmanr(x, y).statistic)
+
+
+@lru_cache(maxsize=None)
+def _page_block_counts(k: int) -> np.ndarray:
+    """counts[v] = how many permutations r of 1..k have sum_j j * r_j = v: the null distribution of
+    one seed's Page statistic. Dynamic programming over the set of ranks used (2^k states), so
+    k = 11 sweep points take milliseconds where enumerating 11! orders would take minutes."""
+    top = sum(j * j for j in range(1, k + 1))
+    table = {0: np.zeros(top + 1, dtype=np.float64)}
+    table[0][0] = 1.0
+    for mask in range(1 << k):
+        counts = table.pop(mask, None)
+        if counts is None:
+            continue
+        position = bin(mask).count("1") + 1
+        if position > k:
+            return counts
+        for r in range(k):
+            if not mask & (1 << r):
+                nxt = mask | (1 << r)
+                shifted = np.zeros_like(counts)
+                step = position * (r + 1)
+                shifted[step:] = counts[:len(counts) - step]
+                if nxt in table:
+                    table[nxt] += shifted
+                else:
+                    table[nxt] = shifted
+    raise AssertionError("unreachable")
+
+
+@lru_cache(maxsize=None)
+def page_null(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact null distribution of Page's L = sum over m seeds of sum_j j * rank_j (k levels):
+    (values, probabilities). Seeds are independent blocks, so it is the m-fold convolution."""
+    block = _page_block_counts(k)
+    block = block / block.sum()
+    dist = np.array([1.0])
+    for _ in range(m):
+        dist = np.convolve(dist, block)
+    return np.arange(len(dist), dtype=float), dist
+
+
+def page_p(ranks: np.ndarray) -> float:
+    """Exact one-sided p of Page's L for ranks [m seeds, k levels] (rank 1..k within each seed,
+    predicted to rise with the level): P(L >= observed) under "no ordering within any seed". Tied
+    (average) ranks are taken at the lower integer L, which keeps the p conservative."""
+    m, k = ranks.shape
+    L = float((ranks * np.arange(1, k + 1)).sum())
+    values, probs = page_null(m, k)
+    return float(min(1.0, probs[values >= math.floor(L + 1e-9)].sum()))
+
+
+def page_detectable(m: int, k: int) -> float | None:
+    """The smallest mean per-seed Spearman rho that reaches p <= 2.5% with m seeds and k levels
+    (None: no ordering can, e.g. one seed and 3 levels)."""
+    values, probs = page_null(m, k)
+    tail = np.cumsum(probs[::-1])[::-1]
+    ok = np.nonzero(tail <= ALPHA_ONE_SIDED)[0]
+    if not len(ok):
         return None
-    return float(((rx - rx.mean()) * (ry - ry.mean())).mean() / (sx * sy))
+    sum_j2 = k * (k + 1) * (2 * k + 1) / 6
+    # with no ties, rho_s = 1 - 12 (sum j^2 - L_s) / (k (k^2 - 1)); averaged over seeds:
+    return 1 - 12 * (m * sum_j2 - values[ok[0]]) / (m * k * (k * k - 1))
 
 
-def _ranks(a: np.ndarray) -> np.ndarray:
-    order = a.argsort(kind="stable")
-    ranks = np.empty(len(a))
-    ranks[order] = np.arange(len(a), dtype=float)
-    for v in np.unique(a):  # ties share their average rank
-        tie = a == v
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    return ranks
+def _rank_rows(y: np.ndarray) -> np.ndarray:
+    return np.vstack([stats.rankdata(row) for row in y])
 
 
-def trend(x: Sequence[float], per_seed_y: Sequence[Sequence[float]], sign: int = 1, margin: float = 0.0):
-    """A monotone trend of y in x, seed by seed: per_seed_y[s] holds y at each x for seed s.
-    Statistic: mean over seeds of Spearman's rho(x, y_s), times `sign` (+1: claimed rising,
-    -1: claimed falling); CI: bootstrap over seeds. With one seed, the interval comes from a
-    permutation test of that one rho instead (is it outside what shuffled y would give?).
-    Returns (value, ci, verdict, n)."""
-    rhos = [r for r in (spearman(x, ys) for ys in per_seed_y) if r is not None]
-    rhos = [sign * r for r in rhos]
-    if len(rhos) >= 2:
-        return greater(rhos, margin)
-    if len(rhos) == 1:
-        ci = permutation_band(len(x))
-        rho = rhos[0]
-        verdict = SHOWN if rho > ci[1] else NOT_SHOWN if rho <= ci[0] else INCONCLUSIVE
-        return rho, ci, verdict, 1
-    return None, None, INCONCLUSIVE, 0
+def trend(x: Sequence[float], per_seed_y: Sequence[Sequence[float]], sign: int = 1, margin: float = 0.0) -> Stat:
+    """A monotone trend of y in x, seed by seed: per_seed_y[s] holds y at each x for seed s (sign
+    +1: claimed rising, -1: claimed falling; an ordering of k models is a trend over their claimed
+    order). Test: Page's L, exact, seeds as blocks (a permutation test within each seed: no
+    assumption on the distribution of y); shown if its one-sided p <= 2.5% (and the mean rho exceeds
+    margin), not shown if Page's test decides the opposite ordering. Effect size: the mean per-seed
+    Spearman rho (times sign) with a Student-t interval over seeds (none with fewer than 2 seeds,
+    or where every seed has the same rho: no spread to estimate). A level where some seed has no
+    finite value is left out."""
+    xs = np.asarray([float(v) for v in x], float)
+    ys = np.asarray([[np.nan if v is None else float(v) for v in row] for row in per_seed_y], float).reshape(-1, len(xs))
+    keep = np.isfinite(ys).all(0) & np.isfinite(xs)
+    order = np.argsort(xs[keep], kind="stable")
+    xs, ys = xs[keep][order], ys[:, keep][:, order]
+    m, k = ys.shape
+    sample = {"x": _floats(xs), "y": [_floats(r) for r in ys], "sign": sign, "margin": margin}
+    if m == 0 or k < 3:
+        return Stat(None, None, INCONCLUSIVE, m, test="page-L", sample=sample,
+                    reason="fewer than 3 sweep points with a value in every seed")
+    rhos = np.array([sign * (spearman(xs, row) or 0.0) for row in ys])
+    value = float(rhos.mean())
+    ranks = _rank_rows(sign * ys)
+    p = page_p(ranks)
+    p_opposite = page_p(k + 1 - ranks)
+    ci = None
+    if m >= 2 and not np.all(rhos == rhos[0]):
+        lo, hi = t_interval(rhos)
+        ci = [max(lo, -1.0), min(hi, 1.0)]
+    detectable = page_detectable(m, k)
+    if p <= ALPHA_ONE_SIDED and value > margin:
+        verdict, reason = SHOWN, ""
+    elif p_opposite <= ALPHA_ONE_SIDED or (ci is not None and ci[1] < margin):
+        verdict, reason = NOT_SHOWN, ""
+    else:
+        verdict = INCONCLUSIVE
+        reason = (f"with {m} seed{'s' if m > 1 else ''} × {k} levels no ordering can reach p ≤ 0.025" if detectable is None
+                  else f"Page p = {p:.3g}; with {m} seed{'s' if m > 1 else ''} × {k} levels a mean ρ of about "
+                       f"{detectable:.2f} is needed")
+    return Stat(value, ci, verdict, m, test="page-L", p=p, sample=sample, detectable=detectable, reason=reason)
 
 
-def permutation_band(k: int, n_perm: int = N_BOOT, seed: int = BOOT_SEED) -> list[float]:
-    """The central 95% of Spearman's rho between 0..k-1 and a random permutation of it: a rho
-    outside this band is unlikely under "no trend"."""
-    if k < 2:
-        return [0.0, 0.0]
-    rng = np.random.default_rng(seed)
-    x = np.arange(k, dtype=float)
-    perms = rng.permuted(np.tile(x, (n_perm, 1)), axis=1)
-    # no ties in a permutation: Spearman's closed form, all permutations at once
-    rhos = 1 - 6 * ((perms - x) ** 2).sum(1) / (k * (k * k - 1))
-    lo, hi = np.quantile(rhos, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return [float(lo), float(hi)]
+# --------------------------------------------------------------------------- associations over runs
+
+def correlation(x: Sequence[float], y: Sequence[float], margin: float = 0.0) -> Stat:
+    """The claim "y rises with x" over independent runs (pairs with a non-finite side dropped):
+    Spearman's rho; one-sided permutation p (all pairings up to 8 runs, else 9,999 seeded
+    resamples); 95% interval from Fisher's z with the Bonett-Wright variance (1 + rho^2/2)/(n - 3).
+    shown if the interval lies above margin and the permutation p <= 2.5%; not shown if the
+    interval lies below margin. Meant for many runs (min-ratio's 100); with fewer than 10 the
+    interval is rough and mostly says so."""
+    pts = [(float(a), float(b)) for a, b in zip(x, y)
+           if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))]
+    n = len(pts)
+    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    sample = {"x": _floats(xs), "y": _floats(ys), "margin": margin}
+    rho = spearman(xs, ys) if n >= 4 else None
+    if rho is None:
+        return Stat(rho, None, INCONCLUSIVE, n, test="spearman-permutation", sample=sample,
+                    reason="fewer than 4 runs, or one side constant")
+    p = spearman_perm_p(xs, ys)
+    ci = fisher_interval(rho, n)
+    detectable = math.tanh(math.atanh(max(min(margin, 0.999), -0.999)) + 1.959964 / math.sqrt(n - 3)) if n > 3 else None
+    if ci is not None and ci[0] > margin and p <= ALPHA_ONE_SIDED:
+        verdict, reason = SHOWN, ""
+    elif ci is not None and ci[1] < margin:
+        verdict, reason = NOT_SHOWN, ""
+    else:
+        verdict = INCONCLUSIVE
+        reason = f"with n = {n} only ρ above about {detectable:.2f} can be shown" if detectable is not None else ""
+    return Stat(rho, ci, verdict, n, test="spearman-permutation", p=p, sample=sample, detectable=detectable,
+                reason=reason)
 
 
-def proportion_ci(k: int, n: int, level: float = LEVEL) -> list[float] | None:
-    """Wilson score interval for k successes in n trials."""
-    if n <= 0:
+def fisher_interval(rho: float, n: int, level: float = LEVEL) -> list[float] | None:
+    """95% interval of Spearman's rho: Fisher's z with Bonett & Wright's (2000) variance."""
+    if n <= 3:
         return None
-    z = 1.959963984540054 if level == 0.95 else float(np.sqrt(2) * _erfinv(level))
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    r = max(min(rho, 0.999999), -0.999999)
+    half = float(stats.norm.ppf(0.5 + level / 2)) * math.sqrt((1 + r * r / 2) / (n - 3))
+    return [math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)]
 
 
-def _erfinv(y: float) -> float:  # only for levels other than 95%: Newton on math.erf
-    x = 0.0
-    for _ in range(50):
-        x -= (math.erf(x) - y) / (2 / math.sqrt(math.pi) * math.exp(-x * x))
-    return x
+def spearman_perm_p(xs: np.ndarray, ys: np.ndarray) -> float:
+    """One-sided permutation p of "rho > 0": y's ranks shuffled against x's (scipy)."""
+    rx, ry = stats.rankdata(xs), stats.rankdata(ys)
+    rx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
+
+    def rho(r, axis=-1):  # Pearson of ranks, for a batch of shuffled rank vectors
+        r = r - r.mean(axis=axis, keepdims=True)
+        return (r * rx).sum(axis=axis) / np.linalg.norm(r, axis=axis)
+
+    exact = len(xs) <= EXACT_PERM_MAX_N
+    res = stats.permutation_test((ry,), rho, permutation_type="pairings", alternative="greater", vectorized=True,
+                                 n_resamples=math.inf if exact else PERM_RESAMPLES,
+                                 rng=np.random.default_rng(PERM_SEED))
+    return float(res.pvalue)
 
 
-def at_least(k: int, n: int, fraction: float) -> tuple[float | None, list[float] | None, str, int]:
-    """The claim "at least `fraction` of the n cases succeed", from k successes: verdict by the
-    Wilson interval of k/n against `fraction`. Returns (k/n, ci, verdict, n)."""
-    ci = proportion_ci(k, n)
-    if ci is None:
-        return None, None, INCONCLUSIVE, 0
-    verdict = SHOWN if ci[0] >= fraction else NOT_SHOWN if ci[1] < fraction else INCONCLUSIVE
-    return k / n, ci, verdict, n
+# --------------------------------------------------------------------------- composite claims
+
+def all_of(parts: Sequence[Stat], labels: Sequence[str]) -> Stat:
+    """A claim that holds only if each part does ("every model fits"): shown if every part is
+    shown, not shown if any part is not shown, else inconclusive. Its p is the largest of the
+    parts' (an intersection-union test: no correction needed); value, ci and n are those of the
+    part closest to failing (the largest p)."""
+    if not parts:
+        return Stat(None, None, INCONCLUSIVE, 0, test="all-of", sample={"parts": []}, reason="no parts")
+    verdicts = [s.verdict for s in parts]
+    verdict = NOT_SHOWN if NOT_SHOWN in verdicts else SHOWN if all(v == SHOWN for v in verdicts) else INCONCLUSIVE
+    weakest = max(parts, key=lambda s: 1.0 if s.p is None else s.p)
+    ps = [s.p for s in parts]
+    p = None if any(q is None for q in ps) else max(ps)
+    sample = {"parts": [{"label": lab, "test": s.test, "sample": s.sample} for s, lab in zip(parts, labels)]}
+    reasons = [f"{lab}: {s.reason}" for s, lab in zip(parts, labels) if s.verdict == INCONCLUSIVE and s.reason]
+    return Stat(weakest.value, weakest.ci, verdict, weakest.n, test="all-of", p=p, sample=sample,
+                detectable=weakest.detectable, reason="; ".join(reasons[:2]))
+
+
+# --------------------------------------------------------------------------- over a whole report
+
+def holm_survivors(ps: Sequence[float | None], alpha: float = ALPHA_ONE_SIDED) -> list[bool]:
+    """Holm's step-down correction over a report's claims at one-sided level `alpha`: True where
+    a p stays significant with every tested claim counted (None: not tested, never survives)."""
+    tested = sorted((p, i) for i, p in enumerate(ps) if p is not None)
+    keep = [False] * len(ps)
+    for rank, (p, i) in enumerate(tested):
+        if p > alpha / (len(tested) - rank):
+            break
+        keep[i] = True
+    return keep
 
 
 def render(findings: Sequence[dict]) -> list[str]:
@@ -189,52 +527,7 @@ def render(findings: Sequence[dict]) -> list[str]:
         ci_txt = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci and None not in ci else ""
         val = f.get("value")
         val_txt = f"{val:.3g}" if isinstance(val, (int, float)) else "—"
-        lines.append(f"{f['verdict'].upper():>12}  {f['id']}: {val_txt}{ci_txt}, n={f.get('n')}  ({f.get('note', '')})")
+        p = f.get("p")
+        p_txt = f", p={p:.2g}" if isinstance(p, (int, float)) else ""
+        lines.append(f"{f['verdict'].upper():>12}  {f['id']}: {val_txt}{ci_txt}, n={f.get('n')}{p_txt}  ({f.get('note', '')})")
     return lines
-
-
-def within(values: Sequence[float], low: float, high: float) -> tuple[float | None, list[float] | None, str, int]:
-    """The claim "the mean lies inside [low, high]" (e.g. test accuracy at chance), as (mean, 95%
-    CI over the values, verdict, n): shown if the whole interval lies inside, not shown if it lies
-    wholly outside, inconclusive if it straddles an edge."""
-    a = finite(values)
-    ci = bootstrap_ci(a)
-    value = float(a.mean()) if len(a) else None
-    if ci is None:
-        return value, None, INCONCLUSIVE, len(a)
-    if low <= ci[0] and ci[1] <= high:
-        verdict = SHOWN
-    elif ci[1] < low or ci[0] > high:
-        verdict = NOT_SHOWN
-    else:
-        verdict = INCONCLUSIVE
-    return value, ci, verdict, len(a)
-
-
-def correlation(x: Sequence[float], y: Sequence[float], margin: float = 0.0, n_boot: int = N_BOOT,
-                seed: int = BOOT_SEED) -> tuple[float | None, list[float] | None, str, int]:
-    """The claim "y rises with x" over paired points (pairs with a non-finite side dropped), as
-    (Spearman's rho, 95% bootstrap CI over the pairs, verdict, n). Resamples whose x or y is
-    constant have no rho and are skipped."""
-    pts = [(float(a), float(b)) for a, b in zip(x, y)
-           if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))]
-    n = len(pts)
-    rho = spearman([p[0] for p in pts], [p[1] for p in pts]) if n >= 3 else None
-    if rho is None:
-        return rho, None, INCONCLUSIVE, n
-    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    rx, ry = _row_ranks(xs[idx]), _row_ranks(ys[idx])  # Spearman = Pearson of the ranks, row by row
-    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
-    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
-    ok = den > 0
-    boots = (rx * ry).sum(1)[ok] / den[ok]
-    ci = [float(v) for v in np.quantile(boots, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])] if ok.any() else None
-    return rho, ci, verdict_from_ci(ci, margin), n
-
-
-def _row_ranks(a: np.ndarray) -> np.ndarray:
-    """Ranks within each row of a [B, n] (ties share their average rank), as _ranks does for one."""
-    less = (a[:, None, :] < a[:, :, None]).sum(-1)
-    equal = (a[:, None, :] == a[:, :, None]).sum(-1)
-    return less + (equal - 1) / 2.0

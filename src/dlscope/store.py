@@ -15,7 +15,11 @@ Every file is written to a temporary name and renamed, so a kill never leaves ha
 A run folder may come from elsewhere, so its files are data, never code: results and checkpoints
 hold only tensors, numbers, strings, lists, tuples and dicts (`storable`), and are read back with
 torch.load(weights_only=True), which builds nothing else. A result or checkpoint that does not read
-back is treated as absent: its trial runs again.
+back is treated as absent: its trial runs again. No file is read through a symbolic link
+(files.open_regular), and no folder of the run may be one (RunStore.check).
+
+`dlscope analyze` keeps its folder with the same class (RunStore.folder): config.json, measures/,
+figures/, the same lock, checks and atomic writes.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from .files import remove_temp_files, save_atomic, write_text_atomic
+from .files import open_regular, read_text_regular, remove_temp_files, save_atomic, write_text_atomic
 from .experiments.base import ConfigError
 
 
@@ -68,12 +72,30 @@ def storable(obj, where: str = "result"):
 
 
 def read_pt(path: Path):
-    """A result or checkpoint file's dict, or None when it is missing, unreadable or not a dict."""
+    """A result or checkpoint file's dict, or None when it is missing, unreadable, a link or not a dict."""
     try:
-        obj = torch.load(path, weights_only=True)
+        with open_regular(path) as f:
+            obj = torch.load(f, weights_only=True)
     except Exception:  # missing, truncated, garbage, or objects weights_only refuses to build
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def read_json(path: Path) -> tuple[object, str | None]:
+    """(the parsed JSON, None), (None, None) when the file is missing, or (None, why it is
+    unreadable: one line). A link, a folder or a FIFO is unreadable (files.open_regular)."""
+    try:
+        return json.loads(read_text_regular(path)), None
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        return None, (e.strerror or type(e).__name__)
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except ValueError as e:  # JSONDecodeError, or a number too long to convert
+        return None, f"not valid JSON ({str(e).splitlines()[0][:100]})"
+    except RecursionError:
+        return None, "nested too deeply"
 
 
 def write_json(path: Path, obj) -> None:
@@ -137,10 +159,36 @@ def checkpoint_seconds() -> float:
 
 
 class RunStore:
-    def __init__(self, out: Path | str, experiment: str):
+    """One experiment's folder, out/<experiment>/ (or, by RunStore.folder, any one folder such
+    as an analyze folder, with its own subfolders)."""
+
+    SUBFOLDERS = ("trials", "checkpoints", "figures")
+
+    def __init__(self, out: Path | str, experiment: str, subfolders: tuple[str, ...] | None = None, kind: str | None = None):
         self.root = Path(out)
         self.dir = self.root / experiment
         self.experiment = experiment
+        self.subfolders = self.SUBFOLDERS if subfolders is None else subfolders
+        self.kind = kind or experiment  # what the messages call the run
+
+    @classmethod
+    def folder(cls, path: Path | str, subfolders: tuple[str, ...], kind: str) -> "RunStore":
+        """The store of the folder `path` itself (dlscope analyze's folder)."""
+        path = Path(path)
+        return cls(path.parent, path.name, subfolders, kind)
+
+    @property
+    def folders(self) -> list[Path]:
+        return [self.dir, *(self.dir / s for s in self.subfolders)]
+
+    def check_folders(self) -> None:
+        """RunFolderError if the folder or one of its subfolders is a link or a file."""
+        for folder in self.folders:
+            if folder.is_symlink():  # a run folder from elsewhere must not send our reads and writes outside it
+                raise RunFolderError(f"{folder} is a symbolic link; dlscope writes runs only into real folders: "
+                                     f"replace it by a folder, or use another --out")
+            if folder.exists() and not folder.is_dir():
+                raise RunFolderError(f"{folder} is a file, not a folder; move it away, or use another --out")
 
     # ------------------------------------------------------------------ settings
 
@@ -148,46 +196,38 @@ class RunStore:
         """Whether the folder holds this experiment's run already (True) or not yet (False).
         Reads only. ConfigError if its settings differ; RunFolderError if it is damaged."""
         path = self.dir / "config.json"
-        for folder in (self.dir, self.dir / "trials", self.dir / "checkpoints", self.fig_dir):
-            if folder.is_symlink():  # a run folder from elsewhere must not send our writes outside it
-                raise RunFolderError(f"{folder} is a symbolic link; dlscope writes runs only into real folders: "
-                                     f"replace it by a folder, or use another --out")
-            if folder.exists() and not folder.is_dir():
-                raise RunFolderError(f"{folder} is a file, not a folder; move it away, or use another --out")
-        if not path.exists():
+        self.check_folders()
+        if not path.exists() and not path.is_symlink():
             return False
         old = self._read_config(path)
         if old != json.loads(json.dumps(config)):
             diff = [k for k in set(old) | set(config) if old.get(k) != config.get(k)]
             raise ConfigError(
-                f"{self.dir} holds a {self.experiment} run with other settings ({', '.join(sorted(diff))} differ); "
+                f"{self.dir} holds a {self.kind} run with other settings ({', '.join(sorted(diff))} differ); "
                 f"use another --out or the same settings"
             )
         return True
 
     def _read_config(self, path: Path) -> dict:
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            reason = (str(e) or type(e).__name__).splitlines()[0][:120]
-        else:
-            if isinstance(old, dict):
-                return old
-            reason = f"a JSON {type(old).__name__}, not an object"
+        old, reason = read_json(path)
+        if isinstance(old, dict):
+            return old
+        if reason is None:
+            reason = "missing" if old is None else f"a JSON {type(old).__name__}, not an object"
         raise RunFolderError(f"{path}: unreadable ({reason}), so the settings of the run in {self.dir} are unknown; "
-                             f"delete that folder to start {self.experiment} over, or use another --out")
+                             f"delete that folder to start {self.kind} over, or use another --out")
 
     def prepare(self, config: dict) -> None:
         """Record the settings, or check that a resumed run uses the same ones; then clear away
         the temporary files of writes a kill interrupted. The caller holds the folder's lock."""
         if not self.check(config):
             write_json(self.dir / "config.json", config)
-        for folder in (self.dir, self.dir / "trials", self.dir / "checkpoints", self.fig_dir):
+        for folder in self.folders:
             remove_temp_files(folder)
 
     def config(self) -> dict | None:
         p = self.dir / "config.json"
-        return self._read_config(p) if p.exists() else None
+        return self._read_config(p) if p.exists() or p.is_symlink() else None
 
     # ------------------------------------------------------------------ trials
 
@@ -235,8 +275,10 @@ class RunStore:
         write_text_atomic(self.dir / "trials" / f"{key}.error.txt", error)
 
     def failure(self, key: str) -> str | None:
-        p = self.dir / "trials" / f"{key}.error.txt"
-        return p.read_text() if p.exists() else None
+        try:
+            return read_text_regular(self.dir / "trials" / f"{key}.error.txt")
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def checkpoint_path(self, key: str) -> Path:
         return self.dir / "checkpoints" / f"{key}.pt"
@@ -251,8 +293,9 @@ class RunStore:
         write_json(self.dir / "summary.json", summary)
 
     def summary(self) -> dict | None:
-        p = self.dir / "summary.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        """The summary, or None if it is missing or unreadable."""
+        obj, _ = read_json(self.dir / "summary.json")
+        return obj if isinstance(obj, dict) else None
 
     def write_timing(self, timing: dict) -> None:
         write_json(self.dir / "timing.json", timing)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..analyze import is_analyze_folder
-from ..analyze import render as render_analyze
+from ..analyze import render_folder as render_analyze_folder
 from ..experiments.base import ConfigError
 from ..files import write_text_atomic
 from .render_html import to_html
@@ -46,10 +46,8 @@ def write_report(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")
     if not holds_a_run(run_dir) and is_analyze_folder(run_dir):  # `dlscope analyze`'s folder: its own report
-        import json
-
         try:
-            return render_analyze(run_dir, json.loads((run_dir / "summary.json").read_text()))
+            return render_analyze_folder(run_dir)
         except OSError as e:
             raise ReportError(f"cannot write the report in {run_dir}: {e.strerror or e}") from None
     if not holds_a_run(run_dir):

@@ -71,8 +71,8 @@ table.findings td:last-child { color: var(--muted); } table.findings td:nth-chil
 /* the findings with their evidence and notes: the page's width, long notes wrap within their column */
 table.findings:has(th.col-note) { table-layout: fixed; width: 100%; font-size: 13px; }
 table.findings:has(th.col-note) td { overflow-wrap: anywhere; min-width: 0 !important; }
-th.col-experiment { width: 10%; } th.col-claim { width: 22%; } th.col-source { width: 10%; }
-th.col-verdict { width: 10.5%; } th.col-evidence { width: 22%; } th.col-note { width: 25.5%; }
+th.col-experiment { width: 10%; } th.col-claim { width: 20%; } th.col-source { width: 9%; }
+th.col-verdict { width: 10%; } th.col-after-holm { width: 6.5%; } th.col-evidence { width: 21%; } th.col-note { width: 23.5%; }
 table.findings tr:has(td.first):not(:first-child) td { border-top: 2px solid var(--line); }
 .badge.damaged { background: var(--bad); color: var(--bad-fg); }
 p.links { font-size: 14px; }

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import experiments
+from ..files import read_text_regular
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_FIGURE_BYTES = 50 * 2**20  # a figure larger than this is not one dlscope wrote
@@ -86,11 +87,12 @@ def is_finding(f) -> bool:
 def read_json(path: Path) -> tuple[object, str | None]:
     """(the parsed JSON, None), or (None, why it could not be read)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
+        return json.loads(read_text_regular(path)), None  # never through a link out of the folder
     except FileNotFoundError:
         return None, None
     except (OSError, UnicodeDecodeError) as e:
-        return None, f"{path.name} could not be read ({e.__class__.__name__})"
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e.__class__.__name__
+        return None, f"{path.name} could not be read ({why})"
     except ValueError:
         return None, f"{path.name} is not valid JSON"
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from .. import __version__, experiments
+from ..findings import holm_survivors
 from .blocks import Cell, Figure, Table, cells, fmt, fmt_number, fmt_seconds, fmt_setting, result_blocks
 from .rundir import ExpRun, collect, is_number, module_of, read_figures
 
@@ -41,20 +42,35 @@ def evidence_text(f: dict) -> str:
     n = f.get("n")
     if is_number(n):
         text += f", n = {int(n)}"
+    test, p = f.get("test"), f.get("p")
+    if isinstance(test, str) and test:
+        text += f"; {test}" + (f", p = {p:.2g}" if is_number(p) else "")
     return text
 
 
-def findings_table(rows: list[tuple[ExpRun, dict]], with_experiment: bool, caption: str = "") -> Table:
-    head = (["experiment"] if with_experiment else []) + ["claim", "source", "verdict", "evidence", "note"]
+def holm_marks(rows: list[tuple[ExpRun, dict]]) -> list[str]:
+    """Per finding: whether a "shown" verdict survives Holm's correction over every claim of the
+    report that has a p ("yes" / "no"); "—" for the others."""
+    ps = [f.get("p") if is_number(f.get("p")) else None for _, f in rows]
+    keep = holm_survivors(ps)
+    return [("yes" if k else "no") if f.get("verdict") == "shown" else "—" for (_, f), k in zip(rows, keep)]
+
+
+def findings_table(rows: list[tuple[ExpRun, dict]], with_experiment: bool, caption: str = "",
+                   holm: list[str] | None = None) -> Table:
+    head = ((["experiment"] if with_experiment else []) + ["claim", "source", "verdict"]
+            + (["after Holm"] if holm else []) + ["evidence", "note"])
     body, last = [], None
-    for run, f in rows:
+    for i, (run, f) in enumerate(rows):
         row = []
         if with_experiment:  # the experiment's name on its first row only
             first = run.name != last
             row.append(Cell(f"[{run.name}](#{run.name})" if first else "", "link nw first" if first else "link"))
             last = run.name
-        row += [Cell(str(f["claim"])), Cell(source_text(f)), verdict_cell(f["verdict"]), Cell(evidence_text(f)),
-                Cell(str(f.get("note") or ""))]
+        row += [Cell(str(f["claim"])), Cell(source_text(f)), verdict_cell(f["verdict"])]
+        if holm:
+            row.append(Cell(holm[i], "nw " + {"yes": "good", "no": "warn"}.get(holm[i], "")))
+        row += [Cell(evidence_text(f)), Cell(str(f.get("note") or ""))]
         body.append(row)
     return Table(head, body, caption, cls="findings")
 
@@ -77,12 +93,20 @@ def findings_blocks(runs: list[ExpRun]) -> list:
                                           "not yet compute them, or no experiment has finished)."))
         blocks.append(("end",))
         return blocks
+    holm = holm_marks(rows)
+    tested = sum(is_number(f.get("p")) for _, f in rows)
+    shown = sum(f.get("verdict") == "shown" for _, f in rows)
     blocks.append(("p", f"Each claim of the original study, and of the papers where they differ, checked from this "
                         f"run's own numbers: {verdict_counts([f for _, f in rows])}. **shown**: the 95% interval "
-                        f"lies on the claimed side; **not shown**: it lies on the other side; **inconclusive**: the "
-                        f"seeds disagree or the budget cannot decide. A verdict holds for this run's profile and "
-                        f"seeds; the evidence says what it rests on."))
-    blocks.append(findings_table(rows, with_experiment=True))
+                        f"lies on the claimed side (for rank tests: the exact one-sided p is at most 2.5%); **not "
+                        f"shown**: the data decide against the claim; **inconclusive**: the seeds disagree, or this "
+                        f"number of seeds cannot show an effect of this size (the note says which it could). Each "
+                        f"verdict is at 95% on its own; {tested} claims were tested, so about {tested * 0.025:.1f} "
+                        f"false \"shown\" are expected if none were true. **After Holm**: whether a shown verdict "
+                        f"still holds when the {tested} tests are corrected together (Holm's step-down method): "
+                        f"{sum(h == 'yes' for h in holm)} of {shown} do. The evidence names each test and its "
+                        f"one-sided p; summary.json holds the numbers each verdict is computed from (`sample`)."))
+    blocks.append(findings_table(rows, with_experiment=True, holm=holm))
     silent = [r.name for r in ran if not r.findings]
     if silent:
         blocks.append(("p", f"No findings recorded for: {', '.join(f'[{n}](#{n})' for n in silent)}."))
@@ -308,19 +332,25 @@ def analyze_folders(run_dir: Path) -> list[Path]:
 
 def analyze_blocks(run_dir: Path) -> list:
     """A section per analyze folder: what was measured, the table, the figures."""
-    from ..analyze import FIGURE_CAPTIONS, summary_table, summary_text
+    from ..analyze import FIGURE_CAPTIONS, read_summary, summary_table, summary_text
 
     blocks: list = []
     for folder in analyze_folders(run_dir):
         blocks += [("section", folder.name), ("h2", f"Curvature of the trained models — `{folder.name}/` (dlscope analyze)", folder.name)]
+        summary, damaged = read_summary(folder)  # read as data, its shape checked
+        if damaged:
+            blocks += [("status", "damaged", "damaged"),
+                       ("note", "bad", f"The files of this analysis are damaged, so nothing of it is shown: {'; '.join(damaged)}. "
+                                       f"Run `dlscope analyze` again into a new folder to replace them."), ("end",)]
+            continue
         try:
-            summary = json.loads((folder / "summary.json").read_text())
             head, rows = summary_table(summary)
+            texts = summary_text(summary)
         except Exception as e:  # an odd summary costs its own section, never the whole report
             blocks += [("note", "bad", f"This section could not be rendered ({type(e).__name__}: {e}); the files are in {folder.name}/."),
                        ("end",)]
             continue
-        blocks += [("p", text) for text in summary_text(summary)]
+        blocks += [("p", text) for text in texts]
         blocks.append(Table(head, [cells(r) for r in rows], caption="Curvature, sharpness and loss plane, per measure or per model"))
         blocks += [Figure(folder.name, f.name, f.data, FIGURE_CAPTIONS.get(f.name, f.name)) for f in read_figures(folder, [])]
         blocks.append(("end",))
