@@ -418,17 +418,23 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
 
 
 def _trend(cfg, crit: list[dict], ident: str, claim: str, source: str, min_n: int, note: str) -> findings.Finding:
-    """"Lower loss, higher ratio" over the critical points crit: Spearman's rho of (-loss, ratio);
-    inconclusive with fewer than min_n points."""
-    stat = findings.correlation([-p["loss"] for p in crit], [p["min_ratio"] for p in crit])
+    """"Lower loss, higher ratio" over the critical points crit: Spearman's rho of (-loss, ratio).
+    With fewer than min_n points it is not decided: the statistic is computed over no points (so
+    that its verdict, inconclusive, is the one its sample gives) and the rho over the few is told
+    in the note."""
+    x, y = [-p["loss"] for p in crit], [p["min_ratio"] for p in crit]
+    stat = findings.correlation(x, y) if len(crit) >= min_n else findings.correlation([], [])
     if crit:
         note += (f"; median {statistics.median(p['n_zero'] for p in crit):g} zero and "
                  f"{statistics.median(p['n_negative'] for p in crit):g} negative eigenvalues of {crit[0]['n_params']}")  # fmt: skip
-    f = findings.Finding.from_stat(stat, id=ident, claim=claim, source=source, note=note,
-                                   statistic="Spearman's rho between -MSE and the minimal ratio at the end points (claimed positive)")  # fmt: skip
     if len(crit) < min_n:
-        f.verdict = findings.INCONCLUSIVE
-        f.note += f" (fewer than {min_n} critical points: not decided)"
+        few = findings.correlation(x, y)
+        told = f": rho {few.value:.2f} over them" if few.value is not None else ""
+        note += f"; only {len(crit)} critical points{told}, fewer than the {min_n} this claim is decided on"
+    f = findings.Finding.from_stat(stat, id=ident, claim=claim, source=source, note=note,
+                                   statistic="Spearman's rho between -MSE and the minimal ratio at the critical points (claimed positive)")  # fmt: skip
+    if len(crit) < min_n:
+        f.note, f.n = note, len(crit)  # the note says why; not the empty sample's "fewer than 4 runs"
     return f
 
 
