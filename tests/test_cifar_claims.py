@@ -114,6 +114,9 @@ def test_count_claims_clearly_shown():
     f = by_id(param_count.claims(rows))
     assert f["more-params-better"]["verdict"] == f["more-params-lower-loss"]["verdict"] == f["gap-grows-with-params"]["verdict"] == fd.SHOWN
     assert f["more-params-better"]["value"] == pytest.approx(1.0) and f["more-params-better"]["n"] == 3
+    # Page's L, exact: 5 models in the same order in all 3 seeds, p = (1/5!)^3
+    assert all(f[k]["test"] == "page-L" and f[k]["sample"]["y"] for k in f)
+    assert f["more-params-better"]["p"] == pytest.approx(120.0 ** -3)
     # the gap is train - test accuracy of each row
     assert [r["gap"] for r in rows[:5]] == pytest.approx([0.0, 0.01, 0.02, 0.03, 0.04])
 
@@ -141,6 +144,16 @@ def test_count_claims_undecidable():
     rows = count_rows([[0.30, 0.33, None, 0.40, 0.45], [0.31, 0.32, 0.37, 0.41, 0.44]])
     f = by_id(param_count.claims(rows))
     assert f["more-params-better"]["n"] == 2 and f["more-params-better"]["value"] == pytest.approx(1.0)
+    assert f["more-params-better"]["sample"]["x"] == [11085, 12029, 130122, 425194]  # the models common to both seeds
+    assert "1 model(s) left out" in f["more-params-better"]["note"]
+    # a seed with fewer than 3 models with a result is left out, not the models of the others
+    rows = count_rows([[0.30, None, None, None, 0.45], [0.31, 0.32, 0.37, 0.41, 0.44], [0.29, 0.34, 0.35, 0.42, 0.46]])
+    f = by_id(param_count.claims(rows))
+    assert f["more-params-better"]["n"] == 2 and len(f["more-params-better"]["sample"]["x"]) == 5
+    assert "1 seed(s) left out" in f["more-params-better"]["note"]
+    f = by_id(param_count.claims(count_rows([[None] * 5, [None] * 5])))  # every cell diverged
+    assert f["more-params-better"]["verdict"] == fd.INCONCLUSIVE and f["more-params-better"]["n"] == 0
+    assert f["more-params-better"]["test"] == "page-L" and "no seed has 3 models" in f["more-params-better"]["note"]
 
 
 # --------------------------------------------------------------------------- trajectory
