@@ -192,8 +192,19 @@ def test_trajectory_claims_shown_not_shown_undecidable():
         f = by_id(trajectory.claims(rows, joint_pc12=0.28))
         assert f["runs-end-apart"]["verdict"] == verdict and f["paths-nearly-planar"]["verdict"] == verdict
         assert "28.0%" in f["paths-nearly-planar"]["note"]  # the figure's explained variance, stated
+        for x in f.values():  # how each verdict was reached travels with it
+            assert x["test"] == "paired-t" and x["n"] == 4 and x["detectable"] is not None and x["p"] is not None
     f = by_id(trajectory.claims(apart))
     assert f["runs-end-apart"]["value"] == pytest.approx(statistics.fmean([5, 5.5, 6, 6.5]))
+    # the interval and p by a second route: scipy's one-sample t-test of the ratios against 1
+    from scipy import stats
+
+    t = stats.ttest_1samp([5, 5.5, 6, 6.5], 1.0, alternative="greater")
+    assert f["runs-end-apart"]["p"] == pytest.approx(t.pvalue)
+    assert f["runs-end-apart"]["ci"] == pytest.approx(list(stats.ttest_1samp([5, 5.5, 6, 6.5], 0).confidence_interval(0.95)))
+    assert f["runs-end-apart"]["sample"] == {"diffs": pytest.approx([5, 5.5, 6, 6.5]), "margin": 1.0, "negligible": 0.0}
+    # mixed runs: the note says what this n could have shown
+    assert "with n = 4" in by_id(trajectory.claims(mixed))["runs-end-apart"]["note"]
 
 
 def test_trajectory_pca_leaves_out_a_diverged_run(tmp_path):
