@@ -45,6 +45,34 @@ def test_depth_claims_clearly_shown():
     assert f["deeper-is-better"]["n"] == 4 and f["deeper-is-better"]["ci"][0] > 0
     assert f["cnn-7-over-cnn-2"]["value"] == pytest.approx(100 * statistics.fmean(np.subtract(acc["cnn-7"], acc["cnn-2"])))
     assert f["lowest-loss-highest-accuracy"]["value"] == pytest.approx(1.0)
+    # how each verdict was reached travels with it, and a second route agrees: scipy's t-test of the
+    # paired leads, and scipy's exact Page test of the accuracies ordered by falling loss
+    from scipy import stats
+
+    t = stats.ttest_1samp(mins, 0.0)
+    d = f["deeper-is-better"]
+    assert d["test"] == "paired-t" and d["sample"]["diffs"] == pytest.approx(mins)
+    assert d["ci"] == pytest.approx(list(t.confidence_interval(0.95))) and d["p"] == pytest.approx(t.pvalue / 2)
+    assert d["detectable"] == pytest.approx(stats.t.ppf(0.975, 3) * np.std(mins, ddof=1) / 2)
+    page = f["lowest-loss-highest-accuracy"]
+    by_loss = [[acc[m][s] for m in ("cnn-1", "cnn-2", "cnn-7")] for s in range(4)]  # loss 2.5 - 2 acc: cnn-1 highest
+    assert page["test"] == "page-L" and page["sample"]["x"] == [0, 1, 2] and np.allclose(page["sample"]["y"], by_loss)
+    assert page["p"] == pytest.approx(stats.page_trend_test(by_loss, method="exact").pvalue) and page["p"] < 0.025
+    assert page["n"] == 4
+
+
+def test_depth_ordering_needs_page_not_a_bootstrap():
+    """Three seeds that all rank loss and accuracy alike: Page's exact p = (1/6)^3 summed over the
+    tail, 0.0046, shown. One swap in one seed: p = 0.032, inconclusive (the old mean-of-rho
+    bootstrap called a rho of 0.5 in every seed shown)."""
+    acc = {"cnn-1": [0.40, 0.41, 0.39], "cnn-2": [0.50, 0.49, 0.52], "cnn-7": [0.60, 0.62, 0.61]}
+    f = by_id(cifar_depth.claims(depth_rows(acc)))["lowest-loss-highest-accuracy"]
+    assert f["verdict"] == fd.SHOWN and f["p"] == pytest.approx(0.0046, abs=1e-4) and f["value"] == 1.0
+    loss = {"cnn-1": [2.0, 2.0, 2.0], "cnn-2": [1.5, 1.0, 1.5], "cnn-7": [1.0, 1.5, 1.0]}  # seed 1: cnn-2, cnn-7 swapped
+    f = by_id(cifar_depth.claims(depth_rows(acc, loss)))["lowest-loss-highest-accuracy"]
+    assert f["verdict"] == fd.INCONCLUSIVE and f["p"] == pytest.approx(0.032, abs=1e-3)
+    assert f["value"] == pytest.approx((1 + 0.5 + 1) / 3) and "rho = 1 (same order) in 2 of 3 seeds" in f["note"]
+    assert "with 3 seeds × 3 levels" in f["note"]  # what this n could have shown
 
 
 def test_depth_claims_clearly_not_shown():
@@ -70,6 +98,14 @@ def test_depth_claims_undecidable_when_seeds_disagree_or_one_seed():
     assert "cnn-2's train loss still fell by 0.050 over its last 2 epochs" in note and "cnn-1's" not in note
     one = by_id(cifar_depth.claims(depth_rows({"cnn-1": [0.4], "cnn-2": [0.5], "cnn-7": [0.6]})))
     assert all(v["verdict"] == fd.INCONCLUSIVE and v["n"] == 1 and v["ci"] is None for v in one.values())
+    assert "one seed only" in one["cnn-2-over-cnn-1"]["note"]
+    assert "no ordering can reach p ≤ 0.025" in one["lowest-loss-highest-accuracy"]["note"]  # 1 seed × 3 models: min p 1/6
+    # 3 seeds all ahead, but by 2, 12 and 1 points: Student-t at n = 3 needs a mean above 2.48 SD
+    noisy = by_id(cifar_depth.claims(depth_rows({"cnn-1": [0.50, 0.50, 0.50], "cnn-2": [0.52, 0.62, 0.51], "cnn-7": [0.6] * 3})))
+    assert noisy["cnn-2-over-cnn-1"]["verdict"] == fd.INCONCLUSIVE and "ahead in 3 of 3 seeds" in noisy["cnn-2-over-cnn-1"]["note"]
+    assert "with n = 3 this design shows only means above" in noisy["cnn-2-over-cnn-1"]["note"]
+    nothing = by_id(cifar_depth.claims([]))
+    assert all(v["verdict"] == fd.INCONCLUSIVE and v["n"] == 0 and v["test"] for v in nothing.values())
 
 
 def test_depth_claims_leave_out_a_diverged_seed_and_say_so():
@@ -88,6 +124,9 @@ def test_quick_and_full_profiles_train_three_seeds_per_model():
             assert [t.args["model"] for t in trials] == cfg["models"]  # one ensemble per model...
             assert all(t.args["seeds"] >= 3 for t in trials)  # ...of at least 3 seeds
         assert resolve(trajectory, profile)["runs"] >= 3
+    # issue 18: cifar-depth 3 seeds at quick (its time unchanged), 5 at full; trajectory's 8 runs
+    assert [resolve(cifar_depth, p)["seeds"] for p in ("smoke", "quick", "full")] == [2, 3, 5]
+    assert [resolve(trajectory, p)["runs"] for p in ("quick", "full")] == [8, 8]
     # a fair comparison: every model of a run gets the same data, epochs, batch and seeds
     for module in (cifar_depth, param_count):
         args = [t.args for t in module.trials(resolve(module, "quick"))]
