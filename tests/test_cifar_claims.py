@@ -45,6 +45,34 @@ def test_depth_claims_clearly_shown():
     assert f["deeper-is-better"]["n"] == 4 and f["deeper-is-better"]["ci"][0] > 0
     assert f["cnn-7-over-cnn-2"]["value"] == pytest.approx(100 * statistics.fmean(np.subtract(acc["cnn-7"], acc["cnn-2"])))
     assert f["lowest-loss-highest-accuracy"]["value"] == pytest.approx(1.0)
+    # how each verdict was reached travels with it, and a second route agrees: scipy's t-test of the
+    # paired leads, and scipy's exact Page test of the accuracies ordered by falling loss
+    from scipy import stats
+
+    t = stats.ttest_1samp(mins, 0.0)
+    d = f["deeper-is-better"]
+    assert d["test"] == "paired-t" and d["sample"]["diffs"] == pytest.approx(mins)
+    assert d["ci"] == pytest.approx(list(t.confidence_interval(0.95))) and d["p"] == pytest.approx(t.pvalue / 2)
+    assert d["detectable"] == pytest.approx(stats.t.ppf(0.975, 3) * np.std(mins, ddof=1) / 2)
+    page = f["lowest-loss-highest-accuracy"]
+    by_loss = [[acc[m][s] for m in ("cnn-1", "cnn-2", "cnn-7")] for s in range(4)]  # loss 2.5 - 2 acc: cnn-1 highest
+    assert page["test"] == "page-L" and page["sample"]["x"] == [0, 1, 2] and np.allclose(page["sample"]["y"], by_loss)
+    assert page["p"] == pytest.approx(stats.page_trend_test(by_loss, method="exact").pvalue) and page["p"] < 0.025
+    assert page["n"] == 4
+
+
+def test_depth_ordering_needs_page_not_a_bootstrap():
+    """Three seeds that all rank loss and accuracy alike: Page's exact p = (1/6)^3 summed over the
+    tail, 0.0046, shown. One swap in one seed: p = 0.032, inconclusive (the old mean-of-rho
+    bootstrap called a rho of 0.5 in every seed shown)."""
+    acc = {"cnn-1": [0.40, 0.41, 0.39], "cnn-2": [0.50, 0.49, 0.52], "cnn-7": [0.60, 0.62, 0.61]}
+    f = by_id(cifar_depth.claims(depth_rows(acc)))["lowest-loss-highest-accuracy"]
+    assert f["verdict"] == fd.SHOWN and f["p"] == pytest.approx(0.0046, abs=1e-4) and f["value"] == 1.0
+    loss = {"cnn-1": [2.0, 2.0, 2.0], "cnn-2": [1.5, 1.0, 1.5], "cnn-7": [1.0, 1.5, 1.0]}  # seed 1: cnn-2, cnn-7 swapped
+    f = by_id(cifar_depth.claims(depth_rows(acc, loss)))["lowest-loss-highest-accuracy"]
+    assert f["verdict"] == fd.INCONCLUSIVE and f["p"] == pytest.approx(0.032, abs=1e-3)
+    assert f["value"] == pytest.approx((1 + 0.5 + 1) / 3) and "rho = 1 (same order) in 2 of 3 seeds" in f["note"]
+    assert "with 3 seeds × 3 levels" in f["note"]  # what this n could have shown
 
 
 def test_depth_claims_clearly_not_shown():
@@ -70,6 +98,14 @@ def test_depth_claims_undecidable_when_seeds_disagree_or_one_seed():
     assert "cnn-2's train loss still fell by 0.050 over its last 2 epochs" in note and "cnn-1's" not in note
     one = by_id(cifar_depth.claims(depth_rows({"cnn-1": [0.4], "cnn-2": [0.5], "cnn-7": [0.6]})))
     assert all(v["verdict"] == fd.INCONCLUSIVE and v["n"] == 1 and v["ci"] is None for v in one.values())
+    assert "one seed only" in one["cnn-2-over-cnn-1"]["note"]
+    assert "no ordering can reach p ≤ 0.025" in one["lowest-loss-highest-accuracy"]["note"]  # 1 seed × 3 models: min p 1/6
+    # 3 seeds all ahead, but by 2, 12 and 1 points: Student-t at n = 3 needs a mean above 2.48 SD
+    noisy = by_id(cifar_depth.claims(depth_rows({"cnn-1": [0.50, 0.50, 0.50], "cnn-2": [0.52, 0.62, 0.51], "cnn-7": [0.6] * 3})))
+    assert noisy["cnn-2-over-cnn-1"]["verdict"] == fd.INCONCLUSIVE and "ahead in 3 of 3 seeds" in noisy["cnn-2-over-cnn-1"]["note"]
+    assert "with n = 3 this design shows only means above" in noisy["cnn-2-over-cnn-1"]["note"]
+    nothing = by_id(cifar_depth.claims([]))
+    assert all(v["verdict"] == fd.INCONCLUSIVE and v["n"] == 0 and v["test"] for v in nothing.values())
 
 
 def test_depth_claims_leave_out_a_diverged_seed_and_say_so():
@@ -88,6 +124,9 @@ def test_quick_and_full_profiles_train_three_seeds_per_model():
             assert [t.args["model"] for t in trials] == cfg["models"]  # one ensemble per model...
             assert all(t.args["seeds"] >= 3 for t in trials)  # ...of at least 3 seeds
         assert resolve(trajectory, profile)["runs"] >= 3
+    # issue 18: cifar-depth 3 seeds at quick (its time unchanged), 5 at full; trajectory's 8 runs
+    assert [resolve(cifar_depth, p)["seeds"] for p in ("smoke", "quick", "full")] == [2, 3, 5]
+    assert [resolve(trajectory, p)["runs"] for p in ("quick", "full")] == [8, 8]
     # a fair comparison: every model of a run gets the same data, epochs, batch and seeds
     for module in (cifar_depth, param_count):
         args = [t.args for t in module.trials(resolve(module, "quick"))]
@@ -114,6 +153,9 @@ def test_count_claims_clearly_shown():
     f = by_id(param_count.claims(rows))
     assert f["more-params-better"]["verdict"] == f["more-params-lower-loss"]["verdict"] == f["gap-grows-with-params"]["verdict"] == fd.SHOWN
     assert f["more-params-better"]["value"] == pytest.approx(1.0) and f["more-params-better"]["n"] == 3
+    # Page's L, exact: 5 models in the same order in all 3 seeds, p = (1/5!)^3
+    assert all(f[k]["test"] == "page-L" and f[k]["sample"]["y"] for k in f)
+    assert f["more-params-better"]["p"] == pytest.approx(120.0 ** -3)
     # the gap is train - test accuracy of each row
     assert [r["gap"] for r in rows[:5]] == pytest.approx([0.0, 0.01, 0.02, 0.03, 0.04])
 
@@ -141,6 +183,16 @@ def test_count_claims_undecidable():
     rows = count_rows([[0.30, 0.33, None, 0.40, 0.45], [0.31, 0.32, 0.37, 0.41, 0.44]])
     f = by_id(param_count.claims(rows))
     assert f["more-params-better"]["n"] == 2 and f["more-params-better"]["value"] == pytest.approx(1.0)
+    assert f["more-params-better"]["sample"]["x"] == [11085, 12029, 130122, 425194]  # the models common to both seeds
+    assert "1 model(s) left out" in f["more-params-better"]["note"]
+    # a seed with fewer than 3 models with a result is left out, not the models of the others
+    rows = count_rows([[0.30, None, None, None, 0.45], [0.31, 0.32, 0.37, 0.41, 0.44], [0.29, 0.34, 0.35, 0.42, 0.46]])
+    f = by_id(param_count.claims(rows))
+    assert f["more-params-better"]["n"] == 2 and len(f["more-params-better"]["sample"]["x"]) == 5
+    assert "1 seed(s) left out" in f["more-params-better"]["note"]
+    f = by_id(param_count.claims(count_rows([[None] * 5, [None] * 5])))  # every cell diverged
+    assert f["more-params-better"]["verdict"] == fd.INCONCLUSIVE and f["more-params-better"]["n"] == 0
+    assert f["more-params-better"]["test"] == "page-L" and "no seed has 3 models" in f["more-params-better"]["note"]
 
 
 # --------------------------------------------------------------------------- trajectory
@@ -179,8 +231,19 @@ def test_trajectory_claims_shown_not_shown_undecidable():
         f = by_id(trajectory.claims(rows, joint_pc12=0.28))
         assert f["runs-end-apart"]["verdict"] == verdict and f["paths-nearly-planar"]["verdict"] == verdict
         assert "28.0%" in f["paths-nearly-planar"]["note"]  # the figure's explained variance, stated
+        for x in f.values():  # how each verdict was reached travels with it
+            assert x["test"] == "paired-t" and x["n"] == 4 and x["detectable"] is not None and x["p"] is not None
     f = by_id(trajectory.claims(apart))
     assert f["runs-end-apart"]["value"] == pytest.approx(statistics.fmean([5, 5.5, 6, 6.5]))
+    # the interval and p by a second route: scipy's one-sample t-test of the ratios against 1
+    from scipy import stats
+
+    t = stats.ttest_1samp([5, 5.5, 6, 6.5], 1.0, alternative="greater")
+    assert f["runs-end-apart"]["p"] == pytest.approx(t.pvalue)
+    assert f["runs-end-apart"]["ci"] == pytest.approx(list(stats.ttest_1samp([5, 5.5, 6, 6.5], 0).confidence_interval(0.95)))
+    assert f["runs-end-apart"]["sample"] == {"diffs": pytest.approx([5, 5.5, 6, 6.5]), "margin": 1.0, "negligible": 0.0}
+    # mixed runs: the note says what this n could have shown
+    assert "with n = 4" in by_id(trajectory.claims(mixed))["runs-end-apart"]["note"]
 
 
 def test_trajectory_pca_leaves_out_a_diverged_run(tmp_path):

@@ -78,21 +78,44 @@ def rows_from(finals: dict, epoch_90: dict | None = None, epochs: int = 5000) ->
 C1, C2 = ff.constant_mse("f1", 300), ff.constant_mse("f2", 300)
 
 
+def cp_interval(k: int, n: int) -> tuple[float, float]:
+    """Clopper-Pearson from the beta quantiles: a second route to findings.at_least's interval."""
+    from scipy import stats
+
+    return (0.0 if k == 0 else stats.beta.ppf(0.025, k, n - k + 1), 1.0 if k == n else stats.beta.ppf(0.975, k + 1, n - k))
+
+
 def test_f1_all_fit_verdicts():
     fits = [0.002, 0.003, 0.001, 0.004, 0.002, 0.003, 0.002, 0.001]
     shown = ff.claim_f1_all_fit(rows_from({("f1", m): fits for m in MODELS}), MODELS)
     assert shown.verdict == fnd.SHOWN and shown.value == 1.0 and shown.n == 8
-    # mlp-deep stalls in 7 of 8 seeds: the Wilson interval of 1/8 lies below 1/2
-    stuck = {("f1", "mlp-deep"): [C1] * 7 + [0.002], **{("f1", m): fits for m in MODELS[1:]}}
+    assert shown.test == "all-of" and [p["label"] for p in shown.sample["parts"]] == MODELS
+    assert shown.ci == pytest.approx(cp_interval(8, 8)) and shown.ci[0] > 0.5 and shown.p == pytest.approx(0.5**8)
+    assert shown.detectable == 1.0  # with 8 seeds only 8 of 8 shows a majority
+    # mlp-deep stalls in 9 of 10 seeds: the exact interval of 1/10 lies below 1/2
+    stuck = {("f1", "mlp-deep"): [C1] * 9 + [0.002], **{("f1", m): fits for m in MODELS[1:]}}
     not_shown = ff.claim_f1_all_fit(rows_from(stuck), MODELS)
-    assert not_shown.verdict == fnd.NOT_SHOWN and not_shown.value == 1 / 8
-    assert "mlp-deep fit 1/8, stalled 7/8" in not_shown.note
+    assert not_shown.verdict == fnd.NOT_SHOWN and not_shown.value == 1 / 10 and not_shown.n == 10
+    assert not_shown.ci[1] == pytest.approx(cp_interval(1, 10)[1]) and not_shown.ci[1] < 0.5
+    assert "mlp-deep fit 1/10, stalled 9/10" in not_shown.note
+    # 1 of 8 fits: [0.003, 0.53] reaches 1/2, so 8 seeds cannot say it fails (the exact interval, not Wilson's)
+    one = {("f1", "mlp-deep"): [C1] * 7 + [0.002], **{("f1", m): fits for m in MODELS[1:]}}
+    assert ff.claim_f1_all_fit(rows_from(one), MODELS).verdict == fnd.INCONCLUSIVE
+    # 7 of 8: [0.47, 1.00] reaches 1/2 too; the note says what 8 seeds could show
+    seven = {("f1", "mlp-deep"): [C1] + fits[1:], **{("f1", m): fits for m in MODELS[1:]}}
+    f = ff.claim_f1_all_fit(rows_from(seven), MODELS)
+    assert f.verdict == fnd.INCONCLUSIVE and f.value == 7 / 8 and "mlp-deep: with n = 8" in f.note
     # 4 of 8: the seeds cannot decide
     half = {("f1", "mlp-deep"): [C1] * 4 + [0.002] * 4, **{("f1", m): fits for m in MODELS[1:]}}
     assert ff.claim_f1_all_fit(rows_from(half), MODELS).verdict == fnd.INCONCLUSIVE
     # a diverged seed does not fit
     nan = {("f1", "mlp-deep"): [float("nan")] * 8, **{("f1", m): fits for m in MODELS[1:]}}
     assert ff.claim_f1_all_fit(rows_from(nan), MODELS).verdict == fnd.NOT_SHOWN
+    # a model that did not run leaves the claim undecided, however well the others fit
+    two = ff.claim_f1_all_fit(rows_from({("f1", m): fits for m in MODELS[1:]}), MODELS)
+    assert two.verdict == fnd.INCONCLUSIVE and "mlp-deep did not run" in two.note
+    none = ff.claim_f1_all_fit([], MODELS)
+    assert none.verdict == fnd.INCONCLUSIVE and none.n == 0 and none.test == "all-of" and none.sample == {"parts": []}
 
 
 def test_f2_shallow_worst_verdicts():
@@ -100,14 +123,25 @@ def test_f2_shallow_worst_verdicts():
     deep = list(0.05 * np.exp(g.normal(0, 0.1, 8)))
     shown = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep, ("f2", "mlp-mid"): deep,
                                                  ("f2", "mlp-shallow"): [0.35] * 8}), MODELS)
-    assert shown.verdict == fnd.SHOWN and shown.n == 8
-    # the statistic by hand: log10(shallow / the larger deeper MSE), same seed
-    assert shown.value == pytest.approx(np.mean([math.log10(0.35 / d) for d in deep]))
+    assert shown.verdict == fnd.SHOWN and shown.n == 8 and shown.test == "share-clopper-pearson"
+    # the statistic by hand: per seed log10(shallow / the larger deeper MSE), above log10(2) in every seed
+    assert shown.sample["diffs"] == pytest.approx([math.log10(0.35 / d) for d in deep])
+    assert shown.sample["margin"] == pytest.approx(math.log10(2))
+    assert shown.value == 1.0 and shown.ci == pytest.approx(cp_interval(8, 8)) and shown.p == pytest.approx(0.5**8)
+    assert "at least 2x above in 8 of 8 seeds" in shown.note
     same = ff.claim_f2_shallow_worst(rows_from({("f2", m): deep for m in MODELS}), MODELS)
-    assert same.verdict == fnd.NOT_SHOWN  # equal MSEs: the interval (at 0) lies below log10(2)
+    assert same.verdict == fnd.NOT_SHOWN and same.value == 0.0  # equal MSEs: 0 of 8, [0, 0.37] below 1/2
+    # bimodal: mlp-shallow far above in half the seeds, far below in the others
     mixed = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep, ("f2", "mlp-mid"): deep,
                                                  ("f2", "mlp-shallow"): [0.5, 0.01] * 4}), MODELS)
-    assert mixed.verdict == fnd.INCONCLUSIVE
+    assert mixed.verdict == fnd.INCONCLUSIVE and mixed.value == 0.5
+    # 7 of 8 is not enough with 8 seeds; 9 of 10 is
+    deep10 = list(0.05 * np.exp(g.normal(0, 0.1, 10)))
+    for share, n, verdict in ((7, 8, fnd.INCONCLUSIVE), (9, 10, fnd.SHOWN)):
+        sh = [0.35] * share + [0.05] * (n - share)
+        f = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep10[:n], ("f2", "mlp-mid"): deep10[:n],
+                                                 ("f2", "mlp-shallow"): sh}), MODELS)
+        assert f.verdict == verdict and f.value == share / n, (share, n)
     missing = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep}), MODELS)
     assert missing.verdict == fnd.INCONCLUSIVE and missing.n == 0
 
@@ -116,15 +150,29 @@ def test_f1_faster_than_f2_verdicts():
     finals = {(f, m): [0.01] * 4 for f in ("f1", "f2") for m in MODELS}
     fast1 = {**{("f1", m): [500, 600, 550, 520] for m in MODELS}, **{("f2", m): [3000, 2500, 4000, 2800] for m in MODELS}}
     shown = ff.claim_f1_faster(rows_from(finals, fast1), MODELS)
-    assert shown.verdict == fnd.SHOWN and shown.n == 12
-    assert shown.value == pytest.approx(np.mean([(b - a) / 5000 for a, b in zip([500, 600, 550, 520], [3000, 2500, 4000, 2800])]))
+    # every model faster on f1 in each of its 4 seeds: all of the three paired t-tests shown
+    diffs = [(b - a) / 5000 for a, b in zip([500, 600, 550, 520], [3000, 2500, 4000, 2800])]
+    assert shown.verdict == fnd.SHOWN and shown.n == 4 and shown.test == "all-of"
+    assert [p["label"] for p in shown.sample["parts"]] == MODELS
+    assert all(p["test"] == "paired-t" and p["sample"]["diffs"] == pytest.approx(diffs) for p in shown.sample["parts"])
+    assert shown.value == pytest.approx(np.mean(diffs))
+    from scipy import stats
+
+    t = stats.ttest_1samp(diffs, 0.0)  # a second route: scipy's t-test on the same differences
+    assert shown.ci == pytest.approx(tuple(t.confidence_interval(0.95))) and shown.p == pytest.approx(t.pvalue / 2)
     reverse = {("f1", m): v for (f, m), v in fast1.items() if f == "f2"} | {("f2", m): v for (f, m), v in fast1.items() if f == "f1"}
     assert ff.claim_f1_faster(rows_from(finals, reverse), MODELS).verdict == fnd.NOT_SHOWN
     mixed = {**{("f1", m): [500, 3000, 500, 3000] for m in MODELS}, **{("f2", m): [3000, 500, 3000, 500] for m in MODELS}}
     assert ff.claim_f1_faster(rows_from(finals, mixed), MODELS).verdict == fnd.INCONCLUSIVE
-    # a seed stalled on either function is left out
+    # a seed stalled on either function is left out; a model with no seed left cannot be judged,
+    # so neither can "all models"
     stalled = {**finals, ("f2", "mlp-deep"): [C2] * 4}
-    assert ff.claim_f1_faster(rows_from(stalled, fast1), MODELS).n == 8
+    f = ff.claim_f1_faster(rows_from(stalled, fast1), MODELS)
+    assert f.verdict == fnd.INCONCLUSIVE and [len(p["sample"]["diffs"]) for p in f.sample["parts"]] == [0, 4, 4]
+    assert "4 (model, seed) pairs left out as stalled" in f.note and "mlp-deep: no pair" in f.note
+    # one model slower on f1 in every seed: not shown, whatever the others do
+    slow = {**fast1, ("f1", "mlp-mid"): [3000, 2500, 4000, 2800], ("f2", "mlp-mid"): [500, 600, 550, 520]}
+    assert ff.claim_f1_faster(rows_from(finals, slow), MODELS).verdict == fnd.NOT_SHOWN
 
 
 # --------------------------------------------------------------------------- real runs
@@ -148,7 +196,17 @@ def test_smoke_run_verdicts_follow_from_its_own_summary(tmp_path):
     f2 = {(r["model"], r["seed"]): r["final_loss"] for r in rows if r["function"] == "f2"}
     d = [math.log10(f2["mlp-shallow", k] / max(f2["mlp-deep", k], f2["mlp-mid", k])) for k in range(3)]
     got = next(f for f in s["findings"] if f["id"] == "f2-shallow-worst")
-    assert got["value"] == pytest.approx(np.mean(d)) and got["ci"][0] >= min(d) - 1e-12 and got["ci"][1] <= max(d) + 1e-12
+    wins = sum(x > math.log10(2) for x in d)
+    assert got["test"] == "share-clopper-pearson" and got["sample"]["diffs"] == pytest.approx(d)
+    assert got["value"] == pytest.approx(wins / 3) and got["ci"] == pytest.approx(cp_interval(wins, 3))
+    # with 3 seeds no share can decide: 3 of 3 gives [0.29, 1], 0 of 3 [0, 0.71]
+    assert got["verdict"] == fnd.INCONCLUSIVE and got["detectable"] is None and "with n = 3" in got["note"]
+    # every finding carries its test, p, sample and detectable, and its verdict follows from its sample alone
+    from verdict_recheck import recheck
+
+    for f in s["findings"]:
+        assert {"test", "p", "sample", "detectable"} <= set(f) and f["test"] and isinstance(f["sample"], dict)
+        assert (recheck(f) or fnd.INCONCLUSIVE) == f["verdict"], f["id"]
     # by_model's median is numpy's
     for b in s["by_model"]:
         vals = [r["final_loss"] for r in rows if (r["function"], r["model"]) == (b["function"], b["model"])]

@@ -1,5 +1,7 @@
 """The claims of random-labels, interpolation and sensitivity on synthetic results whose answer is
-known: clearly shown, clearly not shown, and undecidable (the seeds disagree or are too few)."""
+known: clearly shown, clearly not shown, and undecidable (the seeds disagree or are too few).
+Every interpolation and sensitivity finding here is also recomputed from its own `sample` by the
+second route of claims_check (scipy directly, or by hand)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
-from claims_check import rank_rho
+from claims_check import check, rank_rho
 from dlscope import findings
 from dlscope.experiments import interpolation, random_labels, sensitivity
 from dlscope.experiments.base import resolve
@@ -21,6 +24,13 @@ def verdicts(found: list[dict]) -> dict:
     return {f["id"]: f["verdict"] for f in found}
 
 
+def checked(found: list[dict]) -> list[dict]:
+    """found, after each finding's numbers and verdict were reproduced by the second route."""
+    for f in found:
+        check(f)
+    return found
+
+
 # --------------------------------------------------------------------------- findings helpers
 
 
@@ -30,30 +40,36 @@ def test_within_decides_by_the_whole_interval():
     assert findings.within([0.05, 0.10, 0.15], 0.07, 0.13)[2] == INCONCLUSIVE  # straddles both edges
     assert findings.within([0.1], 0.07, 0.13)[2] == INCONCLUSIVE  # one seed: no interval
     value, ci, _, n = findings.within([0.1, float("nan"), 0.12], 0.07, 0.13)
-    assert n == 2 and value == pytest.approx(0.11) and 0.1 <= ci[0] <= ci[1] <= 0.12
+    assert n == 2 and value == pytest.approx(0.11)
+    # Student-t with 2 values (t = 12.7): wide, and honest about it
+    want = stats.ttest_1samp([0.1, 0.12], 0.0).confidence_interval(0.95)
+    assert ci == pytest.approx([want.low, want.high], abs=1e-12) and ci[0] < 0.07
 
 
-def test_correlation_is_spearman_with_a_bootstrap_over_pairs():
+def test_correlation_is_spearman_with_a_permutation_p():
     rng = np.random.default_rng(1)
     x = rng.normal(size=30)
     y = x + 0.3 * rng.normal(size=30)
-    rho, ci, verdict, n = findings.correlation(x, y)
+    rho, ci, verdict, n = stat = findings.correlation(x, y)
     assert n == 30 and rho == pytest.approx(rank_rho(x, y), abs=1e-12)  # a second route to rho
-    assert ci[0] <= rho <= ci[1] and verdict == SHOWN
+    assert ci[0] <= rho <= ci[1] and verdict == SHOWN and stat.test == "spearman-permutation" and stat.p < 0.001
     assert findings.correlation(x, -y)[2] == NOT_SHOWN
     assert findings.correlation(x, rng.normal(size=30))[2] == INCONCLUSIVE  # unrelated
     assert findings.correlation([1, 2], [1, 2])[2] == INCONCLUSIVE  # too few points
     assert findings.correlation([1, 2, None, 4], [1, 2, 3, float("nan")])[3] == 2  # pairs with a gap dropped
 
 
-def test_correlation_interval_equals_a_resample_by_resample_spearman():
+@pytest.mark.parametrize("n", [7, 12])
+def test_correlation_interval_and_p_by_a_second_route(n):
+    """Fisher's z with Bonett & Wright's variance, by hand; the permutation p by enumerating every
+    pairing (7 points) or by 20,000 random ones (12)."""
     rng = np.random.default_rng(2)
-    x, y = rng.normal(size=12), rng.normal(size=12)
-    y[:4] = y[0]  # ties, which share their average rank
-    _, ci, _, _ = findings.correlation(x, y, n_boot=300, seed=5)
-    idx = np.random.default_rng(5).integers(0, 12, size=(300, 12))  # the same resamples, one at a time
-    rhos = [r for r in (findings.spearman(x[i], y[i]) for i in idx) if r is not None]
-    assert ci == pytest.approx(list(np.quantile(rhos, [0.025, 0.975])), abs=1e-12)
+    x = rng.normal(size=n)
+    y = x + rng.normal(size=n)
+    y[:3] = y[0]  # ties, which share their average rank
+    f = findings.Finding.from_stat(findings.correlation(x, y), "c", "claim", "src", "rho").as_dict()
+    again = check(f)
+    assert again["ci"] == pytest.approx(f["ci"], abs=1e-12) and f["sample"]["x"] == pytest.approx(list(x))
 
 
 # --------------------------------------------------------------------------- random-labels
@@ -134,12 +150,12 @@ def test_interpolation_sharpness_and_barrier_of_a_known_path():
 def test_interpolation_large_batch_sharper(rises, expected):
     cfg = {"sharpness_delta": 0.25}
     table = [path_row("batch", 32, 512, ra, rb) for ra, rb in rises]
-    assert verdicts(interpolation.claims(cfg, table))["large-batch-sharper"] == expected
+    assert verdicts(checked(interpolation.claims(cfg, table)))["large-batch-sharper"] == expected
     # the same pairs written the other way round (a the large batch) give the same verdict
     flipped = [path_row("batch", 512, 32, rb, ra) for ra, rb in rises]
-    assert verdicts(interpolation.claims(cfg, flipped))["large-batch-sharper"] == expected
+    assert verdicts(checked(interpolation.claims(cfg, flipped)))["large-batch-sharper"] == expected
     # the note says where each end's training ended: a flat end on a high plateau is no flat minimum
-    note = interpolation.claims(cfg, table)[0]["note"]
+    note = checked(interpolation.claims(cfg, table))[0]["note"]
     assert "small batch 1.600 (768 steps), large batch 1.700 (200 steps)" in note
 
 
@@ -150,21 +166,21 @@ def test_interpolation_large_batch_sharper(rises, expected):
 ])  # fmt: skip
 def test_interpolation_large_lr_flatter(rises, expected):
     table = [path_row("lr", 1e-3, 1e-2, ra, rb) for ra, rb in rises]
-    found = verdicts(interpolation.claims({"sharpness_delta": 0.25}, table))
+    found = verdicts(checked(interpolation.claims({"sharpness_delta": 0.25}, table)))
     assert found["large-lr-flatter"] == expected
     assert found["large-batch-sharper"] == INCONCLUSIVE  # that pair was not run
 
 
 def test_interpolation_barrier_and_a_diverged_replicate():
     cfg = {"sharpness_delta": 0.25}
-    assert verdicts(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (0.2, 0.25, 0.3)]))["barrier"] == SHOWN
-    assert verdicts(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (-0.1, -0.2, -0.1)]))["barrier"] == NOT_SHOWN
+    assert verdicts(checked(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (0.2, 0.25, 0.3)])))["barrier"] == SHOWN
+    assert verdicts(checked(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (-0.1, -0.2, -0.1)])))["barrier"] == NOT_SHOWN
     rows = [path_row("batch", 32, 512, 0.05, 0.3) for _ in range(3)]
     rows[0]["train_loss"][0] = float("nan")  # a diverged end: that replicate has no sharpness
     rows[0]["sharpness_a"] = interpolation.sharpness(rows[0], "a", 0.25)
     rows[0]["a_keskar"] = None  # (rows() gives a diverged end no curvature either)
     assert rows[0]["sharpness_a"] is None
-    found = {f["id"]: f for f in interpolation.claims(cfg, rows)}
+    found = {f["id"]: f for f in checked(interpolation.claims(cfg, rows))}
     assert found["large-batch-sharper"]["n"] == 2 and "1 replicate(s) without a number" in found["large-batch-sharper"]["note"]
 
 
@@ -177,7 +193,7 @@ def test_large_batch_sharper_is_keskar_sharpness_not_the_line(keskar, expected):
     """large-batch-sharper is decided by each end's Keskar sharpness; the line's rise (here the
     opposite in every replicate) is its own finding."""
     table = [path_row("batch", 32, 512, 0.3, 0.05, keskar=k) for k in keskar]
-    found = {f["id"]: f for f in interpolation.claims({"sharpness_delta": 0.25}, table)}
+    found = {f["id"]: f for f in checked(interpolation.claims({"sharpness_delta": 0.25}, table))}
     assert found["large-batch-sharper"]["verdict"] == expected
     diffs = [b - a for a, b in keskar]
     assert found["large-batch-sharper"]["value"] == pytest.approx(sum(diffs) / len(diffs))
@@ -188,7 +204,7 @@ def test_large_batch_sharper_is_keskar_sharpness_not_the_line(keskar, expected):
 def test_large_batch_sharper_without_curvature_is_undecided():
     """Rows of a run that measured no curvature (an older run): no verdict, and the note says so."""
     table = [path_row("batch", 32, 512, 0.05, 0.3, keskar=(None, None)) for _ in range(3)]
-    found = {f["id"]: f for f in interpolation.claims({"sharpness_delta": 0.25}, table)}
+    found = {f["id"]: f for f in checked(interpolation.claims({"sharpness_delta": 0.25}, table))}
     assert found["large-batch-sharper"]["verdict"] == INCONCLUSIVE and found["large-batch-sharper"]["n"] == 0
     assert "not measured" in found["large-batch-sharper"]["note"]
     assert found["large-batch-line-sharper"]["verdict"] == SHOWN
@@ -215,13 +231,13 @@ def sweep_rows(sens: dict, gap=None, test_acc=None) -> list[dict]:
     ({0: [4, 3, 2, 1], 1: [1, 2, 3, 4], 2: [2, 4, 1, 3]}, INCONCLUSIVE),  # the seeds disagree
 ])  # fmt: skip
 def test_sensitivity_falls_with_batch(sens, expected):
-    assert verdicts(sensitivity.claims({}, sweep_rows(sens)))["sensitivity-falls-with-batch"] == expected
+    assert verdicts(checked(sensitivity.claims({}, sweep_rows(sens))))["sensitivity-falls-with-batch"] == expected
 
 
 def test_sensitivity_trend_leaves_out_a_seed_with_a_diverged_configuration():
     rows = sweep_rows({0: [4, 3, 2, 1], 1: [5, 3, 2.5, 1], 2: [4, 3.5, 2, 0.5]})
     rows[5]["sensitivity"], rows[5]["diverged"] = None, True  # seed 1, batch 64
-    found = {f["id"]: f for f in sensitivity.claims({}, rows)}
+    found = {f["id"]: f for f in checked(sensitivity.claims({}, rows))}
     f = found["sensitivity-falls-with-batch"]
     assert f["n"] == 2 and f["verdict"] == SHOWN and "1 seed(s) left out" in f["note"]
     assert found["sensitivity-falls-with-lr"]["n"] == 0 and found["sensitivity-falls-with-lr"]["verdict"] == INCONCLUSIVE
@@ -230,9 +246,9 @@ def test_sensitivity_trend_leaves_out_a_seed_with_a_diverged_configuration():
 def test_accuracy_falls_with_batch():
     sens = {s: [4, 3, 2, 1] for s in range(3)}
     falling = {s: [0.6, 0.58, 0.55, 0.5 - 0.01 * s] for s in range(3)}
-    assert verdicts(sensitivity.claims({}, sweep_rows(sens, test_acc=falling)))["accuracy-falls-with-batch"] == SHOWN
+    assert verdicts(checked(sensitivity.claims({}, sweep_rows(sens, test_acc=falling))))["accuracy-falls-with-batch"] == SHOWN
     rising = {s: [0.5, 0.52, 0.55, 0.6 + 0.01 * s] for s in range(3)}
-    assert verdicts(sensitivity.claims({}, sweep_rows(sens, test_acc=rising)))["accuracy-falls-with-batch"] == NOT_SHOWN
+    assert verdicts(checked(sensitivity.claims({}, sweep_rows(sens, test_acc=rising))))["accuracy-falls-with-batch"] == NOT_SHOWN
 
 
 def test_sensitivity_tracks_gap_across_models():
@@ -241,13 +257,13 @@ def test_sensitivity_tracks_gap_across_models():
     tracks = {s: [0.3 * v + 0.01 * rng.normal() for v in sens[s]] for s in range(3)}  # gap ~ sensitivity
     opposite = {s: [-g for g in tracks[s]] for s in range(3)}
     unrelated = {s: list(rng.uniform(0, 0.3, 4)) for s in range(3)}
-    check = lambda gap: verdicts(sensitivity.claims({}, sweep_rows(sens, gap=gap)))["sensitivity-tracks-gap"]  # noqa: E731
-    assert check(tracks) == SHOWN
-    assert check(opposite) == NOT_SHOWN
-    assert check(unrelated) == INCONCLUSIVE
+    verdict = lambda gap: verdicts(checked(sensitivity.claims({}, sweep_rows(sens, gap=gap))))["sensitivity-tracks-gap"]  # noqa: E731
+    assert verdict(tracks) == SHOWN
+    assert verdict(opposite) == NOT_SHOWN
+    assert verdict(unrelated) == INCONCLUSIVE
     # the two original claims and Novak's get separate verdicts even where they disagree
-    found = verdicts(sensitivity.claims({}, sweep_rows({s: [4, 3, 2, 1] for s in range(3)},
-                                                       gap={s: [0.1, 0.2, 0.3, 0.4] for s in range(3)})))
+    found = verdicts(checked(sensitivity.claims({}, sweep_rows({s: [4, 3, 2, 1] for s in range(3)},
+                                                       gap={s: [0.1, 0.2, 0.3, 0.4] for s in range(3)}))))
     assert found["sensitivity-falls-with-batch"] == SHOWN and found["sensitivity-tracks-gap"] == NOT_SHOWN
 
 
@@ -281,7 +297,7 @@ def test_sharpness_rises_with_batch(keskar, expected):
     rows = sweep_rows({s: [1.0, 0.9, 0.8, 0.7] for s in range(3)})
     for r in rows:
         r["keskar"] = keskar[r["seed"]][[16, 64, 256, 1024].index(r["batch_size"])]
-    found = {f["id"]: f for f in sensitivity.claims({}, rows)}["sharpness-rises-with-batch"]
+    found = {f["id"]: f for f in checked(sensitivity.claims({}, rows))}["sharpness-rises-with-batch"]
     assert found["verdict"] == expected and found["n"] == 3
     assert found["value"] == pytest.approx(np.mean([rank_rho([16, 64, 256, 1024], k) for k in keskar]))
 
@@ -291,5 +307,32 @@ def test_sharpness_rises_with_batch_leaves_out_an_unmeasured_seed():
     for r in rows:
         r["keskar"] = float(r["batch_size"])
     next(r for r in rows if r["seed"] == 2)["keskar"] = None  # a diverged model has no sharpness
-    found = {f["id"]: f for f in sensitivity.claims({}, rows)}["sharpness-rises-with-batch"]
+    found = {f["id"]: f for f in checked(sensitivity.claims({}, rows))}["sharpness-rises-with-batch"]
     assert found["n"] == 2 and "1 seed(s) left out" in found["note"]
+
+
+# --------------------------------------------------------------------------- what n can detect
+
+
+def test_a_consistent_but_noisy_difference_at_three_replicates_is_inconclusive_and_says_why():
+    """Every replicate points the claimed way, but at n = 3 Student-t needs a mean of about 2.5
+    standard deviations: the verdict is inconclusive and the note gives the smallest mean it could
+    have shown (the Stat's `detectable`)."""
+    keskar = [(1.0, 1.05), (1.0, 1.9), (1.0, 1.2)]  # b - a: 0.05, 0.9, 0.2
+    table = [path_row("batch", 32, 512, 0.1, 0.1, keskar=k) for k in keskar]
+    f = {f["id"]: f for f in checked(interpolation.claims({"sharpness_delta": 0.25}, table))}["large-batch-sharper"]
+    assert f["verdict"] == INCONCLUSIVE and f["test"] == "paired-t" and f["sample"]["diffs"] == pytest.approx([0.05, 0.9, 0.2])
+    assert "3 of 3 replicates point the claimed way" in f["note"]
+    assert f"shows only means above {f['detectable']:.3g}" in f["note"] and f["detectable"] > f["value"]
+    # the same differences, tighter: shown, and the note still says what this n could detect
+    table = [path_row("batch", 32, 512, 0.1, 0.1, keskar=(1.0, b)) for b in (1.5, 1.6, 1.55)]
+    f = {f["id"]: f for f in checked(interpolation.claims({"sharpness_delta": 0.25}, table))}["large-batch-sharper"]
+    assert f["verdict"] == SHOWN and f"shows only means above {f['detectable']:.3g}" in f["note"]
+
+
+def test_a_weak_trend_over_three_seeds_is_inconclusive_and_says_what_page_needs():
+    sens = {0: [4, 3, 1, 2], 1: [3, 4, 2, 1], 2: [2, 3, 1, 4]}  # falling in 2 of 3 seeds, loosely
+    f = {f["id"]: f for f in checked(sensitivity.claims({}, sweep_rows(sens)))}["sensitivity-falls-with-batch"]
+    assert f["verdict"] == INCONCLUSIVE and f["test"] == "page-L" and 0 < f["value"] < f["detectable"]
+    assert f["detectable"] == pytest.approx(0.7333, abs=1e-3)  # 3 seeds x 4 batch sizes
+    assert "a mean ρ of about 0.73 is needed" in f["note"] and "falls in 2 of 3 seeds" in f["note"]

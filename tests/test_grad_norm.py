@@ -61,18 +61,32 @@ def test_claims_on_synthetic_results():
     shrink = rows_of([(1.0, 0.1), (0.8, 0.1), (1.2, 0.2), (0.9, 0.05)])
     f = gn.claim_fluctuations_shrink(shrink)
     assert f.id == "grad-norm-falls" and f.verdict == fnd.SHOWN and f.n == 4
-    assert f.value == pytest.approx(np.mean([1.0, math.log10(8), math.log10(6), math.log10(18)]))
-    # relative: the same statistic of log10 g's changes
+    vals = [1.0, math.log10(8), math.log10(6), math.log10(18)]
+    assert f.value == pytest.approx(np.mean(vals)) and f.test == "paired-t" and f.sample["diffs"] == pytest.approx(vals)
+    # a second route: scipy's one-sample t-test on the per-seed numbers
+    from scipy import stats
+
+    t = stats.ttest_1samp(vals, 0.0)
+    assert f.ci == pytest.approx(tuple(t.confidence_interval(0.95))) and f.p == pytest.approx(t.pvalue / 2)
+    assert f.detectable == pytest.approx(stats.t.ppf(0.975, 3) * np.std(vals, ddof=1) / 2)
+    assert "smaller at the end in 4 of 4 seeds" in f.note
+    # relative: the same statistic of log10 g's changes; no change at all sits on the line, neither side
     rel = [{**r, "relative_fluctuation_at_drop": 0.2, "relative_fluctuation_at_end": 0.2} for r in shrink]
     same = gn.claim_fluctuations_shrink(rel, relative=True)
-    assert same.id == "grad-norm-falls-relative" and same.value == 0 and same.verdict == fnd.NOT_SHOWN
+    assert same.id == "grad-norm-falls-relative" and same.value == 0 and same.ci == [0, 0] and same.verdict == fnd.INCONCLUSIVE
+    rel_grow = [{**r, "relative_fluctuation_at_drop": 0.1, "relative_fluctuation_at_end": 0.2 + 0.01 * r["seed"]} for r in shrink]
+    assert gn.claim_fluctuations_shrink(rel_grow, relative=True).verdict == fnd.NOT_SHOWN
     grow = rows_of([(0.1, 1.0), (0.1, 0.8), (0.2, 1.2)])
     assert gn.claim_fluctuations_shrink(grow).verdict == fnd.NOT_SHOWN
     assert gn.claim_norm_lower_at_end(grow).verdict == fnd.NOT_SHOWN
     mixed = rows_of([(1.0, 0.1), (0.1, 1.0), (1.0, 0.2), (0.2, 1.0)])
     assert gn.claim_fluctuations_shrink(mixed).verdict == fnd.INCONCLUSIVE
     one = gn.claim_fluctuations_shrink(rows_of([(1.0, 0.1)]))
-    assert one.verdict == fnd.INCONCLUSIVE and one.n == 1  # one seed: no interval
+    assert one.verdict == fnd.INCONCLUSIVE and one.n == 1 and one.ci is None  # one seed: no interval
+    assert "one seed only" in one.note
+    # 3 seeds that all agree but spread widely: Student-t at n = 3 needs a mean above 2.48 SD
+    wide = gn.claim_fluctuations_shrink(rows_of([(1.0, 0.9), (1.0, 0.01), (1.0, 0.5)]))
+    assert wide.verdict == fnd.INCONCLUSIVE and "with n = 3" in wide.note and wide.detectable > wide.value
     # the CNN rows make findings of their own; seeds without windows are left out and counted
     cnn = rows_of([(1.0, 0.1), (0.8, 0.1), (0.9, 0.2)], "cnn-1") + [{"model": "cnn-2", "seed": 0, "fluctuation_at_end": None}]
     found = {c.id: c for c in gn.claims(shrink + cnn)}
@@ -117,7 +131,19 @@ def test_smoke_run_verdicts_follow_from_its_own_summary(tmp_path, data_dir):
     head = s["findings"][0]
     assert head["id"] == "grad-norm-falls" and head["n"] == len(vals)
     if vals:
-        assert head["value"] == pytest.approx(np.mean(vals))
+        assert head["value"] == pytest.approx(np.mean(vals)) and head["sample"]["diffs"] == pytest.approx(vals)
+    # every finding: its test, p, sample and detectable recorded, and its verdict again from the sample
+    # alone (tests/verdict_recheck.py: the t interval by hand), and by scipy's t-test
+    from scipy import stats
+    from verdict_recheck import recheck
+
+    for f in s["findings"]:
+        assert f["test"] == "paired-t" and isinstance(f["sample"], dict) and {"p", "detectable"} <= set(f)
+        assert (recheck(f) or fnd.INCONCLUSIVE) == f["verdict"], f["id"]
+        d = f["sample"]["diffs"]
+        if len(d) >= 2 and np.ptp(d) > 0:
+            t = stats.ttest_1samp(d, 0.0)
+            assert f["ci"] == pytest.approx(list(t.confidence_interval(0.95))) and f["p"] == pytest.approx(t.pvalue / 2)
     # each row's window statistics from the stored curves
     stored = RunStore(tmp_path, "grad-norm").load_result("mlp-mid")
     for i, r in enumerate(r for r in rows if r["model"] == "mlp-mid"):
@@ -141,3 +167,15 @@ def test_a_diverging_run_is_recorded_and_summarised(tmp_path, data_dir):
     assert all(f["verdict"] in fnd.VERDICTS for f in s["findings"])
     for name in ("grad_norm_mlp.png", "grad_norm_cifar.png"):
         assert (tmp_path / "grad-norm" / "figures" / name).stat().st_size > 5000
+
+
+def test_profiles_seeds():
+    """Issue 18: the MLP at least 6 seeds at quick and 10 at full (shaped as func-fit's ensemble);
+    the CNNs 3 at quick, 5 at full."""
+    from dlscope.experiments import func_fit
+    from dlscope.experiments.base import resolve
+
+    for profile, cnn, mlp in (("quick", 3, 6), ("full", 5, 10)):
+        cfg = resolve(gn, profile)
+        assert cfg["seeds"] == cnn and cfg["mlp_seeds"] >= mlp
+        assert cfg["mlp_seeds"] == 2 * resolve(func_fit, profile)["seeds"]  # one compiled shape for both

@@ -64,8 +64,18 @@ def test_trajectory_smoke(tmp_path, data_dir):
         ratios.append(nearest / length)
     found = {f["id"]: f for f in s["findings"]}
     assert found["runs-end-apart"]["value"] == pytest.approx(np.mean(ratios))
-    assert found["runs-end-apart"]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(ratios), margin=1.0)
-    assert found["paths-nearly-planar"]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci([row["own_pc12"] for row in rows]), margin=0.5)
+    # the verdicts by a second route: scipy's one-sample t-test of the runs' numbers against the margin
+    from scipy import stats
+
+    for fid, values, margin in (("runs-end-apart", ratios, 1.0), ("paths-nearly-planar", [row["own_pc12"] for row in rows], 0.5)):
+        f = found[fid]
+        assert f["test"] == "paired-t" and f["sample"]["diffs"] == pytest.approx(values) and f["sample"]["margin"] == margin
+        assert f["n"] == runs and f["value"] == pytest.approx(np.mean(values))
+        t = stats.ttest_1samp(values, margin, alternative="greater")
+        lo, hi = stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+        assert f["ci"] == pytest.approx([lo, hi]) and f["p"] == pytest.approx(t.pvalue)
+        assert f["detectable"] == pytest.approx(margin + stats.t.ppf(0.975, runs - 1) * np.std(values, ddof=1) / np.sqrt(runs))
+        assert f["verdict"] == (fd.SHOWN if lo > margin else fd.NOT_SHOWN if hi < margin else fd.INCONCLUSIVE)
     assert f"{100 * sum(s['explained_variance_whole']):.1f}%" in found["paths-nearly-planar"]["note"]
 
 

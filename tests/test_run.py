@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,20 +134,33 @@ def test_cifar_depth_smoke_summary(tmp_path):
     }
     found = {f["id"]: f for f in s["findings"]}
     assert set(found) == set(expected) | {"lowest-loss-highest-accuracy"}
-    for fid, values in expected.items():
-        assert found[fid]["value"] == pytest.approx(sum(values) / 2) and found[fid]["n"] == 2
-        assert found[fid]["ci"] == pytest.approx(fd.bootstrap_ci(values))
-        assert found[fid]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(values))
-    # per seed: do loss and accuracy rank the three models in opposite orders?
-    def ranks(xs):
-        return [sorted(xs).index(x) for x in xs]
+    for f in found.values():  # how each verdict was reached is recorded with it
+        assert {"test", "p", "sample", "detectable"} <= set(f) and f["test"] and isinstance(f["sample"], dict)
+    # the paired leads by a second route: Student-t by hand (mean ± t_0.975,1 × s / √2), p from scipy
+    from scipy import stats
 
-    rhos = []
+    for fid, values in expected.items():
+        f = found[fid]
+        assert f["value"] == pytest.approx(sum(values) / 2) and f["n"] == 2 and f["test"] == "paired-t"
+        assert f["sample"]["diffs"] == pytest.approx(values)
+        half = stats.t.ppf(0.975, 1) * abs(values[0] - values[1]) / 2  # s = |a - b| / √2 for two values
+        lo, hi = sum(values) / 2 - half, sum(values) / 2 + half
+        assert f["ci"] == pytest.approx([lo, hi])
+        assert f["p"] == pytest.approx(stats.ttest_1samp(values, 0, alternative="greater").pvalue)
+        assert f["detectable"] == pytest.approx(half)
+        assert f["verdict"] == (fd.SHOWN if lo > 0 else fd.NOT_SHOWN if hi < 0 else fd.INCONCLUSIVE)
+    # per seed: the three models ordered by falling test loss; Page's exact test of their accuracies
+    order = []
     for k in (0, 1):
-        mine = [row for row in s["results"] if row["seed"] == k]
-        a, b = ranks([-r["test_loss"] for r in mine]), ranks([r["test_acc"] for r in mine])
-        if len(set(a)) == len(set(b)) == 3:  # Spearman without ties: 1 - 6 sum d^2 / (n (n^2 - 1))
-            rhos.append(1 - 6 * sum((x - y) ** 2 for x, y in zip(a, b)) / 24)
-    if len(rhos) == 2:
-        assert found["lowest-loss-highest-accuracy"]["value"] == pytest.approx(sum(rhos) / 2)
-        assert found["lowest-loss-highest-accuracy"]["verdict"] == fd.verdict_from_ci(fd.bootstrap_ci(rhos))
+        mine = sorted((row for row in s["results"] if row["seed"] == k), key=lambda r: -r["test_loss"])
+        order.append([r["test_acc"] for r in mine])
+    page = found["lowest-loss-highest-accuracy"]
+    assert page["test"] == "page-L" and page["n"] == 2 and page["sample"]["x"] == [0, 1, 2]
+    assert np.allclose(page["sample"]["y"], order)
+    if all(len(set(r)) == 3 for r in order):  # no tied accuracies: scipy's exact Page test, and Spearman by hand
+        assert page["p"] == pytest.approx(stats.page_trend_test(order, method="exact").pvalue)
+        rhos = [1 - 6 * sum((i - sorted(r).index(v)) ** 2 for i, v in enumerate(r)) / 24 for r in order]
+        assert page["value"] == pytest.approx(sum(rhos) / 2)
+    # two seeds of three models cannot decide: even the same order in both gives p = 1/36 = 0.028
+    assert page["p"] >= 1 / 36 - 1e-12 and page["verdict"] == fd.INCONCLUSIVE and page["detectable"] is None
+    assert "with 2 seeds × 3 levels no ordering can reach p ≤ 0.025" in page["note"]

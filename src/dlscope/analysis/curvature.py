@@ -85,12 +85,14 @@ def rademacher(shape, generator: torch.Generator, dtype=torch.float64) -> torch.
 # --------------------------------------------------------------------------- Lanczos
 
 
-def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int, stop: Callable[[torch.Tensor], bool] | None = None,
+def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int,
+            stop: Callable[[torch.Tensor, torch.Tensor], bool] | None = None,
             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Lanczos with full re-orthogonalisation on N operators at once (one per member).
 
     v0: [N, P] start vectors. Returns (T [N, m, m] tridiagonal, Q [N, m, P] orthonormal basis),
-    m ≤ steps. `stop(T)` is asked after every step. When a member's Krylov space is exhausted,
+    m ≤ steps. `stop(T, b)` is asked after every step, with b [N] the norm of what is left of the
+    last product after orthogonalisation (the next coupling: Ritz residuals are b · |y_m|). When a member's Krylov space is exhausted,
     it continues from a fresh random direction orthogonal to its basis (T gets a zero coupling),
     so every Ritz value stays an exact eigenvalue of that member's operator."""
     N, P = v0.shape
@@ -112,7 +114,7 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int, stop: Callable[[torch.
             w = w - torch.einsum("njp,nj->np", basis, torch.einsum("njp,np->nj", basis, w))
         b = w.norm(dim=1)
         T = _tridiagonal(alpha[:, :m], beta[:, : m - 1])
-        if j == steps - 1 or (stop is not None and stop(T)):
+        if j == steps - 1 or (stop is not None and stop(T, b)):
             break
         dead = b <= 1e-10 * alpha[:, j].abs().clamp_min(1.0)
         for i in torch.nonzero(dead).flatten().tolist():
@@ -148,16 +150,23 @@ class Eigenvalues:
 
 
 def _lanczos_top(matvec: MatVec, v0: torch.Tensor, k: int, tol: float, max_steps: int, seed: int):
-    """Lanczos until the top k Ritz values of every member change by ≤ tol (relative) in one
-    step. Returns (values [N, k], T, Q, converged [N])."""
+    """Lanczos until each of the top k Ritz pairs of every member has a residual
+    ||H y - θ y|| ≤ tol · |θ_1| (relative to the largest), and the top k values no longer change by
+    more than tol. The residual is what makes `converged` true: a Ritz value can sit still on a
+    lower eigenvalue before the one above it appears, and changes between steps cannot see that.
+    Returns (values [N, k], T, Q, converged [N])."""
     state = {"prev": None, "conv": torch.zeros(v0.shape[0], dtype=torch.bool)}
 
-    def stop(T):
-        ritz = torch.linalg.eigvalsh(T).flip(-1)[:, :k]
+    def stop(T, b):
+        theta, Y = torch.linalg.eigh(T)
+        ritz, last = theta.flip(-1)[:, :k], Y[:, -1, :].flip(-1)[:, :k]  # last row of each Ritz vector
         prev, state["prev"] = state["prev"], ritz
         if prev is None or ritz.shape[1] < k or prev.shape[1] < k:
             return False
-        state["conv"] = ((ritz - prev).abs() <= tol * ritz.abs().clamp_min(1e-30)).all(1)
+        scale = ritz[:, :1].abs().clamp_min(1e-30)
+        residual_ok = (b[:, None] * last.abs() <= tol * scale).all(1)
+        settled = ((ritz - prev).abs() <= tol * scale).all(1)
+        state["conv"] = residual_ok & settled
         return bool(state["conv"].all())
 
     T, Q = lanczos(matvec, v0, max_steps, stop, seed)
@@ -168,8 +177,8 @@ def _lanczos_top(matvec: MatVec, v0: torch.Tensor, k: int, tol: float, max_steps
 
 def top_eigenvalues_of(matvec: MatVec, v0: torch.Tensor, k: int = 1, tol: float = 1e-3, max_steps: int = 100,
                        seed: int = 0, vectors: bool = False):
-    """The k largest eigenvalues of N symmetric operators by Lanczos, stopping when the top k
-    Ritz values of every member change by ≤ tol (relative) in one step.
+    """The k largest eigenvalues of N symmetric operators by Lanczos, stopping when each of the
+    top k Ritz pairs of every member has a residual ≤ tol · |λ1| (see _lanczos_top).
     Returns (values [N, k], steps, converged [N], vectors [N, k, P] or None)."""
     top, T, Q, converged = _lanczos_top(matvec, v0, k, tol, max_steps, seed)
     vecs = None

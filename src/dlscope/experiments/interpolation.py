@@ -24,7 +24,7 @@ import math
 from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
-from ..findings import INCONCLUSIVE, SHOWN, Finding, greater
+from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, greater
 from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
@@ -41,7 +41,10 @@ LOOK_FOR = ("whether the large-batch end is sharper: Keskar et al. (2017) find l
             "curvature figure, with the top Hessian eigenvalue and the trace beside it; the note says whether those "
             "agree). `large-batch-line-sharper` and `large-lr-line-flatter` ask the same of the line: how steeply the "
             "train loss rises at the same distance outward from the two ends of each replicate; `barrier` asks whether test accuracy dips "
-            "between the two models, as the original's did (27% near α ≈ 0.6). Each side trained at least "
+            "between the two models, as the original's did (27% near α ≈ 0.6). Each is a difference paired by "
+            "replicate, judged by the Student-t 95% interval of its mean: with 3 replicates only a mean above about "
+            "2.5 standard deviations of the per-replicate differences can be shown, so a real but modest effect comes "
+            "out inconclusive (each note gives the smallest difference this run could have shown). Each side trained at least "
             "`min_steps` optimizer steps, the large batch for more epochs (the figure's title gives each side's "
             "steps and final train loss), so no end is compared half-trained. The loss axis is linear: cnn-1's "
             "Softmax output bounds its cross-entropy to [1.46, 2.46]. With independent initialisations the two "
@@ -69,7 +72,7 @@ REFERENCE = {
 _FULL = {
     "model": "cnn-1",
     "pairs": ["batch", "lr"],
-    "seeds": 3,  # replicates of each pair: replicate k trains a from seed + 2k and b from seed + 2k + 1
+    "seeds": 5,  # replicates of each pair: replicate k trains a from seed + 2k and b from seed + 2k + 1 (quick: 3)
     "epochs": 25,
     "min_steps": 300,  # every side >= this many optimizer steps (full: 25 epochs already give >= 1,225)
     "batch_sizes": [64, 1024],  # pair "batch"
@@ -91,7 +94,8 @@ PROFILES = {
     "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "train_size": 256, "test_size": 128, "alpha_points": 5,
               "alpha_min": -0.5, "alpha_max": 1.5, "sharpness_delta": 0.5, "sensitivity_samples": 16,
               "curvature_samples": 64, "curvature_max_steps": 8, "trace_hvp": 6, "keskar_steps": 2},
-    # 2,048 training images, 3 replicates. Batch 32 vs 512 (SPEC's ratio of 16; 200 steps of batch
+    # 2,048 training images, 3 replicates (a paired contrast: shows only effects above about 2.5
+    # SD of the per-replicate differences; the notes say so; full has 5). Batch 32 vs 512 (SPEC's ratio of 16; 200 steps of batch
     # 1024 x 3 seeds would cost twice this profile's budget) and the lr pair at batch 128 (not
     # 512, for the same reason). Every side gets >= 12 epochs and >= 200 optimizer steps: batch 32
     # trains 12 epochs (768 steps), batch 512 50 epochs (200 steps), the lr pair 13 (208 steps);
@@ -100,7 +104,7 @@ PROFILES = {
     # training images, small budgets (curvature.QUICK).
     "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [32, 512], "lr_pair_batch_size": 128,
               "train_size": 2048, "test_size": 1000, "alpha_min": -1.0, "alpha_max": 2.0, "alpha_points": 13,
-              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3,
+              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3, "seeds": 3,
               **curvature.QUICK},
     "full": _FULL,
 }
@@ -312,14 +316,23 @@ def _sharper(table: list[dict], pair: str, sharp_end_is_larger: bool, key: str =
     return greater(diffs), len(diffs)
 
 
-def _note(verdict: str, n: int, runs: int, what: str) -> str:
+def _note(stat: Stat, runs: int, what: str) -> str:
+    """Why this verdict, in one line: how many replicates point the claimed way and, where the
+    verdict is decided, the smallest mean difference this n and spread could have shown (where it
+    is inconclusive, Finding.from_stat appends that reason itself)."""
+    n, verdict = stat.n, stat.verdict
     left = f"; {runs - n} replicate(s) without a number (diverged)" if runs > n else ""
     if runs == 0:
         return "pair not run"
     if n < 2:
         return f"{n} replicate(s): no spread to decide on{left}"
-    return {SHOWN: f"{what} in every resample of the replicates",
-            INCONCLUSIVE: "the replicates disagree"}.get(verdict, "the opposite holds, or no difference") + left
+    diffs = (stat.sample or {}).get("diffs") or []
+    count = f"{sum(d > 0 for d in diffs)} of {n} replicates point the claimed way"
+    head = {SHOWN: f"{what}: {count}",
+            NOT_SHOWN: f"the opposite holds: {count}"}.get(verdict, f"the replicates disagree or the difference is small: {count}")
+    could = (f"; with n = {n} this design shows only means above {stat.detectable:.3g}"
+             if verdict != INCONCLUSIVE and stat.detectable is not None else "")
+    return head + could + left
 
 
 def _where_ends_ended(table: list[dict], pair: str, name: dict) -> str:
@@ -340,7 +353,7 @@ def _curvature_agrees(table: list[dict], pair: str, sharp_end_is_larger: bool) -
     """The same paired comparison by the top eigenvalue and the trace, for the note."""
     parts = []
     for key, what in (("{}_top_eigenvalue", "top eigenvalue"), ("{}_trace", "trace")):
-        (value, ci, verdict, n), _ = _sharper(table, pair, sharp_end_is_larger, key)
+        (value, _, verdict, n), _ = _sharper(table, pair, sharp_end_is_larger, key)
         if value is not None:
             parts.append(f"{what}: {value:+.3g}, {verdict} (n={n})")
     return ("; by " + "; ".join(parts)) if parts else ""
@@ -349,9 +362,9 @@ def _curvature_agrees(table: list[dict], pair: str, sharp_end_is_larger: bool) -
 def claims(cfg: dict, table: list[dict]) -> list[dict]:
     d = cfg["sharpness_delta"]
     keskar = ("mean over replicates of [Keskar ε-sharpness of the {} model] − [that of the {} model] (the training "
-              "loss's worst rise in an ε-box, on a fixed subset of training images, eval mode); CI: bootstrap over replicates")
+              "loss's worst rise in an ε-box, on a fixed subset of training images, eval mode); 95% CI: Student-t over replicates")
     line = (f"mean over replicates of [train-loss rise stepping {d:g} outward from the {{}} end] − [the same at the "
-            f"{{}} end] (same line, same distance); CI: bootstrap over replicates")
+            f"{{}} end] (same line, same distance); 95% CI: Student-t over replicates")
 
     def names(pair, small, large):
         r = next((r for r in table if r["pair"] == pair), None)
@@ -368,27 +381,24 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
               names("lr", "small lr", "large lr")))
     for pair, larger_sharper, fid, claim, source, (sharp, flat), what, name in pairs:
         # measured directly, as Keskar et al. did: the ε-sharpness of each trained end
-        (value, ci, verdict, n), runs = _sharper(table, pair, larger_sharper)
+        stat, runs = _sharper(table, pair, larger_sharper)
         ended = _where_ends_ended(table, pair, name)
-        out.append(Finding(id=fid, claim=claim, source=source, verdict=verdict, statistic=keskar.format(sharp, flat),
-                           value=value, ci=ci, n=n,
-                           note=_note(verdict, n, runs, what).replace("diverged", "diverged or not measured")
-                           + _curvature_agrees(table, pair, larger_sharper) + ended).as_dict())
+        out.append(Finding.from_stat(stat, fid, claim, source, keskar.format(sharp, flat),
+                                     _note(stat, runs, what).replace("diverged", "diverged or not measured")
+                                     + _curvature_agrees(table, pair, larger_sharper) + ended).as_dict())
     for pair, larger_sharper, fid, claim, source, (sharp, flat), what, name in pairs:
         # the original's view: how steeply the loss rises along the line beyond each end
-        (value, ci, verdict, n), runs = _sharper(table, pair, larger_sharper, "sharpness_{}")
-        out.append(Finding(id=fid.replace("-sharper", "-line-sharper").replace("-flatter", "-line-flatter"),
-                           claim=claim.replace("minimum is", "end is") + ", along the line between them",
-                           source=source, verdict=verdict, statistic=line.format(sharp, flat), value=value, ci=ci, n=n,
-                           note=_note(verdict, n, runs, what)).as_dict())
+        stat, runs = _sharper(table, pair, larger_sharper, "sharpness_{}")
+        out.append(Finding.from_stat(stat, fid.replace("-sharper", "-line-sharper").replace("-flatter", "-line-flatter"),
+                                     claim.replace("minimum is", "end is") + ", along the line between them",
+                                     source, line.format(sharp, flat), _note(stat, runs, what)).as_dict())
     bars = [r["barrier"] for r in table if r["pair"] == "batch"]
-    value, ci, verdict, n = greater(bars)
-    out.append(Finding(id="barrier", claim="test accuracy dips between the small- and the large-batch model (a barrier)",
-                       source="original", verdict=verdict,
-                       statistic="mean over replicates of [lower end's test accuracy − lowest test accuracy for 0 < α < 1]; "
-                                 "CI: bootstrap over replicates",
-                       value=value, ci=ci, n=n, note=_note(verdict, n, len(bars), "a dip") if bars else "pair not run"
-                       ).as_dict())
+    stat = greater(bars)
+    out.append(Finding.from_stat(
+        stat, "barrier", "test accuracy dips between the small- and the large-batch model (a barrier)", "original",
+        "mean over replicates of [lower end's test accuracy − lowest test accuracy for 0 < α < 1]; "
+        "95% CI: Student-t over replicates",
+        _note(stat, len(bars), "a dip") if bars else "pair not run").as_dict())
     return out
 
 

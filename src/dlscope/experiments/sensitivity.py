@@ -18,7 +18,7 @@ import math
 from .. import models
 from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
-from ..findings import INCONCLUSIVE, SHOWN, Finding, correlation, spearman, trend
+from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, correlation, spearman, trend
 from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
@@ -31,9 +31,12 @@ COST = 236  # seconds of the quick profile, measured (run all, 2 idle cores, 202
 LOOK_FOR = ("two claims that need not agree, each with its own verdict. The original found sensitivity "
             "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
             "`sensitivity-falls-with-batch`, `sensitivity-falls-with-lr`, `accuracy-falls-with-batch`, "
-            "seed by seed. Novak et al. (2018) found sensitivity rising with the generalization gap across "
-            "models: `sensitivity-tracks-gap`, over every trained model of both sweeps, drawn in the scatter "
-            "of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
+            "seed by seed: Page's trend test with the seeds as blocks, shown only where the configurations fall in "
+            "the claimed order consistently across seeds (with 3 seeds and 4 batch sizes a mean Spearman ρ of about "
+            "0.73 is needed; the note gives each seed's ρ). Novak et al. (2018) found sensitivity rising with the "
+            "generalization gap across models: `sensitivity-tracks-gap`, Spearman's ρ over every trained model of "
+            "both sweeps (a permutation test that treats the models as independent, though each seed's share an "
+            "initialisation), drawn in the scatter of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
             "widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
             "least `epochs` epochs and `min_steps` optimizer steps (rows give its steps and final train loss), "
             "so the large batches are not judged after a few dozen steps. Keskar et al.'s own measure is taken on every "
@@ -88,7 +91,7 @@ DIFFERENCES = [
 
 _FULL = {
     "model": "cnn-1",
-    "seeds": 3,  # per configuration; seed k is shared by every batch size and lr (paired by seed)
+    "seeds": 5,  # per configuration; seed k is shared by every batch size and lr (paired by seed); quick: 3
     "epochs": 25,
     # Fair budgets: every configuration trains at least `epochs` epochs AND at least `min_steps`
     # optimizer steps (as many whole epochs as that takes), with the StepLR drops stretched in
@@ -109,7 +112,7 @@ PROFILES = {
     "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "batch_sizes": [64, 128, 512], "lrs": [1e-1, 1e-3, 1e-4],
               "lr_sweep_batch_size": 128, "train_size": 256, "test_size": 128, "sensitivity_samples": 16,
               "curvature_samples": 64, "curvature_max_steps": 8, "trace_hvp": 6, "keskar_steps": 2},
-    # 2,048 training images, 3 seeds. Batch sizes 16 ... 512 (not 4096: 200 steps of it, 3 seeds,
+    # 2,048 training images, 3 seeds (full: 5). Batch sizes 16 ... 512 (not 4096: 200 steps of it, 3 seeds,
     # would be 2.5 M images, ten times this profile's budget) and the lr sweep at batch 128 (not
     # 512, for the same reason). Every configuration gets >= 12 epochs and >= 200 optimizer steps:
     # batch 512 trains 50 epochs, batch 256 25, the rest 12; the lr drops at 3/4 of each one's
@@ -117,7 +120,7 @@ PROFILES = {
     # on 128 training images, small budgets (curvature.QUICK).
     "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [16, 64, 256, 512],
               "lr_sweep_batch_size": 128, "train_size": 2048, "test_size": 1000, "sensitivity_samples": 250,
-              "eval_every": 3,
+              "eval_every": 3, "seeds": 3,
               **curvature.QUICK},
     "full": _FULL,
 }
@@ -232,10 +235,11 @@ def rows(cfg: dict, results: dict) -> list[dict]:
 # --------------------------------------------------------------------------- claims
 
 
-def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: int):
-    """findings.trend of `ykey` against the swept `xkey`, one Spearman rho per seed (a seed with a
-    diverged or missing configuration is left out: its rho would rest on other points).
-    Returns (value, ci, verdict, n, seeds left out, sign * rho of each seed)."""
+def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: int) -> tuple[Stat, int, list[float]]:
+    """findings.trend of `ykey` against the swept `xkey`: Page's L, exact, seeds as blocks; effect
+    size the mean per-seed Spearman rho. A seed with a diverged or missing configuration is left
+    out (its rho would rest on other points than the others'). Returns (the Stat, seeds left out,
+    sign * rho of each seed used)."""
     pts = [r for r in table if r["sweep"] == sweep]
     xs = sorted({r[xkey] for r in pts})
     seeds = sorted({r["seed"] for r in pts})
@@ -246,88 +250,98 @@ def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: in
         if all(_finite(y) for y in ys):
             per_seed.append(ys)
     left = len(seeds) - len(per_seed)
-    if len(xs) < 3:
-        return None, None, INCONCLUSIVE, len(per_seed), left, []
-    rhos = [sign * r for r in (spearman(xs, ys) for ys in per_seed) if r is not None]
-    return (*trend(xs, per_seed, sign), left, rhos)
+    if len(xs) < 3 or not per_seed:
+        why = "fewer than 3 values swept" if len(xs) < 3 else "no seed with every configuration measured"
+        return (Stat(None, None, INCONCLUSIVE, len(per_seed) if len(xs) >= 3 else 0, test="page-L",
+                     sample={"x": [float(x) for x in xs], "y": [], "sign": sign, "margin": 0.0}, reason=why), left, [])
+    rhos = [sign * (spearman(xs, ys) or 0.0) + 0.0 for ys in per_seed]  # + 0.0: no -0.00
+    return trend(xs, per_seed, sign), left, rhos
 
 
 CHANCE_MARGIN = 0.12  # test accuracy at or below this: a model at chance (10 classes)
 
 
-def _trend_note(value, verdict: str, what: str, rhos: list[float]) -> str:
-    if value is None:
-        return "fewer than 3 values or no complete seed: no trend to test"
-    each = f" (−ρ per seed: {', '.join(f'{r:.2f}' for r in rhos)}; 1 = falls at every step)"
-    if verdict == SHOWN:
-        return f"{what} falls in every resample of the seeds{each}"
-    if verdict == INCONCLUSIVE:
-        return f"the seeds disagree, or one seed's trend is within chance{each}"
-    return f"{what} does not fall: it is flat or rises{each}"
+def _trend_note(stat: Stat, what: str, moves: str, rhos: list[float]) -> str:
+    """One line: how many seeds go the claimed way, each seed's rho (the verdict's reason, when it
+    is inconclusive, is appended by Finding.from_stat)."""
+    if stat.value is None:
+        return "no trend to test"
+    each = f" (ρ per seed, + = {moves}: {', '.join(f'{r:.2f}' for r in rhos)})"
+    k = sum(r > 0 for r in rhos)
+    if stat.verdict == SHOWN:
+        return f"{what} {moves} in {k} of {len(rhos)} seeds, consistently enough for Page's test{each}"
+    if stat.verdict == NOT_SHOWN:
+        return f"{what} does not {moves.removesuffix('s')}: the seeds agree on the opposite order{each}"
+    return f"{what} {moves} in {k} of {len(rhos)} seeds: the seeds disagree or the order is within chance{each}"
 
 
 def claims(cfg: dict, table: list[dict]) -> list[dict]:
     out = []
     for sweep, xkey, what in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
-        value, ci, verdict, n, left, rhos = seedwise_trend(table, sweep, xkey, "sensitivity", -1)
+        stat, left, rhos = seedwise_trend(table, sweep, xkey, "sensitivity", -1)
         note = (f"{len({r[xkey] for r in table if r['sweep'] == sweep})} {what}s; "
-                + (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(value, verdict, "sensitivity", rhos))
-        out.append(Finding(
-            id=f"sensitivity-falls-with-{'batch' if sweep == 'batch' else 'lr'}",
-            claim=f"a larger {what} gives a lower input sensitivity",
-            source="original", verdict=verdict,
-            statistic=f"mean over seeds of −Spearman ρ({what}, sensitivity); CI: bootstrap over seeds",
-            value=value, ci=ci, n=n, note=note).as_dict())
-    value, ci, verdict, n, left, rhos = seedwise_trend(table, "batch", "batch_size", "test_acc", -1)
-    out.append(Finding(
-        id="accuracy-falls-with-batch", claim="a larger batch size gives a lower test accuracy", source="original",
-        verdict=verdict, statistic="mean over seeds of −Spearman ρ(batch size, test accuracy); CI: bootstrap over seeds",
-        value=value, ci=ci, n=n, note=_trend_note(value, verdict, "test accuracy", rhos)).as_dict())
+                + (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(stat, "sensitivity", "falls", rhos))
+        out.append(Finding.from_stat(
+            stat, f"sensitivity-falls-with-{'batch' if sweep == 'batch' else 'lr'}",
+            f"a larger {what} gives a lower input sensitivity", "original",
+            f"mean over seeds of −Spearman ρ({what}, sensitivity); 95% CI: Student-t over seeds; "
+            f"test: Page's L, seeds as blocks", note).as_dict())
+    stat, left, rhos = seedwise_trend(table, "batch", "batch_size", "test_acc", -1)
+    out.append(Finding.from_stat(
+        stat, "accuracy-falls-with-batch", "a larger batch size gives a lower test accuracy", "original",
+        "mean over seeds of −Spearman ρ(batch size, test accuracy); 95% CI: Student-t over seeds; "
+        "test: Page's L, seeds as blocks",
+        (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(stat, "test accuracy", "falls", rhos)).as_dict())
     ok = [r for r in table if not r["diverged"] and _finite(r["sensitivity"]) and _finite(r["acc_gap"])]
-    rho, ci, verdict, n = correlation([r["sensitivity"] for r in ok], [r["acc_gap"] for r in ok])
+    stat = correlation([r["sensitivity"] for r in ok], [r["acc_gap"] for r in ok])
+    n = stat.n
     rho_loss = spearman([r["sensitivity"] for r in ok], [r["loss_gap"] for r in ok]) if len(ok) >= 3 else None
     # models stuck at chance (a dead or saturated network: no gap, no sensitivity) agree with the
     # claim trivially; the note gives rho without them
     learnt = [r for r in ok if r["test_acc"] is not None and r["test_acc"] > CHANCE_MARGIN]
     rho_learnt = spearman([r["sensitivity"] for r in learnt], [r["acc_gap"] for r in learnt]) if len(learnt) >= 3 else None
-    out.append(Finding(
-        id="sensitivity-tracks-gap",
-        claim="across the trained models, a higher input sensitivity goes with a larger generalization gap",
-        source="Novak et al. 2018", verdict=verdict,
-        statistic="Spearman ρ(sensitivity, train accuracy − test accuracy) over all trained models of both sweeps; "
-                  "CI: bootstrap over models",
-        value=rho, ci=ci, n=n,
-        note=(f"{len(table) - n} diverged model(s) left out; " if len(table) > n else "")
-             + (f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}" if rho_loss is not None else "too few models")
-             + (f"; without the {len(ok) - len(learnt)} model(s) at chance (test accuracy ≤ {CHANCE_MARGIN:.0%}): "
-                f"ρ = {rho_learnt:.2f} (n = {len(learnt)})" if rho_learnt is not None and len(learnt) < len(ok) else "")).as_dict())
+    seeds = len({r["seed"] for r in ok})
+    out.append(Finding.from_stat(
+        stat, "sensitivity-tracks-gap",
+        "across the trained models, a higher input sensitivity goes with a larger generalization gap",
+        "Novak et al. 2018",
+        "Spearman ρ(sensitivity, train accuracy − test accuracy) over all trained models of both sweeps; "
+        "95% CI: Fisher z (Bonett–Wright); p: permutation over models",
+        (f"{len(table) - n} diverged model(s) left out; " if len(table) > n else "")
+        + (f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}" if rho_loss is not None
+           else "no ρ with the loss gap (too few models, or one side constant)")
+        + (f"; without the {len(ok) - len(learnt)} model(s) at chance (test accuracy ≤ {CHANCE_MARGIN:.0%}): "
+           f"ρ = {rho_learnt:.2f} (n = {len(learnt)})" if rho_learnt is not None and len(learnt) < len(ok) else "")
+        + (f"; the {n} models come from {seeds} seeds (models of one seed share initialisation and data order: "
+           f"not fully independent, so the interval and p are somewhat optimistic)" if n >= 4 and seeds < n else "")
+    ).as_dict())
     out.append(sharpness_trend_finding(table))
     return out
 
 
 def sharpness_trend_finding(table: list[dict]) -> dict:
     """Keskar et al.'s claim measured directly: Keskar ε-sharpness rises with the batch size, seed
-    by seed (the note gives the same trend for the top eigenvalue and the trace)."""
-    value, ci, verdict, n, left, rhos = seedwise_trend(table, "batch", "batch_size", "keskar", +1)
-    if value is None:
-        note = "fewer than 3 batch sizes or no seed with every configuration measured: no trend to test"
+    by seed, by Page's L (the note gives the same trend for the top eigenvalue and the trace)."""
+    stat, left, rhos = seedwise_trend(table, "batch", "batch_size", "keskar", +1)
+    if stat.value is None:
+        note = "no trend to test"
     else:
         each = f"ρ per seed: {', '.join(f'{r:.2f}' for r in rhos)}; 1 = rises at every step"
-        note = {SHOWN: "Keskar sharpness rises in every resample of the seeds",
-                INCONCLUSIVE: "the seeds disagree, or one seed's trend is within chance"}.get(
-            verdict, "Keskar sharpness does not rise: it is flat or falls") + f" ({each})"
+        k = sum(r > 0 for r in rhos)
+        note = {SHOWN: f"Keskar sharpness rises in {k} of {len(rhos)} seeds, consistently enough for Page's test",
+                NOT_SHOWN: "Keskar sharpness does not rise: the seeds agree on the opposite order"}.get(
+            stat.verdict, f"Keskar sharpness rises in {k} of {len(rhos)} seeds: the seeds disagree or the order is "
+                          f"within chance") + f" ({each})"
     also = []
     for key, what in (("top_eigenvalue", "top eigenvalue"), ("trace", "trace")):
-        v, _, vd, m, _, _ = seedwise_trend(table, "batch", "batch_size", key, +1)
-        if v is not None:
-            also.append(f"{what}: mean ρ {v:.2f}, {vd} (n={m})")
+        other, _, _ = seedwise_trend(table, "batch", "batch_size", key, +1)
+        if other.value is not None:
+            also.append(f"{what}: mean ρ {other.value:.2f}, {other.verdict} (n={other.n})")
     note += (f"; {left} seed(s) left out (diverged or not measured)" if left else "") + ("; " + "; ".join(also) if also else "")
-    return Finding(
-        id="sharpness-rises-with-batch", claim="a larger batch size ends in a sharper minimum",
-        source="Keskar et al. 2017", verdict=verdict,
-        statistic="mean over seeds of Spearman ρ(batch size, Keskar ε-sharpness of the trained model); "
-                  "CI: bootstrap over seeds",
-        value=value, ci=ci, n=n, note=note).as_dict()
+    return Finding.from_stat(
+        stat, "sharpness-rises-with-batch", "a larger batch size ends in a sharper minimum", "Keskar et al. 2017",
+        "mean over seeds of Spearman ρ(batch size, Keskar ε-sharpness of the trained model); "
+        "95% CI: Student-t over seeds; test: Page's L, seeds as blocks", note).as_dict()
 
 
 def summarize(cfg: dict, results: dict) -> dict:

@@ -163,27 +163,29 @@ def run_geometry(r: dict, which: str = "whole") -> list[dict]:
 
 def claims(rows: list[dict], joint_pc12: float | None = None) -> list[dict]:
     """Claims about the paths, judged from the per-run results rows alone (joint_pc12: PC1+PC2's
-    share of the joint PCA, the figure's plane, for the note)."""
+    share of the joint PCA, the figure's plane, for the note). The runs are independent (no pairing):
+    each is reduced to one number, then findings.greater is the one-sample rule over runs (Student-t
+    interval beyond the margin, and from 6 runs the exact sign-flip test of the differences too)."""
     ratios = [r["nearest_end"] / r["path_length"] for r in rows
               if r.get("nearest_end") is not None and r.get("path_length")]
-    value, ci, verdict, n = fd.greater(ratios, margin=1.0)
+    stat = fd.greater(ratios, margin=1.0)
     apart = sum(x > 1 for x in ratios)
-    out = [fd.Finding(
-        "runs-end-apart", "Runs from different initialisations travel to different places: each run ends farther from every "
-        "other run's end point than the whole length of its own path.", "original", verdict,
-        "mean over runs of (distance to the nearest other run's end point) / (own path length), whole model, full parameter space",
-        value, ci, n, f"ratio > 1 for {apart} of {n} runs" + ("" if verdict == fd.SHOWN else
-                                                              "; the runs' ends are within a path length of each other" if verdict == fd.NOT_SHOWN else
-                                                              "; runs disagree or too few runs")).as_dict()]
+    out = [fd.Finding.from_stat(
+        stat, "runs-end-apart", "Runs from different initialisations travel to different places: each run ends farther from every "
+        "other run's end point than the whole length of its own path.", "original",
+        "mean over runs of (distance to the nearest other run's end point) / (own path length), whole model, full parameter "
+        "space; one-sample t over runs against 1",
+        f"ratio > 1 for {apart} of {stat.n} runs" + ("" if stat.verdict != fd.NOT_SHOWN else
+                                                     "; the runs' ends are within a path length of each other")).as_dict()]
     own = [r["own_pc12"] for r in rows if r.get("own_pc12") is not None]
-    value, ci, verdict, n = fd.greater(own, margin=0.5)
+    stat = fd.greater(own, margin=0.5)
     joint = "" if joint_pc12 is None else f"; the figure's joint PCA of all runs holds {100 * joint_pc12:.1f}% in its PC1+PC2" + (
         " (less: its plane must also span the distances between the runs)" if own and joint_pc12 < min(own) else "")
-    out.append(fd.Finding(
-        "paths-nearly-planar", "Each run's path lies mostly in a plane: its own first two principal components hold most (> 50%) "
-        "of its variance.", "Li et al. 2018", verdict,
-        "mean over runs of PC1+PC2's share of the variance of the run's own path (whole model)",
-        value, ci, n, f"above 50% for {sum(x > 0.5 for x in own)} of {n} runs" + joint + "; a random walk in many dimensions "
+    out.append(fd.Finding.from_stat(
+        stat, "paths-nearly-planar", "Each run's path lies mostly in a plane: its own first two principal components hold most "
+        "(> 50%) of its variance.", "Li et al. 2018",
+        "mean over runs of PC1+PC2's share of the variance of the run's own path (whole model); one-sample t over runs against 0.5",
+        f"above 50% for {sum(x > 0.5 for x in own)} of {stat.n} runs" + joint + "; a random walk in many dimensions "
         "puts about 76% there too (6/π² + 6/(4π²), Antognini & Sohl-Dickstein 2018)").as_dict())
     return out
 
