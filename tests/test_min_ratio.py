@@ -29,12 +29,29 @@ def _row(seed, loss, grad_norm, ratio, kind="relu", cls=None, n_negative=0):
 
 
 def _verdicts(rows):
-    from verdict_recheck import recheck  # the second route to a verdict, from the finding's own sample
+    from claims_check import check  # the second route: every number and verdict again from the finding's sample
 
     out = {f.id: f for f in min_ratio.claims(resolve(min_ratio, "full"), rows)}
     for f in out.values():
-        assert (recheck(f.as_dict()) or findings.INCONCLUSIVE) == f.verdict, f.id
+        check(f.as_dict())
     return out
+
+
+def _samples_follow_the_rows(summary: dict, tol: float) -> None:
+    """Each finding's sample is what the per-run rows say (counted and paired again here)."""
+    rows, f = summary["results"], {x["id"]: x for x in summary["findings"]}
+    relu = [r for r in rows if r["model_kind"] == "relu"]
+    tanh = [r for r in rows if r["model_kind"] == "tanh"]
+    smooth = [r for r in relu if not r["diverged"] and r["grad_norm"] < tol and not r["kinks_at_points"]]
+    clarke = [r for r in relu if not r["diverged"] and r["clarke_grad_norm"] < tol]
+    assert f["critical-points-reached"]["sample"] == {"k": len(smooth), "n": len(relu), "fraction": 0.9}
+    assert f["clarke-critical-points-reached"]["sample"] == {"k": len(clarke), "n": len(relu), "fraction": 0.9}
+    assert f["no-smooth-saddles"]["sample"] == {"k": sum(r["n_negative"] > 0 for r in smooth), "n": len(smooth), "fraction": 0.1}
+    crit = [r for r in tanh if not r["diverged"] and r["grad_norm"] < tol]
+    assert f["smooth-critical-points-reached"]["sample"] == {"k": len(crit), "n": len(tanh), "fraction": 0.9}
+    trend = f["ratio-rises-as-loss-falls"]["sample"]
+    if len(clarke) >= 4:
+        assert trend["x"] == pytest.approx([-r["loss"] for r in clarke]) and trend["y"] == pytest.approx([r["min_ratio"] for r in clarke])
 
 
 def test_claims_clearly_shown():
@@ -127,6 +144,10 @@ def test_smoke_summary_verdicts_recompute_from_its_rows(tmp_path, data_dir):
     tanh = [r for r in rows if r["model_kind"] == "tanh"]
     k = sum(r["grad_norm"] < tol for r in tanh)
     assert recorded["smooth-critical-points-reached"]["value"] == pytest.approx(k / len(tanh))
+    from claims_check import check_all
+
+    check_all(s)  # every verdict from its sample by a second route
+    _samples_follow_the_rows(s, tol)
     # every verdict again through the claim functions, from the JSON rows alone
     cfg = RunStore(tmp_path, "min-ratio").config()
     again = {f.id: f.as_dict() for f in min_ratio.claims(cfg, rows)}
