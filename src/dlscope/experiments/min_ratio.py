@@ -72,7 +72,7 @@ LOOK_FOR = ("first whether the end points are critical points at all: for the Re
             "(smooth-ratio-rises-as-loss-falls, panel (c): the index, the share of negative eigenvalues, against the loss, as "
             "Dauphin et al. 2014 draw it), and only if enough runs reached a critical point; runs that did not are drawn apart.")
 CAPTIONS = {
-    "min_ratio.png": "(a) ReLU model (mlp-minratio): MSE at each end point against its minimal ratio, the original's way round "
+    "min_ratio.png": "Four panels. (a) ReLU model (mlp-minratio): MSE at each end point against its minimal ratio, the original's way round "
     "(ratio on x, log loss on y): smooth critical points, kink-critical points (min-norm Clarke subgradient < 1e-8; the "
     "Hessian restricted to the pinned kinks), gradient-flat and not converged end points drawn apart, n in the legend; "
     "(b) the same for the tanh model (mlp-minratio-tanh), whose phase 2 starts from points spread over training; (c) the "
