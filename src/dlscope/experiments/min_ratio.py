@@ -24,15 +24,25 @@ counts as zero). Classes: critical point, kink-critical (ReLU only), gradient-fl
 gradient in the Hessian's near-null space, Frye et al. 2021), not converged, diverged (weights not
 finite or beyond 1e6, or a non-finite number at the end point).
 
-Measured (2026-12-06, the 2-core development machine shared with other sessions; load average 3-4.5):
-  full (300 points): 5 min 1 s wall. ReLU: 100 of 100 Clarke-critical (90 smooth, 10 kink-critical),
-    none of the 90 smooth ones with a negative eigenvalue. tanh: Newton-MR reaches ||∇L|| < 1e-8 in
-    25 of 100 runs (17 gradient-flat, 58 not converged: ||∇L|| stalls near 1e-4..1e-2 with many
-    negative eigenvalues, the gradient not in the near-null space, so Armijo steps on ||∇L||² shrink
-    to nothing); the 25 it reaches all sit on the plateau of the constant fit (MSE 0.0869, degenerate:
-    about 20 zero eigenvalues), so the loss-index question is not decided there.
-  quick (100 points): 54 s wall. ReLU: 98 of 100 Clarke-critical (77 smooth, 21 kink-critical), no
-    smooth saddle. tanh: 16 of 100 critical (5 gradient-flat, 79 not converged).
+Measured (2026-12-06, the 2-core development machine shared with two other sessions; load average
+about 4; numbers in the summary of each run):
+  full (300 points): 4 min 21 s wall (5 min 1 s in an earlier run). ReLU: 100 of 100
+    Clarke-critical (90 smooth, 10 kink-critical), none of the 90 smooth ones with a negative
+    eigenvalue. tanh: Newton-MR reaches ||∇L|| < 1e-8 in 25 of 100 runs, all 25 on the plateau of
+    the constant fit (MSE 0.0869: units near w = b = a = 0, degenerate, about 20 zero eigenvalues);
+    17 end gradient-flat, 58 not converged.
+  quick (100 points): 44 s wall. ReLU: 98 of 100 Clarke-critical (77 smooth), no smooth
+    saddle. tanh: 16 of 100 critical (5 gradient-flat, 79 not converged).
+What stops the tanh runs (looked at one by one, quick sizes): below the plateau, the gradient at a
+trained point has small components along eigenvalues down to 1e-7..1e-10 of λmax, so the Newton-MR
+step is tens of units long (|p| 10..40 against |θ| about 20) and Armijo's rule on ||∇L||² cuts it to
+α ~ 1e-5: ||∇L|| stays at 1e-4..1e-3 with 15-20 negative eigenvalues (a curved region, not a
+critical point). The trained points head for near-interpolating fits (MSE ~5e-10) whose Hessian
+spans 1e-10..1e1: even a trust-region Newton minimiser of L (scipy trust-exact, 3,000 iterations)
+stops at ||∇L|| 1e-7..4e-5 there. Narrower tanh nets (width 4, 8) and plain gradient descent in
+phase 1 did the same. So on f1 this model's low-loss critical points are not reached at 1e-8, and
+"lower loss, fewer negative eigenvalues" stays undecided (smooth-ratio-rises-as-loss-falls needs
+80 critical points).
 """
 
 from __future__ import annotations
@@ -62,7 +72,7 @@ FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
-COST = 173  # seconds of the quick profile, measured before the tanh model was added (run all, 2 idle cores, 2026-12-02)
+COST = 45  # seconds of the quick profile, measured (both models; 2 cores shared with other sessions, load about 4, 2026-12-06)
 LOOK_FOR = ("first whether the end points are critical points at all: for the ReLU model in Clarke's sense "
             "(clarke-critical-points-reached; a kink on a data point has no gradient, so |grad| < 1e-8 cannot be reached "
             "there), for the tanh model plainly (smooth-critical-points-reached; panel (d): the gradient norms against the "
