@@ -388,38 +388,33 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
     tanh = [p for p in rows if p["model_kind"] == "tanh"]
     smooth_relu = [p for p in relu if p["class"] == "critical point"]
     clarke = _critical(rows, "relu")
-    out = [
-        findings.Finding.from_stat(
-            findings.at_least(len(smooth_relu), len(relu), CRITICAL_SHARE), id="critical-points-reached",
-            claim=f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs reach |grad| < {tol:g} (SPEC's premise, taken literally)",
-            source="the study's premise (SPEC: the Hessian describes a critical point only at one)",
-            statistic=f"fraction of runs with |grad| < {tol:g} and no kink on a data point (Clopper-Pearson 95%)",
-            note=f"{_counts(relu)}; a kink on a data point has no gradient, so there only Clarke-criticality can be reached"),
-        findings.Finding.from_stat(
-            findings.at_least(len(clarke), len(relu), CRITICAL_SHARE), id="clarke-critical-points-reached",
-            claim=f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs end at a Clarke-critical point (min-norm subgradient < {tol:g})",
-            source="dlscope (the premise where the loss has kinks)",
-            statistic=f"fraction of runs with min-norm Clarke subgradient < {tol:g} (Clopper-Pearson 95%)",
-            note=f"{len(smooth_relu)} smooth + {len(clarke) - len(smooth_relu)} kink-critical of {len(relu)} ({cfg['phase2']})"),
-        findings.Finding.from_stat(
-            findings.at_most(sum(p["n_negative"] > 0 for p in smooth_relu), len(smooth_relu), SADDLE_SHARE), id="no-smooth-saddles",
-            claim=f"ReLU model: fewer than {SADDLE_SHARE:.0%} of its smooth critical points have a negative eigenvalue (the theory says none)",
-            source="theory (a smooth critical point with non-zero out-weights minimises a convex piece; module docstring)",
-            statistic=f"fraction of smooth critical points with an eigenvalue < -{cfg['eig_rel_tol']:g}·max|λ| (Clopper-Pearson 95%, "
-            f"shown if its high end < {SADDLE_SHARE:g})",
-            note=f"over the {len(smooth_relu)} smooth critical points of the ReLU model"),
-        _trend(cfg, clarke, "ratio-rises-as-loss-falls", "ReLU model: lower loss, higher minimal ratio",
-               "original (the write-up's \"Loss vs Minimal Ratio\")", min_n=3,
-               note=f"over the {len(clarke)} Clarke-critical points ({len(smooth_relu)} smooth); with no saddles to count here, "
-               "the ratio measures flat directions (dead units, rescalings), not how saddle-like a point is"),
-        findings.Finding.from_stat(
-            findings.at_least(sum(p["class"] == "critical point" for p in tanh), len(tanh), CRITICAL_SHARE),
-            id="smooth-critical-points-reached",
-            claim=f"tanh model: at least {CRITICAL_SHARE:.0%} of the runs reach |grad| < {tol:g} (Newton-MR, exact Hessian, float64)",
-            source="dlscope (the premise on a smooth model)",
-            statistic=f"fraction of runs with |grad| < {tol:g} (Clopper-Pearson 95%)",
-            note=f"{_counts(tanh)}; phase 2 from each run's weights at a log-spaced epoch of phase 1"),
-    ]
+    reached = (  # the premise, per model: (id, runs that got there, claim, source, what counts, note)
+        ("critical-points-reached", smooth_relu, f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs reach |grad| < {tol:g} "
+         "(SPEC's premise, taken literally)", "the study's premise (SPEC: the Hessian describes a critical point only at one)",
+         f"|grad| < {tol:g} and no kink on a data point",
+         f"{_counts(relu)}; a kink on a data point has no gradient, so there only Clarke-criticality can be reached"),
+        ("clarke-critical-points-reached", clarke, f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs end at a Clarke-critical "
+         f"point (min-norm subgradient < {tol:g})", "dlscope (the premise where the loss has kinks)",
+         f"min-norm Clarke subgradient < {tol:g}",
+         f"{len(smooth_relu)} smooth + {len(clarke) - len(smooth_relu)} kink-critical of {len(relu)} ({cfg['phase2']})"),
+        ("smooth-critical-points-reached", _critical(rows, "tanh"), f"tanh model: at least {CRITICAL_SHARE:.0%} of the runs reach "
+         f"|grad| < {tol:g} (Newton-MR, exact Hessian, float64)", "dlscope (the premise on a smooth model)", f"|grad| < {tol:g}",
+         f"{_counts(tanh)}; phase 2 from each run's weights at a log-spaced epoch of phase 1"),
+    )  # fmt: skip
+    out = [findings.Finding.from_stat(findings.at_least(len(got), len(tanh if ident.startswith("smooth") else relu), CRITICAL_SHARE),
+                                      id=ident, claim=claim, source=source, note=note,
+                                      statistic=f"fraction of runs with {what} (Clopper-Pearson 95%)")
+           for ident, got, claim, source, what, note in reached]  # fmt: skip
+    out.append(findings.Finding.from_stat(
+        findings.at_most(sum(p["n_negative"] > 0 for p in smooth_relu), len(smooth_relu), SADDLE_SHARE), id="no-smooth-saddles",
+        claim=f"ReLU model: fewer than {SADDLE_SHARE:.0%} of its smooth critical points have a negative eigenvalue (the theory says none)",
+        source="theory (a smooth critical point with non-zero out-weights minimises a convex piece; module docstring)",
+        statistic=f"fraction of smooth critical points with an eigenvalue < -{cfg['eig_rel_tol']:g}·max|λ| (Clopper-Pearson 95%, "
+        f"shown if its high end < {SADDLE_SHARE:g})", note=f"over the {len(smooth_relu)} smooth critical points of the ReLU model"))  # fmt: skip
+    out.append(_trend(cfg, clarke, "ratio-rises-as-loss-falls", "ReLU model: lower loss, higher minimal ratio",
+                      "original (the write-up's \"Loss vs Minimal Ratio\")", min_n=3,
+                      note=f"over the {len(clarke)} Clarke-critical points ({len(smooth_relu)} smooth); with no saddles to count here, "
+                      "the ratio measures flat directions (dead units, rescalings), not how saddle-like a point is"))  # fmt: skip
     crit = _critical(rows, "tanh")
     out.append(_trend(cfg, crit, "smooth-ratio-rises-as-loss-falls", "tanh model: lower loss, higher minimal ratio (fewer negative eigenvalues)",
                       "original, asked where saddles exist (Dauphin et al. 2014; Pennington & Bahri 2017)", min_n=MIN_CRITICAL_FOR_TREND,
