@@ -127,6 +127,9 @@ def test_quick_and_full_profiles_train_three_seeds_per_model():
     # issue 18: cifar-depth 3 seeds at quick (its time unchanged), 5 at full; trajectory's 8 runs
     assert [resolve(cifar_depth, p)["seeds"] for p in ("smoke", "quick", "full")] == [2, 3, 5]
     assert [resolve(trajectory, p)["runs"] for p in ("quick", "full")] == [8, 8]
+    from dlscope.experiments import random_labels
+
+    assert [resolve(random_labels, p)["seeds"] for p in ("smoke", "quick", "full")] == [3, 3, 5]
     # a fair comparison: every model of a run gets the same data, epochs, batch and seeds
     for module in (cifar_depth, param_count):
         args = [t.args for t in module.trials(resolve(module, "quick"))]
