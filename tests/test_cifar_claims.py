@@ -38,7 +38,8 @@ def test_depth_claims_clearly_shown():
     acc = {"cnn-1": [0.40, 0.41, 0.39, 0.40], "cnn-2": [0.50, 0.49, 0.52, 0.50], "cnn-7": [0.60, 0.62, 0.61, 0.58]}
     f = by_id(cifar_depth.claims(depth_rows(acc)))
     assert {k: v["verdict"] for k, v in f.items()} == {
-        "deeper-is-better": fd.SHOWN, "cnn-2-over-cnn-1": fd.SHOWN, "cnn-7-over-cnn-2": fd.SHOWN, "lowest-loss-highest-accuracy": fd.SHOWN}
+        "deeper-is-better": fd.SHOWN, "cnn-2-over-cnn-1": fd.SHOWN, "cnn-7-over-cnn-2": fd.SHOWN, "depth-ordering": fd.SHOWN,
+        "lowest-loss-highest-accuracy": fd.SHOWN}
     # the statistic by hand: per seed the smaller of the two deeper CNNs' leads, in points
     mins = [100 * (min(a2, a7) - a1) for a1, a2, a7 in zip(acc["cnn-1"], acc["cnn-2"], acc["cnn-7"])]
     assert f["deeper-is-better"]["value"] == pytest.approx(statistics.fmean(mins))
@@ -59,6 +60,19 @@ def test_depth_claims_clearly_shown():
     assert page["test"] == "page-L" and page["sample"]["x"] == [0, 1, 2] and np.allclose(page["sample"]["y"], by_loss)
     assert page["p"] == pytest.approx(stats.page_trend_test(by_loss, method="exact").pvalue) and page["p"] < 0.025
     assert page["n"] == 4
+
+
+def test_depth_ordering_is_pages_test_over_the_original_order():
+    # the order kept in all 3 seeds: p = 1/216 (Page, exact); one seed with cnn-2 above cnn-7: 0.032
+    acc = {"cnn-1": [0.40, 0.41, 0.39], "cnn-2": [0.50, 0.49, 0.52], "cnn-7": [0.60, 0.62, 0.61]}
+    f = by_id(cifar_depth.claims(depth_rows(acc)))["depth-ordering"]
+    assert f["verdict"] == fd.SHOWN and f["p"] == pytest.approx(1 / 216) and "holds in 3 of 3 seeds" in f["note"]
+    acc["cnn-2"][1] = 0.65
+    f = by_id(cifar_depth.claims(depth_rows(acc)))["depth-ordering"]
+    assert f["verdict"] == fd.INCONCLUSIVE and f["p"] == pytest.approx(0.032, abs=1e-3)
+    acc["cnn-7"][2] = None  # diverged: that seed is left out
+    f = by_id(cifar_depth.claims(depth_rows(acc)))["depth-ordering"]
+    assert f["n"] == 2 and "1 seed(s) left out" in f["note"]
 
 
 def test_depth_ordering_needs_page_not_a_bootstrap():
@@ -127,6 +141,9 @@ def test_quick_and_full_profiles_train_three_seeds_per_model():
     # issue 18: cifar-depth 3 seeds at quick (its time unchanged), 5 at full; trajectory's 8 runs
     assert [resolve(cifar_depth, p)["seeds"] for p in ("smoke", "quick", "full")] == [2, 3, 5]
     assert [resolve(trajectory, p)["runs"] for p in ("quick", "full")] == [8, 8]
+    from dlscope.experiments import random_labels
+
+    assert [resolve(random_labels, p)["seeds"] for p in ("smoke", "quick", "full")] == [3, 3, 5]
     # a fair comparison: every model of a run gets the same data, epochs, batch and seeds
     for module in (cifar_depth, param_count):
         args = [t.args for t in module.trials(resolve(module, "quick"))]

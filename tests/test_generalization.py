@@ -225,6 +225,9 @@ def test_full_profiles_are_spec_settings():
     assert len(grid) == 21 and grid[0] == -2 and grid[-1] == 2 and {0.0, 1.0} <= set(grid)
     cfg = resolve(get("random-labels"), "full")
     assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["train_size"]) == (1000, 100, 1e-4, 60000)
+    # seeds (issue 18): the CIFAR trends and paired contrasts keep 3 at quick (no more time), 5 at full
+    for name in ("param-count", "sensitivity", "interpolation"):
+        assert (resolve(get(name), "quick")["seeds"], resolve(get(name), "full")["seeds"]) == (3, 5), name
 
 
 @pytest.mark.parametrize("name, setting", [

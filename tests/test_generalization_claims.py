@@ -234,6 +234,16 @@ def test_sensitivity_falls_with_batch(sens, expected):
     assert verdicts(checked(sensitivity.claims({}, sweep_rows(sens))))["sensitivity-falls-with-batch"] == expected
 
 
+def test_sensitivity_trend_leaves_out_a_configuration_that_diverged_in_every_seed():
+    rows = sweep_rows({0: [9, 4, 3, 2], 1: [9, 5, 3, 2.5], 2: [9, 4, 3.5, 2]})
+    for r in rows:
+        if r["batch_size"] == 16:  # diverged in every seed (as the largest lr may)
+            r["sensitivity"], r["diverged"] = None, True
+    found = {f["id"]: f for f in checked(sensitivity.claims({}, rows))}
+    f = found["sensitivity-falls-with-batch"]
+    assert f["n"] == 3 and f["sample"]["x"] == [64.0, 256.0, 1024.0]  # every seed kept, the level left out
+
+
 def test_sensitivity_trend_leaves_out_a_seed_with_a_diverged_configuration():
     rows = sweep_rows({0: [4, 3, 2, 1], 1: [5, 3, 2.5, 1], 2: [4, 3.5, 2, 0.5]})
     rows[5]["sensitivity"], rows[5]["diverged"] = None, True  # seed 1, batch 64

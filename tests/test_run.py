@@ -133,7 +133,7 @@ def test_cifar_depth_smoke_summary(tmp_path):
         "cnn-2-over-cnn-1": diff["cnn-2", "cnn-1"], "cnn-7-over-cnn-2": diff["cnn-7", "cnn-2"],
     }
     found = {f["id"]: f for f in s["findings"]}
-    assert set(found) == set(expected) | {"lowest-loss-highest-accuracy"}
+    assert set(found) == set(expected) | {"lowest-loss-highest-accuracy", "depth-ordering"}
     for f in found.values():  # how each verdict was reached is recorded with it
         assert {"test", "p", "sample", "detectable"} <= set(f) and f["test"] and isinstance(f["sample"], dict)
     # the paired leads by a second route: Student-t by hand (mean ± t_0.975,1 × s / √2), p from scipy

@@ -8,6 +8,8 @@ un-augmented training set.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import findings as fd
@@ -173,6 +175,25 @@ def claims(rows: list[dict]) -> list[dict]:
             f"mean over seeds of acc({better}) − acc({worse}), test accuracy in points, paired by seed",
             f"{better} " + _ahead(diffs, n_seeds) + _why(stat.verdict, stat.n)
             + (_still_learning(rows, (better, worse)) if stat.verdict == fd.INCONCLUSIVE else "")).as_dict())
+
+    # the original's ordering as one claim: cnn-1 < cnn-2 < cnn-7 in test accuracy within each seed
+    # (Page's L, seeds as blocks: an order kept in all of 3 seeds gives p = 1/216); seeds where a
+    # model has no accuracy are left out
+    order = ("cnn-1", "cnn-2", "cnn-7")
+    acc = {(r["model"], r["seed"]): r.get("test_acc") for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    ranked = [[acc.get((m, s)) for m in order] for s in seeds]
+    ranked = [ys for ys in ranked if all(isinstance(y, (int, float)) and math.isfinite(y) for y in ys)]
+    stat = fd.trend(range(len(order)), ranked, +1) if ranked else fd.Stat(
+        None, None, fd.INCONCLUSIVE, 0, test="page-L", sample={"x": [], "y": [], "sign": 1, "margin": 0.0},
+        reason="no seed with a test accuracy for all three models")
+    kept = sum(ys[0] < ys[1] < ys[2] for ys in ranked)
+    out.append(fd.Finding.from_stat(
+        stat, "depth-ordering", "Test accuracy ranks the models cnn-1 < cnn-2 < cnn-7, seed by seed (the original's order).",
+        "original", "mean over seeds of Spearman's rho between the order cnn-1, cnn-2, cnn-7 and test accuracy; Page's L "
+        "(exact, seeds as blocks)",
+        f"the full order holds in {kept} of {len(ranked)} seeds" + (f"; {len(seeds) - len(ranked)} seed(s) left out "
+                                                                     "(a model diverged or missing)" if len(ranked) < len(seeds) else "")).as_dict())
 
     # lowest loss goes with highest accuracy: within each seed, the models ordered by falling test
     # loss (x = 0, 1, 2: highest loss first) should rise in test accuracy; Page's L over the seeds.

@@ -241,12 +241,14 @@ def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: in
     out (its rho would rest on other points than the others'). Returns (the Stat, seeds left out,
     sign * rho of each seed used)."""
     pts = [r for r in table if r["sweep"] == sweep]
-    xs = sorted({r[xkey] for r in pts})
     seeds = sorted({r["seed"] for r in pts})
+    grid = {(r["seed"], r[xkey]): r.get(ykey) for r in pts}
+    # a configuration that diverged in every seed (e.g. the largest lr) is left out as a level,
+    # so that it does not take every seed with it; then a seed missing any other level is left out
+    xs = sorted(x for x in {r[xkey] for r in pts} if any(_finite(grid.get((s, x))) for s in seeds))
     per_seed = []
     for s in seeds:
-        by_x = {r[xkey]: r.get(ykey) for r in pts if r["seed"] == s}
-        ys = [by_x.get(x) for x in xs]
+        ys = [grid.get((s, x)) for x in xs]
         if all(_finite(y) for y in ys):
             per_seed.append(ys)
     left = len(seeds) - len(per_seed)
