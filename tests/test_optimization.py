@@ -150,7 +150,7 @@ def test_min_ratio_resumes_in_either_phase(monkeypatch, method, stop_at, at_step
 def test_phase2_gradients_in_chunks_equal_each_members_own():
     """min-ratio's phase 2: ∇(||∇L||²) computed a few members at a time equals, for every member,
     the double backward of its own ordinary module (and the all-at-once computation)."""
-    from dlscope.experiments.min_ratio import gradient_norm_descent_grads
+    from dlscope.engine.grad_norm_descent import gradient_norm_descent_grads
 
     x = inputs(50).double()
     y = f1(x[:, 0])

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from ..engine import Ensemble, fast_mlp, loss_per_member
+from .. import flat_mlp
 
 KINK_TOL = 1e-10  # a kink "at" a data point: within this of it, in input units (points are >= 2/299 apart)
 KINK_SHIFT = 1e-6  # a kink moved off a data point goes this far (input units; points are >= 2/299 apart)
@@ -139,35 +139,6 @@ def _record(state: dict, idx: torch.Tensor, theta: torch.Tensor, loss: torch.Ten
         state[k][idx] = v
     state["steps"][idx] += 1
     state["done"][idx] = ~(gn >= grad_tol)  # reached, or NaN
-
-
-def grad_norms(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False):
-    """Full-batch MSE [N] and gradient norm [N] of every member (differentiable if create_graph)."""
-    loss = loss_per_member(ens.forward_shared(x), y, "mse")
-    grads = torch.autograd.grad(loss.sum(), ens.parameters(), create_graph=create_graph)  # member i: ∇ of its own loss
-    return loss, torch.sqrt(sum(g.pow(2).reshape(ens.n, -1).sum(1) for g in grads))
-
-
-def gradient_norm_descent_grads(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, chunk: int):
-    """Phase 2's gradients: ∇(||∇L||²) of every member into its parameters' .grad, computed
-    `chunk` members at a time; returns the MSE [N] and gradient norm [N] where they were taken.
-    Members are independent, so chunks give each member's own numbers; on a CPU, smaller
-    temporaries are served from memory the allocator keeps instead of fresh pages (100 members of
-    mlp-minratio at 300 points: 77 ms per step at once, 32 ms in chunks of 25; measured)."""
-    losses, norms = [], []
-    grads = {k: torch.empty_like(v) for k, v in ens.params.items()}
-    for s in range(0, ens.n, chunk):
-        part = Ensemble(ens.module, {k: v[s : s + chunk].detach().requires_grad_() for k, v in ens.params.items()},
-                        {k: v[s : s + chunk] for k, v in ens.buffers.items()}, ens.mode)  # fmt: skip
-        loss, gn = grad_norms(part, x, y[s : s + chunk], create_graph=True)
-        gn.pow(2).sum().backward()
-        for k, v in part.params.items():
-            grads[k][s : s + chunk] = v.grad
-        losses.append(loss.detach())
-        norms.append(gn.detach())
-    for k, v in ens.params.items():
-        v.grad = grads[k]
-    return torch.cat(losses), torch.cat(norms)
 
 
 def keep_lowest(p2: dict, theta: torch.Tensor, loss: torch.Tensor, gn: torch.Tensor) -> None:
@@ -382,21 +353,21 @@ def unpin_solved_kinks(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gr
 
 
 
-def relu_spec(theta: torch.Tensor) -> fast_mlp.MLPSpec:
+def relu_spec(theta: torch.Tensor) -> flat_mlp.MLPSpec:
     """The fast MLP path's spec of the 1 -> H -> 1 ReLU MLP that theta [N, 3H + 1] parametrises."""
-    return fast_mlp.MLPSpec((1, (theta.shape[1] - 1) // 3, 1), 0.0)
+    return flat_mlp.MLPSpec((1, (theta.shape[1] - 1) // 3, 1), 0.0)
 
 
 def relu_mse_and_grad(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss [N], grad [N, P]) of the ReLU model on x [n, 1], y [n], as autograd computes them
     (ReLU'(0) = 0)."""
     m, n = theta.shape[0], x.shape[0]
-    return fast_mlp.mse_and_grad(theta, relu_spec(theta), x.expand(m, n, 1), y.expand(m, n))
+    return flat_mlp.mse_and_grad(theta, relu_spec(theta), x.expand(m, n, 1), y.expand(m, n))
 
 
 def relu_hessians(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """[N, P, P]: the exact Hessian of the ReLU model's MSE (closed form, fast_mlp.hessians)."""
-    return fast_mlp.hessians(theta, relu_spec(theta), x, y)
+    """[N, P, P]: the exact Hessian of the ReLU model's MSE (closed form, flat_mlp.hessians)."""
+    return flat_mlp.hessians(theta, relu_spec(theta), x, y)
 
 
 # --------------------------------------------------------------------------- the active set (ReLU)
@@ -593,7 +564,7 @@ def adam_snapshots(theta: torch.Tensor, loss_and_grad, lr: float, snapshot_at: t
     for t in range(1, int(snapshot_at.max()) + 1):
         _, g = loss_and_grad(theta)
         step_size = torch.full((len(theta), 1), lr / (1 - 0.9**t), dtype=theta.dtype, device=theta.device)
-        theta, m, v = fast_mlp.adam_update(theta, g, m, v, step_size, math.sqrt(1 - 0.999**t), 0.0, (0.9, 0.999), 1e-8)
+        theta, m, v = flat_mlp.adam_update(theta, g, m, v, step_size, math.sqrt(1 - 0.999**t), 0.0, (0.9, 0.999), 1e-8)
         now = snapshot_at == t
         out[now] = theta[now]
     return out

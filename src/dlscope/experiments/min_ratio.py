@@ -54,7 +54,7 @@ import torch
 
 from .. import findings, models
 from ..analysis import critical_points as cp
-from ..analysis.critical_points import gradient_norm_descent_grads  # noqa: F401 (tests import it from here)
+from ..engine.grad_norm_descent import grad_norms, gradient_norm_descent_grads
 from ..engine import BatchedAdam, Ensemble, TrainConfig, fast_mlp
 from .base import ConfigError, Trial, save_fig, seeds_for
 from .func_fit import FUNCTIONS, inputs
@@ -241,7 +241,7 @@ def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
         opt.load_state_dict(state["opt"])
         p2 = state["phase2"]
     else:
-        loss, gn = cp.grad_norms(ens, x, y_one.expand(ens.n, -1))
+        loss, gn = grad_norms(ens, x, y_one.expand(ens.n, -1))
         p2 = cp.descent_start(ens.flat().detach(), loss.detach(), gn.detach(), args["grad_tol"])
     y = y_one.expand(ens.n, -1)
     while step < n1 + n2 and not bool(p2["done"].all()):
