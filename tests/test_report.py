@@ -653,3 +653,35 @@ def test_report_into_a_read_only_folder(study, tmp_path, capsys):
         assert "cannot write the report" in err and "Permission denied" in err and "Traceback" not in err
     finally:
         run.chmod(0o755)
+
+
+# --------------------------------------------------------------------------- the experiment contract
+
+CONTRACT = ("NAME", "TITLE", "PROFILES", "trials", "summarize", "metrics", "figures", "COST", "LOOK_FOR", "CAPTIONS",
+            "REFERENCE")
+
+
+def test_every_experiment_keeps_the_contract_of_base_py(study):
+    """Every module of experiments.names() declares what experiments/base.py lists, and its smoke
+    run yields findings, one results row per seed, and a caption for every figure it wrote."""
+    import inspect
+
+    for name in experiments.names():
+        module = experiments.get(name)
+        missing = [k for k in CONTRACT if not hasattr(module, k)]
+        assert not missing, f"{name} lacks {missing}"
+        assert set(module.PROFILES) == {"smoke", "quick", "full"}, name
+        assert module.NAME == name and isinstance(module.LOOK_FOR, str) and module.LOOK_FOR.strip()
+        assert isinstance(module.COST, (int, float)) and module.COST > 0
+        assert all(callable(getattr(module, k)) for k in ("trials", "summarize", "metrics", "figures"))
+        assert module.REFERENCE is None or callable(getattr(module, "ours", None)), f"{name}: REFERENCE without ours()"
+        assert len(inspect.signature(module.summarize).parameters) == 2
+        if name not in RAN:
+            continue
+        summary = json.loads((study / name / "summary.json").read_text())
+        assert summary["findings"], name
+        assert summary["results"] and all("seed" in row for row in summary["results"]), name
+        written = [p.name for p in (study / name / "figures").glob("*.png")]
+        assert written, name
+        uncaptioned = [f for f in written if f not in module.CAPTIONS]
+        assert not uncaptioned, f"{name}: figures without a caption: {uncaptioned}"
