@@ -168,7 +168,8 @@ def test_off_a_terminal_progress_is_lines_without_carriage_returns(tmp_path, cap
     assert r.returncode == 0, r.stderr.decode()
     assert b"\r" not in r.stdout + r.stderr
     lines = r.stderr.decode().splitlines()
-    assert "[1/1] func-fit · trial 1/2 · estimating time left" == lines[0]  # this experiment's, from the start
+    assert lines[0].startswith("[1/1] func-fit · trial 1/2 · ~")  # this experiment's, with the dry run's time from the start
+    assert lines[0].endswith(" left") and "estimating" not in r.stderr.decode()
     for label, trial in (("mlp-shallow", 1), ("mlp-mid", 2)):  # a line per epoch (interval 0) of each trial
         assert any(line.startswith(f"[1/1] func-fit · trial {trial}/2 {label} · epoch ") for line in lines)
     assert any(line.startswith("[1/1] func-fit · trial 2/2 · ") for line in lines)  # at the first trial's end
@@ -216,37 +217,37 @@ def test_terminal_columns_fallback(monkeypatch):
     assert progress.terminal_columns(io.StringIO()) == 72
 
 
-def test_each_experiment_starts_with_its_own_frame_and_time_left_counts_summaries(monkeypatch):
-    """func-fit: 80 s of trials, then 20 s of summary and figures. cifar-depth, at the same pace per
-    COST, is then half through its trials: what is left is the other half and its tail. (Counting the
-    trials only, the estimate was a third short: 40 of 60 s.)"""
+def test_each_experiment_starts_with_its_own_frame_and_time_left_follows_the_plan(monkeypatch):
+    """The plan (what --dry-run prints) from the first second; finished experiments correct its
+    pace: func-fit planned at 100 s takes 220 s, so cifar-depth's planned 50 s count as
+    50 x (220 + PRIOR) / (100 + PRIOR)."""
     clock = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     monkeypatch.setenv("DLSCOPE_PROGRESS_SECONDS", "0")
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    F, C = experiments.get("func-fit").COST, experiments.get("cifar-depth").COST
-    study = StudyProgress(["func-fit", "cifar-depth"])
+    study = StudyProgress(["func-fit", "cifar-depth"], planned={"func-fit": 100.0, "cifar-depth": 50.0})
     study.enter("func-fit")
-    assert sys.stderr.getvalue().splitlines()[-1] == "[1/2] func-fit · starting · estimating time left"
+    assert sys.stderr.getvalue().splitlines()[-1] == "[1/2] func-fit · starting · ~2 min left"  # 150 s
+    assert study.seconds_left() == pytest.approx(150.0)
     study.start_experiment("func-fit", total=1, done=0)
-    clock[0] = 80.0
+    clock[0] = 1.0
+    study.epoch("mlp-deep", 1, 1000)  # a slow first epoch (compiling) changes nothing
+    assert study.seconds_left() == pytest.approx(149.0)
+    clock[0] = 200.0  # past its plan: a sliver of it is still left, and all of cifar-depth
+    assert study.seconds_left() == pytest.approx(progress.MIN_LEFT_SHARE * 100 + 50)
+    clock[0] = 220.0
     study.trial_done()
     study.trials_finished()
-    clock[0] = 100.0
     study.end_experiment()
-    assert study.tail_share() == pytest.approx(0.2)
+    pace = (220 + progress.PRIOR_SECONDS) / (100 + progress.PRIOR_SECONDS)
+    assert study.pace() == pytest.approx(pace)
 
-    study.enter("cifar-depth")  # its first frame: cifar-depth's, and its whole time is left
+    study.enter("cifar-depth")  # its first frame: cifar-depth's, and its whole (corrected) time is left
     first = sys.stderr.getvalue().splitlines()[-1]
     assert first.startswith("[2/2] cifar-depth · starting · ~")
-    assert study.seconds_left() == pytest.approx(100 * C / F)
+    assert study.seconds_left() == pytest.approx(50 * pace)
     study.start_experiment("cifar-depth", total=2, done=0)
-    clock[0] = 100 + 40 * C / F
+    clock[0] = 220 + 10
     study.trial_done()
-    assert study.seconds_left() == pytest.approx(60 * C / F)
-    clock[0] = 100 + 80 * C / F
-    study.trial_done()
-    study.trials_finished()
-    clock[0] += 15 * C / F  # 15 of its 20 s of tail spent
-    assert study.seconds_left() == pytest.approx(5 * C / F)
+    assert study.seconds_left() == pytest.approx(50 * pace - 10)
     assert "\r" not in sys.stderr.getvalue()

@@ -247,16 +247,17 @@ def _dry_run(args, out) -> int:
     before it starts; nothing runs, nothing is written (not even --out)."""
     from . import experiments, runner
     from .experiments.base import resolve
-    from .progress import ESTIMATE_BASIS, estimate_seconds, format_duration
+    from .progress import ESTIMATE_BASIS, format_duration, plan_seconds
 
     device, plans = runner.check_plan(args.experiment, args.profile, args.overrides, args.seed, out, args.device)
     state = "exists: finished trials are skipped" if out.exists() else "not created by a dry run"
     print(f"dry run: nothing runs, nothing is written\nrun folder: {out} ({state})")
     print(f"device: {device} ({runner.device_description(device)})")
+    planned = plan_seconds(plans, device, args.seed)
     total = 0.0
     for module, cfg, trials, store in plans:
         done = sum(1 for t in trials if store.read_result(t.key, warn=False) is not None)
-        seconds = estimate_seconds(module.NAME, cfg, len(trials), len(trials) - done, device, args.seed)
+        seconds = planned[module.NAME]
         total += seconds
         print(f"\n{module.NAME}: {len(trials)} trial{'s' if len(trials) != 1 else ''}" + (f", {done} already done" if done else "")
               + f", ~{format_duration(seconds) if seconds else '0 s'}")

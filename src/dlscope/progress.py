@@ -20,6 +20,8 @@ from .experiments.base import ConfigError
 
 FALLBACK_COLUMNS = 100  # a terminal that reports 0 columns (some ptys, `script`, docker exec)
 REFERENCE_THREADS = 2  # COST was measured on a 2-core CPU with 2 torch threads
+PRIOR_SECONDS = 120.0  # how firmly the estimate holds to the plan before experiments finish (see StudyProgress)
+MIN_LEFT_SHARE = 0.05  # a running experiment past its planned time: this share of it still counts as left
 
 
 def progress_seconds() -> float:
@@ -61,22 +63,23 @@ def _cost(name: str) -> float:
 class StudyProgress:
     """The one line of a study (or of one experiment: a study of one).
 
-    Time left = the work still to do times the pace so far, with each experiment's share of the
-    work taken from its module's COST (func-fit alone is a third of the quick study). An
-    experiment's time runs from its start to the end of its summary and figures, and the share of
-    that tail, measured on the experiments done so far, is kept for the running one: counting the
-    trials only (as this did before) made the estimate optimistic. Crude, but it corrects itself as
-    experiments finish."""
+    Time left comes from the model `--dry-run` prints (plan_seconds: each experiment's COST scaled
+    by its settings), from the first second: the running experiment is expected to take its planned
+    seconds, and those after it theirs. What corrects the plan is the pace of the experiments that
+    finished: planned seconds are scaled by (seconds they took + PRIOR_SECONDS) / (seconds planned
+    for them + PRIOR_SECONDS), so one short experiment does not swing the estimate. Progress inside
+    an experiment (epochs, trials) is shown but not extrapolated: with trials side by side or a
+    slow first epoch (compiling), it misled the estimate by hours."""
 
     current: "StudyProgress | None" = None  # the active display; Progress reports into it
 
-    def __init__(self, names: list[str], enabled: bool = True):
+    def __init__(self, names: list[str], enabled: bool = True, planned: dict[str, float] | None = None):
         self.names, self.index, self.name = names, -1, ""
+        self.planned = planned or {}  # experiment -> seconds (plan_seconds); COST where not given
         self.phase = "closed"  # starting -> trials -> tail (summary and figures) -> closed
         self.total = self.done = self.done_at_start = self.ep = self.ep_total = 0
-        self.label, self.t0, self.trials_end = "", time.monotonic(), None
-        self.durations: list[tuple[float, float]] = []  # (seconds, relative cost) of experiments that ran trials
-        self.tails: list[tuple[float, float]] = []  # (seconds of summary and figures, seconds in all) of those
+        self.label, self.t0 = "", time.monotonic()
+        self.durations: list[tuple[float, float]] = []  # (seconds taken, seconds planned) of experiments that ran trials
         self.final = ""
         self.stream, self.enabled = sys.stderr, enabled
         self.tty = enabled and _isatty(self.stream)
@@ -99,7 +102,7 @@ class StudyProgress:
         self.index = self.names.index(name)
         self.name, self.total, self.done, self.done_at_start = name, 0, 0, 0
         self.label, self.ep, self.ep_total = "", 0, 0
-        self.t0, self.trials_end, self.phase = time.monotonic(), None, "starting"
+        self.t0, self.phase = time.monotonic(), "starting"
         if draw:
             self.draw(force=True)
 
@@ -123,7 +126,7 @@ class StudyProgress:
     def trials_finished(self) -> None:
         """The trials are over; the summary and figures come next."""
         if self.phase in ("starting", "trials"):
-            self.phase, self.trials_end = "tail", time.monotonic()
+            self.phase = "tail"
             self.draw(force=True)
 
     def end_experiment(self) -> None:
@@ -131,45 +134,30 @@ class StudyProgress:
             return
         now = time.monotonic()
         if self.done > self.done_at_start:  # a fully resumed experiment says nothing about pace
-            self.durations.append((now - self.t0, _cost(self.name)))
-            self.tails.append((now - (self.trials_end or now), now - self.t0))
+            self.durations.append((now - self.t0, self.plan(self.name)))
         self.phase = "closed"
         self.draw(force=True)
 
     # ---------------------------------------------------------------- the estimate
 
-    def tail_share(self) -> float:
-        """The share of an experiment's time spent on its summary and figures, so far."""
-        total = sum(t for _, t in self.tails)
-        return min(sum(s for s, _ in self.tails) / total, 0.9) if total > 0 else 0.0
+    def plan(self, name: str) -> float:
+        return self.planned.get(name, _cost(name))
 
-    def fraction(self) -> float:
-        """How much of the running experiment's remaining work (at its start) is done."""
-        if self.phase == "starting":
-            return 0.0
-        if self.phase == "closed":
-            return 1.0
-        trials = 1.0 - self.tail_share()
-        todo = self.total - self.done_at_start
-        if self.phase == "tail" or todo <= 0:
-            return trials
-        within = self.ep / self.ep_total if self.ep_total else 0.0
-        return trials * min((self.done - self.done_at_start + within) / todo, 1.0)
+    def pace(self) -> float:
+        """Seconds taken per second planned, from the experiments that finished (1 before any)."""
+        taken = sum(t for t, _ in self.durations)
+        planned = sum(p for _, p in self.durations)
+        return (taken + PRIOR_SECONDS) / (planned + PRIOR_SECONDS)
 
     def seconds_left(self) -> float | None:
-        now = time.monotonic()
-        f, cost = self.fraction(), _cost(self.name)
-        spent = (self.trials_end if self.phase == "tail" else now) - self.t0
-        running = self.phase in ("trials", "tail") and f >= 0.02  # enough done to say something about pace
-        seconds = sum(d for d, _ in self.durations) + (spent if running else 0.0)
-        work = sum(c for _, c in self.durations) + (cost * f if running else 0.0)
-        if work <= 0:
-            return None
-        pace = seconds / work
-        later = pace * sum(_cost(n) for n in self.names[self.index + 1:])
-        here = pace * cost * (1 - f)
-        if self.phase == "tail":  # the tail's time so far counts against its estimate
-            here = max(here - (now - self.trials_end), 0.0)
+        pace = self.pace()
+        later = pace * sum(self.plan(n) for n in self.names[self.index + 1:])
+        if self.phase == "closed":
+            return later
+        expected = pace * self.plan(self.name)
+        # the running experiment: its planned time minus what it has had; never below a sliver of
+        # it while it runs (it overran its plan: it is nearly done, or the next finish corrects the pace)
+        here = max(expected - (time.monotonic() - self.t0), MIN_LEFT_SHARE * expected)
         return here + later
 
     # ---------------------------------------------------------------- the line
@@ -239,10 +227,11 @@ class Progress:
     """The progress of one experiment's trials. While `run_all` runs, it reports into the study's
     line (StudyProgress.current); alone, it is a line of its own in the same style."""
 
-    def __init__(self, experiment: str, total: int, done: int, enabled: bool = True):
+    def __init__(self, experiment: str, total: int, done: int, enabled: bool = True, planned: float | None = None):
         study = StudyProgress.current if enabled else None
         self.own = study is None
-        self.study = StudyProgress([experiment], enabled) if self.own else study
+        plan = None if planned is None else {experiment: planned}
+        self.study = StudyProgress([experiment], enabled, plan) if self.own else study
         self.study.start_experiment(experiment, total, done)
 
     def epoch(self, job, done: int, total: int, info: str = "") -> None:
@@ -303,6 +292,16 @@ def estimate_seconds(name: str, cfg: dict, trials: int, todo: int, device: str, 
     if not device.startswith("cuda"):
         seconds *= max(REFERENCE_THREADS / max(torch.get_num_threads(), 1), 0.5)
     return 0.0 if todo == 0 else max(seconds * todo / max(trials, 1), MIN_SECONDS)
+
+
+def plan_seconds(plans, device: str, seed: int = 0) -> dict[str, float]:
+    """{experiment: estimated seconds} for check_plan's plans (module, settings, trials, store),
+    finished trials left out: the one time model of --dry-run and of the live progress line."""
+    out = {}
+    for module, cfg, trials, store in plans:
+        done = sum(1 for t in trials if store.read_result(t.key, warn=False) is not None)
+        out[module.NAME] = estimate_seconds(module.NAME, cfg, len(trials), len(trials) - done, device, seed)
+    return out
 
 
 ESTIMATE_BASIS = ("a rough estimate: each experiment's COST (its seconds for the quick profile, measured on "

@@ -21,7 +21,7 @@ from . import experiments
 from .executors import Executor, Job, LocalExecutor, Outcome
 from .experiments.base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
-from .progress import Progress, StudyProgress, progress_seconds
+from .progress import Progress, StudyProgress, estimate_seconds, plan_seconds, progress_seconds
 from .store import RunStore, checkpoint_seconds
 
 
@@ -139,7 +139,8 @@ def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, 
     store.remove_checkpoints_except({t.key for t in todo})
     jobs = [Job(name, t, device, data_dir, str(store.checkpoint_path(t.key)), every) for t in todo]
 
-    bar = Progress(name, len(trials), len(trials) - len(todo), enabled=progress)
+    planned = estimate_seconds(name, cfg, len(trials), len(todo), str(device), seed)  # alone: the dry run's time
+    bar = Progress(name, len(trials), len(trials) - len(todo), enabled=progress, planned=planned)
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
 
@@ -218,14 +219,15 @@ def run_all(profile: str = "quick", out=None, seed: int = 0, device: str = "auto
     One failing (a trial, or the experiment itself) is reported and the others still run; the
     caller sees it in the results (RunResult.ok) and sets the exit code."""
     out = Path(out) if out else default_out()
-    check_plan("all", profile, overrides, seed, out, device)
+    picked, plans = check_plan("all", profile, overrides, seed, out, device)
+    planned = plan_seconds(plans, picked, seed)
     per = split_overrides(overrides)
     names = experiments.available()
     missing = [n for n in experiments.names() if n not in names]
     if missing:
         print(f"dlscope: not implemented in this version, skipped: {', '.join(missing)}", file=sys.stderr)
     results = []
-    with run_folder(out), StudyProgress(names, enabled=progress) as study:
+    with run_folder(out), StudyProgress(names, enabled=progress, planned=planned) as study:
         for name in names:
             study.enter(name)
             try:
