@@ -153,11 +153,11 @@ def test_newton_mr_line_search_reaches_critical_points_of_the_regularised_tanh_m
     theta = cp.adam_snapshots(fast_mlp.init_flat("mlp-minratio-tanh", list(range(6)), dtype=torch.float64), lg, 1e-2,
                               cp.log_spaced_epochs(10, 300, 6))  # fmt: skip
     state = cp.newton_mr_start(theta, lg, 1e-8)
-    for _ in range(150):
+    for _ in range(250):
         if bool(state["done"].all()):
             break
         cp.newton_mr_ls_step(state, lg, hs, 1e-8)
-    assert int((state["best_gn"] < 1e-8).sum()) >= 5
+    assert int((state["best_gn"] < 1e-8).sum()) >= 5  # measured: 5 of 6 from iteration 200 on (one wanders at |g| ~ 1e-3)
     assert torch.allclose(lg(state["best"])[1].norm(dim=1), state["best_gn"])
 
 

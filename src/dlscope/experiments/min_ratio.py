@@ -84,7 +84,7 @@ FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
-COST = 45  # seconds of the quick profile, measured (both models; 2 cores shared with other sessions, load about 4, 2026-12-06)
+COST = 48  # seconds of the quick profile, measured (both models; 2 cores shared with another session, load about 3, 2026-12-06)
 LOOK_FOR = ("first whether the end points are critical points at all: for the ReLU model in Clarke's sense "
             "(clarke-critical-points-reached; a kink on a data point has no gradient, so |grad| < 1e-8 cannot be reached "
             "there), for the tanh model plainly (smooth-critical-points-reached; panel (d): the gradient norms against the "
