@@ -36,25 +36,28 @@ counts as zero). Classes: critical point, kink-critical (ReLU only), gradient-fl
 gradient in the Hessian's near-null space, Frye et al. 2021), not converged, diverged (weights not
 finite or beyond 1e6, or a non-finite number at the end point).
 
-Measured (2026-12-06, the 2-core development machine shared with two other sessions; load average
-about 4; numbers in the summary of each run):
-  full (300 points): 4 min 21 s wall (5 min 1 s in an earlier run). ReLU: 100 of 100
+Measured (2026-12-06, the 2-core development machine shared with another session; load average
+about 3; numbers in the summary of each run):
+  full (300 points): 5 min 14 s wall (ReLU trial 190 s, tanh 120 s). ReLU: 100 of 100
     Clarke-critical (90 smooth, 10 kink-critical), none of the 90 smooth ones with a negative
-    eigenvalue. tanh: Newton-MR reaches ||∇L|| < 1e-8 in 25 of 100 runs, all 25 on the plateau of
-    the constant fit (MSE 0.0869: units near w = b = a = 0, degenerate, about 20 zero eigenvalues);
-    17 end gradient-flat, 58 not converged.
-  quick (100 points): 44 s wall. ReLU: 98 of 100 Clarke-critical (77 smooth), no smooth
-    saddle. tanh: 16 of 100 critical (5 gradient-flat, 79 not converged).
-What stops the tanh runs (looked at one by one, quick sizes): below the plateau, the gradient at a
-trained point has small components along eigenvalues down to 1e-7..1e-10 of λmax, so the Newton-MR
-step is tens of units long (|p| 10..40 against |θ| about 20) and Armijo's rule on ||∇L||² cuts it to
-α ~ 1e-5: ||∇L|| stays at 1e-4..1e-3 with 15-20 negative eigenvalues (a curved region, not a
-critical point). The trained points head for near-interpolating fits (MSE ~5e-10) whose Hessian
-spans 1e-10..1e1: even a trust-region Newton minimiser of L (scipy trust-exact, 3,000 iterations)
-stops at ||∇L|| 1e-7..4e-5 there. Narrower tanh nets (width 4, 8) and plain gradient descent in
-phase 1 did the same. So on f1 this model's low-loss critical points are not reached at 1e-8, and
-"lower loss, fewer negative eigenvalues" stays undecided (smooth-ratio-rises-as-loss-falls needs
-80 critical points).
+    eigenvalue. tanh: 97 of 100 reach ||∇E|| < 1e-8 (3 not converged, ||∇E|| 2e-4..2e-3), at MSE
+    0.020 .. 0.087: 48 at the constant fit (MSE 0.0869; 42 of them minima of E, no negative
+    eigenvalue), 49 below it (33 with negative eigenvalues, up to 15 of 49). smooth-ratio-rises-as-
+    loss-falls: rho -0.34, not shown, because the constant fit is a minimum of E at the highest loss;
+    over the 49 critical points below it, rho is +0.88 (not a finding: the cut is chosen after
+    looking).
+  quick (100 points): 46 s wall (ReLU 30 s, tanh 13 s). ReLU: 98 of 100 Clarke-critical (77
+    smooth), no smooth saddle. tanh: 97 of 100 critical (30 at the constant fit, 28 of them minima;
+    67 below, rho +0.92 there); smooth-ratio-rises-as-loss-falls over all 97: rho -0.06, inconclusive.
+Before the L2 term and the line search (plain MSE, Newton-MR with damping only): 25 of 100 tanh runs
+critical at full, 16 at quick, all on the constant fit's plateau. What stopped them: below the
+plateau the trained points head for near-interpolating fits far out (|θ| growing, Hessian spanning
+1e-10..1e1, ||∇L|| 1e-4..1e-3 with no critical point nearby; a trust-region Newton minimiser did no
+better); and Armijo's rule on the full pseudo-inverse step cut it only by raising the damping μ.
+Now the L2 term puts every critical point at finite distance, and the line search along the
+pseudo-inverse direction with a non-monotone reference (critical_points.newton_mr_ls_step) reaches
+it: quick profile, λ = 1e-3, 400 iterations: 63 of 100 with damping only, 93 with the line search
+(window 10), 97 with window 30.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
-COST = 48  # seconds of the quick profile, measured (both models; 2 cores shared with another session, load about 3, 2026-12-06)
+COST = 46  # seconds of the quick profile, measured (both models; 2 cores shared with another session, load 2-3, 2026-12-06)
 LOOK_FOR = ("first whether the end points are critical points at all: for the ReLU model in Clarke's sense "
             "(clarke-critical-points-reached; a kink on a data point has no gradient, so |grad| < 1e-8 cannot be reached "
             "there), for the tanh model plainly (smooth-critical-points-reached; panel (d): the gradient norms against the "
@@ -96,7 +99,8 @@ LOOK_FOR = ("first whether the end points are critical points at all: for the Re
             "The tanh model's objective is the MSE + (smooth_l2/2)|θ|² (smooth_l2 = 1e-3, ten times the study's weight decay, "
             "chosen by measurement: on the plain MSE the runs drift towards minima at infinity and rarely reach a critical "
             "point), so its critical points, gradients and Hessians are those of that regularised objective, while the loss "
-            "shown is the MSE part; the constant fit (MSE = var(y)) is then a minimum, not a saddle.")
+            "shown is the MSE part; the constant fit (MSE = var(y)) is then a minimum, not a saddle, and the runs started early in "
+            "training end there: minima at the highest loss, which weigh against the trend (see the module docstring).")
 CAPTIONS = {
     "min_ratio.png": "Four panels. (a) ReLU model (mlp-minratio): MSE at each end point against its minimal ratio, the original's way round "
     "(ratio on x, log loss on y): smooth critical points, kink-critical points (min-norm Clarke subgradient < 1e-8; the "
@@ -142,8 +146,8 @@ _FULL = {
     "smooth_newton_steps": 600,  # Newton-MR iterations (one exact Hessian and eigendecomposition each); members stop when critical
     # the smooth model's objective, both phases: MSE + (smooth_l2/2)||θ||² (coupled L2, as Adam's weight_decay); it makes
     # the objective coercive, so every critical point lies at finite distance (on the plain MSE the runs drift towards
-    # minima at infinity). 1e-3, not the study's 1e-4: measured, quick profile, 400 Newton-MR iterations: 93 of 100
-    # critical at 1e-3, 61 of 100 after 600 at 1e-4 (39 still at |g| 1e-6..1e-3)
+    # minima at infinity). 1e-3, not the study's 1e-4: measured, quick profile, Newton-MR with the line search
+    # (window 10): 93 of 100 critical at 1e-3 after 400 iterations, 61 of 100 at 1e-4 after 600 (39 at |g| 1e-6..1e-3)
     "smooth_l2": 1e-3,
     "grad_tol": 1e-8,  # a critical point: ||∇L|| below this (float64)
     "eig_rel_tol": 1e-9,  # |λ| <= this * max|λ| counts as a zero eigenvalue
