@@ -21,7 +21,7 @@ NAME = "cifar-depth"
 TITLE = "Deep vs shallow CNNs on CIFAR-10"
 
 # --- for the report and the progress display (see base.py)
-COST = 271  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
+COST = 101  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = ("whether the deeper CNNs (cnn-2, cnn-7) end ahead of the one-layer cnn-1 seed by seed, as the original "
             "found (findings deeper-is-better, cnn-2-over-cnn-1, cnn-7-over-cnn-2: differences of test accuracy paired "
             "by seed), and whether the curves have flattened by the last epoch, so that the ordering is that of "

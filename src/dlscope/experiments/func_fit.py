@@ -30,7 +30,7 @@ TITLE = "Deep vs shallow networks on simulated functions"
 
 # --- for the report and the progress display (see base.py)
 PART = "Deep vs shallow"
-COST = 303  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
+COST = 458  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = (
     "The original claims that all three models reach a minimum on f1, faster than on f2, and that on f2 the shallow "
     "model stalls well above the two deeper ones; the findings above give this run's verdict on each, from every "

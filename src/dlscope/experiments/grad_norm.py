@@ -35,7 +35,7 @@ NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
 
 # --- for the report and the progress display (see base.py)
-COST = 148  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
+COST = 103  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = (
     "The original claims that the gradient norm's fluctuations shrink once the model reaches a minimum (its "
     "Fig 13). The findings above judge it seed by seed, for the MLP (grad-norm-falls) and for the CNNs "

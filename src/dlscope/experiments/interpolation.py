@@ -34,7 +34,7 @@ NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
 
 # --- for the report and the progress display (see base.py)
-COST = 155  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
+COST = 72  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = ("whether the large-batch end is sharper: Keskar et al. (2017) find large-batch minima sharper, and by the "
             "same noise argument a larger learning rate should end flatter. `large-batch-sharper` and `large-lr-flatter` "
             "measure it directly, as Keskar et al. did: the ε-sharpness of each trained end, paired by replicate (the "

@@ -87,7 +87,7 @@ FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
-COST = 46  # seconds of the quick profile, measured (both models; 2 cores shared with another session, load 2-3, 2026-12-06)
+COST = 41  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = ("first whether the end points are critical points at all: for the ReLU model in Clarke's sense "
             "(clarke-critical-points-reached; a kink on a data point has no gradient, so |grad| < 1e-8 cannot be reached "
             "there), for the tanh model plainly (smooth-critical-points-reached; panel (d): the gradient norms against the "

@@ -15,7 +15,7 @@ NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
 
 # --- for the report and the progress display (see base.py)
-COST = 300  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
+COST = 112  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = ("whether, seed by seed, test accuracy rises and test loss falls with the number of parameters, as the "
             "original found (findings more-params-better and more-params-lower-loss), and whether the train − test "
             "accuracy gap grows with it (gap-grows-with-params). Each is Page's trend test over the models with the "

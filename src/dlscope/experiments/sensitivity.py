@@ -27,7 +27,7 @@ NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
 # --- for the report and the progress display (see base.py)
-COST = 236  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
+COST = 108  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = ("two claims that need not agree, each with its own verdict. The original found sensitivity "
             "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
             "`sensitivity-falls-with-batch`, `sensitivity-falls-with-lr`, `accuracy-falls-with-batch`, "

@@ -24,7 +24,7 @@ TITLE = "The optimization path in parameter space (PCA)"
 
 # --- for the report and the progress display (see base.py)
 PART = "Optimization"
-COST = 88  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-02); only the ratios between experiments matter
+COST = 36  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
 LOOK_FOR = ("whether runs from different initialisations travel to different places, as the original says "
             "(finding runs-end-apart: each run's distance to the nearest other run's end point against its own "
             "path length, in the full parameter space, not in the figure's plane). The figure's plane is one PCA of "
