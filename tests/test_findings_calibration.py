@@ -134,3 +134,12 @@ def test_holm():
     assert fd.holm_survivors([0.001, 0.02, None, 0.01]) == [True, True, False, True]
     assert fd.holm_survivors([0.012, 0.02]) == [True, True]
     assert fd.holm_survivors([0.013, 0.02]) == [False, False]
+
+
+def test_all_of_null_and_effect():
+    # "every model": one part null, one part clearly true -> the composite is shown no more often
+    # than its null part; both clearly true -> shown most of the time
+    def both(rng, first):
+        return fd.all_of([fd.greater(first + rng.standard_normal(5)), fd.greater(3 + rng.standard_normal(5))], ["a", "b"])
+    assert shown_rate(lambda rng: rng, lambda rng: both(rng, 0.0)) <= LIMIT
+    assert shown_rate(lambda rng: rng, lambda rng: both(rng, 3.0), reps=300) > 0.8
