@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import html
 import importlib
-import json
 import math
 import os
 import sys
@@ -632,10 +631,9 @@ def _one_line(name: str, r: dict) -> str:
 
 
 def write_figures(out: Path, summary: dict) -> list[tuple[str, Path]]:
-    import matplotlib
+    from .experiments.base import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from .analysis import Density, Plane, plot_density, plot_plane
     from .files import atomic_file

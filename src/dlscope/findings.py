@@ -35,7 +35,6 @@ Everything is deterministic: the same numbers always give the same verdict.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache

@@ -207,6 +207,16 @@ def seeds_for(cfg: dict, count: int, offset: int = 0) -> list[int]:
     return [cfg["seed"] + offset + i for i in range(count)]
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed): the one place that sets it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_fig(fig, path: Path) -> str:
     """Write a matplotlib figure as PNG (atomically) and close it."""
     import matplotlib.pyplot as plt

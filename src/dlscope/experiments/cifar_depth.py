@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import findings as fd
-from .base import Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
+from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import (BAND, COMMON, METRICS, diverged, history, median_band, median_over_seeds, per_model_table, seed_rows, train_cifar,
                     validate_models_and_sizes)
 
@@ -251,10 +251,7 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.transforms import blended_transform_factory
 
     done = finished_models(cfg, results)

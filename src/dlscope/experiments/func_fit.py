@@ -23,7 +23,7 @@ import torch
 from .. import models
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression, fast_mlp
 from .. import findings as fnd
-from .base import ConfigError, Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
+from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 
 NAME = "func-fit"
 TITLE = "Deep vs shallow networks on simulated functions"
@@ -445,10 +445,7 @@ def _seed_curves(r: dict, f: str) -> tuple[np.ndarray, int]:
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     xs = inputs(cfg["points"])[:, 0]

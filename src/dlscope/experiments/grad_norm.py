@@ -27,7 +27,7 @@ from .. import findings as fnd
 from .. import models
 from ..analysis.hessian import ensemble_gradient
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier, fast_mlp
-from .base import ConfigError, Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
+from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, check_sizes
 from .func_fit import FUNCTIONS, constant_mse, inputs, is_stalled
 
@@ -354,10 +354,7 @@ def _finite_seeds(curves: torch.Tensor) -> np.ndarray:
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     mlp_title = f"on {cfg['function']} (full-batch MSE; trained at batch size {cfg['mlp_batch_size']}, lr {cfg['mlp_lr']:g})"

@@ -26,7 +26,7 @@ from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, greater
 from . import curvature
-from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
+from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 from .sensitivity import SPLIT_COLORS, side_budget
 
@@ -445,10 +445,7 @@ ORIGINAL_MARKERS = [(0.0, 0.577), (1.0, 0.526), (0.6, 0.27)]
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table = rows(cfg, results)
     paths = []

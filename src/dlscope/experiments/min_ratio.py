@@ -71,7 +71,7 @@ from .. import findings, models
 from ..analysis import critical_points as cp
 from ..engine.grad_norm_descent import grad_norms, gradient_norm_descent_grads
 from ..engine import BatchedAdam, Ensemble, TrainConfig, fast_mlp
-from .base import ConfigError, Trial, save_fig, seeds_for
+from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
 from .func_fit import FUNCTIONS, inputs
 
 NAME = "min-ratio"
@@ -504,10 +504,7 @@ def _scatter(ax, pts, key, xlabel, title):
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     relu = [p for p in _rows(results, "relu") if not p["diverged"]]
     tanh = [p for p in _rows(results, "tanh") if not p["diverged"]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .. import findings as fd
 from .. import models
-from .base import Trial, finished_models, model_color, save_fig, seeds_for, trial_per_model
+from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import (BAND, COMMON, METRICS, diverged, history, median_over_seeds, per_model_table, seed_rows, train_cifar,
                     validate_models_and_sizes)
 
@@ -178,10 +178,7 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 

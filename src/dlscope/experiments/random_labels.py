@@ -19,7 +19,7 @@ import math
 
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from ..findings import Finding, greater, within
-from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
+from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
 
 NAME = "random-labels"
 TITLE = "Memorising random labels (MNIST, mnist-mlp)"
@@ -247,10 +247,7 @@ COLORS = {"train": "tab:blue", "test": "tab:orange"}
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     r = results["mnist-mlp"]
     table = rows(cfg, results)

@@ -20,7 +20,7 @@ from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, correlation, spearman, trend
 from . import curvature
-from .base import ConfigError, Trial, blown_up, plot_median_iqr, save_fig, seeds_for
+from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
 
 NAME = "sensitivity"
@@ -390,10 +390,7 @@ def config_color(sweep: str, value: float, values: list[float]):
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import NullLocator
 
     table = rows(cfg, results)

@@ -16,7 +16,7 @@ from ..analysis.pca import fit_pca, select_names
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from .. import findings as fd
 from ..engine.train import finite_or_none
-from .base import ConfigError, Trial, save_fig, seeds_for
+from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
 from .cifar import COMMON, check_model, check_sizes, steps_per_epoch
 
 NAME = "trajectory"
@@ -270,10 +270,7 @@ def _label_points(ax, renderer, labels) -> None:
 
 
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     r = results.get("runs")
     if r is None:
