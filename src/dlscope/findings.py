@@ -207,11 +207,11 @@ def greater(diffs: Sequence[float], margin: float = 0.0, *, share: bool = False,
     elif ci[1] < margin + negligible:
         verdict, reason = NOT_SHOWN, ""
     else:
-        verdict, reason = INCONCLUSIVE, small_n_reason(n, a, margin, detectable)
+        verdict, reason = INCONCLUSIVE, small_n_reason(n, margin, detectable)
     return Stat(value, ci, verdict, n, test=test, p=p, sample=sample, detectable=detectable, reason=reason)
 
 
-def small_n_reason(n: int, a: np.ndarray, margin: float, detectable: float | None) -> str:
+def small_n_reason(n: int, margin: float, detectable: float | None) -> str:
     sd_units = float(stats.t.ppf(1 - ALPHA_ONE_SIDED, n - 1)) / math.sqrt(n)
     if detectable is None:
         return ""
@@ -250,8 +250,6 @@ def clopper_pearson(k: int, n: int, level: float = LEVEL) -> list[float] | None:
     ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
     return [float(ci.low), float(ci.high)]
 
-
-proportion_ci = clopper_pearson  # the name callers know
 
 
 @lru_cache(maxsize=None)
