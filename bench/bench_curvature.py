@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 import resource
-import sys
+
 import time
 from pathlib import Path
 
@@ -48,11 +48,18 @@ def main() -> None:
     p.add_argument("--models", type=int, default=16)
     p.add_argument("--n", type=int, default=1000, help="CIFAR-10 images for eigenvalue and trace")
     p.add_argument("--tol", type=float, default=1e-3)
-    p.add_argument("--trace-rtol", type=float, default=None, help="dlscope's trace: 95%% half-width / |trace| (default: the reference's median)")
+    p.add_argument(
+        "--trace-rtol",
+        type=float,
+        default=None,
+        help="dlscope's trace: 95%% half-width / |trace| (default: the reference's median)",
+    )
     p.add_argument("--max-trace-hvp", type=int, default=300, help="dlscope's trace: at most this many Hutchinson samples")
     p.add_argument("--plane-n", type=int, default=1000)
     p.add_argument("--plane-steps", type=int, default=21)
-    p.add_argument("--reference-models", type=int, default=None, help="time the reference on this many models, scaled to --models")
+    p.add_argument(
+        "--reference-models", type=int, default=None, help="time the reference on this many models, scaled to --models"
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--skip", nargs="*", default=[], choices=["curvature", "plane"])
     p.add_argument("--out", default=str(BENCH / "results-bench_curvature.json"))
@@ -76,27 +83,39 @@ def main() -> None:
         ref_rel_half = [(r["trace_ci"][1] - r["trace_ci"][0]) / 2 / abs(r["trace"]) for r in ref]
         rtol = args.trace_rtol or sorted(ref_rel_half)[len(ref_rel_half) // 2]
         t0, c0 = time.perf_counter(), cpu_seconds()
-        eig, tr = analysis.top_eigenvalues_and_trace(ens, (split.x, split.y), tol=args.tol, trace_rtol=rtol,
-                                                      max_trace_hvp=args.max_trace_hvp)
+        eig, tr = analysis.top_eigenvalues_and_trace(
+            ens, (split.x, split.y), tol=args.tol, trace_rtol=rtol, max_trace_hvp=args.max_trace_hvp
+        )
         ours = (time.perf_counter() - t0, cpu_seconds() - c0)
         # Power iteration finds the eigenvalue largest in size: compare where that is the top one.
         rel = [abs(a[0] - r["top"]) / abs(r["top"]) for a, r in zip(eig.values, ref) if r["top"] > 0]
         results["curvature"] = {
-            "models": args.models, "images": args.n, "tol": args.tol,
-            "dlscope_s": ours[0], "dlscope_cpu_s": ours[1], "dlscope_hvp_per_model": tr.n_hvp,
-            "dlscope_lanczos_steps": eig.n_hvp, "dlscope_trace_samples": tr.info["hutchinson_samples"],
-            "reference_s": theirs[0], "reference_cpu_s": theirs[1], "reference_timed_models": n_ref,
+            "models": args.models,
+            "images": args.n,
+            "tol": args.tol,
+            "dlscope_s": ours[0],
+            "dlscope_cpu_s": ours[1],
+            "dlscope_hvp_per_model": tr.n_hvp,
+            "dlscope_lanczos_steps": eig.n_hvp,
+            "dlscope_trace_samples": tr.info["hutchinson_samples"],
+            "reference_s": theirs[0],
+            "reference_cpu_s": theirs[1],
+            "reference_timed_models": n_ref,
             "reference_hvp_per_model": sum(r["n_hvp"] for r in ref) / len(ref),
             "reference_power_iterations": [r["power_iterations"] for r in ref],
             "reference_trace_samples": [r["trace_samples"] for r in ref],
-            "speedup_wall": theirs[0] / ours[0], "speedup_cpu": theirs[1] / ours[1],
+            "speedup_wall": theirs[0] / ours[0],
+            "speedup_cpu": theirs[1] / ours[1],
             "top_eigenvalue_max_rel_diff": max(rel) if rel else None,
             "reference_top_negative": sum(r["top"] < 0 for r in ref),
-            "top_dlscope": [v[0] for v in eig.values[:n_ref]], "top_reference": [r["top"] for r in ref],
+            "top_dlscope": [v[0] for v in eig.values[:n_ref]],
+            "top_reference": [r["top"] for r in ref],
             "dlscope_converged": eig.converged[:n_ref],
             "trace_rtol": rtol,
-            "trace_dlscope": tr.value[:n_ref], "trace_dlscope_ci": tr.ci[:n_ref],
-            "trace_reference": [r["trace"] for r in ref], "trace_reference_ci": [r["trace_ci"] for r in ref],
+            "trace_dlscope": tr.value[:n_ref],
+            "trace_dlscope_ci": tr.ci[:n_ref],
+            "trace_reference": [r["trace"] for r in ref],
+            "trace_reference_ci": [r["trace_ci"] for r in ref],
             "trace_dlscope_rel_halfwidth": [(b - a) / 2 / abs(v) for v, (a, b) in zip(tr.value, tr.ci)][:n_ref],
             "trace_reference_rel_halfwidth": ref_rel_half,
         }
@@ -111,8 +130,14 @@ def main() -> None:
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         with torch.no_grad():
             model_loss = F.cross_entropy(model.eval()(split.x), split.y).item()
-        results["plane"] = {"images": args.plane_n, "steps": args.plane_steps, "wall_s": wall, "cpu_s": cpu,
-                            "centre_loss": float(plane.center_loss), "model_loss": model_loss}
+        results["plane"] = {
+            "images": args.plane_n,
+            "steps": args.plane_steps,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "centre_loss": float(plane.center_loss),
+            "model_loss": model_loss,
+        }
         print(json.dumps(results["plane"], indent=1), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

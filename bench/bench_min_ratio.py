@@ -36,7 +36,9 @@ def reference_training(seed: int, x: torch.Tensor, y: torch.Tensor, steps: int, 
     model = models.build(MODEL).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     sampler = EpochSampler(len(x), seed)
-    batches = DataLoader(TensorDataset(x, y.unsqueeze(1)), batch_size=len(x), sampler=sampler) if loader else [(x, y.unsqueeze(1))]
+    batches = (
+        DataLoader(TensorDataset(x, y.unsqueeze(1)), batch_size=len(x), sampler=sampler) if loader else [(x, y.unsqueeze(1))]
+    )
     losses = []
     for step in range(steps):  # one epoch = one step
         sampler.epoch = step
@@ -108,7 +110,9 @@ def run(quick: bool, repeats: int, compile=True, device="cpu") -> dict:
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--eager", action="store_true", help="do not compile the fast path"))
+    args = parse_args(
+        __doc__.splitlines()[0], lambda p: p.add_argument("--eager", action="store_true", help="do not compile the fast path")
+    )
     set_up(args.threads or 1, args.device)
     report([run(args.quick, args.repeats, compile=not args.eager, device=args.device)], args.out)
 

@@ -30,7 +30,9 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes: the whole suite within 10 minutes on 2 CPU cores")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per side (median reported)")
-    p.add_argument("--out", default=str(BENCH / f"results-{Path(sys.argv[0]).stem}.json"), help="write the results (JSON list) here")
+    p.add_argument(
+        "--out", default=str(BENCH / f"results-{Path(sys.argv[0]).stem}.json"), help="write the results (JSON list) here"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: the workload's choice)")
     p.add_argument("--device", default="cpu", help="cpu or cuda: where both sides run (data, models, optimizer)")
     if extra:

@@ -68,5 +68,11 @@ def pyhessian_style(model, x, y, tol: float = 1e-3, max_iter: int = 100, seed: i
     tr = sum(samples) / m
     sd = math.sqrt(sum((s - tr) ** 2 for s in samples) / (m - 1)) if m > 1 else math.nan
     half = 1.96 * sd / math.sqrt(m)
-    return {"top": lam, "trace": tr, "trace_ci": (tr - half, tr + half), "n_hvp": n_hvp,
-            "power_iterations": iterations, "trace_samples": m}
+    return {
+        "top": lam,
+        "trace": tr,
+        "trace_ci": (tr - half, tr + half),
+        "n_hvp": n_hvp,
+        "power_iterations": iterations,
+        "trace_samples": m,
+    }

@@ -57,7 +57,10 @@ def main(argv=None) -> list[dict]:
         results.append(r)
         report([r], None)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")  # as it goes: a partial run keeps its results
-    print(f"--- all done in {time.perf_counter() - t0:.0f} s on {machine()['cpu']} ({args.threads} thread(s)); wrote {args.out}", file=sys.stderr)
+    print(
+        f"--- all done in {time.perf_counter() - t0:.0f} s on {machine()['cpu']} ({args.threads} thread(s)); wrote {args.out}",
+        file=sys.stderr,
+    )
     return results
 
 

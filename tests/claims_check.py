@@ -31,6 +31,7 @@ def _num(v) -> bool:
 def rank_rho(x, y) -> float | None:
     """Spearman's rho: Pearson's r of the ranks (tied values share their average rank); None if
     either side is constant."""
+
     def ranks(v):
         v = np.asarray(v, float)
         return np.array([(v < t).sum() + ((v == t).sum() - 1) / 2 for t in v])
@@ -131,8 +132,13 @@ def recheck(f: dict) -> dict:
             pf = sign_flip_p(d - s["margin"])
             flip_ok, p = pf <= ALPHA, max(p, pf)
         det = s["margin"] + stats.t.ppf(1 - ALPHA, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        verdict = (SHOWN if ci[0] > s["margin"] and flip_ok else
-                   NOT_SHOWN if ci[1] < s["margin"] + s.get("negligible", 0.0) else INCONCLUSIVE)
+        verdict = (
+            SHOWN
+            if ci[0] > s["margin"] and flip_ok
+            else NOT_SHOWN
+            if ci[1] < s["margin"] + s.get("negligible", 0.0)
+            else INCONCLUSIVE
+        )
         return {**out, "ci": ci, "p": p, "detectable": det, "verdict": verdict}
     if test == "share-clopper-pearson":
         d = np.asarray(s["diffs"], float)
@@ -140,8 +146,13 @@ def recheck(f: dict) -> dict:
             return {**out, "value": None, "ci": None, "p": None, "detectable": None, "verdict": INCONCLUSIVE}
         k = int((d > s["margin"]).sum())
         ci = cp(k, len(d))
-        return {**out, "value": k / len(d), "ci": ci, "p": stats.binomtest(k, len(d), 0.5, alternative="greater").pvalue,
-                "verdict": SHOWN if ci[0] > 0.5 else NOT_SHOWN if ci[1] < 0.5 else INCONCLUSIVE}
+        return {
+            **out,
+            "value": k / len(d),
+            "ci": ci,
+            "p": stats.binomtest(k, len(d), 0.5, alternative="greater").pvalue,
+            "verdict": SHOWN if ci[0] > 0.5 else NOT_SHOWN if ci[1] < 0.5 else INCONCLUSIVE,
+        }
     if test in ("clopper-pearson", "clopper-pearson-at-most"):
         k, n, frac = s["k"], s["n"], s["fraction"]
         if n == 0:
@@ -158,8 +169,13 @@ def recheck(f: dict) -> dict:
         if len(v) < 2:
             return {**out, "ci": None, "p": None, "detectable": None, "verdict": INCONCLUSIVE}
         ci = t_ci(v)
-        verdict = (SHOWN if s["low"] <= ci[0] and ci[1] <= s["high"] else
-                   NOT_SHOWN if ci[1] < s["low"] or ci[0] > s["high"] else INCONCLUSIVE)
+        verdict = (
+            SHOWN
+            if s["low"] <= ci[0] and ci[1] <= s["high"]
+            else NOT_SHOWN
+            if ci[1] < s["low"] or ci[0] > s["high"]
+            else INCONCLUSIVE
+        )
         return {**out, "ci": ci, "verdict": verdict}
     if test == "page-L":
         x = np.asarray(s["x"], float)
@@ -217,8 +233,15 @@ def recheck(f: dict) -> dict:
         return {**out, "value": rho, "ci": ci, "p": p, "detectable": det, "verdict": verdict}
     if test == "all-of":
         parts = [recheck({"test": q["test"], "sample": q["sample"]})["verdict"] for q in s["parts"]]
-        verdict = (INCONCLUSIVE if not parts else NOT_SHOWN if NOT_SHOWN in parts else
-                   SHOWN if all(v == SHOWN for v in parts) else INCONCLUSIVE)
+        verdict = (
+            INCONCLUSIVE
+            if not parts
+            else NOT_SHOWN
+            if NOT_SHOWN in parts
+            else SHOWN
+            if all(v == SHOWN for v in parts)
+            else INCONCLUSIVE
+        )
         return {**out, "verdict": verdict}
     raise AssertionError(f"{f.get('id')}: unknown test {test!r}")
 
@@ -267,8 +290,11 @@ def recompute_random_labels(summary: dict) -> None:
         "memorises": [r["final_train_acc"] for r in rows if _num(r["final_train_acc"])],
         "train-loss-falls": [math.log(10) - r["final_train_loss"] for r in rows if _num(r["final_train_loss"])],
         "test-at-chance": [r["final_test_acc"] for r in rows if _num(r["final_test_acc"])],
-        "test-loss-rises": [r["final_test_loss"] - r["initial_test_loss"] for r in rows
-                            if _num(r["final_test_loss"]) and _num(r["initial_test_loss"])],
+        "test-loss-rises": [
+            r["final_test_loss"] - r["initial_test_loss"]
+            for r in rows
+            if _num(r["final_test_loss"]) and _num(r["initial_test_loss"])
+        ],
     }
     for fid, values in from_rows.items():
         s = found[fid]["sample"]
@@ -311,8 +337,12 @@ def recompute_interpolation(summary: dict, delta: float) -> None:
     def keskar(r):  # each end's Keskar sharpness, as stored in the row
         return None if not (_num(r.get("a_keskar")) and _num(r.get("b_keskar"))) else (r["a_keskar"], r["b_keskar"])
 
-    for pair, fid, measure in (("batch", "large-batch-sharper", keskar), ("lr", "large-lr-flatter", keskar),
-                               ("batch", "large-batch-line-sharper", rises), ("lr", "large-lr-line-flatter", rises)):
+    for pair, fid, measure in (
+        ("batch", "large-batch-sharper", keskar),
+        ("lr", "large-lr-flatter", keskar),
+        ("batch", "large-batch-line-sharper", rises),
+        ("lr", "large-lr-line-flatter", rises),
+    ):
         assert found[fid]["test"].startswith("paired-t"), fid
         same_numbers(found[fid]["sample"]["diffs"], interpolation_diffs(rows, pair, measure))
     bars = []
@@ -340,10 +370,12 @@ def sweep_matrix(rows: list[dict], sweep: str, xkey: str, ykey: str) -> tuple[li
 def recompute_sensitivity(summary: dict) -> None:
     rows, found = summary["results"], by_id(summary)
     check_all(summary)
-    for fid, sweep, xkey, ykey, sign in (("sensitivity-falls-with-batch", "batch", "batch_size", "sensitivity", -1),
-                                         ("sensitivity-falls-with-lr", "lr", "lr", "sensitivity", -1),
-                                         ("accuracy-falls-with-batch", "batch", "batch_size", "test_acc", -1),
-                                         ("sharpness-rises-with-batch", "batch", "batch_size", "keskar", +1)):
+    for fid, sweep, xkey, ykey, sign in (
+        ("sensitivity-falls-with-batch", "batch", "batch_size", "sensitivity", -1),
+        ("sensitivity-falls-with-lr", "lr", "lr", "sensitivity", -1),
+        ("accuracy-falls-with-batch", "batch", "batch_size", "test_acc", -1),
+        ("sharpness-rises-with-batch", "batch", "batch_size", "keskar", +1),
+    ):
         f = found[fid]
         xs, ys = sweep_matrix(rows, sweep, xkey, ykey)
         assert f["test"] == "page-L" and f["sample"]["sign"] == sign, fid
@@ -366,8 +398,11 @@ def recompute_param_count(summary: dict) -> None:
     to all of them, y per seed in parameter order."""
     rows, found = summary["results"], by_id(summary)
     check_all(summary)
-    for fid, key, sign in (("more-params-better", "test_acc", 1), ("more-params-lower-loss", "test_loss", -1),
-                           ("gap-grows-with-params", "gap", 1)):
+    for fid, key, sign in (
+        ("more-params-better", "test_acc", 1),
+        ("more-params-lower-loss", "test_loss", -1),
+        ("gap-grows-with-params", "gap", 1),
+    ):
         f = found[fid]
         assert f["test"] == "page-L" and f["sample"]["sign"] == sign, fid
         per_seed: dict = {}

@@ -181,7 +181,9 @@ def test_sharpness_agrees_with_finite_differences_of_the_loss():
     assert s.value == pytest.approx(s.max_loss - s.loss, rel=1e-12) and s.value > 0
     # a rise of ½ρ²λmax is the quadratic model's answer: the network's is close to it at small ρ
     lam = an.top_eigenvalues(model, (x, y), tol=1e-8).values[0]
-    g = float(torch.cat([p.reshape(-1) for p in torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))]).norm())
+    g = float(
+        torch.cat([p.reshape(-1) for p in torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))]).norm()
+    )
     assert s.value <= 0.05 * g + 0.5 * 0.05**2 * lam * 1.5  # first + second order bound
 
 
@@ -308,7 +310,9 @@ def test_ensemble_measures_equal_each_members_own():
     tr = an.trace(ens, (x, y), n_hvp=45)
     assert plane.loss.shape == (3, 3, 3) and len(tr.ci) == 3
     for i, m in enumerate(members):
-        torch.testing.assert_close(torch.tensor(eig.values[i]), torch.tensor(an.top_eigenvalues(m, (x, y), k=2, tol=1e-10).values))
+        torch.testing.assert_close(
+            torch.tensor(eig.values[i]), torch.tensor(an.top_eigenvalues(m, (x, y), k=2, tol=1e-10).values)
+        )
         assert sam.value[i] == pytest.approx(an.sharpness(m, (x, y), kind="sam", steps=5).value, rel=1e-9)
         assert float(plane.center_loss[i]) == pytest.approx(F.cross_entropy(m(x), y).item(), rel=1e-12)
         exact = float(exact_hessian(m, x, y).trace())
@@ -358,8 +362,9 @@ def test_analysis_does_not_import_engine():
 def test_eigenvalues_and_trace_together_equal_the_exact_hessians_per_member():
     members = [tanh_mlp(s) for s in range(3)]
     x, y = class_data()
-    eig, tr = an.top_eigenvalues_and_trace(Ensemble.from_members(members, mode="vmap"), (x, y), k=2, tol=1e-10,
-                                           trace_rtol=0.05, max_trace_hvp=100, seed=4)
+    eig, tr = an.top_eigenvalues_and_trace(
+        Ensemble.from_members(members, mode="vmap"), (x, y), k=2, tol=1e-10, trace_rtol=0.05, max_trace_hvp=100, seed=4
+    )
     for i, m in enumerate(members):
         H = exact_hessian(m, x, y)
         lam = torch.linalg.eigvalsh(H).flip(0)
@@ -384,7 +389,9 @@ def test_lanczos_basis_covering_the_space_gives_the_exact_trace():
 
 def small_cnn(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5), nn.Softmax(dim=1)).double()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5), nn.Softmax(dim=1)
+    ).double()
 
 
 def cnn_data(n=80, seed=2):
@@ -394,8 +401,9 @@ def cnn_data(n=80, seed=2):
 
 def exact_hessian_of(model, x, y):
     obj = Objective(model, (x, y))
-    H = torch.autograd.functional.hessian(lambda t: F.cross_entropy(
-        torch.func.functional_call(obj.module, obj.unflatten(t), (x,)), y), obj.theta0[0])
+    H = torch.autograd.functional.hessian(
+        lambda t: F.cross_entropy(torch.func.functional_call(obj.module, obj.unflatten(t), (x,)), y), obj.theta0[0]
+    )
     return (H + H.T) / 2
 
 

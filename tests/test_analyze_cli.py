@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-MODULE = '''
+MODULE = """
 import torch
 from torch import nn
 
@@ -17,15 +17,34 @@ def build():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2),
                          nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 10))
-'''
+"""
 
-FAST = ["--train-size", "40", "--plane-steps", "3", "--trace-hvp", "9", "--density-vectors", "1", "--density-steps", "4",
-        "--sharpness-steps", "2", "--k", "1"]
+FAST = [
+    "--train-size",
+    "40",
+    "--plane-steps",
+    "3",
+    "--trace-hvp",
+    "9",
+    "--density-vectors",
+    "1",
+    "--density-steps",
+    "4",
+    "--sharpness-steps",
+    "2",
+    "--k",
+    "1",
+]
 
 
 def analyze(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "dlscope", "analyze", "--model", "mycnn:build", "--data", "cifar10", *FAST, *args],
-                          cwd=tmp_path, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "dlscope", "analyze", "--model", "mycnn:build", "--data", "cifar10", *FAST, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_analyze_runs_end_to_end_resumes_and_reports(tmp_path, data_dir):

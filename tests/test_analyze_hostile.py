@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from dlscope import cli, files
+
 # a crafted pickle's payload, a lock holder, a tiny func-fit run (TINY) and a finished one (clean_run)
 from test_hostile import HOLDER, TINY as TINY_RUN, Payload, clean_run  # noqa: F401 (clean_run: a fixture)
 
@@ -74,8 +75,22 @@ def raises():
     raise RuntimeError("cannot build today")
 '''
 
-FAST = ["--train-size", "20", "--plane-steps", "3", "--trace-hvp", "9", "--density-vectors", "1", "--density-steps", "4",
-        "--sharpness-steps", "2", "--k", "1"]
+FAST = [
+    "--train-size",
+    "20",
+    "--plane-steps",
+    "3",
+    "--trace-hvp",
+    "9",
+    "--density-vectors",
+    "1",
+    "--density-steps",
+    "4",
+    "--sharpness-steps",
+    "2",
+    "--k",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +138,12 @@ def tree(root: Path) -> dict:
 def finished(models_dir, tmp_path_factory, data_dir):
     """A finished analyze folder of the tiny model, to be copied and damaged (and its summary)."""
     out = tmp_path_factory.mktemp("finished") / "an"
-    assert cli.main(["analyze", "--model", "hostile_models:build", "--data", "cifar10", *FAST, "--out", str(out),
-                     "--data-dir", data_dir]) == 0
+    assert (
+        cli.main(
+            ["analyze", "--model", "hostile_models:build", "--data", "cifar10", *FAST, "--out", str(out), "--data-dir", data_dir]
+        )
+        == 0
+    )
     return out
 
 
@@ -140,26 +159,29 @@ def summary(folder: Path) -> dict:
 # --------------------------------------------------------------------------- settings that are never checked
 
 
-@pytest.mark.parametrize("args, names", [
-    (["--train-size", "-1"], "--train-size -1"),
-    (["--train-size", "0"], "--train-size 0"),
-    (["--train-size", str(10**12)], f"--train-size {10**12}"),
-    (["--k", "0"], "--k 0"),
-    (["--k", "101"], "--k 101"),
-    (["--plane-steps", "1"], "--plane-steps 1"),
-    (["--plane-steps", "4"], "--plane-steps 4"),
-    (["--plane-steps", str(10**9)], f"--plane-steps {10**9}"),
-    (["--seed", str(2**64 + 1)], f"--seed {2**64 + 1}"),
-    (["--seed", "-1"], "--seed -1"),
-    (["--trace-hvp", "3"], "--trace-hvp 3"),
-    (["--density-steps", "0"], "--density-steps 0"),
-    (["--density-vectors", "-2"], "--density-vectors -2"),
-    (["--sharpness-steps", "0"], "--sharpness-steps 0"),
-    (["--batch-size", "0"], "--batch-size 0"),
-    (["--measures", "trace", "trace"], "listed twice"),
-    (["--train-size", "1.5"], "1.5"),
-    (["--seed", "nan"], "nan"),
-])
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--train-size", "-1"], "--train-size -1"),
+        (["--train-size", "0"], "--train-size 0"),
+        (["--train-size", str(10**12)], f"--train-size {10**12}"),
+        (["--k", "0"], "--k 0"),
+        (["--k", "101"], "--k 101"),
+        (["--plane-steps", "1"], "--plane-steps 1"),
+        (["--plane-steps", "4"], "--plane-steps 4"),
+        (["--plane-steps", str(10**9)], f"--plane-steps {10**9}"),
+        (["--seed", str(2**64 + 1)], f"--seed {2**64 + 1}"),
+        (["--seed", "-1"], "--seed -1"),
+        (["--trace-hvp", "3"], "--trace-hvp 3"),
+        (["--density-steps", "0"], "--density-steps 0"),
+        (["--density-vectors", "-2"], "--density-vectors -2"),
+        (["--sharpness-steps", "0"], "--sharpness-steps 0"),
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--measures", "trace", "trace"], "listed twice"),
+        (["--train-size", "1.5"], "1.5"),
+        (["--seed", "nan"], "nan"),
+    ],
+)
 def test_bad_settings_are_one_line_and_write_nothing(models_dir, tmp_path, data_dir, capsys, args, names):
     out = tmp_path / "an"
     code, _, err = analyze(capsys, data_dir, out, *args)
@@ -169,10 +191,12 @@ def test_bad_settings_are_one_line_and_write_nothing(models_dir, tmp_path, data_
 
 def test_usage_mistakes_are_one_line(models_dir, tmp_path, data_dir, capsys):
     out = tmp_path / "an"
-    for argv, names in ((["analyze", "--model", "hostile_models:build", "--data", "cifar10"], "--out"),
-                        (["analyze", "--run", tmp_path, "--data", "mnist"], "--data"),
-                        (["analyze", "--model", "hostile_models:build", "--data", "cifar10", "--out", out, "--experiment", "x"], "--experiment"),
-                        (["analyze", "--model", "no_colon", "--data", "cifar10", "--out", out], "MODULE:FACTORY")):
+    for argv, names in (
+        (["analyze", "--model", "hostile_models:build", "--data", "cifar10"], "--out"),
+        (["analyze", "--run", tmp_path, "--data", "mnist"], "--data"),
+        (["analyze", "--model", "hostile_models:build", "--data", "cifar10", "--out", out, "--experiment", "x"], "--experiment"),
+        (["analyze", "--model", "no_colon", "--data", "cifar10", "--out", out], "MODULE:FACTORY"),
+    ):
         code, _, err = run_main(capsys, *argv)
         assert code == 2 and names in one_line(err)
     assert sorted(tmp_path.iterdir()) == []
@@ -189,16 +213,19 @@ def test_out_that_is_a_file_is_one_line(models_dir, tmp_path, data_dir, capsys):
 # --------------------------------------------------------------------------- a model that does not fit
 
 
-@pytest.mark.parametrize("model, data, names", [
-    ("hostile_models:seven", "cifar10", "[B, 7]"),  # 7 outputs for 10 classes
-    ("hostile_models:build", "mnist", "mnist images [B, 1, 32, 32]"),  # a 3-channel model on MNIST
-    ("hostile_models:gray", "cifar10", "cifar10 images [B, 3, 32, 32]"),
-    ("hostile_models:no_weights", "cifar10", "no trainable parameters"),
-    ("hostile_models:not_a_module", "cifar10", "not an nn.Module"),
-    ("hostile_models:raises", "cifar10", "cannot build today"),
-    ("hostile_models:missing", "cifar10", "no function 'missing'"),
-    ("nosuchmodule:build", "cifar10", "nosuchmodule"),
-])
+@pytest.mark.parametrize(
+    "model, data, names",
+    [
+        ("hostile_models:seven", "cifar10", "[B, 7]"),  # 7 outputs for 10 classes
+        ("hostile_models:build", "mnist", "mnist images [B, 1, 32, 32]"),  # a 3-channel model on MNIST
+        ("hostile_models:gray", "cifar10", "cifar10 images [B, 3, 32, 32]"),
+        ("hostile_models:no_weights", "cifar10", "no trainable parameters"),
+        ("hostile_models:not_a_module", "cifar10", "not an nn.Module"),
+        ("hostile_models:raises", "cifar10", "cannot build today"),
+        ("hostile_models:missing", "cifar10", "no function 'missing'"),
+        ("nosuchmodule:build", "cifar10", "nosuchmodule"),
+    ],
+)
 def test_a_model_that_does_not_fit_is_one_line_before_any_measure(models_dir, tmp_path, data_dir, capsys, model, data, names):
     out = tmp_path / "an"
     code, stdout, err = analyze(capsys, data_dir, out, model=model, data=data)
@@ -229,8 +256,13 @@ def test_weights_that_do_not_fit_or_hold_code_are_one_line(models_dir, tmp_path,
     (tmp_path / "garbage.pt").write_bytes(b"not a weights file")
     torch.save({"fc.weight": Payload(tmp_path / "marker")}, tmp_path / "crafted.pt")
     before = tree(tmp_path)
-    for name, names in (("seven.pt", "does not fit the model"), ("list.pt", "not a state dict"), ("garbage.pt", "can read"),
-                        ("crafted.pt", "can read"), ("missing.pt", "can read")):
+    for name, names in (
+        ("seven.pt", "does not fit the model"),
+        ("list.pt", "not a state dict"),
+        ("garbage.pt", "can read"),
+        ("crafted.pt", "can read"),
+        ("missing.pt", "can read"),
+    ):
         code, _, err = analyze(capsys, data_dir, tmp_path / "an", "--weights", tmp_path / name)
         assert code == 2 and f"--weights {tmp_path / name}" in one_line(err) and names in err, err
     assert tree(tmp_path) == before  # no folder, and the payload never ran
@@ -353,8 +385,16 @@ def test_a_summary_that_is_a_link_is_not_read_by_the_report(an_copy, tmp_path, c
 # --------------------------------------------------------------------------- damaged files are recomputed
 
 
-@pytest.mark.parametrize("content", ['{"value": 1.0', "[1, 2]", '{"value": "x", "ci": [0, 1], "n_hvp": 9, "method": "m"}',
-                                     '{"value": 1.0, "ci": [0], "n_hvp": 9, "method": "m"}', "\xff\xfe"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"value": 1.0',
+        "[1, 2]",
+        '{"value": "x", "ci": [0, 1], "n_hvp": 9, "method": "m"}',
+        '{"value": 1.0, "ci": [0], "n_hvp": 9, "method": "m"}',
+        "\xff\xfe",
+    ],
+)
 def test_a_damaged_measure_is_named_and_computed_again(an_copy, finished, data_dir, capsys, content):
     (an_copy / "measures" / "trace.json").write_text(content, encoding="latin-1")
     code, stdout, err = analyze(capsys, data_dir, an_copy)
@@ -422,9 +462,28 @@ def test_one_damaged_analyze_folder_costs_only_its_section(clean_run, finished, 
 def _command(models_dir, data_dir, out, env=None):
     """`dlscope analyze` as its own process (run from the models' folder, as a user would)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "dlscope", "analyze", "--model", "hostile_models:build", "--data", "cifar10",
-                           *FAST, "--out", str(out), "--data-dir", data_dir],
-                          cwd=models_dir, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlscope",
+            "analyze",
+            "--model",
+            "hostile_models:build",
+            "--data",
+            "cifar10",
+            *FAST,
+            "--out",
+            str(out),
+            "--data-dir",
+            data_dir,
+        ],
+        cwd=models_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_kill_during_analyze_resumes_to_the_same_results(models_dir, tmp_path, data_dir):
@@ -436,8 +495,11 @@ def test_a_kill_during_analyze_resumes_to_the_same_results(models_dir, tmp_path,
     assert killed.returncode == -signal.SIGKILL
     assert sorted(p.name for p in (out / "measures").iterdir()) == ["top_eigenvalues.json", "trace.json"]
     assert not (out / "summary.json").exists()
-    leftovers = [out / ".summary.json.k2j4_x9a", out / "measures" / ".density.json.abcd1234",
-                 out / "figures" / ".plane.png.zz9_abcd.png"]  # what kills during writes leave
+    leftovers = [
+        out / ".summary.json.k2j4_x9a",
+        out / "measures" / ".density.json.abcd1234",
+        out / "figures" / ".plane.png.zz9_abcd.png",
+    ]  # what kills during writes leave
     for p in leftovers:
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"x" * 100)
@@ -458,8 +520,12 @@ def test_a_refused_second_writer_leaves_nothing_behind(models_dir, tmp_path, dat
         if command == "analyze":
             r = _command(models_dir, data_dir, out)
         else:
-            r = subprocess.run([sys.executable, "-m", "dlscope", "run", "func-fit", "--out", str(out), *TINY_RUN],
-                               capture_output=True, text=True, timeout=300)
+            r = subprocess.run(
+                [sys.executable, "-m", "dlscope", "run", "func-fit", "--out", str(out), *TINY_RUN],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert f"{out} is in use by another dlscope run (pid {holder.pid})" in one_line(r.stderr)
         assert list(out.iterdir()) == []
@@ -477,8 +543,9 @@ def test_kept_models_of_a_crafted_run_are_data_checked_for_shape(tmp_path, capsy
     trials = run / "sensitivity" / "trials"
     trials.mkdir(parents=True)
     (run / "sensitivity" / "config.json").write_text("{}")
-    torch.save({"weights": {"model": "cnn-1", "params": {"x": torch.ones(1, 3)}, "buffers": {}, "labels": ["a"]}},
-               trials / "odd.pt")
+    torch.save(
+        {"weights": {"model": "cnn-1", "params": {"x": torch.ones(1, 3)}, "buffers": {}, "labels": ["a"]}}, trials / "odd.pt"
+    )
     torch.save({"weights": Payload(tmp_path / "marker")}, trials / "crafted.pt")
     elsewhere = tmp_path / "elsewhere.pt"
     torch.save({"weights": {"model": "cnn-2", "params": {"y": torch.ones(1, 2)}, "buffers": {}, "labels": ["b"]}}, elsewhere)

@@ -82,5 +82,10 @@ def test_torchvision_style_cifar_is_a_crop_or_flip_of_data_loads_image(data_dir)
     torch.manual_seed(0)
     for i in range(4):
         img = ds[i][0]
-        crops = [c for t in range(9) for l in range(9) for c in (ours[i, :, t : t + 32, l : l + 32], ours[i, :, t : t + 32, l : l + 32].flip(-1))]
+        crops = [
+            c
+            for t in range(9)
+            for l in range(9)
+            for c in (ours[i, :, t : t + 32, l : l + 32], ours[i, :, t : t + 32, l : l + 32].flip(-1))
+        ]
         assert min(float((img - c).abs().max()) for c in crops) < 1e-5

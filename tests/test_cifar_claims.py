@@ -38,8 +38,12 @@ def test_depth_claims_clearly_shown():
     acc = {"cnn-1": [0.40, 0.41, 0.39, 0.40], "cnn-2": [0.50, 0.49, 0.52, 0.50], "cnn-7": [0.60, 0.62, 0.61, 0.58]}
     f = by_id(cifar_depth.claims(depth_rows(acc)))
     assert {k: v["verdict"] for k, v in f.items()} == {
-        "deeper-is-better": fd.SHOWN, "cnn-2-over-cnn-1": fd.SHOWN, "cnn-7-over-cnn-2": fd.SHOWN, "depth-ordering": fd.SHOWN,
-        "lowest-loss-highest-accuracy": fd.SHOWN}
+        "deeper-is-better": fd.SHOWN,
+        "cnn-2-over-cnn-1": fd.SHOWN,
+        "cnn-7-over-cnn-2": fd.SHOWN,
+        "depth-ordering": fd.SHOWN,
+        "lowest-loss-highest-accuracy": fd.SHOWN,
+    }
     # the statistic by hand: per seed the smaller of the two deeper CNNs' leads, in points
     mins = [100 * (min(a2, a7) - a1) for a1, a2, a7 in zip(acc["cnn-1"], acc["cnn-2"], acc["cnn-7"])]
     assert f["deeper-is-better"]["value"] == pytest.approx(statistics.fmean(mins))
@@ -116,7 +120,9 @@ def test_depth_claims_undecidable_when_seeds_disagree_or_one_seed():
     assert "no ordering can reach p ≤ 0.025" in one["lowest-loss-highest-accuracy"]["note"]  # 1 seed × 3 models: min p 1/6
     # 3 seeds all ahead, but by 2, 12 and 1 points: Student-t at n = 3 needs a mean above 2.48 SD
     noisy = by_id(cifar_depth.claims(depth_rows({"cnn-1": [0.50, 0.50, 0.50], "cnn-2": [0.52, 0.62, 0.51], "cnn-7": [0.6] * 3})))
-    assert noisy["cnn-2-over-cnn-1"]["verdict"] == fd.INCONCLUSIVE and "ahead in 3 of 3 seeds" in noisy["cnn-2-over-cnn-1"]["note"]
+    assert (
+        noisy["cnn-2-over-cnn-1"]["verdict"] == fd.INCONCLUSIVE and "ahead in 3 of 3 seeds" in noisy["cnn-2-over-cnn-1"]["note"]
+    )
     assert "with n = 3 this design shows only means above" in noisy["cnn-2-over-cnn-1"]["note"]
     nothing = by_id(cifar_depth.claims([]))
     assert all(v["verdict"] == fd.INCONCLUSIVE and v["n"] == 0 and v["test"] for v in nothing.values())
@@ -160,19 +166,33 @@ def count_rows(test_acc: list[list[float]], train_acc: list[list[float]] | None 
     for seed, accs in enumerate(test_acc):
         for i, a in enumerate(accs):
             tr = train_acc[seed][i] if train_acc else (None if a is None else a + 0.01 * i)
-            rows.append({"model": f"m{i}", "params": params[i], "seed": seed, "test_acc": a, "train_acc": tr,
-                         "test_loss": None if a is None else 2 - 2 * a, "diverged": a is None})
+            rows.append(
+                {
+                    "model": f"m{i}",
+                    "params": params[i],
+                    "seed": seed,
+                    "test_acc": a,
+                    "train_acc": tr,
+                    "test_loss": None if a is None else 2 - 2 * a,
+                    "diverged": a is None,
+                }
+            )
     return rows
 
 
 def test_count_claims_clearly_shown():
     rows = count_rows([[0.30, 0.33, 0.36, 0.40, 0.45], [0.31, 0.32, 0.37, 0.41, 0.44], [0.29, 0.34, 0.35, 0.42, 0.46]])
     f = by_id(param_count.claims(rows))
-    assert f["more-params-better"]["verdict"] == f["more-params-lower-loss"]["verdict"] == f["gap-grows-with-params"]["verdict"] == fd.SHOWN
+    assert (
+        f["more-params-better"]["verdict"]
+        == f["more-params-lower-loss"]["verdict"]
+        == f["gap-grows-with-params"]["verdict"]
+        == fd.SHOWN
+    )
     assert f["more-params-better"]["value"] == pytest.approx(1.0) and f["more-params-better"]["n"] == 3
     # Page's L, exact: 5 models in the same order in all 3 seeds, p = (1/5!)^3
     assert all(f[k]["test"] == "page-L" and f[k]["sample"]["y"] for k in f)
-    assert f["more-params-better"]["p"] == pytest.approx(120.0 ** -3)
+    assert f["more-params-better"]["p"] == pytest.approx(120.0**-3)
     # the gap is train - test accuracy of each row
     assert [r["gap"] for r in rows[:5]] == pytest.approx([0.0, 0.01, 0.02, 0.03, 0.04])
 
@@ -190,7 +210,12 @@ def test_count_claims_clearly_not_shown():
 
 
 def test_count_claims_undecidable():
-    opposite = [[0.30, 0.33, 0.36, 0.40, 0.45], [0.45, 0.40, 0.36, 0.33, 0.30], [0.30, 0.33, 0.36, 0.40, 0.45], [0.45, 0.40, 0.36, 0.33, 0.30]]
+    opposite = [
+        [0.30, 0.33, 0.36, 0.40, 0.45],
+        [0.45, 0.40, 0.36, 0.33, 0.30],
+        [0.30, 0.33, 0.36, 0.40, 0.45],
+        [0.45, 0.40, 0.36, 0.33, 0.30],
+    ]
     f = by_id(param_count.claims(count_rows(opposite)))
     assert f["more-params-better"]["verdict"] == fd.INCONCLUSIVE and f["more-params-better"]["value"] == pytest.approx(0.0)
     # one seed: a permutation test of its one rho; five models in a perfect order are significant
@@ -222,10 +247,15 @@ def straight_runs(directions: list[list[float]], starts: list[list[float]], epoc
     s = torch.tensor(starts, dtype=torch.float64)
     pts = torch.stack([s + e * d for e in range(epochs + 1)]).float()
     runs = len(starts)
-    return {"seeds": list(range(runs)), "whole": pts, "layer": pts[..., :2], "diverged": [False] * runs,
-            "test_acc": torch.linspace(0.1, 0.4, epochs + 1)[:, None].repeat(1, runs),
-            "test_loss": torch.linspace(2.3, 1.5, epochs + 1)[:, None].repeat(1, runs),
-            "batch_loss": torch.linspace(2.2, 1.5, epochs)[:, None].repeat(1, runs)}
+    return {
+        "seeds": list(range(runs)),
+        "whole": pts,
+        "layer": pts[..., :2],
+        "diverged": [False] * runs,
+        "test_acc": torch.linspace(0.1, 0.4, epochs + 1)[:, None].repeat(1, runs),
+        "test_loss": torch.linspace(2.3, 1.5, epochs + 1)[:, None].repeat(1, runs),
+        "batch_loss": torch.linspace(2.2, 1.5, epochs)[:, None].repeat(1, runs),
+    }
 
 
 def test_run_geometry_by_hand():
@@ -264,7 +294,9 @@ def test_trajectory_claims_shown_not_shown_undecidable():
 
 
 def test_trajectory_pca_leaves_out_a_diverged_run(tmp_path):
-    r = straight_runs([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0]], [[0, 0, 0, 0], [5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 5, 0]])
+    r = straight_runs(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0]], [[0, 0, 0, 0], [5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 5, 0]]
+    )
     r["whole"][2:, 3] = float("nan")  # run 3 diverged at epoch 2
     r["diverged"][3] = True
     pca, xy = trajectory.projections(r, "whole")
@@ -277,7 +309,10 @@ def test_trajectory_pca_leaves_out_a_diverged_run(tmp_path):
     assert trajectory.ours(s)["final test accuracy, range over runs"] == pytest.approx((0.4, 0.4))  # the finite runs
     assert by_id(s["findings"])["runs-end-apart"]["n"] == 3
     assert s["results"][0]["steps"] == 4 * 2
-    assert [p.rsplit("/", 1)[-1] for p in trajectory.figures(cfg, {"runs": r}, tmp_path)] == ["trajectory_whole.png", "trajectory_layer.png"]
+    assert [p.rsplit("/", 1)[-1] for p in trajectory.figures(cfg, {"runs": r}, tmp_path)] == [
+        "trajectory_whole.png",
+        "trajectory_layer.png",
+    ]
     assert trajectory.metrics(cfg, {"runs": r})
     # every run diverged: no PCA, the summary and the figures still come
     r["diverged"] = [True] * 4

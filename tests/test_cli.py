@@ -16,8 +16,7 @@ from dlscope.experiments.base import resolve
 from dlscope.progress import StudyProgress
 
 # a func-fit run of two tiny trials: seconds
-TINY = ["run", "func-fit", "--profile", "smoke", "--set", "models=mlp-shallow,mlp-mid", "--set", "epochs=4",
-        "--set", "points=30"]
+TINY = ["run", "func-fit", "--profile", "smoke", "--set", "models=mlp-shallow,mlp-mid", "--set", "epochs=4", "--set", "points=30"]
 
 
 def main(capsys, *argv) -> tuple[int, str, str]:
@@ -72,14 +71,17 @@ def test_executor_choices_are_the_executors():
     assert cli.EXECUTORS == EXECUTORS
 
 
-@pytest.mark.parametrize("argv, hint", [
-    (["run"], "see dlscope run --help"),
-    (["run", "func-fit", "--executor", "slurm"], "see dlscope run --help"),
-    (["run", "func-fit", "--seed", "x"], "see dlscope run --help"),
-    (["data"], "see dlscope data --help"),
-    (["data", "info", "--bogus"], "see dlscope data info --help"),
-    (["bogus"], "see dlscope --help"),
-])
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["run"], "see dlscope run --help"),
+        (["run", "func-fit", "--executor", "slurm"], "see dlscope run --help"),
+        (["run", "func-fit", "--seed", "x"], "see dlscope run --help"),
+        (["data"], "see dlscope data --help"),
+        (["data", "info", "--bogus"], "see dlscope data info --help"),
+        (["bogus"], "see dlscope --help"),
+    ],
+)
 def test_usage_errors_point_to_the_subcommands_help(capsys, argv, hint):
     code, out, err = main(capsys, *argv)
     assert code == 2 and out == ""
@@ -88,13 +90,16 @@ def test_usage_errors_point_to_the_subcommands_help(capsys, argv, hint):
         assert "argument --seed: expected an integer, got 'x'" in err
 
 
-@pytest.mark.parametrize("experiment, setting, expected", [
-    ("func-fit", "epochs=ten", "expected an integer"),
-    ("func-fit", "lr=fast", "expected a number"),
-    ("min-ratio", "float64=maybe", "expected true or false"),
-    ("sensitivity", "lrs=1e-3,big", "expected a list of numbers"),
-    ("sensitivity", "batch_sizes=64,1.5", "expected a list of integers"),
-])
+@pytest.mark.parametrize(
+    "experiment, setting, expected",
+    [
+        ("func-fit", "epochs=ten", "expected an integer"),
+        ("func-fit", "lr=fast", "expected a number"),
+        ("min-ratio", "float64=maybe", "expected true or false"),
+        ("sensitivity", "lrs=1e-3,big", "expected a list of numbers"),
+        ("sensitivity", "batch_sizes=64,1.5", "expected a list of integers"),
+    ],
+)
 def test_set_errors_name_the_type_in_english(capsys, tmp_path, experiment, setting, expected):
     code, _, err = main(capsys, "run", experiment, "--set", setting, "--out", str(tmp_path / "x"), "--no-progress")
     assert code == 2 and expected in err and len(err.splitlines()) == 1
@@ -107,8 +112,20 @@ def test_set_errors_name_the_type_in_english(capsys, tmp_path, experiment, setti
 def test_dry_run_prints_settings_trials_and_estimate_and_writes_nothing(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --out (runs/...) would be created here
     out_dir = tmp_path / "study"
-    code, out, err = main(capsys, "run", "sensitivity", "--profile", "smoke", "--set", "epochs=3",
-                          "--out", str(out_dir), "--dry-run", "--device", "cpu")
+    code, out, err = main(
+        capsys,
+        "run",
+        "sensitivity",
+        "--profile",
+        "smoke",
+        "--set",
+        "epochs=3",
+        "--out",
+        str(out_dir),
+        "--dry-run",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert not out_dir.exists() and list(tmp_path.iterdir()) == []
     cfg = resolve(experiments.get("sensitivity"), "smoke", ["epochs=3"], 0)
@@ -142,13 +159,16 @@ def test_dry_run_estimate_scales_with_the_work():
     assert progress.estimate_seconds("random-labels", quick, n, 0, "cpu") == 0.0  # all done already
 
 
-@pytest.mark.parametrize("argv, env, message", [
-    (["func-fit", "--set", "epochs=0"], {}, "epochs"),
-    (["all", "--set", "epochs=3"], {}, "EXPERIMENT.KEY=VALUE"),
-    (["func-fit", "--device", "cuda:99"], {}, "--device cuda:99"),
-    (["func-fit", "--workers", "2"], {}, "--workers is for"),
-    (["func-fit"], {"DLSCOPE_PROGRESS_SECONDS": "soon"}, "DLSCOPE_PROGRESS_SECONDS=soon"),
-])
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["func-fit", "--set", "epochs=0"], {}, "epochs"),
+        (["all", "--set", "epochs=3"], {}, "EXPERIMENT.KEY=VALUE"),
+        (["func-fit", "--device", "cuda:99"], {}, "--device cuda:99"),
+        (["func-fit", "--workers", "2"], {}, "--workers is for"),
+        (["func-fit"], {"DLSCOPE_PROGRESS_SECONDS": "soon"}, "DLSCOPE_PROGRESS_SECONDS=soon"),
+    ],
+)
 def test_dry_run_rejects_what_a_run_rejects(capsys, tmp_path, monkeypatch, argv, env, message):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -188,8 +208,13 @@ def test_a_terminal_of_zero_columns_still_shows_the_line(tmp_path):
     main_fd, child_fd = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     assert os.get_terminal_size(child_fd).columns == 0
-    proc = subprocess.Popen([sys.executable, "-m", "dlscope", *TINY, "--out", str(tmp_path)],
-                            stdin=child_fd, stdout=child_fd, stderr=child_fd, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlscope", *TINY, "--out", str(tmp_path)],
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+        env=env,
+    )
     os.close(child_fd)
     shown = b""
     while True:

@@ -65,12 +65,16 @@ def test_newton_mr_finds_a_saddle_of_a_quadratic():
     A = torch.diag(torch.tensor([3.0, -2.0, 0.5, -0.1], dtype=torch.float64))  # indefinite: the critical point is a saddle
     b = torch.tensor([1.0, 2.0, -1.0, 0.3], dtype=torch.float64)
     loss_and_grad, hessians = _quadratic(A, b)
-    state = cp.newton_mr_start(torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), loss_and_grad, 1e-10)
+    state = cp.newton_mr_start(
+        torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), loss_and_grad, 1e-10
+    )
     for _ in range(3):
         cp.newton_mr_step(state, loss_and_grad, hessians, 1e-10)
     assert bool(state["done"].all())
     assert torch.allclose(state["best"], torch.linalg.solve(A, b).expand(5, -1), atol=1e-12)
-    counts = cp.spectrum_counts(hessians(state["best"]), loss_and_grad(state["best"])[1], torch.zeros(5, dtype=torch.long), 1e-9, 1e-6)
+    counts = cp.spectrum_counts(
+        hessians(state["best"]), loss_and_grad(state["best"])[1], torch.zeros(5, dtype=torch.long), 1e-9, 1e-6
+    )
     assert counts["n_negative"].tolist() == [2] * 5 and counts["n_positive"].tolist() == [2] * 5
 
 
@@ -117,7 +121,9 @@ def test_newton_mr_line_search_finds_a_saddle_of_a_quadratic():
     A = torch.diag(torch.tensor([3.0, -2.0, 0.5, -0.1], dtype=torch.float64))
     b = torch.tensor([1.0, 2.0, -1.0, 0.3], dtype=torch.float64)
     loss_and_grad, hessians = _quadratic(A, b)
-    state = cp.newton_mr_start(torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), loss_and_grad, 1e-10)
+    state = cp.newton_mr_start(
+        torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), loss_and_grad, 1e-10
+    )
     for _ in range(3):  # full pseudo-inverse steps (μ ~ 0) land on it
         cp.newton_mr_ls_step(state, loss_and_grad, hessians, 1e-10)
     assert bool(state["done"].all()) and max(state["steps"].tolist()) <= 2
@@ -283,4 +289,9 @@ def test_active_set_reaches_clarke_critical_points():
     ref = _module_loss("mlp-minratio", x, y)
     for i in m["critical"].nonzero()[:, 0].tolist():  # smooth ones: autograd on the ordinary module agrees
         assert torch.func.grad(ref)(end[i]).norm() < 1e-8
-        assert cp.spectrum_counts(m["hessian"][i : i + 1], m["grad"][i : i + 1], m["pins"][i : i + 1], 1e-9, 1e-6)["n_negative"].item() == 0
+        assert (
+            cp.spectrum_counts(m["hessian"][i : i + 1], m["grad"][i : i + 1], m["pins"][i : i + 1], 1e-9, 1e-6)[
+                "n_negative"
+            ].item()
+            == 0
+        )

@@ -3,6 +3,7 @@ local HTTP server) and the on-device augmentation."""
 
 import gzip
 import hashlib
+import functools
 import http.server
 import io
 import json
@@ -22,8 +23,12 @@ from dlscope import data
 
 
 def test_cli_data_info_matches_readme_statistics(data_dir):
-    out = subprocess.run([sys.executable, "-m", "dlscope", "data", "info", "--json", "--data-dir", data_dir],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dlscope", "data", "info", "--json", "--data-dir", data_dir],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(out.stdout)
     m, c = info["mnist"], info["cifar10"]
     assert m["train"]["images"] == 60000 and m["test"]["images"] == 10000
@@ -69,8 +74,13 @@ def test_random_crop_flip_is_a_crop_of_the_reflect_padded_image():
     padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
     seen_offsets, flips = set(), 0
     for i in range(len(x)):
-        matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (0, 1)
-                   if torch.equal(out[i], (lambda c: c.flip(-1) if f else c)(padded[i, :, dy:dy + 32, dx:dx + 32]))]
+        matches = [
+            (dy, dx, f)
+            for dy in range(9)
+            for dx in range(9)
+            for f in (0, 1)
+            if torch.equal(out[i], (lambda c: c.flip(-1) if f else c)(padded[i, :, dy : dy + 32, dx : dx + 32]))
+        ]
         assert matches, f"image {i} is not a crop (or flipped crop) of its padded original"
         seen_offsets.add(matches[0][:2])
         flips += matches[0][2]
@@ -89,7 +99,7 @@ class _Server:
     """A static file server on 127.0.0.1 for the duration of a test."""
 
     def __init__(self, folder: Path):
-        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(folder), **k)
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.RequestHandlerClass.log_message = lambda *a: None
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -136,8 +146,14 @@ def test_download_mnist_from_local_server(tmp_path):
 def test_download_cifar_archive_from_local_server(tmp_path):
     def batch(n, seed):
         g = torch.Generator().manual_seed(seed)
-        return pickle.dumps({b"data": torch.randint(0, 256, (n, 3072), dtype=torch.uint8, generator=g).numpy(),
-                             b"labels": [i % 10 for i in range(n)], b"batch_label": b"x", b"filenames": []})
+        return pickle.dumps(
+            {
+                b"data": torch.randint(0, 256, (n, 3072), dtype=torch.uint8, generator=g).numpy(),
+                b"labels": [i % 10 for i in range(n)],
+                b"batch_label": b"x",
+                b"filenames": [],
+            }
+        )
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -151,7 +167,9 @@ def test_download_cifar_archive_from_local_server(tmp_path):
     (served / "c.tar.gz").write_bytes(buf.getvalue())
     root = tmp_path / "root"
     with _Server(served) as url:
-        data.fetch("cifar10", root, [data.Resource(f"{url}/c.tar.gz", "cifar-10-python.tar.gz", _md5(buf.getvalue()))], progress=False)
+        data.fetch(
+            "cifar10", root, [data.Resource(f"{url}/c.tar.gz", "cifar-10-python.tar.gz", _md5(buf.getvalue()))], progress=False
+        )
     x, y = data.read_cifar_batch(root / "cifar-10-batches-py" / "data_batch_3")
     assert x.shape == (10, 3, 32, 32) and y.tolist() == list(range(10))
 
@@ -173,7 +191,9 @@ def test_truncated_and_corrupt_files_give_one_line_errors(tmp_path):
 
 def test_missing_data_offline_names_the_files(tmp_path, monkeypatch):
     # a closed port on 127.0.0.1 stands in for "offline"
-    monkeypatch.setitem(data.RESOURCES, "mnist", [data.Resource("http://127.0.0.1:9/x.gz", "MNIST/raw/train-images-idx3-ubyte.gz", "0" * 32)])
+    monkeypatch.setitem(
+        data.RESOURCES, "mnist", [data.Resource("http://127.0.0.1:9/x.gz", "MNIST/raw/train-images-idx3-ubyte.gz", "0" * 32)]
+    )
     with pytest.raises(data.DataError) as e:
         data.ensure("mnist", tmp_path)
     msg = str(e.value)
@@ -187,7 +207,24 @@ def test_cli_reports_missing_data_in_one_line(tmp_path):
     (bad / "cifar-10-batches-py").mkdir()
     for name in data.CIFAR_FILES:
         (bad / "cifar-10-batches-py" / name).write_bytes(b"")
-    r = subprocess.run([sys.executable, "-m", "dlscope", "run", "cifar-depth", "--profile", "smoke", "--data-dir", str(bad),
-                        "--out", str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlscope",
+            "run",
+            "cifar-depth",
+            "--profile",
+            "smoke",
+            "--data-dir",
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 1
     assert "data_batch_1" in r.stderr and "Traceback" not in r.stderr

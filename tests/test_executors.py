@@ -60,8 +60,13 @@ def dlscope_args(exp: str, out: Path, *executor: str) -> list[str]:
 
 
 def run_dlscope(exp: str, out: Path, *executor: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", DRIVER, *dlscope_args(exp, out, *executor)], env=child_env(**env),
-                          capture_output=True, text=True, timeout=WAIT_S)
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, *dlscope_args(exp, out, *executor)],
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
 
 
 def summary(out: Path, exp: str) -> dict:
@@ -81,7 +86,9 @@ def local_summary(tmp_path_factory):
             before = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                result = runner.run_experiment(exp, "smoke", out, device="cpu", overrides=SETTINGS[exp], executor=LocalExecutor(), progress=False)
+                result = runner.run_experiment(
+                    exp, "smoke", out, device="cpu", overrides=SETTINGS[exp], executor=LocalExecutor(), progress=False
+                )
             finally:
                 torch.set_num_threads(before)
             assert result.ok, result.failed
@@ -194,7 +201,9 @@ def test_auto_executor_runs_one_core_trials_side_by_side_with_the_local_numbers(
     assert func_fit.side_by_side(func_fit.trials(runner.resolve(func_fit, "quick", [], 0))[0].args)
     monkeypatch.setattr(fast_mlp, "COMPILE_MIN_STEPS", 0)  # here, in the driver, where auto decides
     try:
-        result = runner.run_experiment("func-fit", "smoke", tmp_path, device="cpu", overrides=SETTINGS["func-fit"], executor=auto, progress=False)
+        result = runner.run_experiment(
+            "func-fit", "smoke", tmp_path, device="cpu", overrides=SETTINGS["func-fit"], executor=auto, progress=False
+        )
         assert result.ok, result.failed
         assert summary(tmp_path, "func-fit") == local_summary("func-fit", 1)
         timing = json.loads((tmp_path / "func-fit" / "timing.json").read_text())
@@ -216,8 +225,12 @@ def test_process_executor_survives_a_killed_worker(tmp_path, local_summary):
 
 def test_process_executor_gives_up_on_a_trial_that_keeps_killing_its_worker(pool):
     """Retries are bounded: a worker that dies every time fails that trial; the others finish."""
-    jobs = [Job("t", Trial(key, fn, {"n": i}, Resources()), "cpu", None, None)
-            for i, (key, fn) in enumerate([("dies", gated_experiment.die), ("a", gated_experiment.echo), ("b", gated_experiment.echo)])]
+    jobs = [
+        Job("t", Trial(key, fn, {"n": i}, Resources()), "cpu", None, None)
+        for i, (key, fn) in enumerate(
+            [("dies", gated_experiment.die), ("a", gated_experiment.echo), ("b", gated_experiment.echo)]
+        )
+    ]
     outcomes = {}
     pool.max_retries = 1
     try:
@@ -249,11 +262,24 @@ def ray_cluster():
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-           "--num-cpus=2", "--object-store-memory=200000000", "--include-dashboard=false", "--disable-usage-stats",
-           f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp}"]
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--object-store-memory=200000000",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--temp-dir={temp}",
+    ]
     # its own session: every process of the cluster (daemons, workers) shares its process group
-    start = subprocess.Popen(cmd, env=child_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    start = subprocess.Popen(
+        cmd, env=child_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         log = start.communicate(timeout=120)[0]
         assert start.returncode == 0, log[-3000:]

@@ -36,7 +36,9 @@ def shown_rate(make, method, reps=REPS, seed=0):
 @pytest.mark.parametrize("kind", ["normal", "t3", "laplace"])
 @pytest.mark.parametrize("n", [3, 5, 8])
 def test_greater_null(kind, n):
-    rate = shown_rate(lambda rng: 0.3 + noise(kind, rng, n), lambda d: fd.greater(d, margin=0.3), reps=REPS // 2 if n >= 6 else REPS)
+    rate = shown_rate(
+        lambda rng: 0.3 + noise(kind, rng, n), lambda d: fd.greater(d, margin=0.3), reps=REPS // 2 if n >= 6 else REPS
+    )
     assert rate <= LIMIT + 0.01 * (n >= 6), rate
 
 
@@ -50,7 +52,9 @@ def test_greater_clear_effect():
 @pytest.mark.parametrize("n", [3, 5, 8])
 def test_greater_share_null(n):
     # A wins a coin-flip's share of seeds: "A wins in most seeds" is not shown
-    rate = shown_rate(lambda rng: rng.standard_normal(n) * np.where(rng.random(n) < 0.9, 1, 30), lambda d: fd.greater(d, share=True))
+    rate = shown_rate(
+        lambda rng: rng.standard_normal(n) * np.where(rng.random(n) < 0.9, 1, 30), lambda d: fd.greater(d, share=True)
+    )
     assert rate <= LIMIT, rate
 
 
@@ -110,6 +114,7 @@ def test_correlation_effect():
     def make(rng):
         x = rng.standard_normal(100)
         return x, 0.6 * x + 0.8 * rng.standard_normal(100)
+
     assert shown_rate(make, lambda xy: fd.correlation(*xy), reps=100) > 0.9
 
 
@@ -141,5 +146,6 @@ def test_all_of_null_and_effect():
     # than its null part; both clearly true -> shown most of the time
     def both(rng, first):
         return fd.all_of([fd.greater(first + rng.standard_normal(5)), fd.greater(3 + rng.standard_normal(5))], ["a", "b"])
+
     assert shown_rate(lambda rng: rng, lambda rng: both(rng, 0.0)) <= LIMIT
     assert shown_rate(lambda rng: rng, lambda rng: both(rng, 3.0), reps=300) > 0.8

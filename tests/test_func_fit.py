@@ -70,8 +70,17 @@ def rows_from(finals: dict, epoch_90: dict | None = None, epochs: int = 5000) ->
     for (f, m), values in finals.items():
         for s, v in enumerate(values):
             e90 = (epoch_90 or {}).get((f, m), [None] * len(values))[s]
-            out.append({"function": f, "model": m, "seed": s, "final_loss": v, "constant_mse": ff.constant_mse(f, 300),
-                        "epoch_90": e90, "epochs": epochs})
+            out.append(
+                {
+                    "function": f,
+                    "model": m,
+                    "seed": s,
+                    "final_loss": v,
+                    "constant_mse": ff.constant_mse(f, 300),
+                    "epoch_90": e90,
+                    "epochs": epochs,
+                }
+            )
     return out
 
 
@@ -121,8 +130,9 @@ def test_f1_all_fit_verdicts():
 def test_f2_shallow_worst_verdicts():
     g = np.random.default_rng(0)
     deep = list(0.05 * np.exp(g.normal(0, 0.1, 8)))
-    shown = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep, ("f2", "mlp-mid"): deep,
-                                                 ("f2", "mlp-shallow"): [0.35] * 8}), MODELS)
+    shown = ff.claim_f2_shallow_worst(
+        rows_from({("f2", "mlp-deep"): deep, ("f2", "mlp-mid"): deep, ("f2", "mlp-shallow"): [0.35] * 8}), MODELS
+    )
     assert shown.verdict == fnd.SHOWN and shown.n == 8 and shown.test == "share-clopper-pearson"
     # the statistic by hand: per seed log10(shallow / the larger deeper MSE), above log10(2) in every seed
     assert shown.sample["diffs"] == pytest.approx([math.log10(0.35 / d) for d in deep])
@@ -132,15 +142,17 @@ def test_f2_shallow_worst_verdicts():
     same = ff.claim_f2_shallow_worst(rows_from({("f2", m): deep for m in MODELS}), MODELS)
     assert same.verdict == fnd.NOT_SHOWN and same.value == 0.0  # equal MSEs: 0 of 8, [0, 0.37] below 1/2
     # bimodal: mlp-shallow far above in half the seeds, far below in the others
-    mixed = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep, ("f2", "mlp-mid"): deep,
-                                                 ("f2", "mlp-shallow"): [0.5, 0.01] * 4}), MODELS)
+    mixed = ff.claim_f2_shallow_worst(
+        rows_from({("f2", "mlp-deep"): deep, ("f2", "mlp-mid"): deep, ("f2", "mlp-shallow"): [0.5, 0.01] * 4}), MODELS
+    )
     assert mixed.verdict == fnd.INCONCLUSIVE and mixed.value == 0.5
     # 7 of 8 is not enough with 8 seeds; 9 of 10 is
     deep10 = list(0.05 * np.exp(g.normal(0, 0.1, 10)))
     for share, n, verdict in ((7, 8, fnd.INCONCLUSIVE), (9, 10, fnd.SHOWN)):
         sh = [0.35] * share + [0.05] * (n - share)
-        f = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep10[:n], ("f2", "mlp-mid"): deep10[:n],
-                                                 ("f2", "mlp-shallow"): sh}), MODELS)
+        f = ff.claim_f2_shallow_worst(
+            rows_from({("f2", "mlp-deep"): deep10[:n], ("f2", "mlp-mid"): deep10[:n], ("f2", "mlp-shallow"): sh}), MODELS
+        )
         assert f.verdict == verdict and f.value == share / n, (share, n)
     missing = ff.claim_f2_shallow_worst(rows_from({("f2", "mlp-deep"): deep}), MODELS)
     assert missing.verdict == fnd.INCONCLUSIVE and missing.n == 0
@@ -160,7 +172,9 @@ def test_f1_faster_than_f2_verdicts():
 
     t = stats.ttest_1samp(diffs, 0.0)  # a second route: scipy's t-test on the same differences
     assert shown.ci == pytest.approx(tuple(t.confidence_interval(0.95))) and shown.p == pytest.approx(t.pvalue / 2)
-    reverse = {("f1", m): v for (f, m), v in fast1.items() if f == "f2"} | {("f2", m): v for (f, m), v in fast1.items() if f == "f1"}
+    reverse = {("f1", m): v for (f, m), v in fast1.items() if f == "f2"} | {
+        ("f2", m): v for (f, m), v in fast1.items() if f == "f1"
+    }
     assert ff.claim_f1_faster(rows_from(finals, reverse), MODELS).verdict == fnd.NOT_SHOWN
     mixed = {**{("f1", m): [500, 3000, 500, 3000] for m in MODELS}, **{("f2", m): [3000, 500, 3000, 500] for m in MODELS}}
     assert ff.claim_f1_faster(rows_from(finals, mixed), MODELS).verdict == fnd.INCONCLUSIVE
@@ -211,7 +225,10 @@ def test_smoke_run_verdicts_follow_from_its_own_summary(tmp_path):
     for b in s["by_model"]:
         vals = [r["final_loss"] for r in rows if (r["function"], r["model"]) == (b["function"], b["model"])]
         assert b["median_final_loss"] == pytest.approx(float(np.median(vals)))
-        assert b["stalled"] == f"{sum(r['stalled'] for r in rows if (r['function'], r['model']) == (b['function'], b['model']))} of 3"
+        assert (
+            b["stalled"]
+            == f"{sum(r['stalled'] for r in rows if (r['function'], r['model']) == (b['function'], b['model']))} of 3"
+        )
 
 
 def test_a_diverging_run_is_recorded_and_summarised(tmp_path):

@@ -86,7 +86,11 @@ def test_param_count_smoke(tmp_path, data_dir):
         return 1 - 6 * sum((r - i) ** 2 for i, r in enumerate(ranks)) / (3 * (9 - 1))
 
     found = {f["id"]: f for f in s["findings"]}
-    for fid, key, sign in (("more-params-better", "test_acc", 1), ("more-params-lower-loss", "test_loss", -1), ("gap-grows-with-params", "gap", 1)):
+    for fid, key, sign in (
+        ("more-params-better", "test_acc", 1),
+        ("more-params-lower-loss", "test_loss", -1),
+        ("gap-grows-with-params", "gap", 1),
+    ):
         assert found[fid]["test"] == "page-L" and found[fid]["n"] == 2
         per_seed = [[r[key] for r in rows if r["seed"] == k] for k in (0, 1)]
         if any(len(set(ys)) < 3 for ys in per_seed):
@@ -142,7 +146,13 @@ def test_interpolation_smoke_end_points_reproduce_the_trained_models(interpolati
     for r in batch:
         assert all(isinstance(r[f"{end}_{k}"], float) for end in "ab" for k in ("top_eigenvalue", "trace", "keskar"))
     found = {f["id"]: f for f in s["findings"]}
-    assert list(found) == ["large-batch-sharper", "large-lr-flatter", "large-batch-line-sharper", "large-lr-line-flatter", "barrier"]
+    assert list(found) == [
+        "large-batch-sharper",
+        "large-lr-flatter",
+        "large-batch-line-sharper",
+        "large-lr-line-flatter",
+        "barrier",
+    ]
     assert found["large-lr-flatter"]["n"] == 0 and found["large-lr-flatter"]["verdict"] == "inconclusive"
     assert found["large-batch-sharper"]["n"] == 2
     assert figures_of(res) == ["curvature.png", "pair_batch.png", "pair_lr.png"]
@@ -155,7 +165,14 @@ def test_sensitivity_smoke_with_a_diverging_learning_rate(tmp_path, data_dir):
     s = summary_of(res)
     assert s["sensitivity_samples"] == 16
     rows = s["results"]
-    configs = [("batch", 64, 4e-4), ("batch", 128, 4e-4), ("batch", 512, 4e-4), ("lr", 128, 1e8), ("lr", 128, 1e-3), ("lr", 128, 1e-4)]
+    configs = [
+        ("batch", 64, 4e-4),
+        ("batch", 128, 4e-4),
+        ("batch", 512, 4e-4),
+        ("lr", 128, 1e8),
+        ("lr", 128, 1e-3),
+        ("lr", 128, 1e-4),
+    ]
     assert [(r["sweep"], r["batch_size"], r["lr"], r["seed"]) for r in rows] == [(*c, seed) for c in configs for seed in (0, 1)]
     for r in rows:
         assert {"sweep", "batch_size", "lr", "seed", "sensitivity", "diverged", "steps", "epochs", "acc_gap"} | ACC_LOSS <= set(r)
@@ -165,19 +182,33 @@ def test_sensitivity_smoke_with_a_diverging_learning_rate(tmp_path, data_dir):
     assert all((r["epochs"], r["steps"]) == (1, 4) for r in rows if r["batch_size"] == 64)
     for r in rows:
         if r["lr"] == 1e8:
-            assert r["diverged"] and all(r[k] is None for k in ACC_LOSS | {"sensitivity", "acc_gap", "top_eigenvalue", "trace", "keskar"})
+            assert r["diverged"] and all(
+                r[k] is None for k in ACC_LOSS | {"sensitivity", "acc_gap", "top_eigenvalue", "trace", "keskar"}
+            )
         else:
             assert not r["diverged"] and r["sensitivity"] >= 0 and 0 <= r["test_acc"] <= 1
             assert r["acc_gap"] == pytest.approx(r["train_acc"] - r["test_acc"])
             assert r["top_eigenvalue"] > 0 and r["trace_ci"][0] <= r["trace"] <= r["trace_ci"][1] and r["keskar"] > 0
     found = {f["id"]: f for f in s["findings"]}
-    assert set(found) == {"sensitivity-falls-with-batch", "sensitivity-falls-with-lr", "accuracy-falls-with-batch", "sensitivity-tracks-gap",
-                          "sharpness-rises-with-batch"}
+    assert set(found) == {
+        "sensitivity-falls-with-batch",
+        "sensitivity-falls-with-lr",
+        "accuracy-falls-with-batch",
+        "sensitivity-tracks-gap",
+        "sharpness-rises-with-batch",
+    }
     assert found["sharpness-rises-with-batch"]["n"] == 2  # the batch sweep: both seeds measured
     assert found["sensitivity-falls-with-lr"]["n"] == 0  # every seed has a diverged lr: no complete seed
     assert found["sensitivity-tracks-gap"]["n"] == 10  # 12 models, 2 diverged
-    assert figures_of(res) == ["acc_vs_batch.png", "acc_vs_lr.png", "curvature_vs_batch.png", "curvature_vs_lr.png",
-                               "loss_vs_batch.png", "loss_vs_lr.png", "sensitivity_vs_gap.png"]
+    assert figures_of(res) == [
+        "acc_vs_batch.png",
+        "acc_vs_lr.png",
+        "curvature_vs_batch.png",
+        "curvature_vs_lr.png",
+        "loss_vs_batch.png",
+        "loss_vs_lr.png",
+        "sensitivity_vs_gap.png",
+    ]
     recompute_sensitivity(s)  # each verdict again, from the rows
 
 

@@ -173,8 +173,18 @@ def test_interpolation_large_lr_flatter(rises, expected):
 
 def test_interpolation_barrier_and_a_diverged_replicate():
     cfg = {"sharpness_delta": 0.25}
-    assert verdicts(checked(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (0.2, 0.25, 0.3)])))["barrier"] == SHOWN
-    assert verdicts(checked(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (-0.1, -0.2, -0.1)])))["barrier"] == NOT_SHOWN
+    assert (
+        verdicts(checked(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (0.2, 0.25, 0.3)])))[
+            "barrier"
+        ]
+        == SHOWN
+    )
+    assert (
+        verdicts(checked(interpolation.claims(cfg, [path_row("batch", 32, 512, 0.1, 0.2, dip=d) for d in (-0.1, -0.2, -0.1)])))[
+            "barrier"
+        ]
+        == NOT_SHOWN
+    )
     rows = [path_row("batch", 32, 512, 0.05, 0.3) for _ in range(3)]
     rows[0]["train_loss"][0] = float("nan")  # a diverged end: that replicate has no sharpness
     rows[0]["sharpness_a"] = interpolation.sharpness(rows[0], "a", 0.25)
@@ -220,8 +230,20 @@ def sweep_rows(sens: dict, gap=None, test_acc=None) -> list[dict]:
         for i, (b, s) in enumerate(zip((16, 64, 256, 1024), values)):
             g = gap[seed][i] if gap else 0.1
             acc = test_acc[seed][i] if test_acc else 0.5
-            out.append({"sweep": "batch", "batch_size": b, "lr": 4e-4, "seed": seed, "sensitivity": s, "train_acc": acc + g,
-                        "test_acc": acc, "acc_gap": g, "loss_gap": g, "diverged": False})
+            out.append(
+                {
+                    "sweep": "batch",
+                    "batch_size": b,
+                    "lr": 4e-4,
+                    "seed": seed,
+                    "sensitivity": s,
+                    "train_acc": acc + g,
+                    "test_acc": acc,
+                    "acc_gap": g,
+                    "loss_gap": g,
+                    "diverged": False,
+                }
+            )
     return out
 
 
@@ -272,8 +294,13 @@ def test_sensitivity_tracks_gap_across_models():
     assert verdict(opposite) == NOT_SHOWN
     assert verdict(unrelated) == INCONCLUSIVE
     # the two original claims and Novak's get separate verdicts even where they disagree
-    found = verdicts(checked(sensitivity.claims({}, sweep_rows({s: [4, 3, 2, 1] for s in range(3)},
-                                                       gap={s: [0.1, 0.2, 0.3, 0.4] for s in range(3)}))))
+    found = verdicts(
+        checked(
+            sensitivity.claims(
+                {}, sweep_rows({s: [4, 3, 2, 1] for s in range(3)}, gap={s: [0.1, 0.2, 0.3, 0.4] for s in range(3)})
+            )
+        )
+    )
     assert found["sensitivity-falls-with-batch"] == SHOWN and found["sensitivity-tracks-gap"] == NOT_SHOWN
 
 

@@ -21,7 +21,14 @@ from dlscope.runner import run_experiment
 from dlscope.store import RunStore
 
 
-def curves(E: int = 100, drop_at: int = 40, amp_drop: float = 0.5, amp_end: float = 0.05, level_drop: float = 0.0, level_end: float = -1.0):
+def curves(
+    E: int = 100,
+    drop_at: int = 40,
+    amp_drop: float = 0.5,
+    amp_end: float = 0.05,
+    level_drop: float = 0.0,
+    level_end: float = -1.0,
+):
     """A loss that falls 100x over epochs [drop_at, drop_at + 5] and is flat elsewhere; log10 of the
     gradient norm alternates ±amp around its level: |Δ log10 g| = 2 amp between consecutive epochs."""
     e = np.arange(E + 1)
@@ -43,7 +50,9 @@ def test_windows_of_known_curves():
     assert w["fluctuation_at_end"] == pytest.approx(10**-0.95 - 10**-1.05)
     # medians of log10 g: 0 and -1, each ± an alternating amplitude (an 11-point window: 6 at +amp)
     assert w["median_grad_norm_at_drop"] == pytest.approx(10**0.5) or w["median_grad_norm_at_drop"] == pytest.approx(10**-0.5)
-    assert w["median_grad_norm_at_end"] == pytest.approx(10 ** (-1 + 0.05)) or w["median_grad_norm_at_end"] == pytest.approx(10 ** (-1 - 0.05))
+    assert w["median_grad_norm_at_end"] == pytest.approx(10 ** (-1 + 0.05)) or w["median_grad_norm_at_end"] == pytest.approx(
+        10 ** (-1 - 0.05)
+    )
     assert gn.windows(loss, [*g[:-1], float("nan")]) is None  # diverged
     late = curves(drop_at=94)[0]  # still falling most at the end: no minimum to judge
     assert gn.windows(late, g) is None
@@ -53,8 +62,17 @@ def test_windows_of_known_curves():
 def rows_of(pairs, model="mlp-mid"):
     """Result rows with the claim's window statistics: pairs = [(fluct_drop, fluct_end)], the
     medians the same."""
-    return [{"model": model, "seed": s, "fluctuation_at_drop": a, "fluctuation_at_end": b,
-             "median_grad_norm_at_drop": a, "median_grad_norm_at_end": b} for s, (a, b) in enumerate(pairs)]
+    return [
+        {
+            "model": model,
+            "seed": s,
+            "fluctuation_at_drop": a,
+            "fluctuation_at_end": b,
+            "median_grad_norm_at_drop": a,
+            "median_grad_norm_at_end": b,
+        }
+        for s, (a, b) in enumerate(pairs)
+    ]
 
 
 def test_claims_on_synthetic_results():
@@ -90,8 +108,14 @@ def test_claims_on_synthetic_results():
     # the CNN rows make findings of their own; seeds without windows are left out and counted
     cnn = rows_of([(1.0, 0.1), (0.8, 0.1), (0.9, 0.2)], "cnn-1") + [{"model": "cnn-2", "seed": 0, "fluctuation_at_end": None}]
     found = {c.id: c for c in gn.claims(shrink + cnn)}
-    assert set(found) == {"grad-norm-falls", "grad-norm-falls-relative", "grad-norm-lower-at-end",
-                          "grad-norm-falls-cnn", "grad-norm-falls-relative-cnn", "grad-norm-lower-at-end-cnn"}
+    assert set(found) == {
+        "grad-norm-falls",
+        "grad-norm-falls-relative",
+        "grad-norm-lower-at-end",
+        "grad-norm-falls-cnn",
+        "grad-norm-falls-relative-cnn",
+        "grad-norm-lower-at-end-cnn",
+    }
     assert found["grad-norm-falls-cnn"].n == 3 and "1 seed(s) left out" in found["grad-norm-falls-cnn"].note
     assert found["grad-norm-falls"].n == 4
     # an MLP seed that ends on the constant-prediction plateau reached no minimum: left out
@@ -120,7 +144,13 @@ def test_smoke_run_verdicts_follow_from_its_own_summary(tmp_path, data_dir):
     assert res.ok
     s = json.loads((tmp_path / "grad-norm" / "summary.json").read_text())
     rows = s["results"]
-    assert sorted((r["model"], r["seed"]) for r in rows) == [("cnn-1", 0), ("cnn-1", 1), ("mlp-mid", 0), ("mlp-mid", 1), ("mlp-mid", 2)]
+    assert sorted((r["model"], r["seed"]) for r in rows) == [
+        ("cnn-1", 0),
+        ("cnn-1", 1),
+        ("mlp-mid", 0),
+        ("mlp-mid", 1),
+        ("mlp-mid", 2),
+    ]
     for r in rows:
         assert r["steps"] == (12 * 6 if r["model"] == "mlp-mid" else 2 * 4)  # 60 points / batch 10; 200 images / batch 64
     again = [c.as_dict() for c in gn.claims(rows)]
@@ -158,8 +188,14 @@ def test_smoke_run_verdicts_follow_from_its_own_summary(tmp_path, data_dir):
 
 
 def test_a_diverging_run_is_recorded_and_summarised(tmp_path, data_dir):
-    res = run_experiment("grad-norm", "smoke", out=tmp_path, data_dir=data_dir, progress=False,
-                         overrides=["models=mlp-mid,cnn-1", "lr=1e3", "mlp_lr=1e3"])
+    res = run_experiment(
+        "grad-norm",
+        "smoke",
+        out=tmp_path,
+        data_dir=data_dir,
+        progress=False,
+        overrides=["models=mlp-mid,cnn-1", "lr=1e3", "mlp_lr=1e3"],
+    )
     assert res.ok
     s = json.loads((tmp_path / "grad-norm" / "summary.json").read_text())
     assert any(r["diverged"] for r in s["results"] if r["model"] == "mlp-mid")

@@ -118,7 +118,9 @@ def test_cifar_batches_that_hold_no_images_are_refused(tmp_path):
         "a_list": [1, 2, 3],
         "truncated": None,
     }
-    good = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 4], b"batch_label": b"b", b"filenames": [b"a", b"b"]})
+    good = pickle.dumps(
+        {b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 4], b"batch_label": b"b", b"filenames": [b"a", b"b"]}
+    )
     for name, content in batches.items():
         path = tmp_path / name
         path.write_bytes(good[: len(good) // 2] if content is None else pickle.dumps(content))
@@ -231,7 +233,9 @@ def tiny_data_root(root: Path) -> Path:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for prefix, n in (("train", 20), ("t10k", 10)):
-        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g))))
+        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(_idx(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g)))
+        )
         (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(torch.arange(n, dtype=torch.uint8) % 10)))
     cifar = root / "cifar-10-batches-py"
     cifar.mkdir()
@@ -246,8 +250,13 @@ def test_data_info_into_a_closed_pipe_is_quiet(tmp_path):
     read, write = os.pipe()
     os.close(read)  # the reader is gone before anything is written, as after `| head -c 1`
     try:
-        r = subprocess.run(DLSCOPE + ["data", "info", "--json", "--data-dir", str(root)], stdout=write, stderr=subprocess.PIPE,
-                           text=True, env={**os.environ, "DLSCOPE_CACHE": str(tmp_path / "cache")})
+        r = subprocess.run(
+            DLSCOPE + ["data", "info", "--json", "--data-dir", str(root)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "DLSCOPE_CACHE": str(tmp_path / "cache")},
+        )
     finally:
         os.close(write)
     assert r.returncode == 1 and r.stderr == ""  # no traceback; and no data error: only the pipe failed
@@ -307,8 +316,11 @@ def test_every_experiment_is_checked_against_the_folder_before_any_work(run_copy
 
 def _cases_of_bad_out(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "a_file").write_text("x")
-    cases = {"existing file": tmp_path / "a_file", "below a file": tmp_path / "a_file" / "run",
-             "name too long": tmp_path / ("n" * 300)}
+    cases = {
+        "existing file": tmp_path / "a_file",
+        "below a file": tmp_path / "a_file" / "run",
+        "name too long": tmp_path / ("n" * 300),
+    }
     if Path("/sys/kernel").is_dir():  # Linux refuses new folders in /sys, even to root
         cases["a folder the system refuses"] = Path("/sys/dlscope-hostile-test")
     if os.geteuid() != 0:  # root writes into read-only folders anyway (the /sys case stands in)
@@ -362,6 +374,7 @@ def test_unreadable_trial_results_run_their_trials_again(run_copy, clean_run, ca
 def test_damaged_config_is_one_line_naming_it_and_changes_nothing(run_copy, capsys, content):
     config = run_copy / "func-fit" / "config.json"
     config.write_text(content, encoding="latin-1")
+
     def contents():
         return {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file() and p.name != files.LOCK_NAME}
 
@@ -376,8 +389,19 @@ def test_checkpoint_that_does_not_fit_is_dropped(run_copy, clean_run, capsys):
     fit = run_copy / "func-fit"
     (fit / "trials" / "mlp-mid.pt").unlink()
     z = torch.zeros(7)
-    torch.save({"kind": "fast_mlp", "epoch": 1, "t": 1, "theta": z, "exp_avg": z, "exp_avg_sq": z,
-                "history": {"loss": [z]}, "diverged": torch.zeros(7, dtype=torch.bool)}, fit / "checkpoints" / "mlp-mid.pt")
+    torch.save(
+        {
+            "kind": "fast_mlp",
+            "epoch": 1,
+            "t": 1,
+            "theta": z,
+            "exp_avg": z,
+            "exp_avg_sq": z,
+            "history": {"loss": [z]},
+            "diverged": torch.zeros(7, dtype=torch.bool),
+        },
+        fit / "checkpoints" / "mlp-mid.pt",
+    )
     code, err = run_main(capsys, "run", "func-fit", "--out", str(run_copy), *TINY)
     assert code == 0, err
     assert summary(run_copy) == summary(clean_run)
@@ -409,8 +433,12 @@ def test_trainer_accepts_only_its_own_checkpoint_format(tmp_path):
 
 def test_leftovers_of_a_kill_are_cleaned_on_the_next_run(run_copy, clean_run, capsys):
     fit = run_copy / "func-fit"
-    leftovers = [fit / ".summary.json.k2j4_x9a", fit / "trials" / ".mlp-mid.pt.abcd1234",
-                 fit / "figures" / ".loss.png.zz9_abcd.png", fit / "checkpoints" / "mlp-mid.pt"]  # mlp-mid is finished
+    leftovers = [
+        fit / ".summary.json.k2j4_x9a",
+        fit / "trials" / ".mlp-mid.pt.abcd1234",
+        fit / "figures" / ".loss.png.zz9_abcd.png",
+        fit / "checkpoints" / "mlp-mid.pt",
+    ]  # mlp-mid is finished
     for p in leftovers:
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"x" * 100)

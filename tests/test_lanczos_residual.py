@@ -14,8 +14,12 @@ from dlscope.analysis.curvature import top_eigenvalues_of
 
 def close_spectrum(seed: int, P: int = 80):
     g = torch.Generator().manual_seed(seed)
-    lam = torch.cat([torch.tensor([3.33884, 2.23155, 1.90613, 1.80522], dtype=torch.float64),
-                     torch.rand(P - 4, generator=g, dtype=torch.float64) * 1.8])  # the rest in any order below
+    lam = torch.cat(
+        [
+            torch.tensor([3.33884, 2.23155, 1.90613, 1.80522], dtype=torch.float64),
+            torch.rand(P - 4, generator=g, dtype=torch.float64) * 1.8,
+        ]
+    )  # the rest in any order below
     Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=torch.float64))
     c = torch.randn(P, generator=g, dtype=torch.float64)
     c[2] *= 0.05  # the start vector hardly sees λ3's direction: it appears late
@@ -44,7 +48,7 @@ def test_small_tanh_mlp_with_cross_entropy_top_three_against_the_exact_hessian()
     def loss_of(flat):
         params, i = {}, 0
         for n, s in zip(names, shapes):
-            params[n] = flat[i:i + s.numel()].view(s)
+            params[n] = flat[i : i + s.numel()].view(s)
             i += s.numel()
         return nn.functional.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
 

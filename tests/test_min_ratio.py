@@ -51,14 +51,21 @@ def _samples_follow_the_rows(summary: dict, tol: float) -> None:
     assert f["smooth-critical-points-reached"]["sample"] == {"k": len(crit), "n": len(tanh), "fraction": 0.9}
     trend = f["ratio-rises-as-loss-falls"]["sample"]
     if len(clarke) >= 4:
-        assert trend["x"] == pytest.approx([-r["loss"] for r in clarke]) and trend["y"] == pytest.approx([r["min_ratio"] for r in clarke])
+        assert trend["x"] == pytest.approx([-r["loss"] for r in clarke]) and trend["y"] == pytest.approx(
+            [r["min_ratio"] for r in clarke]
+        )
 
 
 def test_claims_clearly_shown():
     # 100 critical points per model; the lower the loss, the higher the ratio
     rows = [_row(i, 10 ** (-3 - i / 20), 1e-12, 0.3 + i / 400, kind) for kind in ("relu", "tanh") for i in range(100)]
     v = _verdicts(rows)
-    for ident in ("critical-points-reached", "clarke-critical-points-reached", "smooth-critical-points-reached", "no-smooth-saddles"):
+    for ident in (
+        "critical-points-reached",
+        "clarke-critical-points-reached",
+        "smooth-critical-points-reached",
+        "no-smooth-saddles",
+    ):
         assert v[ident].verdict == findings.SHOWN and v[ident].n == 100, ident
     for ident in ("ratio-rises-as-loss-falls", "smooth-ratio-rises-as-loss-falls"):
         assert v[ident].verdict == findings.SHOWN and v[ident].value == pytest.approx(1.0) and v[ident].n == 100
@@ -71,14 +78,19 @@ def test_claims_clearly_not_shown():
     v = _verdicts(rows)
     assert v["smooth-critical-points-reached"].verdict == findings.NOT_SHOWN and v["smooth-critical-points-reached"].value == 0
     assert v["no-smooth-saddles"].verdict == findings.NOT_SHOWN and v["no-smooth-saddles"].value == 0.5
-    assert v["ratio-rises-as-loss-falls"].verdict == findings.NOT_SHOWN and v["ratio-rises-as-loss-falls"].value == pytest.approx(-1.0)
+    assert v["ratio-rises-as-loss-falls"].verdict == findings.NOT_SHOWN and v["ratio-rises-as-loss-falls"].value == pytest.approx(
+        -1.0
+    )
     assert v["smooth-ratio-rises-as-loss-falls"].verdict == findings.INCONCLUSIVE  # no critical point to judge from
 
 
 def test_claims_undecidable():
     rng = np.random.default_rng(0)
     # 88 of 100 critical: the interval straddles 90%; ratio unrelated to loss
-    rows = [_row(i, float(rng.uniform(1e-4, 1e-3)), 1e-12 if i < 88 else 1e-4, float(rng.uniform(0.3, 0.4)), "tanh") for i in range(100)]
+    rows = [
+        _row(i, float(rng.uniform(1e-4, 1e-3)), 1e-12 if i < 88 else 1e-4, float(rng.uniform(0.3, 0.4)), "tanh")
+        for i in range(100)
+    ]
     v = _verdicts(rows)
     f = v["smooth-critical-points-reached"]
     assert f.verdict == findings.INCONCLUSIVE and f.value == 0.88 and f.ci[0] < 0.9 < f.ci[1]

@@ -52,7 +52,9 @@ def test_trajectory_smoke(tmp_path, data_dir):
 
     pts = r["whole"].double().numpy()  # [epochs + 1, runs, P]
     rows = s["results"]
-    assert [row["seed"] for row in rows] == r["seeds"] and all(row["steps"] == epochs * 3 for row in rows)  # 300 images, batch 100
+    assert [row["seed"] for row in rows] == r["seeds"] and all(
+        row["steps"] == epochs * 3 for row in rows
+    )  # 300 images, batch 100
     ratios = []
     for i, row in enumerate(rows):
         length = sum(np.linalg.norm(pts[e + 1, i] - pts[e, i]) for e in range(epochs))
@@ -128,7 +130,9 @@ class _StopAfter:
         pass
 
 
-@pytest.mark.parametrize("method,stop_at,at_step", [("newton-mr", 2, 200), ("newton-mr", 5, 302), ("adam", 4, 350)])  # phase 1, phase 2
+@pytest.mark.parametrize(
+    "method,stop_at,at_step", [("newton-mr", 2, 200), ("newton-mr", 5, 302), ("adam", 4, 350)]
+)  # phase 1, phase 2
 def test_min_ratio_resumes_in_either_phase(monkeypatch, method, stop_at, at_step):
     from dlscope.engine import fast_mlp
     from dlscope.experiments import min_ratio
@@ -136,7 +140,9 @@ def test_min_ratio_resumes_in_either_phase(monkeypatch, method, stop_at, at_step
 
     monkeypatch.setattr(fast_mlp, "FULL_BATCH_CHUNK", 100)  # phase 1 saves at 100, 200, 300 steps
     # phase 2 saves after each Newton iteration (301, 302, 303), or every 50 Adam steps (350, 400, 420)
-    cfg = resolve(min_ratio, "smoke", ["phase1_steps=300", "newton_steps=3", "phase2_steps=120", "grad_tol=1e-30", f"phase2={method}"])
+    cfg = resolve(
+        min_ratio, "smoke", ["phase1_steps=300", "newton_steps=3", "phase2_steps=120", "grad_tol=1e-30", f"phase2={method}"]
+    )
     clean = min_ratio.train_and_measure(cfg, TrialContext(torch.device("cpu"), checkpoint=_StopAfter(None)))
     ck = _StopAfter(stop_at)
     with pytest.raises(KeyboardInterrupt):

@@ -34,17 +34,38 @@ def test_address_run_after_a_private_run_uses_the_saved_token(tmp_path):
 
     # 2. a head started afterwards by the same user requires it
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-           "--num-cpus=2", "--object-store-memory=200000000", "--include-dashboard=false", "--disable-usage-stats",
-           f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp}"]
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--object-store-memory=200000000",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--temp-dir={temp}",
+    ]
     start = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         log = start.communicate(timeout=120)[0]
         assert start.returncode == 0, log[-3000:]
         # 3. the address run connects by itself, and says how
         out = tmp_path / "run"
-        done = subprocess.run([sys.executable, "-m", "dlscope", *dlscope_args("func-fit", out, "--executor", "ray", "--address", f"127.0.0.1:{port}")],
-                              env=env, capture_output=True, text=True, timeout=WAIT_S)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dlscope",
+                *dlscope_args("func-fit", out, "--executor", "ray", "--address", f"127.0.0.1:{port}"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"with the token in {token}" in done.stderr
         assert json.loads((out / "func-fit" / "timing.json").read_text())["executor"] == "ray"

@@ -22,9 +22,18 @@ from dlscope import cli, experiments, report, runner
 from dlscope.executors import LocalExecutor, Outcome
 from dlscope.runner import RunResult, StudyProgress, run_experiment
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
 
 
 RAN: list[str] = []  # the experiments the study fixture ran (available() when it ran)
@@ -130,7 +139,10 @@ def test_numbers_beside_the_original_only_at_its_settings(study, tmp_path):
         n = sum(row["model"] == m for row in summary["results"])
         ours, orig = medians[m], REFERENCE["rows"][f"{m} test accuracy"]
         # the comparison row: original, ours (the median over seeds), and the difference in percentage points
-        assert re.search(rf"{m} test accuracy \(median of {n} seeds?\)\s+{100 * orig:.2f}%\s+{100 * ours:.2f}%\s+{100 * (ours - orig):+.1f} pp", body)
+        assert re.search(
+            rf"{m} test accuracy \(median of {n} seeds?\)\s+{100 * orig:.2f}%\s+{100 * ours:.2f}%\s+{100 * (ours - orig):+.1f} pp",
+            body,
+        )
     ff = text(section(page, "func-fit"))  # final MSE against SPEC's numbers, the median over seeds
     rows = json.loads((study / "func-fit" / "summary.json").read_text())["results"]
     deep_f1 = statistics.median(r["final_loss"] for r in rows if (r["function"], r["model"]) == ("f1", "mlp-deep"))
@@ -246,8 +258,9 @@ def test_failed_trial_is_named_in_the_report(study, tmp_path, data_dir):
     run = tmp_path / "run"
     shutil.copytree(study / "func-fit", run / "func-fit")
     (run / "func-fit" / "trials" / "mlp-shallow.pt").unlink()  # as if that trial had never finished
-    result = run_experiment("func-fit", "smoke", run, seed=0, device="cpu", data_dir=data_dir, progress=False,
-                            executor=FailingExecutor("mlp-shallow"))
+    result = run_experiment(
+        "func-fit", "smoke", run, seed=0, device="cpu", data_dir=data_dir, progress=False, executor=FailingExecutor("mlp-shallow")
+    )
     assert not result.ok and list(result.failed) == ["mlp-shallow"]
     report.write_report(run)
     page = (run / "report.html").read_text()
@@ -352,12 +365,15 @@ def with_findings(study: Path, dest: Path) -> dict[str, list[dict]]:
         clear = greater([0.02, 0.03, 0.025, 0.04])  # every seed on the claimed side: shown
         split = greater([0.02, -0.03, 0.01])  # seeds disagree: inconclusive
         none = at_least(2, 100, 0.9)  # 2 of 100 where 90% are claimed: not shown
-        found = [Finding.from_stat(clear, f"{name}-a", f"claim A of {name} <b>holds</b>.", "original",
-                                   "mean of differences", "every seed agrees").as_dict(),
-                 Finding.from_stat(split, f"{name}-b", f"claim B of {name}.", "Novak et al. 2018", "mean rho",
-                                   "one seed of three disagrees").as_dict(),
-                 Finding.from_stat(none, f"{name}-c", f"claim C of {name}.", "original", "fraction converged",
-                                   "2 of 100").as_dict()]
+        found = [
+            Finding.from_stat(
+                clear, f"{name}-a", f"claim A of {name} <b>holds</b>.", "original", "mean of differences", "every seed agrees"
+            ).as_dict(),
+            Finding.from_stat(
+                split, f"{name}-b", f"claim B of {name}.", "Novak et al. 2018", "mean rho", "one seed of three disagrees"
+            ).as_dict(),
+            Finding.from_stat(none, f"{name}-c", f"claim C of {name}.", "original", "fraction converged", "2 of 100").as_dict(),
+        ]
         assert [f["verdict"] for f in found] == ["shown", "inconclusive", "not shown"]
         path.write_text(json.dumps({**summary, "findings": found}))
         out[name] = found
@@ -381,9 +397,9 @@ def test_report_opens_with_the_findings_and_each_section_with_its_verdicts(study
             value = "0" if abs(f["value"]) < 1e-12 else f"{f['value']:.3g}"  # a mean of cancelling values: rounding noise
             assert f"{f['statistic']}: {value}{ci}, n = {f['n']}" in text(table)
         body = section(page, name)
-        own = body[body.index("<h3>Findings"): body.index("<h3>What was run")]  # before anything else of the section
+        own = body[body.index("<h3>Findings") : body.index("<h3>What was run")]  # before anything else of the section
         assert own.count('<td class="verdict') == len(fs)
-        beside = body[body.index("Beside the original study"):] if "Beside the original study" in body else ""
+        beside = body[body.index("Beside the original study") :] if "Beside the original study" in body else ""
         if getattr(experiments.get(name), "REFERENCE", None) or beside:
             # the original's claims only, as verdicts; at smoke the numbers are not comparable
             assert beside.count('<td class="verdict') == sum(f["source"] == "original" for f in fs)
@@ -419,8 +435,21 @@ def test_every_experiment_states_its_findings_and_the_report_opens_with_them(stu
         found = json.loads((study / name / "summary.json").read_text())["findings"]
         assert REQUIRED_FINDINGS[name] <= {f["id"] for f in found}, name
         for f in found:
-            assert set(f) == {"id", "claim", "source", "verdict", "statistic", "value", "ci", "n", "note",
-                              "test", "p", "sample", "detectable"}
+            assert set(f) == {
+                "id",
+                "claim",
+                "source",
+                "verdict",
+                "statistic",
+                "value",
+                "ci",
+                "n",
+                "note",
+                "test",
+                "p",
+                "sample",
+                "detectable",
+            }
             assert f["verdict"] in VERDICTS and isinstance(f["n"], int)
             assert f["ci"] is None or (len(f["ci"]) == 2 and f["ci"][0] <= f["ci"][1])
             assert " ".join(f["claim"].split()) in table
@@ -452,6 +481,7 @@ def test_findings_table_counts_the_tests_and_marks_holm(study, tmp_path):
     assert f"{tested} claims were tested" in page
     # each experiment's clear claim (p ~ 0.003) survives Holm over 3 x 9 tests only if p <= 0.025 / rank
     from dlscope.findings import greater, holm_survivors
+
     p = greater([0.02, 0.03, 0.025, 0.04]).p
     survive = holm_survivors([p] * len(RAN) + [0.5] * (2 * len(RAN)))[0]
     assert f"{len(RAN) if survive else 0} of {len(RAN)} do" in page
@@ -525,7 +555,7 @@ def test_long_series_are_a_link_and_per_point_rows_no_meaningless_medians(study)
         assert (study / name / "metrics.csv").is_file()
     for name in RAN:  # no statistic of a column that names a training (seed, run)
         body = section(page, name)
-        results = body[body.index("<h3>Results"):]
+        results = body[body.index("<h3>Results") :]
         assert not re.search(r"<td>(seed|seeds|run)</td><td class=\"num\">", results), name
 
 
@@ -552,8 +582,15 @@ def test_only_the_experiments_own_figure_files_are_embedded(study, tmp_path):
     figs = run / "func-fit" / "figures"
     own = sorted(p.name for p in figs.glob("*.png"))
     timing = json.loads((run / "func-fit" / "timing.json").read_text())
-    timing["figures"] = [str(tmp_path / "secret.png"), "../../../../secret.png", "../../../../secret.txt",
-                         "link.png", "sub/x.png", "..", *timing.get("figures", [])]
+    timing["figures"] = [
+        str(tmp_path / "secret.png"),
+        "../../../../secret.png",
+        "../../../../secret.txt",
+        "link.png",
+        "sub/x.png",
+        "..",
+        *timing.get("figures", []),
+    ]
     (run / "func-fit" / "timing.json").write_text(json.dumps(timing))
     (figs / "link.png").symlink_to(tmp_path / "secret.png")  # a link out of the folder
     (figs / "notapng.png").write_bytes(b"SECRET-MARKER-4711")  # not an image
@@ -592,16 +629,19 @@ def test_run_folder_strings_are_escaped_in_markdown_as_in_html(study, tmp_path):
     assert "RuntimeError: <script>alert(1)</script>" in text(section(page, "func-fit"))
 
 
-@pytest.mark.parametrize("file, content", [
-    ("summary.json", {"failed_trials": 5}),
-    ("summary.json", {"findings": "all shown"}),
-    ("summary.json", [1, 2, 3]),
-    ("config.json", {"profile": 5, "seed": 0}),
-    ("config.json", "just a string"),
-    ("timing.json", {"figures": 5}),
-    ("timing.json", {"total_trial_seconds": "fast"}),
-    ("summary.json", None),  # not JSON at all
-])
+@pytest.mark.parametrize(
+    "file, content",
+    [
+        ("summary.json", {"failed_trials": 5}),
+        ("summary.json", {"findings": "all shown"}),
+        ("summary.json", [1, 2, 3]),
+        ("config.json", {"profile": 5, "seed": 0}),
+        ("config.json", "just a string"),
+        ("timing.json", {"figures": 5}),
+        ("timing.json", {"total_trial_seconds": "fast"}),
+        ("summary.json", None),  # not JSON at all
+    ],
+)
 def test_an_odd_file_marks_its_experiment_damaged_and_the_rest_renders(study, tmp_path, file, content):
     run = tmp_path / "run"
     shutil.copytree(study / "func-fit", run / "func-fit")
@@ -656,8 +696,7 @@ def test_report_into_a_read_only_folder(study, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- the experiment contract
 
-CONTRACT = ("NAME", "TITLE", "PROFILES", "trials", "summarize", "metrics", "figures", "COST", "LOOK_FOR", "CAPTIONS",
-            "REFERENCE")
+CONTRACT = ("NAME", "TITLE", "PROFILES", "trials", "summarize", "metrics", "figures", "COST", "LOOK_FOR", "CAPTIONS", "REFERENCE")
 
 
 def test_every_experiment_keeps_the_contract_of_base_py(study):

@@ -23,7 +23,17 @@ def run_cli(*args, env=None, check=False):
 
 def test_list_names_every_experiment():
     out = run_cli("list", check=True).stdout
-    for name in ["func-fit", "cifar-depth", "trajectory", "grad-norm", "min-ratio", "random-labels", "param-count", "interpolation", "sensitivity"]:
+    for name in [
+        "func-fit",
+        "cifar-depth",
+        "trajectory",
+        "grad-norm",
+        "min-ratio",
+        "random-labels",
+        "param-count",
+        "interpolation",
+        "sensitivity",
+    ]:
         assert name in out
 
 
@@ -60,10 +70,17 @@ def test_func_fit_smoke(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads((tmp_path / "func-fit" / "summary.json").read_text())
     assert s["experiment"] == "func-fit" and s["profile"] == "smoke"
-    assert {(row["function"], row["model"]) for row in s["results"]} == {(f, m) for f in ("f1", "f2") for m in ("mlp-deep", "mlp-mid", "mlp-shallow")}
+    assert {(row["function"], row["model"]) for row in s["results"]} == {
+        (f, m) for f in ("f1", "f2") for m in ("mlp-deep", "mlp-mid", "mlp-shallow")
+    }
     for row in s["results"]:
         assert set(row) >= {"function", "model", "params", "final_loss", "converged_epoch"} and row["final_loss"] > 0
-    assert {p.name for p in (tmp_path / "func-fit" / "figures").iterdir()} == {"functions.png", "loss.png", "convergence.png", "predictions.png"}
+    assert {p.name for p in (tmp_path / "func-fit" / "figures").iterdir()} == {
+        "functions.png",
+        "loss.png",
+        "convergence.png",
+        "predictions.png",
+    }
     header = (tmp_path / "func-fit" / "metrics.csv").read_text().splitlines()[0]
     assert header.endswith("epoch,metric,value")
     # the summary's final losses are the last rows of the per-epoch curves
@@ -85,8 +102,9 @@ def test_sigkill_then_resume_gives_the_same_summary(tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     assert run_cli(*args, "--out", str(clean), env=env).returncode == 0
 
-    proc = subprocess.Popen(DLSCOPE + args + ["--out", str(killed)], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        DLSCOPE + args + ["--out", str(killed)], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpts = killed / "cifar-depth" / "checkpoints"
     deadline = time.monotonic() + 120
     # wait until some trial has checkpointed mid-way (the second model's first epoch)
@@ -127,10 +145,13 @@ def test_cifar_depth_smoke_summary(tmp_path):
     from dlscope import findings as fd
 
     acc = {(row["model"], row["seed"]): 100 * row["test_acc"] for row in s["results"]}
-    diff = {(a, b): [acc[a, k] - acc[b, k] for k in (0, 1)] for a, b in (("cnn-2", "cnn-1"), ("cnn-7", "cnn-2"), ("cnn-7", "cnn-1"))}
+    diff = {
+        (a, b): [acc[a, k] - acc[b, k] for k in (0, 1)] for a, b in (("cnn-2", "cnn-1"), ("cnn-7", "cnn-2"), ("cnn-7", "cnn-1"))
+    }
     expected = {
         "deeper-is-better": [min(x, y) for x, y in zip(diff["cnn-2", "cnn-1"], diff["cnn-7", "cnn-1"])],
-        "cnn-2-over-cnn-1": diff["cnn-2", "cnn-1"], "cnn-7-over-cnn-2": diff["cnn-7", "cnn-2"],
+        "cnn-2-over-cnn-1": diff["cnn-2", "cnn-1"],
+        "cnn-7-over-cnn-2": diff["cnn-7", "cnn-2"],
     }
     found = {f["id"]: f for f in s["findings"]}
     assert set(found) == set(expected) | {"lowest-loss-highest-accuracy", "depth-ordering"}

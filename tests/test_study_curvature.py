@@ -69,7 +69,9 @@ def test_recorded_top_eigenvalue_equals_power_iteration_on_the_kept_model(run, d
     split = data.load("cifar10", "cpu", data_dir, train_size=cfg["train_size"], test_size=cfg["test_size"])
     # the kept weights are the trained model: its train loss is the row's
     with torch.no_grad():
-        assert torch.nn.functional.cross_entropy(model(split.train.x), split.train.y).item() == pytest.approx(row["train_loss"], rel=1e-5)
+        assert torch.nn.functional.cross_entropy(model(split.train.x), split.train.y).item() == pytest.approx(
+            row["train_loss"], rel=1e-5
+        )
     x, y = curvature.subset(cfg, split.train)
     assert len(x) == cfg["curvature_samples"] == 64 and torch.bincount(y, minlength=10).min() >= 6  # class-balanced
     assert trial["curvature"]["converged"] == [True]
@@ -83,8 +85,22 @@ def test_recorded_top_eigenvalue_equals_power_iteration_on_the_kept_model(run, d
     assert sum(v.numel() * v.element_size() for v in trial["weights"]["params"].values()) == 4 * n_params
 
 
-FAST = ["--train-size", "40", "--plane-steps", "3", "--trace-hvp", "9", "--density-vectors", "1", "--density-steps", "4",
-        "--sharpness-steps", "2", "--k", "1"]
+FAST = [
+    "--train-size",
+    "40",
+    "--plane-steps",
+    "3",
+    "--trace-hvp",
+    "9",
+    "--density-vectors",
+    "1",
+    "--density-steps",
+    "4",
+    "--sharpness-steps",
+    "2",
+    "--k",
+    "1",
+]
 
 
 def dlscope(capsys, *args) -> tuple[int, str, str]:
@@ -100,7 +116,10 @@ def test_analyze_measures_the_models_a_run_kept_and_the_study_report_shows_them(
     assert code == 0, err
     out = run / "analyze"  # the default --out
     s = json.loads((out / "summary.json").read_text())
-    assert s["models"] == ["sensitivity: batch sweep: batch 64, lr 0.0004, seed 0", "sensitivity: lr sweep: batch 128, lr 0.001, seed 0"]
+    assert s["models"] == [
+        "sensitivity: batch sweep: batch 64, lr 0.0004, seed 0",
+        "sensitivity: lr sweep: batch 128, lr 0.001, seed 0",
+    ]
     assert [m["label"] for m in s["per_model"]] == s["models"]
     for key in ("top_eigenvalues", "trace", "sharpness", "plane"):
         assert s[key] is not None and all(m[key] is not None for m in s["per_model"])

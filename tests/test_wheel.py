@@ -19,8 +19,12 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
-                           capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("dlscope-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -28,22 +32,56 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert any(n.endswith("entry_points.txt") for n in names)
 
     site = tmp_path / "site"  # installed apart from the editable checkout; torch etc. come from this venv
-    inst = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                          capture_output=True, text=True, timeout=300)
+    inst = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert inst.returncode == 0, inst.stderr[-3000:]
 
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "MPLBACKEND": "Agg"}  # first on sys.path: the wheel's dlscope wins
-    where = subprocess.run([sys.executable, "-c", "import dlscope; print(dlscope.__file__)"], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=60)
+    where = subprocess.run(
+        [sys.executable, "-c", "import dlscope; print(dlscope.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
 
-    run = subprocess.run([sys.executable, "-m", "dlscope", "run", "func-fit", "--profile", "smoke", "--device", "cpu",
-                          "--out", "study", "--no-progress", "--set", "epochs=20", "--set", "points=30"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlscope",
+            "run",
+            "func-fit",
+            "--profile",
+            "smoke",
+            "--device",
+            "cpu",
+            "--out",
+            "study",
+            "--no-progress",
+            "--set",
+            "epochs=20",
+            "--set",
+            "points=30",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    rep = subprocess.run([sys.executable, "-m", "dlscope", "report", "study"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    rep = subprocess.run(
+        [sys.executable, "-m", "dlscope", "report", "study"], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (work / "study" / "report.html").read_text()
     assert "func-fit" in html and "data:image/png;base64," in html  # figures embedded

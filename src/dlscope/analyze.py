@@ -54,10 +54,17 @@ def add_arguments(p) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", metavar="MODULE:FACTORY", help="a function returning your nn.Module")
     which.add_argument("--run", metavar="RUN_DIR", help="a finished study's run folder: measure the trained models it kept")
-    p.add_argument("--experiment", action="append", default=None, metavar="NAME",
-                   help="with --run: only this experiment's models (repeatable; default: every experiment that kept some)")
+    p.add_argument(
+        "--experiment",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="with --run: only this experiment's models (repeatable; default: every experiment that kept some)",
+    )
     p.add_argument("--weights", default=None, help="a state dict saved with torch.save (read with weights_only=True)")
-    p.add_argument("--data", default=None, choices=["cifar10", "mnist"], help="required with --model; with --run, the models' own")
+    p.add_argument(
+        "--data", default=None, choices=["cifar10", "mnist"], help="required with --model; with --run, the models' own"
+    )
     p.add_argument("--train-size", type=int, default=1000, help="training images measured on (balanced subset)")
     p.add_argument("--measures", nargs="+", default=list(MEASURES), choices=MEASURES)
     p.add_argument("--out", default=None, help="the output folder (required with --model; default with --run: RUN_DIR/analyze)")
@@ -214,12 +221,15 @@ def check_model(model, spec: str, x, y, args) -> str | None:
     except Exception as e:
         raise ConfigError(f"--model {spec} does not take {images} ({_first_line(e)})") from None
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        raise ConfigError(f"--model {spec} returns {type(out).__name__ if not isinstance(out, torch.Tensor) else out.dtype}, "
-                          f"not a tensor of floating-point outputs")
+        raise ConfigError(
+            f"--model {spec} returns {type(out).__name__ if not isinstance(out, torch.Tensor) else out.dtype}, "
+            f"not a tensor of floating-point outputs"
+        )
     got = f"[B, {', '.join(str(d) for d in out.shape[1:])}]" if out.dim() else "a scalar"
     if args.loss == "ce" and (out.dim() != 2 or out.shape != (len(xb), CLASSES)):
-        raise ConfigError(f"--model {spec} gives outputs {got} for {images}; --loss ce needs [B, {CLASSES}], "
-                          f"one per class of {args.data}")
+        raise ConfigError(
+            f"--model {spec} gives outputs {got} for {images}; --loss ce needs [B, {CLASSES}], one per class of {args.data}"
+        )
     if args.loss == "mse" and out.numel() != len(xb):
         raise ConfigError(f"--model {spec} gives outputs {got}; --loss mse needs one output per image ([B] or [B, 1])")
     try:
@@ -260,10 +270,14 @@ def _compute(name: str, model, data, args) -> dict:
     if name == "trace":
         return an.trace(model, data, n_hvp=args.trace_hvp, seed=args.seed, **common).to_dict()
     if name == "density":
-        return an.spectral_density(model, data, n_vectors=args.density_vectors, steps=args.density_steps, seed=args.seed, **common).to_dict()
+        return an.spectral_density(
+            model, data, n_vectors=args.density_vectors, steps=args.density_steps, seed=args.seed, **common
+        ).to_dict()
     if name == "sharpness":
-        return {kind: an.sharpness(model, data, kind=kind, steps=args.sharpness_steps, seed=args.seed, **common).to_dict()
-                for kind in SHARPNESS_KINDS}
+        return {
+            kind: an.sharpness(model, data, kind=kind, steps=args.sharpness_steps, seed=args.seed, **common).to_dict()
+            for kind in SHARPNESS_KINDS
+        }
     if name == "plane":
         return an.loss_plane(model, data, steps=args.plane_steps, seed=args.seed, **common).to_dict()
     raise ValueError(name)
@@ -339,8 +353,12 @@ def measure_problem(name: str, r, n: int | None = None) -> str | None:
         elif name == "plane":
             alphas, betas = _array(r.get("alphas"), 1), _array(r.get("betas"), 1)
             loss = _array(r.get("loss"), 2, n)
-            ok = (loss.shape[-2:] == (len(alphas), len(betas)) and len(alphas) % 2 == 1 and len(betas) % 2 == 1
-                  and _number(r.get("span")))
+            ok = (
+                loss.shape[-2:] == (len(alphas), len(betas))
+                and len(alphas) % 2 == 1
+                and len(betas) % 2 == 1
+                and _number(r.get("span"))
+            )
         else:
             return "not a measure of dlscope analyze"
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
@@ -372,7 +390,9 @@ def read_summary(folder: Path) -> tuple[dict | None, list[str]]:
     s, why = read_json(path)
     if why or not isinstance(s, dict):
         return None, [f"summary.json: {why or ('missing' if s is None else 'not a JSON object')}"]
-    problems = [f"summary.json: {key} is not text" for key in ("model", "data", "loss", "mode") if not isinstance(s.get(key), str)]
+    problems = [
+        f"summary.json: {key} is not text" for key in ("model", "data", "loss", "mode") if not isinstance(s.get(key), str)
+    ]
     if not _count(s.get("train_size")):
         problems.append("summary.json: train_size is not a number of images")
     if not _strings(s.get("failed", [])):
@@ -381,7 +401,12 @@ def read_summary(folder: Path) -> tuple[dict | None, list[str]]:
         problems.append("summary.json: diverged is not text")
     n = None
     if "models" in s:
-        if not _strings(s["models"]) or not s["models"] or not isinstance(s.get("run"), str) or not _strings(s.get("skipped_diverged", [])):
+        if (
+            not _strings(s["models"])
+            or not s["models"]
+            or not isinstance(s.get("run"), str)
+            or not _strings(s.get("skipped_diverged", []))
+        ):
             problems.append("summary.json: models, run or skipped_diverged is not what dlscope analyze --run writes")
         else:
             n = len(s["models"])
@@ -418,7 +443,9 @@ def kept_models(run_dir: Path, only: list[str] | None = None) -> list[dict]:
     if only:
         unknown = sorted(set(only) - {f.name for f in folders})
         if unknown:
-            raise ConfigError(f"--experiment {', '.join(unknown)}: not in {run_dir} (it holds {', '.join(f.name for f in folders)})")
+            raise ConfigError(
+                f"--experiment {', '.join(unknown)}: not in {run_dir} (it holds {', '.join(f.name for f in folders)})"
+            )
         folders = [f for f in folders if f.name in only]
     kept = []
     for folder in folders:
@@ -430,8 +457,10 @@ def kept_models(run_dir: Path, only: list[str] | None = None) -> list[dict]:
             if isinstance(w, dict) and isinstance(w.get("params"), dict) and w["params"]:
                 kept.append({"experiment": folder.name, "trial": path.stem, **w})
     if not kept:
-        raise ConfigError(f"--run {run_dir}: no trained models kept (interpolation and sensitivity keep their models' "
-                          f"final weights in trials/*.pt, in runs made by this version); nothing to measure")
+        raise ConfigError(
+            f"--run {run_dir}: no trained models kept (interpolation and sensitivity keep their models' "
+            f"final weights in trials/*.pt, in runs made by this version); nothing to measure"
+        )
     return kept
 
 
@@ -446,7 +475,9 @@ def load_kept(kept: list[dict]):
 
     names = sorted({str(k.get("model")) for k in kept})
     if len(names) != 1:
-        raise ConfigError(f"--run: the kept models are of several architectures ({', '.join(names)}); choose one with --experiment")
+        raise ConfigError(
+            f"--run: the kept models are of several architectures ({', '.join(names)}); choose one with --experiment"
+        )
     try:
         params = {k: torch.cat([m["params"][k] for m in kept]) for k in kept[0]["params"]}
         buffers = {k: torch.cat([m["buffers"][k] for m in kept]) for k in kept[0].get("buffers") or {}}
@@ -511,12 +542,30 @@ def plan(args) -> Plan:
             load_weights(model, args.weights)
     split = datasets.load(args.data, "cpu", args.data_dir, train_size=args.train_size).train
     if len(split) != args.train_size:  # a smaller data root, or too few images of a class for a balanced subset
-        raise ConfigError(f"--train-size {args.train_size}: a class-balanced subset of {args.data} has only {len(split)} "
-                          f"images here; choose at most {len(split)}")
+        raise ConfigError(
+            f"--train-size {args.train_size}: a class-balanced subset of {args.data} has only {len(split)} "
+            f"images here; choose at most {len(split)}"
+        )
     if not args.run:
         diverged = check_model(model, args.model, split.x, split.y, args)
-    config = {k: getattr(args, k) for k in ("model", "weights", "data", "train_size", "loss", "mode", "seed", "k", "trace_hvp",
-                                             "density_vectors", "density_steps", "sharpness_steps", "plane_steps")}
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "model",
+            "weights",
+            "data",
+            "train_size",
+            "loss",
+            "mode",
+            "seed",
+            "k",
+            "trace_hvp",
+            "density_vectors",
+            "density_steps",
+            "sharpness_steps",
+            "plane_steps",
+        )
+    }
     config["weights"] = str(Path(args.weights).resolve()) if args.weights else None
     if args.run:
         config.update(model=arch, run=str(Path(args.run).resolve()), experiment=sorted(args.experiment or []), models=labels)
@@ -565,10 +614,20 @@ def run(args) -> int:
             err.unlink(missing_ok=True)
             print(f"{name}: {_one_line(name, results[name]) if p.labels is None else 'done'}")
 
-        summary = {"model": p.config["model"], "data": args.data, "train_size": args.train_size, "loss": args.loss,
-                   "mode": args.mode, **{m: results.get(m) for m in MEASURES}, "failed": failed, "diverged": p.diverged}
+        summary = {
+            "model": p.config["model"],
+            "data": args.data,
+            "train_size": args.train_size,
+            "loss": args.loss,
+            "mode": args.mode,
+            **{m: results.get(m) for m in MEASURES},
+            "failed": failed,
+            "diverged": p.diverged,
+        }
         if p.labels is not None:
-            summary.update(run=p.config["run"], models=p.labels, skipped_diverged=p.skipped, per_model=per_model(results, p.labels))
+            summary.update(
+                run=p.config["run"], models=p.labels, skipped_diverged=p.skipped, per_model=per_model(results, p.labels)
+            )
         write_json(p.out / "summary.json", summary)
         render(p.out, summary)
     print(f"-> {p.out}")
@@ -605,9 +664,21 @@ def per_model(results: dict, labels: list[str]) -> list[dict]:
         e, t, s, p, d = (results.get(k) for k in ("top_eigenvalues", "trace", "sharpness", "plane", "density"))
         m["top_eigenvalues"] = {"values": e["values"][i], "converged": e["converged"][i], "n_hvp": e["n_hvp"]} if e else None
         m["trace"] = {"value": t["value"][i], "ci": t["ci"][i], "n_hvp": t["n_hvp"], "method": t["method"]} if t else None
-        m["sharpness"] = ({kind: {"value": v["value"][i], "radius": v["radius"], "loss": v["loss"][i], "max_loss": v["max_loss"][i],
-                                  "steps": v["steps"], "ci": v["ci"][i] if v.get("ci") else None} for kind, v in s.items()}
-                          if s else None)
+        m["sharpness"] = (
+            {
+                kind: {
+                    "value": v["value"][i],
+                    "radius": v["radius"],
+                    "loss": v["loss"][i],
+                    "max_loss": v["max_loss"][i],
+                    "steps": v["steps"],
+                    "ci": v["ci"][i] if v.get("ci") else None,
+                }
+                for kind, v in s.items()
+            }
+            if s
+            else None
+        )
         m["plane"] = {"alphas": p["alphas"], "betas": p["betas"], "loss": p["loss"][i]} if p else None
         m["density"] = {"nodes": d["nodes"][i], "weights": d["weights"][i]} if d else None
         out.append(m)
@@ -661,26 +732,43 @@ def write_figures(out: Path, summary: dict) -> list[tuple[str, Path]]:
     if p:
         plane = Plane(p["alphas"], p["betas"], _array(p["loss"], 2), (None, None), p)
         fig, ax = plt.subplots(figsize=(5.2, 4.4))
-        plot_plane(plane, ax, title=f"{summary['model']}: loss on a filter-normalised plane ({len(p['alphas'])}×{len(p['betas'])})")
+        plot_plane(
+            plane, ax, title=f"{summary['model']}: loss on a filter-normalised plane ({len(p['alphas'])}×{len(p['betas'])})"
+        )
         save(fig, "plane.png", "Loss plane (Li et al. 2018), the model at the centre")
     s = summary.get("sharpness")
     if s:
-        rows = [[k, _fmt(v["value"]), _fmt(v["radius"]), _fmt(v["loss"]), _fmt(v["max_loss"]),
-                 "" if not v.get("ci") else f"[{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]"] for k, v in s.items()]
+        rows = [
+            [
+                k,
+                _fmt(v["value"]),
+                _fmt(v["radius"]),
+                _fmt(v["loss"]),
+                _fmt(v["max_loss"]),
+                "" if not v.get("ci") else f"[{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]",
+            ]
+            for k, v in s.items()
+        ]
         fig, ax = plt.subplots(figsize=(9, 0.6 + 0.35 * len(rows)))
         ax.axis("off")
-        table = ax.table(cellText=rows, colLabels=["kind", "sharpness", "radius", "loss", "max / mean loss", "95% interval"], loc="center",
-                         colWidths=[0.12, 0.13, 0.1, 0.12, 0.18, 0.35])
+        table = ax.table(
+            cellText=rows,
+            colLabels=["kind", "sharpness", "radius", "loss", "max / mean loss", "95% interval"],
+            loc="center",
+            colWidths=[0.12, 0.13, 0.1, 0.12, 0.18, 0.35],
+        )
         table.auto_set_font_size(False)
         table.set_fontsize(9)
         ax.set_title(f"{summary['model']}: sharpness", fontsize=10)
-        save(fig, "sharpness.png", "Sharpness (keskar: % rise in an ε-box; sam/adaptive: worst rise in a ball; average: mean rise)")
+        save(
+            fig, "sharpness.png", "Sharpness (keskar: % rise in an ε-box; sam/adaptive: worst rise in a ball; average: mean rise)"
+        )
     return figs
 
 
 FIGURE_CAPTIONS = {
     "density.png": "Hessian spectral density (stochastic Lanczos quadrature, Ghorbani et al. 2019); for a run's kept "
-                   "models, one line per model.",
+    "models, one line per model.",
     "plane.png": "Loss on a 2-D filter-normalised plane (Li et al. 2018) with the model at the centre (red star).",
     "sharpness.png": "Sharpness (keskar: % rise in an ε-box; sam/adaptive: worst rise in a ball; average: mean rise).",
 }
@@ -706,19 +794,28 @@ def _per_model_figures(summary: dict, save) -> None:
             ax.plot(grid.numpy(), y.clamp_min(1e-12).numpy(), lw=1, label=m["label"])
         ax.set(yscale="log", xlabel="eigenvalue λ", ylabel="density (Gaussian-smoothed)")
         ax.set_ylim(bottom=1e-6)  # the Gaussian tails below say nothing
-        ax.set_title(f"Hessian spectral density of each kept model (SLQ, {d['n_vectors']} vectors × {d['steps']} steps)", fontsize=9)
+        ax.set_title(
+            f"Hessian spectral density of each kept model (SLQ, {d['n_vectors']} vectors × {d['steps']} steps)", fontsize=9
+        )
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
-        save(fig, "density.png", "Hessian spectral density of each kept model (stochastic Lanczos quadrature), one line per model")
+        save(
+            fig, "density.png", "Hessian spectral density of each kept model (stochastic Lanczos quadrature), one line per model"
+        )
     if summary.get("plane"):
         shown = rows[:SHOWN_MODELS]
         cols = min(3, len(shown))
-        fig, axes = plt.subplots((len(shown) + cols - 1) // cols, cols, figsize=(4.6 * cols, 3.9 * ((len(shown) + cols - 1) // cols)),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            (len(shown) + cols - 1) // cols,
+            cols,
+            figsize=(4.6 * cols, 3.9 * ((len(shown) + cols - 1) // cols)),
+            squeeze=False,
+            layout="constrained",
+        )
         for ax, m in zip(axes.flat, shown):
             p = m["plane"]
             grid = _array(p["loss"], 2)
             plot_plane(Plane(p["alphas"], p["betas"], grid, (None, None), summary["plane"]), ax, title=m["label"])
-        for ax in list(axes.flat)[len(shown):]:
+        for ax in list(axes.flat)[len(shown) :]:
             ax.axis("off")
         more = f" (the first {len(shown)} of {len(rows)}; all in summary.json)" if len(rows) > len(shown) else ""
         save(fig, "plane.png", f"Loss plane (Li et al. 2018) around each kept model{more}, the model at the centre")
@@ -745,42 +842,74 @@ def summary_table(summary: dict) -> tuple[list[str], list[list[str]]]:
         for m in summary["per_model"]:
             e, t, sh, p = m.get("top_eigenvalues"), m.get("trace"), m.get("sharpness") or {}, m.get("plane")
             c = len(p["alphas"]) // 2 if p else 0
-            rows.append([m["label"], ", ".join(_fmt(v) for v in e["values"]) if e else "—",
-                         f"{_fmt(t['value'])} [{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}]" if t else "—",
-                         *[_fmt(sh[k]["value"]) if k in sh else "—" for k in kinds], _fmt(p["loss"][c][c]) if p else "—"])
+            rows.append(
+                [
+                    m["label"],
+                    ", ".join(_fmt(v) for v in e["values"]) if e else "—",
+                    f"{_fmt(t['value'])} [{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}]" if t else "—",
+                    *[_fmt(sh[k]["value"]) if k in sh else "—" for k in kinds],
+                    _fmt(p["loss"][c][c]) if p else "—",
+                ]
+            )
         return head, rows
     rows = []
     e, t = summary.get("top_eigenvalues"), summary.get("trace")
     if e:
-        rows.append(["top eigenvalues", ", ".join(_fmt(v) for v in e["values"]), f"Lanczos, {e['n_hvp']} HVPs, converged {e['converged']}"])
+        rows.append(
+            [
+                "top eigenvalues",
+                ", ".join(_fmt(v) for v in e["values"]),
+                f"Lanczos, {e['n_hvp']} HVPs, converged {e['converged']}",
+            ]
+        )
     if t:
-        rows.append(["Hessian trace", _fmt(t["value"]), f"95% [{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}], {t['n_hvp']} HVPs ({t['method']})"])
+        rows.append(
+            [
+                "Hessian trace",
+                _fmt(t["value"]),
+                f"95% [{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}], {t['n_hvp']} HVPs ({t['method']})",
+            ]
+        )
     for kind, sh in (summary.get("sharpness") or {}).items():
-        cert = (f"95% [{_fmt(sh['ci'][0])}, {_fmt(sh['ci'][1])}], {sh['steps']} draws" if sh.get("ci")
-                else f"best of {sh['steps']} ascent steps (a lower bound)")
+        cert = (
+            f"95% [{_fmt(sh['ci'][0])}, {_fmt(sh['ci'][1])}], {sh['steps']} draws"
+            if sh.get("ci")
+            else f"best of {sh['steps']} ascent steps (a lower bound)"
+        )
         rows.append([f"sharpness ({kind}, radius {_fmt(sh['radius'])})", _fmt(sh["value"]), cert])
     p = summary.get("plane")
     if p:
         c = len(p["alphas"]) // 2
-        rows.append(["loss plane", f"centre {_fmt(p['loss'][c][c])}", f"{len(p['alphas'])}×{len(p['betas'])} grid, span ±{p['span']}"])
+        rows.append(
+            ["loss plane", f"centre {_fmt(p['loss'][c][c])}", f"{len(p['alphas'])}×{len(p['betas'])} grid, span ±{p['span']}"]
+        )
     return ["measure", "value", "certificate"], rows
 
 
 def summary_text(summary: dict) -> list[str]:
     """The paragraphs above the table: what was measured, on what, and with which budget."""
-    lines = [f"Data: {summary['data']} ({summary['train_size']} training images), loss {summary['loss']}, mode {summary['mode']}."]
+    lines = [
+        f"Data: {summary['data']} ({summary['train_size']} training images), loss {summary['loss']}, mode {summary['mode']}."
+    ]
     if summary.get("per_model") is not None:
         e, t, sh = summary.get("top_eigenvalues"), summary.get("trace"), summary.get("sharpness") or {}
-        budget = [f"top eigenvalues by Lanczos ({e['n_hvp']} HVPs)" if e else "",
-                  f"trace by {t['method']} ({t['n_hvp']} HVPs)" if t else "",
-                  ", ".join(f"{k} radius {_fmt(v['radius'])}" for k, v in sh.items())]
-        lines.append(f"The {len(summary['per_model'])} trained models kept in {summary['run']}, measured as one ensemble: "
-                     + "; ".join(b for b in budget if b) + ".")
+        budget = [
+            f"top eigenvalues by Lanczos ({e['n_hvp']} HVPs)" if e else "",
+            f"trace by {t['method']} ({t['n_hvp']} HVPs)" if t else "",
+            ", ".join(f"{k} radius {_fmt(v['radius'])}" for k, v in sh.items()),
+        ]
+        lines.append(
+            f"The {len(summary['per_model'])} trained models kept in {summary['run']}, measured as one ensemble: "
+            + "; ".join(b for b in budget if b)
+            + "."
+        )
         if summary.get("skipped_diverged"):
             lines.append(f"Left out (diverged): {', '.join(summary['skipped_diverged'])}.")
     if summary.get("diverged"):
-        lines.append(f"The model diverged ({summary['diverged']}): nothing was measured, and every measure is recorded "
-                     f"as not finite (null).")
+        lines.append(
+            f"The model diverged ({summary['diverged']}): nothing was measured, and every measure is recorded "
+            f"as not finite (null)."
+        )
     if summary.get("failed"):
         lines.append(f"Failed measures (see measures/*.error.txt): {', '.join(summary['failed'])}")
     return lines
@@ -813,7 +942,9 @@ def write_report(out: Path, summary: dict, figures: list[tuple[str, Path]]) -> l
     body.append("</table>")
     for caption, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        body.append(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
     style = "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}</style>"
     page = f"<!doctype html><meta charset=utf-8><title>dlscope analyze</title>{style}\n" + "\n".join(body) + "\n"
     write_text_atomic(out / "report.html", page)

@@ -44,8 +44,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
-    p = _Parser(prog="dlscope", description="Deep vs shallow, optimization and generalization: the study, measured.",
-                epilog=EXAMPLES, formatter_class=raw)
+    p = _Parser(
+        prog="dlscope",
+        description="Deep vs shallow, optimization and generalization: the study, measured.",
+        epilog=EXAMPLES,
+        formatter_class=raw,
+    )
     p.add_argument("--version", action="version", version=f"dlscope {__version__}")
     sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND", parser_class=_Parser)
 
@@ -66,27 +70,59 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run an experiment, or all of them", epilog=EXAMPLES, formatter_class=raw)
     r.add_argument("experiment", help="an experiment name (see `dlscope list`) or `all`")
     r.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"], help=PROFILES_HELP)
-    r.add_argument("--out", default=None, metavar="DIR", help="run folder (default: a new timestamped folder under runs/); "
-                   "running again into the same folder resumes")
-    r.add_argument("--seed", type=_integer, default=0, metavar="N", help="base seed, 0 to 2^32-1: trial i uses seed + i (default: 0)")
-    r.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}",
-                   help="where trials run; auto (the default) picks cuda if there is a GPU, else cpu")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting (repeatable); with `all`, write EXPERIMENT.KEY=VALUE")
+    r.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="run folder (default: a new timestamped folder under runs/); running again into the same folder resumes",
+    )
+    r.add_argument(
+        "--seed", type=_integer, default=0, metavar="N", help="base seed, 0 to 2^32-1: trial i uses seed + i (default: 0)"
+    )
+    r.add_argument(
+        "--device",
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where trials run; auto (the default) picks cuda if there is a GPU, else cpu",
+    )
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (repeatable); with `all`, write EXPERIMENT.KEY=VALUE",
+    )
     r.add_argument("--data-dir", default=None, metavar="DIR", help=data_dir_help)
-    r.add_argument("--executor", default="auto", choices=EXECUTORS,
-                   help="where trials run: auto (the default: in this process, one after another, except "
-                        "trials that each use one core, which run side by side on a multi-core CPU), local "
-                        "(in this process, one after another), process (a pool of worker processes on this "
-                        "machine), ray (a Ray cluster)")
-    r.add_argument("--workers", type=_integer, default=None, metavar="N",
-                   help="--executor process: worker processes (default: one per CPU core; with --device cuda, one per "
-                        "GPU); --executor ray: trials at once (default: the CPUs of the machine)")
-    r.add_argument("--address", default=None, metavar="HOST:PORT", help="a Ray cluster for --executor ray "
-                   "(default: $RAY_ADDRESS, else a private Ray instance on this machine)")
+    r.add_argument(
+        "--executor",
+        default="auto",
+        choices=EXECUTORS,
+        help="where trials run: auto (the default: in this process, one after another, except "
+        "trials that each use one core, which run side by side on a multi-core CPU), local "
+        "(in this process, one after another), process (a pool of worker processes on this "
+        "machine), ray (a Ray cluster)",
+    )
+    r.add_argument(
+        "--workers",
+        type=_integer,
+        default=None,
+        metavar="N",
+        help="--executor process: worker processes (default: one per CPU core; with --device cuda, one per "
+        "GPU); --executor ray: trials at once (default: the CPUs of the machine)",
+    )
+    r.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="a Ray cluster for --executor ray (default: $RAY_ADDRESS, else a private Ray instance on this machine)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress line (messages and results still print)")
-    r.add_argument("--dry-run", action="store_true",
-                   help="print the settings, the trials and a time estimate, and check them; run and write nothing")
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the settings, the trials and a time estimate, and check them; run and write nothing",
+    )
 
     from .analyze import add_arguments as _analyze_arguments
 
@@ -177,7 +213,9 @@ def _dispatch(args) -> int:
         else:
             for name, splits in info.items():
                 for split, s in splits.items():
-                    print(f"{name:8s} {split:5s} {s['images']:>6d} images  mean {s['mean']}  std {s['std']}  per class {s['per_class']}")
+                    print(
+                        f"{name:8s} {split:5s} {s['images']:>6d} images  mean {s['mean']}  std {s['std']}  per class {s['per_class']}"
+                    )
         return 0
 
     if args.command == "run":
@@ -215,8 +253,15 @@ def _run(args) -> int:
     out = Path(args.out) if args.out else runner.default_out()
     if args.dry_run:
         return _dry_run(args, out)
-    common = dict(profile=args.profile, out=out, seed=args.seed, device=args.device, executor=executor,
-                  data_dir=args.data_dir, progress=not args.no_progress)
+    common = dict(
+        profile=args.profile,
+        out=out,
+        seed=args.seed,
+        device=args.device,
+        executor=executor,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+    )
     if args.experiment == "all":
         results = runner.run_all(overrides=args.overrides, **common)
         failed = [r.experiment for r in results if not r.ok]
@@ -259,8 +304,11 @@ def _dry_run(args, out) -> int:
         done = sum(1 for t in trials if store.read_result(t.key, warn=False) is not None)
         seconds = planned[module.NAME]
         total += seconds
-        print(f"\n{module.NAME}: {len(trials)} trial{'s' if len(trials) != 1 else ''}" + (f", {done} already done" if done else "")
-              + f", ~{format_duration(seconds) if seconds else '0 s'}")
+        print(
+            f"\n{module.NAME}: {len(trials)} trial{'s' if len(trials) != 1 else ''}"
+            + (f", {done} already done" if done else "")
+            + f", ~{format_duration(seconds) if seconds else '0 s'}"
+        )
         defaults = resolve(module, args.profile, None, args.seed)
         print("  settings:")
         for key, value in cfg.items():
@@ -285,8 +333,11 @@ def _print_findings(result, heading: bool) -> None:
     """The verdict lines of an experiment's findings (its summary.json), if it states any."""
     from .findings import render
 
-    found = [f for f in ((result.summary or {}).get("findings") or [])
-             if isinstance(f, dict) and isinstance(f.get("id"), str) and isinstance(f.get("verdict"), str)]
+    found = [
+        f
+        for f in ((result.summary or {}).get("findings") or [])
+        if isinstance(f, dict) and isinstance(f.get("id"), str) and isinstance(f.get("verdict"), str)
+    ]
     if not found:
         return
     if heading:

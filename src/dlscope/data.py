@@ -130,8 +130,10 @@ def fetch(name: str, root: Path, resources: list[Resource] | None = None, progre
         if not dest.exists():
             download(res.url, dest, res.md5, progress=progress)
         elif archive and (got := md5sum(dest)) != res.md5:  # one found there: unpack only the published one
-            raise DataError(f"{dest}: checksum mismatch (md5 {got}, expected {res.md5}); it is not the published "
-                            f"archive: delete it and run `dlscope data download` again")
+            raise DataError(
+                f"{dest}: checksum mismatch (md5 {got}, expected {res.md5}); it is not the published "
+                f"archive: delete it and run `dlscope data download` again"
+            )
         if archive:
             with tarfile.open(dest) as tar:
                 tar.extractall(dest.parent, filter="data")
@@ -143,8 +145,10 @@ def ensure(name: str, root: Path, download_missing: bool = True) -> Path:
     folder, files = _layout(name, root)
     missing = [f for f in files if not (folder / f).exists()]
     if missing and not download_missing:
-        raise DataError(f"{name}: {', '.join(missing)} not found in {folder}; run `dlscope data download` "
-                        f"(with the same --data-dir), or point --data-dir / DLSCOPE_DATA at a folder that has them")
+        raise DataError(
+            f"{name}: {', '.join(missing)} not found in {folder}; run `dlscope data download` "
+            f"(with the same --data-dir), or point --data-dir / DLSCOPE_DATA at a folder that has them"
+        )
     if missing:
         try:
             fetch(name, root)
@@ -157,7 +161,9 @@ def ensure(name: str, root: Path, download_missing: bool = True) -> Path:
             ) from None
         missing = [f for f in files if not (folder / f).exists()]
     if missing:
-        raise DataError(f"{name}: expected {', '.join(missing)} in {folder}; point --data-dir / DLSCOPE_DATA at a folder that has them")
+        raise DataError(
+            f"{name}: expected {', '.join(missing)} in {folder}; point --data-dir / DLSCOPE_DATA at a folder that has them"
+        )
     return folder
 
 
@@ -182,7 +188,7 @@ def read_idx(path: Path) -> torch.Tensor:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-        magic, = struct.unpack(">i", raw[:4])
+        (magic,) = struct.unpack(">i", raw[:4])
         ndim = magic & 0xFF
         if magic >> 8 != 0x08 or ndim not in (1, 3):
             raise ValueError(f"bad magic number {magic}")
@@ -194,7 +200,9 @@ def read_idx(path: Path) -> torch.Tensor:
         if len(body) != expected:
             raise ValueError(f"holds {len(body)} bytes of data, its header promises {expected}")
     except (OSError, EOFError, ValueError, struct.error, zlib.error) as e:  # zlib: a damaged deflate stream
-        raise DataError(f"{path}: unreadable IDX file ({_short(e)}); it is truncated or corrupt, delete it and download it again") from None
+        raise DataError(
+            f"{path}: unreadable IDX file ({_short(e)}); it is truncated or corrupt, delete it and download it again"
+        ) from None
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
@@ -231,7 +239,9 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError("no data and labels in it")
         data, labels = d[b"data"], d[b"labels"]
         if not isinstance(data, numpy.ndarray) or data.dtype != numpy.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ValueError(f"its data is not n x 3072 bytes (found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')})")
+            raise ValueError(
+                f"its data is not n x 3072 bytes (found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')})"
+            )
         if isinstance(labels, numpy.ndarray):
             labels = labels.tolist()
         if not isinstance(labels, list) or not all(type(v) is int and 0 <= v < 10 for v in labels):
@@ -240,8 +250,21 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError(f"{len(data)} images but {len(labels)} labels")
         x = torch.from_numpy(numpy.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
         y = torch.tensor(labels, dtype=torch.int64)
-    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError, MemoryError, RecursionError, pickle.UnpicklingError) as e:
-        raise DataError(f"{path}: unreadable CIFAR-10 batch ({_short(e)}); it is truncated or corrupt, delete it and download it again") from None
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        MemoryError,
+        RecursionError,
+        pickle.UnpicklingError,
+    ) as e:
+        raise DataError(
+            f"{path}: unreadable CIFAR-10 batch ({_short(e)}); it is truncated or corrupt, delete it and download it again"
+        ) from None
     return x, y
 
 
@@ -292,8 +315,7 @@ def _decoded(out) -> bool:
     """Whether a cache file holds what load_raw returns."""
     try:
         return set(out) == {"train", "test"} and all(
-            x.dtype == torch.uint8 and x.dim() == 4 and y.dtype == torch.int64 and y.shape == x.shape[:1]
-            for x, y in out.values()
+            x.dtype == torch.uint8 and x.dim() == 4 and y.dtype == torch.int64 and y.shape == x.shape[:1] for x, y in out.values()
         )
     except (TypeError, ValueError, AttributeError):
         return False

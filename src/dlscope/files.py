@@ -157,8 +157,10 @@ def folder_lock(folder: Path | str):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _lock_holder(fd)
-            raise FolderInUse(f"{folder} is in use by another dlscope run{f' (pid {holder})' if holder else ''}; "
-                              f"wait for it to finish, or use another --out") from None
+            raise FolderInUse(
+                f"{folder} is in use by another dlscope run{f' (pid {holder})' if holder else ''}; "
+                f"wait for it to finish, or use another --out"
+            ) from None
         except OSError as e:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF):
                 raise

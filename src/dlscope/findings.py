@@ -56,8 +56,19 @@ EXACT_PERM_MAX_N = 8  # correlation: all n! pairings up to this n
 class Stat(tuple):
     """A claim's statistic: unpacks as (value, ci, verdict, n), and carries how it was computed."""
 
-    def __new__(cls, value, ci, verdict, n, *, test: str, p: float | None = None, sample: Any = None,
-                detectable: float | None = None, reason: str = ""):
+    def __new__(
+        cls,
+        value,
+        ci,
+        verdict,
+        n,
+        *,
+        test: str,
+        p: float | None = None,
+        sample: Any = None,
+        detectable: float | None = None,
+        reason: str = "",
+    ):
         self = super().__new__(cls, (_num(value), _interval(ci), verdict, int(n)))
         self.test, self.p, self.sample, self.detectable, self.reason = test, _num(p), sample, _num(detectable), reason
         return self
@@ -93,8 +104,7 @@ class Finding:
         value, ci, verdict, n = stat
         reason = stat.reason if verdict == INCONCLUSIVE and stat.reason else ""
         note = "; ".join(x for x in (note, reason) if x)
-        return cls(id, claim, source, verdict, statistic, value, ci, n, note,
-                   stat.test, stat.p, stat.sample, stat.detectable)
+        return cls(id, claim, source, verdict, statistic, value, ci, n, note, stat.test, stat.p, stat.sample, stat.detectable)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -134,6 +144,7 @@ def none_reason(n: int, what: str = "seeds") -> str:
 
 # --------------------------------------------------------------------------- a mean (paired by seed)
 
+
 def t_interval(a: np.ndarray, level: float = LEVEL) -> list[float] | None:
     """Student-t interval of the mean (scipy's ttest_1samp). Zero width only when the values are
     identical; None below 2 values."""
@@ -165,14 +176,19 @@ def sign_flip_p(a: np.ndarray, margin: float = 0.0) -> float:
     """Exact one-sided sign-flip permutation p of "mean > margin": every one of the 2^n sign
     patterns of a - margin (scipy's permutation_test; exact up to its resample budget)."""
     d = a - margin
-    res = stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="greater",
-                                 n_resamples=2 ** min(len(d), 16), vectorized=False,
-                                 rng=np.random.default_rng(PERM_SEED))
+    res = stats.permutation_test(
+        (d,),
+        np.mean,
+        permutation_type="samples",
+        alternative="greater",
+        n_resamples=2 ** min(len(d), 16),
+        vectorized=False,
+        rng=np.random.default_rng(PERM_SEED),
+    )
     return float(res.pvalue)
 
 
-def greater(diffs: Sequence[float], margin: float = 0.0, *, share: bool = False,
-            negligible: float = 0.0) -> Stat:
+def greater(diffs: Sequence[float], margin: float = 0.0, *, share: bool = False, negligible: float = 0.0) -> Stat:
     """The claim "the differences are positive" (beyond `margin`), paired by seed.
 
     Default: value = the mean, ci = Student-t 95% interval (assumes roughly normal per-seed
@@ -186,8 +202,17 @@ def greater(diffs: Sequence[float], margin: float = 0.0, *, share: bool = False,
     if share:
         wins = int((a > margin).sum())
         s = at_least(wins, n, 0.5, strict=True)
-        return Stat(s.value, s.ci, s.verdict, n, test="share-clopper-pearson", p=s.p,
-                    sample={"diffs": _floats(a), "margin": margin}, detectable=s.detectable, reason=s.reason)
+        return Stat(
+            s.value,
+            s.ci,
+            s.verdict,
+            n,
+            test="share-clopper-pearson",
+            p=s.p,
+            sample={"diffs": _floats(a), "margin": margin},
+            detectable=s.detectable,
+            reason=s.reason,
+        )
     sample = {"diffs": _floats(a), "margin": margin, "negligible": negligible}
     value = float(a.mean()) if n else None
     if n < 2:
@@ -215,8 +240,10 @@ def small_n_reason(n: int, margin: float, detectable: float | None) -> str:
     sd_units = float(stats.t.ppf(1 - ALPHA_ONE_SIDED, n - 1)) / math.sqrt(n)
     if detectable is None:
         return ""
-    return (f"with n = {n} this design shows only means above {detectable:.3g} "
-            f"({sd_units:.2f} SD of the per-seed values above {margin:g})")
+    return (
+        f"with n = {n} this design shows only means above {detectable:.3g} "
+        f"({sd_units:.2f} SD of the per-seed values above {margin:g})"
+    )
 
 
 def within(values: Sequence[float], low: float, high: float) -> Stat:
@@ -243,13 +270,13 @@ def within(values: Sequence[float], low: float, high: float) -> Stat:
 
 # --------------------------------------------------------------------------- shares of runs
 
+
 def clopper_pearson(k: int, n: int, level: float = LEVEL) -> list[float] | None:
     """Exact (Clopper-Pearson) interval for k successes in n trials; None for n = 0."""
     if n <= 0:
         return None
     ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
     return [float(ci.low), float(ci.high)]
-
 
 
 @lru_cache(maxsize=None)
@@ -279,8 +306,11 @@ def at_least(k: int, n: int, fraction: float, *, strict: bool = False) -> Stat:
         verdict, reason = NOT_SHOWN, ""
     else:
         verdict = INCONCLUSIVE
-        reason = (f"with n = {n} even {n} of {n} cannot show a share above {fraction:g}" if smallest is None else
-                  f"with n = {n} a share of at least {smallest:.3g} would be needed")
+        reason = (
+            f"with n = {n} even {n} of {n} cannot show a share above {fraction:g}"
+            if smallest is None
+            else f"with n = {n} a share of at least {smallest:.3g} would be needed"
+        )
     return Stat(k / n, ci, verdict, n, test="clopper-pearson", p=p, sample=sample, detectable=smallest, reason=reason)
 
 
@@ -301,13 +331,16 @@ def at_most(k: int, n: int, fraction: float) -> Stat:
         verdict, reason = NOT_SHOWN, ""
     else:
         verdict = INCONCLUSIVE
-        reason = (f"with n = {n} even 0 of {n} cannot show a share below {fraction:g}" if largest is None else
-                  f"with n = {n} a share of at most {largest:.3g} would be needed")
-    return Stat(k / n, ci, verdict, n, test="clopper-pearson-at-most", p=p, sample=sample, detectable=largest,
-                reason=reason)
+        reason = (
+            f"with n = {n} even 0 of {n} cannot show a share below {fraction:g}"
+            if largest is None
+            else f"with n = {n} a share of at most {largest:.3g} would be needed"
+        )
+    return Stat(k / n, ci, verdict, n, test="clopper-pearson-at-most", p=p, sample=sample, detectable=largest, reason=reason)
 
 
 # --------------------------------------------------------------------------- trends over a sweep
+
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman's rank correlation (average ranks for ties); None if either side is constant."""
@@ -337,7 +370,7 @@ def _page_block_counts(k: int) -> np.ndarray:
                 nxt = mask | (1 << r)
                 shifted = np.zeros_like(counts)
                 step = position * (r + 1)
-                shifted[step:] = counts[:len(counts) - step]
+                shifted[step:] = counts[: len(counts) - step]
                 if nxt in table:
                     table[nxt] += shifted
                 else:
@@ -401,8 +434,15 @@ def trend(x: Sequence[float], per_seed_y: Sequence[Sequence[float]], sign: int =
     m, k = ys.shape
     sample = {"x": _floats(xs), "y": [_floats(r) for r in ys], "sign": sign, "margin": margin}
     if m == 0 or k < 3:
-        return Stat(None, None, INCONCLUSIVE, m, test="page-L", sample=sample,
-                    reason="fewer than 3 sweep points with a value in every seed")
+        return Stat(
+            None,
+            None,
+            INCONCLUSIVE,
+            m,
+            test="page-L",
+            sample=sample,
+            reason="fewer than 3 sweep points with a value in every seed",
+        )
     rhos = np.array([sign * (spearman(xs, row) or 0.0) for row in ys])
     value = float(rhos.mean())
     ranks = _rank_rows(sign * ys)
@@ -419,13 +459,17 @@ def trend(x: Sequence[float], per_seed_y: Sequence[Sequence[float]], sign: int =
         verdict, reason = NOT_SHOWN, ""
     else:
         verdict = INCONCLUSIVE
-        reason = (f"with {m} seed{'s' if m > 1 else ''} × {k} levels no ordering can reach p ≤ 0.025" if detectable is None
-                  else f"Page p = {p:.3g}; with {m} seed{'s' if m > 1 else ''} × {k} levels a mean ρ of about "
-                       f"{detectable:.2f} is needed")
+        reason = (
+            f"with {m} seed{'s' if m > 1 else ''} × {k} levels no ordering can reach p ≤ 0.025"
+            if detectable is None
+            else f"Page p = {p:.3g}; with {m} seed{'s' if m > 1 else ''} × {k} levels a mean ρ of about "
+            f"{detectable:.2f} is needed"
+        )
     return Stat(value, ci, verdict, m, test="page-L", p=p, sample=sample, detectable=detectable, reason=reason)
 
 
 # --------------------------------------------------------------------------- associations over runs
+
 
 def correlation(x: Sequence[float], y: Sequence[float], margin: float = 0.0) -> Stat:
     """The claim "y rises with x" over independent runs (pairs with a non-finite side dropped):
@@ -434,15 +478,25 @@ def correlation(x: Sequence[float], y: Sequence[float], margin: float = 0.0) -> 
     shown if the interval lies above margin and the permutation p <= 2.5%; not shown if the
     interval lies below margin. Meant for many runs (min-ratio's 100); with fewer than 10 the
     interval is rough and mostly says so."""
-    pts = [(float(a), float(b)) for a, b in zip(x, y)
-           if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))]
+    pts = [
+        (float(a), float(b))
+        for a, b in zip(x, y)
+        if a is not None and b is not None and math.isfinite(float(a)) and math.isfinite(float(b))
+    ]
     n = len(pts)
     xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
     sample = {"x": _floats(xs), "y": _floats(ys), "margin": margin}
     rho = spearman(xs, ys) if n >= 4 else None
     if rho is None:
-        return Stat(rho, None, INCONCLUSIVE, n, test="spearman-permutation", sample=sample,
-                    reason="fewer than 4 runs, or one side constant")
+        return Stat(
+            rho,
+            None,
+            INCONCLUSIVE,
+            n,
+            test="spearman-permutation",
+            sample=sample,
+            reason="fewer than 4 runs, or one side constant",
+        )
     p = spearman_perm_p(xs, ys)
     ci = fisher_interval(rho, n)
     detectable = math.tanh(math.atanh(max(min(margin, 0.999), -0.999)) + 1.959964 / math.sqrt(n - 3)) if n > 3 else None
@@ -453,8 +507,7 @@ def correlation(x: Sequence[float], y: Sequence[float], margin: float = 0.0) -> 
     else:
         verdict = INCONCLUSIVE
         reason = f"with n = {n} only ρ above about {detectable:.2f} can be shown" if detectable is not None else ""
-    return Stat(rho, ci, verdict, n, test="spearman-permutation", p=p, sample=sample, detectable=detectable,
-                reason=reason)
+    return Stat(rho, ci, verdict, n, test="spearman-permutation", p=p, sample=sample, detectable=detectable, reason=reason)
 
 
 def fisher_interval(rho: float, n: int, level: float = LEVEL) -> list[float] | None:
@@ -476,13 +529,20 @@ def spearman_perm_p(xs: np.ndarray, ys: np.ndarray) -> float:
         return (r * rx).sum(axis=axis) / np.linalg.norm(r, axis=axis)
 
     exact = len(xs) <= EXACT_PERM_MAX_N
-    res = stats.permutation_test((ry,), rho, permutation_type="pairings", alternative="greater", vectorized=True,
-                                 n_resamples=math.inf if exact else PERM_RESAMPLES,
-                                 rng=np.random.default_rng(PERM_SEED))
+    res = stats.permutation_test(
+        (ry,),
+        rho,
+        permutation_type="pairings",
+        alternative="greater",
+        vectorized=True,
+        n_resamples=math.inf if exact else PERM_RESAMPLES,
+        rng=np.random.default_rng(PERM_SEED),
+    )
     return float(res.pvalue)
 
 
 # --------------------------------------------------------------------------- composite claims
+
 
 def all_of(parts: Sequence[Stat], labels: Sequence[str]) -> Stat:
     """A claim that holds only if each part does ("every model fits"): shown if every part is
@@ -498,11 +558,21 @@ def all_of(parts: Sequence[Stat], labels: Sequence[str]) -> Stat:
     p = None if any(q is None for q in ps) else max(ps)
     sample = {"parts": [{"label": lab, "test": s.test, "sample": s.sample} for s, lab in zip(parts, labels)]}
     reasons = [f"{lab}: {s.reason}" for s, lab in zip(parts, labels) if s.verdict == INCONCLUSIVE and s.reason]
-    return Stat(weakest.value, weakest.ci, verdict, weakest.n, test="all-of", p=p, sample=sample,
-                detectable=weakest.detectable, reason="; ".join(reasons[:2]))
+    return Stat(
+        weakest.value,
+        weakest.ci,
+        verdict,
+        weakest.n,
+        test="all-of",
+        p=p,
+        sample=sample,
+        detectable=weakest.detectable,
+        reason="; ".join(reasons[:2]),
+    )
 
 
 # --------------------------------------------------------------------------- over a whole report
+
 
 def holm_survivors(ps: Sequence[float | None], alpha: float = ALPHA_ONE_SIDED) -> list[bool]:
     """Holm's step-down correction over a report's claims at one-sided level `alpha`: True where

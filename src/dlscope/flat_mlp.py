@@ -256,7 +256,9 @@ def _num_threads(n: int):
 
 
 @torch.no_grad()
-def full_batch_grad_norm(theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def full_batch_grad_norm(
+    theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each member's full-data MSE and the L2 norm of its gradient (of the data loss alone, no
     weight decay) on x [n, in], y [n] or [N, n], in float64: (loss [N], grad_norm [N])."""
     theta = theta.double()

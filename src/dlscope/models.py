@@ -148,7 +148,9 @@ for _k, _c in CNN_FAMILY.items():
 # --------------------------------------------------------------------------- MNIST
 
 
-@register("mnist-mlp", (1, 32, 32), "classification", "flatten 32x32, Linear(1024,128), ReLU, Linear(128,128), ReLU, Linear(128,10)")
+@register(
+    "mnist-mlp", (1, 32, 32), "classification", "flatten 32x32, Linear(1024,128), ReLU, Linear(128,128), ReLU, Linear(128,10)"
+)
 def _mnist_mlp():
     return nn.Sequential(nn.Flatten(), nn.Linear(1024, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
 

@@ -151,7 +151,7 @@ class StudyProgress:
 
     def seconds_left(self) -> float | None:
         pace = self.pace()
-        later = pace * sum(self.plan(n) for n in self.names[self.index + 1:])
+        later = pace * sum(self.plan(n) for n in self.names[self.index + 1 :])
         if self.phase == "closed":
             return later
         expected = pace * self.plan(self.name)
@@ -304,6 +304,8 @@ def plan_seconds(plans, device: str, seed: int = 0) -> dict[str, float]:
     return out
 
 
-ESTIMATE_BASIS = ("a rough estimate: each experiment's COST (its seconds for the quick profile, measured on "
-                  "a 2-core CPU), scaled by trials x seeds x epochs x training examples relative to quick, "
-                  "and by 2 / this CPU's torch threads")
+ESTIMATE_BASIS = (
+    "a rough estimate: each experiment's COST (its seconds for the quick profile, measured on "
+    "a 2-core CPU), scaled by trials x seeds x epochs x training examples relative to quick, "
+    "and by 2 / this CPU's torch threads"
+)

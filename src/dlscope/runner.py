@@ -46,7 +46,9 @@ def pick_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available (this torch: {torch.__version__})")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise ConfigError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return device
 
 
@@ -78,8 +80,9 @@ def run_experiment(
     every = checkpoint_seconds()
     with run_folder(out):
         store.prepare(cfg)
-        return _run_trials(name, profile, seed, module, cfg, trials, store, device, every,
-                           executor or LocalExecutor(), data_dir, progress)
+        return _run_trials(
+            name, profile, seed, module, cfg, trials, store, device, every, executor or LocalExecutor(), data_dir, progress
+        )
 
 
 def check_run(name: str, profile: str, overrides: list[str] | None, seed: int, out: Path):
@@ -214,7 +217,16 @@ def split_overrides(overrides: list[str] | None) -> dict[str, list[str]]:
     return per
 
 
-def run_all(profile: str = "quick", out=None, seed: int = 0, device: str = "auto", executor=None, data_dir=None, progress=True, overrides=None) -> list[RunResult]:
+def run_all(
+    profile: str = "quick",
+    out=None,
+    seed: int = 0,
+    device: str = "auto",
+    executor=None,
+    data_dir=None,
+    progress=True,
+    overrides=None,
+) -> list[RunResult]:
     """Every experiment in SPEC order, one after another, under one overall progress line.
     One failing (a trial, or the experiment itself) is reported and the others still run; the
     caller sees it in the results (RunResult.ok) and sets the exit code."""

@@ -67,8 +67,10 @@ def storable(obj, where: str = "result"):
     if isinstance(obj, (list, tuple)):
         items = [storable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
         return items if isinstance(obj, list) else tuple(items)
-    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; "
-                    f"results and checkpoints hold only tensors, numbers, strings, lists and dicts")
+    raise TypeError(
+        f"{where} is a {type(obj).__module__}.{type(obj).__name__}; "
+        f"results and checkpoints hold only tensors, numbers, strings, lists and dicts"
+    )
 
 
 def read_pt(path: Path):
@@ -185,8 +187,10 @@ class RunStore:
         """RunFolderError if the folder or one of its subfolders is a link or a file."""
         for folder in self.folders:
             if folder.is_symlink():  # a run folder from elsewhere must not send our reads and writes outside it
-                raise RunFolderError(f"{folder} is a symbolic link; dlscope writes runs only into real folders: "
-                                     f"replace it by a folder, or use another --out")
+                raise RunFolderError(
+                    f"{folder} is a symbolic link; dlscope writes runs only into real folders: "
+                    f"replace it by a folder, or use another --out"
+                )
             if folder.exists() and not folder.is_dir():
                 raise RunFolderError(f"{folder} is a file, not a folder; move it away, or use another --out")
 
@@ -214,8 +218,10 @@ class RunStore:
             return old
         if reason is None:
             reason = "missing" if old is None else f"a JSON {type(old).__name__}, not an object"
-        raise RunFolderError(f"{path}: unreadable ({reason}), so the settings of the run in {self.dir} are unknown; "
-                             f"delete that folder to start {self.kind} over, or use another --out")
+        raise RunFolderError(
+            f"{path}: unreadable ({reason}), so the settings of the run in {self.dir} are unknown; "
+            f"delete that folder to start {self.kind} over, or use another --out"
+        )
 
     def prepare(self, config: dict) -> None:
         """Record the settings, or check that a resumed run uses the same ones; then clear away
@@ -252,8 +258,10 @@ class RunStore:
             return None
         result = read_pt(path)
         if result is None and warn:
-            print(f"dlscope: {path}: unreadable trial result (damaged, or not written by dlscope); "
-                  f"running trial {key} again", file=sys.stderr)
+            print(
+                f"dlscope: {path}: unreadable trial result (damaged, or not written by dlscope); running trial {key} again",
+                file=sys.stderr,
+            )
         return result
 
     def load_result(self, key: str) -> dict:

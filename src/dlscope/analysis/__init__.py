@@ -20,13 +20,39 @@ them the conventions above.
 """
 
 from .adapters import grad_norm, input_sensitivity, interpolation_path, mean_loss_of, trajectory_pca
-from .curvature import Density, Eigenvalues, Estimate, plot_density, spectral_density, top_eigenvalues, top_eigenvalues_and_trace, trace
+from .curvature import (
+    Density,
+    Eigenvalues,
+    Estimate,
+    plot_density,
+    spectral_density,
+    top_eigenvalues,
+    top_eigenvalues_and_trace,
+    trace,
+)
 from .objective import NondeterministicObjective, Objective
 from .plane import Plane, loss_plane, plot_plane
 from .sharpness_measures import Sharpness, sharpness  # (not "sharpness.py": the function would hide the module)
 
 __all__ = [
-    "top_eigenvalues", "trace", "top_eigenvalues_and_trace", "spectral_density", "plot_density", "sharpness", "loss_plane", "plot_plane",
-    "grad_norm", "mean_loss_of", "interpolation_path", "input_sensitivity", "trajectory_pca",
-    "Objective", "NondeterministicObjective", "Eigenvalues", "Estimate", "Density", "Sharpness", "Plane",
+    "top_eigenvalues",
+    "trace",
+    "top_eigenvalues_and_trace",
+    "spectral_density",
+    "plot_density",
+    "sharpness",
+    "loss_plane",
+    "plot_plane",
+    "grad_norm",
+    "mean_loss_of",
+    "interpolation_path",
+    "input_sensitivity",
+    "trajectory_pca",
+    "Objective",
+    "NondeterministicObjective",
+    "Eigenvalues",
+    "Estimate",
+    "Density",
+    "Sharpness",
+    "Plane",
 ]

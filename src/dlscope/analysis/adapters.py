@@ -27,8 +27,15 @@ def mean_loss_of(model, data, loss: LossArg = "ce", mode: str = "eval", batch_si
     return unbatch(obj.loss().double().tolist(), obj)
 
 
-def interpolation_path(model_a: nn.Module, model_b: nn.Module, data, alphas: list[float], loss: LossArg = "ce",
-                       mode: str = "eval", batch_size: int | None = None) -> dict[str, list[float]]:
+def interpolation_path(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data,
+    alphas: list[float],
+    loss: LossArg = "ce",
+    mode: str = "eval",
+    batch_size: int | None = None,
+) -> dict[str, list[float]]:
     """{"alpha", "loss"}: the mean loss at (1 − α)·a + α·b (parameters and float buffers, as
     analysis.interpolation mixes them) for every α."""
     losses = [mean_loss_of(_interp.interpolate(model_a, model_b, a), data, loss, mode, batch_size) for a in alphas]

@@ -172,7 +172,9 @@ def newton_mr_ls_step(state: dict, loss_and_grad, hessians, grad_tol: float) -> 
     _, g = loss_and_grad(theta)
     gn2 = g.square().sum(1)
     if "recent_gn2" not in state:
-        state["recent_gn2"] = torch.full((len(state["theta"]), NEWTON_NONMONOTONE), math.nan, dtype=theta.dtype, device=theta.device)
+        state["recent_gn2"] = torch.full(
+            (len(state["theta"]), NEWTON_NONMONOTONE), math.nan, dtype=theta.dtype, device=theta.device
+        )
     recent = state["recent_gn2"][idx]
     recent = torch.cat([recent[:, 1:], gn2[:, None]], 1)
     ref = recent.nan_to_num(nan=-math.inf).amax(1)
@@ -232,7 +234,6 @@ def descent_start(theta: torch.Tensor, loss: torch.Tensor, gn: torch.Tensor, gra
     return {"start_loss": loss.clone(), "start_gn": gn.clone(), "best_gn": gn.clone(), "best_loss": loss.clone(),
             "best": theta.clone(), "done": ~(gn >= grad_tol),  # NaN (diverged in phase 1): done, too
             "steps": torch.zeros(len(gn), dtype=torch.long, device=gn.device)}  # fmt: skip
-
 
 
 # --------------------------------------------------------------------------- kinks at data points
@@ -422,14 +423,16 @@ def unpin_solved_kinks(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gr
         rhs = torch.cat([torch.zeros(n, dtype=theta.dtype), target])
         d = torch.linalg.lstsq(M[None], rhs[None, :, None], driver="gelsd").solution[0, :, 0]
         cand = theta[i].clone()
-        cand[:hdim], cand[hdim : 2 * hdim], cand[3 * hdim] = (u + d[:hdim]) / scale, (v + d[hdim : 2 * hdim]) / scale, c + d[2 * hdim]
+        cand[:hdim], cand[hdim : 2 * hdim], cand[3 * hdim] = (
+            (u + d[:hdim]) / scale,
+            (v + d[hdim : 2 * hdim]) / scale,
+            c + d[2 * hdim],
+        )
         cand[2 * hdim : 3 * hdim] = a
         _, g = relu_mse_and_grad(cand[None], x, y)
         if bool(g.norm() < grad_tol) and not bool(kinks_at_points(cand[None], x)[0].any()):
             out[i] = cand
     return out
-
-
 
 
 def relu_spec(theta: torch.Tensor) -> flat_mlp.MLPSpec:
@@ -527,7 +530,9 @@ def _piece_newton_step(u, v, c, sigma, side, pinned, k, xs, y):
     col_v = sigma[:, None, :] * on * ~pinned[:, None, :]
     A = torch.cat([col_u, col_v, torch.ones_like(col_u[:, :, :1])], 2)  # [m, n, 2H + 1]
     resid = (col_u * u[:, None, :]).sum(2) + (col_v * v[:, None, :]).sum(2) + c[:, None] - y
-    delta = torch.linalg.lstsq(A, -resid.unsqueeze(2), driver="gelsd").solution[..., 0]  # minimum-norm step (SVD: gelsy gave wrong steps on these rank-deficient pieces)
+    delta = torch.linalg.lstsq(A, -resid.unsqueeze(2), driver="gelsd").solution[
+        ..., 0
+    ]  # minimum-norm step (SVD: gelsy gave wrong steps on these rank-deficient pieces)
     return delta[:, :hdim], torch.where(pinned, -delta[:, :hdim] * xp, delta[:, hdim : 2 * hdim]), delta[:, 2 * hdim]
 
 

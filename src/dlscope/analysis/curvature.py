@@ -85,9 +85,9 @@ def rademacher(shape, generator: torch.Generator, dtype=torch.float64) -> torch.
 # --------------------------------------------------------------------------- Lanczos
 
 
-def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int,
-            stop: Callable[[torch.Tensor, torch.Tensor], bool] | None = None,
-            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def lanczos(
+    matvec: MatVec, v0: torch.Tensor, steps: int, stop: Callable[[torch.Tensor, torch.Tensor], bool] | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lanczos with full re-orthogonalisation on N operators at once (one per member).
 
     v0: [N, P] start vectors. Returns (T [N, m, m] tridiagonal, Q [N, m, P] orthonormal basis),
@@ -175,8 +175,9 @@ def _lanczos_top(matvec: MatVec, v0: torch.Tensor, k: int, tol: float, max_steps
     return top, T, Q, converged
 
 
-def top_eigenvalues_of(matvec: MatVec, v0: torch.Tensor, k: int = 1, tol: float = 1e-3, max_steps: int = 100,
-                       seed: int = 0, vectors: bool = False):
+def top_eigenvalues_of(
+    matvec: MatVec, v0: torch.Tensor, k: int = 1, tol: float = 1e-3, max_steps: int = 100, seed: int = 0, vectors: bool = False
+):
     """The k largest eigenvalues of N symmetric operators by Lanczos, stopping when each of the
     top k Ritz pairs of every member has a residual ≤ tol · |λ1| (see _lanczos_top).
     Returns (values [N, k], steps, converged [N], vectors [N, k, P] or None)."""
@@ -189,9 +190,18 @@ def top_eigenvalues_of(matvec: MatVec, v0: torch.Tensor, k: int = 1, tol: float 
     return top, T.shape[1], converged, vecs
 
 
-def top_eigenvalues(model, data, loss: LossArg = "ce", k: int = 1, tol: float = 1e-3, max_steps: int = 100,
-                    seed: int = 0, mode: str = "eval", batch_size: int | None = None,
-                    return_vectors: bool = False) -> Eigenvalues:
+def top_eigenvalues(
+    model,
+    data,
+    loss: LossArg = "ce",
+    k: int = 1,
+    tol: float = 1e-3,
+    max_steps: int = 100,
+    seed: int = 0,
+    mode: str = "eval",
+    batch_size: int | None = None,
+    return_vectors: bool = False,
+) -> Eigenvalues:
     """The k largest eigenvalues of the Hessian of the mean loss (Lanczos on Hessian-vector
     products; one HVP per step). return_vectors gives the unit eigenvectors too (e.g. as
     directions for loss_plane)."""
@@ -205,9 +215,13 @@ def top_eigenvalues(model, data, loss: LossArg = "ce", k: int = 1, tol: float = 
     convs = conv.tolist()
     if vecs is not None:
         vecs = vecs.to(obj.theta0.dtype)
-    return Eigenvalues(vals[0] if single else vals, steps, convs[0] if single else convs,
-                       (vecs[0] if single else vecs) if vecs is not None else None,
-                       {"method": "lanczos", "tol": tol, **obj.describe()})
+    return Eigenvalues(
+        vals[0] if single else vals,
+        steps,
+        convs[0] if single else convs,
+        (vecs[0] if single else vecs) if vecs is not None else None,
+        {"method": "lanczos", "tol": tol, **obj.describe()},
+    )
 
 
 # --------------------------------------------------------------------------- trace
@@ -257,8 +271,9 @@ class HutchinsonSums:
         return mean, mean - half, mean + half
 
 
-def hutchinson_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, level: float = 0.95,
-                  block: int = 10, device="cpu"):
+def hutchinson_of(
+    matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, level: float = 0.95, block: int = 10, device="cpu"
+):
     """Hutchinson's estimator: the mean of zᵀAz over n_hvp Rademacher vectors z, with the
     interval of HutchinsonSums. Returns (mean, low, high), each [n]."""
     g = torch.Generator().manual_seed(seed)
@@ -269,8 +284,7 @@ def hutchinson_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, l
     return sums.interval(level)
 
 
-def hutchpp_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, level: float = 0.95,
-               block: int = 10, device="cpu"):
+def hutchpp_of(matvec: MatVec, n: int, dim: int, n_hvp: int, seed: int = 0, level: float = 0.95, block: int = 10, device="cpu"):
     """Hutch++ (Meyer et al. 2021): the trace on a sketched top subspace, exactly, plus
     Hutchinson on the rest. Of n_hvp products, a third sketch, a third project, a third go to
     Hutchinson; the interval is Hutchinson's on the remainder (the exact part has no variance
@@ -300,8 +314,18 @@ def _blocked(matvec: MatVec, V: torch.Tensor, block: int) -> torch.Tensor:
     return torch.cat([matvec(V[:, s : s + block]).to(torch.float64) for s in range(0, V.shape[1], block)], 1)
 
 
-def trace(model, data, loss: LossArg = "ce", method: str = "hutch++", n_hvp: int = 99, seed: int = 0,
-          level: float = 0.95, mode: str = "eval", batch_size: int | None = None, block: int = 10) -> Estimate:
+def trace(
+    model,
+    data,
+    loss: LossArg = "ce",
+    method: str = "hutch++",
+    n_hvp: int = 99,
+    seed: int = 0,
+    level: float = 0.95,
+    mode: str = "eval",
+    batch_size: int | None = None,
+    block: int = 10,
+) -> Estimate:
     """The Hessian's trace: Hutch++ (default) or Hutchinson with n_hvp Hessian-vector products,
     and a `level` interval. block: how many products are batched in one pass (memory)."""
     if method not in ("hutch++", "hutchinson"):
@@ -313,10 +337,22 @@ def trace(model, data, loss: LossArg = "ce", method: str = "hutch++", n_hvp: int
     return _estimate(mean, low, high, n_hvp, method, level, {"seed": seed, **obj.describe()}, not obj.ensemble)
 
 
-def top_eigenvalues_and_trace(model, data, loss: LossArg = "ce", k: int = 1, tol: float = 1e-3, max_steps: int = 100,
-                              trace_rtol: float = 0.1, min_trace_hvp: int = 20, max_trace_hvp: int = 300, seed: int = 0,
-                              level: float = 0.95, mode: str = "eval", batch_size: int | None = None,
-                              block: int = 10) -> tuple[Eigenvalues, Estimate]:
+def top_eigenvalues_and_trace(
+    model,
+    data,
+    loss: LossArg = "ce",
+    k: int = 1,
+    tol: float = 1e-3,
+    max_steps: int = 100,
+    trace_rtol: float = 0.1,
+    min_trace_hvp: int = 20,
+    max_trace_hvp: int = 300,
+    seed: int = 0,
+    level: float = 0.95,
+    mode: str = "eval",
+    batch_size: int | None = None,
+    block: int = 10,
+) -> tuple[Eigenvalues, Estimate]:
     """top_eigenvalues and trace in one run that shares what they can: one objective (one graph
     of the gradient), and the Lanczos run of the eigenvalues as the sketch of Hutch++. Its basis Q
     spans the top of the spectrum; tr(QᵀHQ) = Σⱼ αⱼ is exact from Lanczos's own products, and
@@ -333,8 +369,13 @@ def top_eigenvalues_and_trace(model, data, loss: LossArg = "ce", k: int = 1, tol
     top, T, Q, conv = _lanczos_top(obj.hvp, v0, k, tol, max_steps, seed)
     steps = T.shape[1]
     single = not obj.ensemble
-    eig = Eigenvalues(top[0].tolist() if single else top.tolist(), steps, bool(conv[0]) if single else conv.tolist(), None,
-                      {"method": "lanczos", "tol": tol, **obj.describe()})
+    eig = Eigenvalues(
+        top[0].tolist() if single else top.tolist(),
+        steps,
+        bool(conv[0]) if single else conv.tolist(),
+        None,
+        {"method": "lanczos", "tol": tol, **obj.describe()},
+    )
 
     exact = T.diagonal(dim1=1, dim2=2).sum(1)
 
@@ -349,9 +390,16 @@ def top_eigenvalues_and_trace(model, data, loss: LossArg = "ce", k: int = 1, tol
         mean, low, high = rest.interval(level)
         if rest.m >= min_trace_hvp and bool(((high - low) / 2 <= trace_rtol * (exact + mean).abs()).all()):
             break
-    tr = _estimate(exact + mean, exact + low, exact + high, steps + rest.m, "lanczos-hutch++", level,
-                   {"seed": seed, "lanczos_steps": steps, "hutchinson_samples": rest.m, "trace_rtol": trace_rtol,
-                    **obj.describe()}, single)
+    tr = _estimate(
+        exact + mean,
+        exact + low,
+        exact + high,
+        steps + rest.m,
+        "lanczos-hutch++",
+        level,
+        {"seed": seed, "lanczos_steps": steps, "hutchinson_samples": rest.m, "trace_rtol": trace_rtol, **obj.describe()},
+        single,
+    )
     return eig, tr
 
 
@@ -406,8 +454,16 @@ def spectral_density_of(matvec: MatVec, n: int, dim: int, n_vectors: int = 5, st
     return torch.stack(nodes, 1), torch.stack(weights, 1)
 
 
-def spectral_density(model, data, loss: LossArg = "ce", n_vectors: int = 5, steps: int = 60, seed: int = 0,
-                     mode: str = "eval", batch_size: int | None = None) -> Density:
+def spectral_density(
+    model,
+    data,
+    loss: LossArg = "ce",
+    n_vectors: int = 5,
+    steps: int = 60,
+    seed: int = 0,
+    mode: str = "eval",
+    batch_size: int | None = None,
+) -> Density:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019):
     n_vectors Rademacher start vectors, `steps` Lanczos steps each (n_vectors·steps HVPs)."""
     obj = Objective(model, data, loss, mode, batch_size)
@@ -415,7 +471,9 @@ def spectral_density(model, data, loss: LossArg = "ce", n_vectors: int = 5, step
     nodes, weights = spectral_density_of(obj.hvp, obj.n, obj.dim, n_vectors, steps, seed, obj.theta0.device)
     if not obj.ensemble:
         nodes, weights = nodes[0], weights[0]
-    return Density(nodes, weights, n_vectors * nodes.shape[-1], {"n_vectors": n_vectors, "steps": steps, "seed": seed, **obj.describe()})
+    return Density(
+        nodes, weights, n_vectors * nodes.shape[-1], {"n_vectors": n_vectors, "steps": steps, "seed": seed, **obj.describe()}
+    )
 
 
 def plot_density(density: Density, ax=None, label: str | None = None, sigma: float | None = None):
@@ -428,8 +486,12 @@ def plot_density(density: Density, ax=None, label: str | None = None, sigma: flo
     grid, dens = density.curve(sigma=sigma)
     rows = dens if dens.dim() == 2 else dens[None]
     for i, row in enumerate(rows):
-        ax.plot(grid.numpy(), row.clamp_min(1e-12).numpy(), lw=1.2,
-                label=(label or "density") + (f" (member {i})" if len(rows) > 1 else ""))
+        ax.plot(
+            grid.numpy(),
+            row.clamp_min(1e-12).numpy(),
+            lw=1.2,
+            label=(label or "density") + (f" (member {i})" if len(rows) > 1 else ""),
+        )
     ax.set_yscale("log")
     ax.set_ylim(bottom=max(float(dens.max()) * 1e-6, 1e-12))  # the Gaussian tails below say nothing
     ax.set_xlabel("eigenvalue λ")

@@ -25,8 +25,6 @@ from torch.func import functional_call, grad, jvp, vmap
 from ..losses import LossArg, loss_per_member, mean_loss  # noqa: F401 (names others import from here)
 
 
-
-
 @dataclass
 class Objective:
     """The mean loss of `model` on (x, y) as a function of one flat parameter vector θ.
@@ -143,8 +141,15 @@ def min_ratio(eigs: torch.Tensor, rel_tol: float = 0.0) -> float:
 # --------------------------------------------------------------------------- large models: iterative
 
 
-def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, steps: int, v0: torch.Tensor | None = None,
-            dtype=torch.float64, device="cpu", seed: int = 0) -> torch.Tensor:
+def lanczos(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    steps: int,
+    v0: torch.Tensor | None = None,
+    dtype=torch.float64,
+    device="cpu",
+    seed: int = 0,
+) -> torch.Tensor:
     """Ritz values (ascending) of a symmetric operator after `steps` Lanczos steps with full
     re-orthogonalisation. The extreme ones converge first; steps = dim gives every eigenvalue."""
     steps = min(steps, dim)
@@ -175,8 +180,15 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, steps: int
     return torch.linalg.eigvalsh(T)
 
 
-def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, iters: int = 100, tol: float = 1e-6,
-                    dtype=torch.float64, device="cpu", seed: int = 0) -> tuple[float, torch.Tensor]:
+def power_iteration(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    iters: int = 100,
+    tol: float = 1e-6,
+    dtype=torch.float64,
+    device="cpu",
+    seed: int = 0,
+) -> tuple[float, torch.Tensor]:
     """The eigenvalue of largest magnitude and its unit eigenvector, by power iteration."""
     v = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(device, dtype)
     v = v / v.norm()
@@ -192,8 +204,14 @@ def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, it
     return lam, v
 
 
-def top_eigenvalues(obj: Objective, k: int = 1, steps: int | None = None, method: str = "lanczos",
-                    theta: torch.Tensor | None = None, seed: int = 0) -> list[float]:
+def top_eigenvalues(
+    obj: Objective,
+    k: int = 1,
+    steps: int | None = None,
+    method: str = "lanczos",
+    theta: torch.Tensor | None = None,
+    seed: int = 0,
+) -> list[float]:
     """The k largest Hessian eigenvalues from Hessian-vector products (never forms H).
 
     method "lanczos" (default; any k) or "power" (k = 1: the eigenvalue of largest |λ|)."""
@@ -213,8 +231,6 @@ def top_eigenvalues(obj: Objective, k: int = 1, steps: int | None = None, method
 
 
 # --------------------------------------------------------------------------- ensembles
-
-
 
 
 def ensemble_gradient(ens, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", batch_size: int = 512) -> dict[str, torch.Tensor]:

@@ -37,13 +37,12 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from ..losses import LossArg, mean_loss  # noqa: F401
+
 MODES = ("eval", "train")
 
 
 class NondeterministicObjective(RuntimeError):
     """Two evaluations of the loss at the same parameters differ."""
-
-
 
 
 # In eval mode an (x, y) pair is worked through in chunks of this many examples: the same mean
@@ -77,8 +76,9 @@ def is_ensemble(model) -> bool:
 
 
 class Objective:
-    def __init__(self, model, data, loss: LossArg = "ce", mode: str = "eval", batch_size: int | None = None,
-                 hvp_backend: str = "graph"):
+    def __init__(
+        self, model, data, loss: LossArg = "ce", mode: str = "eval", batch_size: int | None = None, hvp_backend: str = "graph"
+    ):
         if hvp_backend not in ("graph", "forward"):
             raise ValueError(f"hvp_backend must be 'graph' or 'forward', not {hvp_backend!r}")
         self.hvp_backend, self._graph = hvp_backend, None
@@ -158,8 +158,9 @@ class Objective:
         if self._loss_batches is None:
             # Images in channels-last layout: a forward pass of cnn-1 is ~2x faster on a CPU
             # (measured), the same numbers to rounding. Only here: it slows the HVP graph down.
-            self._loss_batches = [(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x, y)
-                                  for x, y in self.batches]
+            self._loss_batches = [
+                (x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x, y) for x, y in self.batches
+            ]
         f = vmap(self._member_loss, in_dims=(0, 0, None, None), randomness="different")
         with torch.no_grad():
             return self._over_data(lambda x, y: f(theta, self.buffers, x, y), self._loss_batches)
@@ -219,8 +220,9 @@ class Objective:
             self.n_hvp += 1
             return torch.autograd.grad(g, theta, grad_outputs=vs, retain_graph=True)[0].detach()
         self.n_hvp += vs.shape[1]
-        return torch.stack([torch.autograd.grad(g, theta, grad_outputs=vs[:, j], retain_graph=True)[0].detach()
-                            for j in range(vs.shape[1])], 1)
+        return torch.stack(
+            [torch.autograd.grad(g, theta, grad_outputs=vs[:, j], retain_graph=True)[0].detach() for j in range(vs.shape[1])], 1
+        )
 
     # ------------------------------------------------------------------ checks
 
@@ -234,7 +236,8 @@ class Objective:
         raise NondeterministicObjective(
             f"two evaluations of the loss at the same weights differ ({a.tolist()} vs {b.tolist()}) "
             f"in mode {self.mode!r}; the first module whose output differs is {culprit}. "
-            "Use mode='eval', or make that module deterministic.")
+            "Use mode='eval', or make that module deterministic."
+        )
 
     def _first_differing_module(self) -> str:
         x, _ = self.batches[0]
@@ -242,8 +245,11 @@ class Objective:
         runs = []
         for _ in range(2):
             outs: list[tuple[str, torch.Tensor]] = []
-            hooks = [m.register_forward_hook(lambda mod, i, o, name=name: outs.append((name, o)))
-                     for name, m in self.module.named_modules() if name and not list(m.children())]
+            hooks = [
+                m.register_forward_hook(lambda mod, i, o, name=name: outs.append((name, o)))
+                for name, m in self.module.named_modules()
+                if name and not list(m.children())
+            ]
             try:
                 with torch.no_grad():
                     functional_call(self.module, params, (x,))
@@ -258,8 +264,13 @@ class Objective:
 
     def describe(self) -> dict:
         """What the numbers were computed on: recorded in every result."""
-        return {"mode": self.mode, "loss_fn": self.loss_fn if isinstance(self.loss_fn, str) else getattr(self.loss_fn, "__name__", "callable"),
-                "n_examples": self.n_examples, "n_params": self.dim, "members": self.n}
+        return {
+            "mode": self.mode,
+            "loss_fn": self.loss_fn if isinstance(self.loss_fn, str) else getattr(self.loss_fn, "__name__", "callable"),
+            "n_examples": self.n_examples,
+            "n_params": self.dim,
+            "members": self.n,
+        }
 
 
 def unbatch(value, obj: Objective):

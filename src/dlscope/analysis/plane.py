@@ -66,8 +66,17 @@ def _as_direction(d, obj: Objective) -> torch.Tensor:
     return d.expand(obj.n, -1) if d.dim() == 1 else d
 
 
-def loss_plane(model, data, loss: LossArg = "ce", steps: int = 21, span: float = 1.0, directions=None, seed: int = 0,
-               mode: str = "eval", batch_size: int | None = None) -> Plane:
+def loss_plane(
+    model,
+    data,
+    loss: LossArg = "ce",
+    steps: int = 21,
+    span: float = 1.0,
+    directions=None,
+    seed: int = 0,
+    mode: str = "eval",
+    batch_size: int | None = None,
+) -> Plane:
     """The mean loss on a steps × steps grid of [-span, span]² in the plane (see module docstring).
     steps must be odd, so that the model itself is the centre point."""
     if steps % 2 != 1:
@@ -76,8 +85,10 @@ def loss_plane(model, data, loss: LossArg = "ce", steps: int = 21, span: float =
     obj.check_deterministic()
     if directions is None:
         g = torch.Generator().manual_seed(seed)
-        d1, d2 = (filter_normalized(torch.randn(obj.theta0.shape, generator=g, dtype=torch.float64).to(obj.theta0), obj)
-                  for _ in range(2))
+        d1, d2 = (
+            filter_normalized(torch.randn(obj.theta0.shape, generator=g, dtype=torch.float64).to(obj.theta0), obj)
+            for _ in range(2)
+        )
     else:
         d1, d2 = (_as_direction(d, obj) for d in directions)
     # One grid point at a time: 7 or 21 points as one vmapped ensemble took 0.42 s CPU per point
@@ -90,10 +101,14 @@ def loss_plane(model, data, loss: LossArg = "ce", steps: int = 21, span: float =
         for j, b in enumerate(coords.tolist()):
             grid[:, i, j] = obj.loss(obj.theta0 + a * d1 + b * d2).double().cpu()
     single = not obj.ensemble
-    info = {"steps": steps, "span": span, "seed": seed, "directions": "given" if directions is not None else "random, filter-normalised",
-            **obj.describe()}
-    return Plane(coords.tolist(), coords.tolist(), grid[0] if single else grid,
-                 (d1[0], d2[0]) if single else (d1, d2), info)
+    info = {
+        "steps": steps,
+        "span": span,
+        "seed": seed,
+        "directions": "given" if directions is not None else "random, filter-normalised",
+        **obj.describe(),
+    }
+    return Plane(coords.tolist(), coords.tolist(), grid[0] if single else grid, (d1[0], d2[0]) if single else (d1, d2), info)
 
 
 def plot_plane(plane: Plane, ax=None, member: int = 0, title: str | None = None):
@@ -112,7 +127,13 @@ def plot_plane(plane: Plane, ax=None, member: int = 0, title: str | None = None)
     levels = np.unique(levels) if len(np.unique(levels)) > 1 else 16
     cs = ax.contourf(a, b, z, levels=levels, cmap="viridis")
     ax.contour(a, b, z, levels=cs.levels, colors="k", linewidths=0.3)
-    ax.plot([0], [0], "r*", ms=10, label=f"model (loss {float(plane.center_loss if plane.loss.dim() == 2 else plane.center_loss[member]):.4g})")
+    ax.plot(
+        [0],
+        [0],
+        "r*",
+        ms=10,
+        label=f"model (loss {float(plane.center_loss if plane.loss.dim() == 2 else plane.center_loss[member]):.4g})",
+    )
     ax.figure.colorbar(cs, ax=ax, label="mean loss")
     ax.set_xlabel("α (direction 1)")
     ax.set_ylabel("β (direction 2)")

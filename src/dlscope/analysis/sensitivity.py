@@ -59,5 +59,7 @@ def ensemble_sensitivity(ens, x: torch.Tensor, outputs_probabilities: bool, batc
 
 def _check_independent(model) -> None:
     """Batch norm in training mode mixes the samples of a batch, which the batched passes assume it does not."""
-    if isinstance(model, nn.Module) and any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
+    if isinstance(model, nn.Module) and any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
+    ):
         raise ValueError("a batch-norm layer in training mode mixes samples; call model.eval() first")

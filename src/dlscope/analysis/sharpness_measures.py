@@ -46,12 +46,30 @@ class Sharpness:
     info: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "value": self.value, "loss": self.loss, "max_loss": self.max_loss,
-                "radius": self.radius, "steps": self.steps, "ci": self.ci, **self.info}
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            "loss": self.loss,
+            "max_loss": self.max_loss,
+            "radius": self.radius,
+            "steps": self.steps,
+            "ci": self.ci,
+            **self.info,
+        }
 
 
-def sharpness(model, data, loss: LossArg = "ce", kind: str = "keskar", radius: float | None = None, steps: int = 20,
-              seed: int = 0, mode: str = "eval", batch_size: int | None = None, eta: float = 0.0) -> Sharpness:
+def sharpness(
+    model,
+    data,
+    loss: LossArg = "ce",
+    kind: str = "keskar",
+    radius: float | None = None,
+    steps: int = 20,
+    seed: int = 0,
+    mode: str = "eval",
+    batch_size: int | None = None,
+    eta: float = 0.0,
+) -> Sharpness:
     """Sharpness of the given kind (see the module's docstring). steps: ascent steps (or random
     draws for "average")."""
     if kind not in KINDS:

@@ -16,7 +16,13 @@ from .. import models
 
 
 class Ensemble:
-    def __init__(self, module: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None, mode: str = "auto"):
+    def __init__(
+        self,
+        module: nn.Module,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor] | None = None,
+        mode: str = "auto",
+    ):
         self.module = module  # a template: its own weights are never used
         self.params = params  # name -> [N, ...] leaf tensors with requires_grad
         self.buffers = buffers or {}
@@ -39,7 +45,9 @@ class Ensemble:
             k: torch.stack([dict(m.named_parameters())[k].detach() for m in members]).to(device).requires_grad_()
             for k, _ in members[0].named_parameters()
         }
-        buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in members]).to(device) for k, _ in members[0].named_buffers()}
+        buffers = {
+            k: torch.stack([dict(m.named_buffers())[k] for m in members]).to(device) for k, _ in members[0].named_buffers()
+        }
         return cls(template, params, buffers, mode)
 
     @classmethod

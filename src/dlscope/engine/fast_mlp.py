@@ -27,8 +27,21 @@ from torch import nn
 
 from .. import models
 from ..flat_mlp import (  # noqa: F401  the flat MLP (dlscope/flat_mlp.py), re-exported under the engine's names
-    MLPSpec, _contract, _extended_to_flat, _layers, _linear, _num_threads, adam_update, forward, full_batch_grad_norm,
-    hessians, init_flat, mse_and_grad, spec_of, spec_of_model, supports,
+    MLPSpec,
+    _contract,
+    _extended_to_flat,
+    _layers,
+    _linear,
+    _num_threads,
+    adam_update,
+    forward,
+    full_batch_grad_norm,
+    hessians,
+    init_flat,
+    mse_and_grad,
+    spec_of,
+    spec_of_model,
+    supports,
 )
 from .accel import allow_recompiles, warn_once
 from .optim import step_lr_scale
@@ -44,7 +57,9 @@ def train_steps(theta, exp_avg, exp_avg_sq, n_steps: int, xs, ys, step_size, bc2
     losses = []
     for i in range(n_steps):
         loss, grad = mse_and_grad(theta, spec, xs[i % xs.shape[0]], ys[i % xs.shape[0]])
-        theta, exp_avg, exp_avg_sq = adam_update(theta, grad, exp_avg, exp_avg_sq, step_size[i], bc2_sqrt[i], weight_decay, betas, eps)
+        theta, exp_avg, exp_avg_sq = adam_update(
+            theta, grad, exp_avg, exp_avg_sq, step_size[i], bc2_sqrt[i], weight_decay, betas, eps
+        )
         losses.append(loss)
     return theta, exp_avg, exp_avg_sq, torch.stack(losses)
 
@@ -63,7 +78,15 @@ def train_loop(theta, exp_avg, exp_avg_sq, n_steps, xs, ys, step_size, bc2_sqrt,
         j = at % d if d > 1 else torch.zeros_like(at)
         loss, grad = mse_and_grad(theta, spec, xs.index_select(0, j)[0], ys.index_select(0, j)[0], fused=True)
         theta, exp_avg, exp_avg_sq = adam_update(
-            theta, grad, exp_avg, exp_avg_sq, step_size.index_select(0, at)[0], bc2_sqrt.index_select(0, at)[0], weight_decay, betas, eps
+            theta,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            step_size.index_select(0, at)[0],
+            bc2_sqrt.index_select(0, at)[0],
+            weight_decay,
+            betas,
+            eps,
         )
         return i + 1, theta, exp_avg, exp_avg_sq, losses.index_copy(0, at, loss.unsqueeze(0))
 
@@ -161,7 +184,9 @@ class FastMLPTrainer:
             fn = _compiled(self.spec, self.cfg.weight_decay, self.betas, self.eps, torch.get_num_threads(), args[0].device.type)
             out = fn(*args)
         except Exception as e:  # the compiler failed: the same steps run eagerly
-            warn_once(f"torch.compile failed for the fast MLP path ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eagerly")
+            warn_once(
+                f"torch.compile failed for the fast MLP path ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eagerly"
+            )
             self.compile = False
             return None
         self.compile_seconds += time.perf_counter() - t0
@@ -188,11 +213,15 @@ class FastMLPTrainer:
         if bsz >= n_ex:  # one full batch: its mean loss does not depend on the order
             perms = torch.arange(n_ex, device=dev).expand(self.n, n_ex)
         else:
-            perms = torch.stack([torch.randperm(n_ex, generator=epoch_generator(s, self.epoch, dev), device=dev) for s in self.seeds])
+            perms = torch.stack(
+                [torch.randperm(n_ex, generator=epoch_generator(s, self.epoch, dev), device=dev) for s in self.seeds]
+            )
         xs, ys = x[perms], y.gather(1, perms)  # [N, n, in], [N, n]
         b = min(bsz, n_ex)
         full = n_ex // b * b
-        runs = [(xs[:, :full].reshape(self.n, -1, b, x.shape[1]).transpose(0, 1), ys[:, :full].reshape(self.n, -1, b).transpose(0, 1))]
+        runs = [
+            (xs[:, :full].reshape(self.n, -1, b, x.shape[1]).transpose(0, 1), ys[:, :full].reshape(self.n, -1, b).transpose(0, 1))
+        ]
         if full < n_ex:
             runs.append((xs[None, :, full:], ys[None, :, full:]))
         return [(u.contiguous(), v.contiguous()) for u, v in runs]
@@ -269,7 +298,9 @@ class FastMLPTrainer:
                 checkpoint.save(self.state_dict(), force=self.epoch == self.cfg.epochs)
                 last = self.history.get("loss", self.history["batch_loss"])[-1]
                 finite = last[torch.isfinite(last)]
-                checkpoint.progress(self.epoch, self.cfg.epochs, f"loss {finite.mean().item():.4g}" if len(finite) else "loss nan")
+                checkpoint.progress(
+                    self.epoch, self.cfg.epochs, f"loss {finite.mean().item():.4g}" if len(finite) else "loss nan"
+                )
         return self.history
 
     def _record(self, metrics: dict) -> None:
@@ -337,5 +368,3 @@ def _compiled(spec: MLPSpec, weight_decay: float, betas, eps: float, threads: in
         options = {"cpp.threads": threads, "cpp_wrapper": True, "realize_reads_threshold": 16} if device_type == "cpu" else {}
         _COMPILED[key] = torch.compile(loop, dynamic=False, fullgraph=True, options=options)
     return _COMPILED[key]
-
-

@@ -44,8 +44,6 @@ def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
-
-
 # The layout of Trainer.state_dict(); a checkpoint in another layout (an older dlscope's) is
 # dropped and the trial starts over. Raise it whenever the layout changes.
 CHECKPOINT_FORMAT = 2
@@ -185,11 +183,14 @@ class Trainer:
         try:
             return (
                 state["format"] == CHECKPOINT_FORMAT
-                and type(state["epoch"]) is int and 0 <= state["epoch"] <= self.cfg.epochs
+                and type(state["epoch"]) is int
+                and 0 <= state["epoch"] <= self.cfg.epochs
                 and all(shapes(state["ensemble"][k]) == shapes(mine["ensemble"][k]) for k in ("params", "buffers"))
                 and all(shapes(state["opt"][k]) == shapes(mine["opt"][k]) for k in ("exp_avg", "exp_avg_sq"))
-                and type(state["opt"]["t"]) is int and state["opt"]["lr"].shape == self.opt.lr.shape
-                and isinstance(state["history"], dict) and state["diverged"].shape == self.diverged.shape
+                and type(state["opt"]["t"]) is int
+                and state["opt"]["lr"].shape == self.opt.lr.shape
+                and isinstance(state["history"], dict)
+                and state["diverged"].shape == self.diverged.shape
             )
         except (KeyError, TypeError, AttributeError):
             return False
@@ -242,7 +243,9 @@ def cpu_conv_layout(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate_classifier(ens: Ensemble, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict[str, torch.Tensor]:
+def evaluate_classifier(
+    ens: Ensemble, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None
+) -> dict[str, torch.Tensor]:
     """Full-data cross-entropy (on the model's output, as in training) and accuracy, per member.
 
     y may be [n] (shared) or [N, n] (per member, e.g. random labels)."""
@@ -285,7 +288,9 @@ def train_reference(
 ) -> list[float]:
     """One model, torch.optim.Adam, torch StepLR: the ordinary PyTorch loop, with the same data
     order and augmentation as the Trainer for the same seed. Returns the mean batch loss per epoch."""
-    opt = torch.optim.Adam(model.parameters(), lr=float(cfg.lr if not isinstance(cfg.lr, list) else cfg.lr[0]), weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=float(cfg.lr if not isinstance(cfg.lr, list) else cfg.lr[0]), weight_decay=cfg.weight_decay
+    )
     sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step else None
     losses = []
     for epoch in range(cfg.epochs):

@@ -150,9 +150,16 @@ class ProcessExecutor:
                         todo.appendleft(index)  # again, from its checkpoint if it saved one
                     else:
                         job = jobs[index]
-                        on_outcome(job, Outcome(job.trial.key, error=(
-                            f"the worker process running trial {job.trial.key} died {deaths[index]} times "
-                            f"(last exit code {code}); not retried again\n")))
+                        on_outcome(
+                            job,
+                            Outcome(
+                                job.trial.key,
+                                error=(
+                                    f"the worker process running trial {job.trial.key} died {deaths[index]} times "
+                                    f"(last exit code {code}); not retried again\n"
+                                ),
+                            ),
+                        )
             ok = True
         finally:
             if not ok:  # interrupted, or on_outcome raised: stop the trials still running

@@ -43,8 +43,11 @@ def use_saved_token() -> None:
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     if "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN" not in os.environ and path.is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
-        print(f"dlscope: connecting to Ray with the token in {path} (RAY_AUTH_MODE=token; "
-              "set RAY_AUTH_MODE=disabled to connect without one)", file=sys.stderr)
+        print(
+            f"dlscope: connecting to Ray with the token in {path} (RAY_AUTH_MODE=token; "
+            "set RAY_AUTH_MODE=disabled to connect without one)",
+            file=sys.stderr,
+        )
 
 
 class RayExecutor:
@@ -83,8 +86,13 @@ class RayExecutor:
                 from ray._private import ray_constants
 
                 ray_constants.ENABLE_RAY_CLUSTER = False  # the same switch, if ray was imported before we set it
-                ray.init(address="local", num_cpus=self.workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-                         object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+                ray.init(
+                    address="local",
+                    num_cpus=self.workers,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                )
         if self._remote is None:
             self._remote = ray.remote(_run_task)
         return ray
@@ -95,8 +103,13 @@ class RayExecutor:
         gpus = 0.0
         if job.device.startswith("cuda"):
             gpus = res.gpus or 1.0  # a trial that names no fraction gets a whole GPU
-        return dict(num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries, retry_exceptions=False,
-                    name=f"{job.experiment}/{job.trial.key}")
+        return dict(
+            num_cpus=cpus,
+            num_gpus=gpus,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+            name=f"{job.experiment}/{job.trial.key}",
+        )
 
     def run(self, jobs: list[Job], on_outcome, on_progress=None) -> None:
         if not jobs:

@@ -23,11 +23,13 @@ REGISTRY = {
 # Where dlscope's definitions differ from the original's for the whole study (an experiment's own
 # differences are its module's DIFFERENCES): [(what, dlscope vs the original, why)]
 STUDY_NOTES = [
-    ("Train metrics",
-     "dlscope measures train loss and accuracy in a separate evaluation pass over the un-augmented "
-     "training set after each epoch, not as running averages over the epoch's augmented mini-batches.",
-     "A running average mixes the model's states over the epoch and the augmentation; the evaluation "
-     "pass measures one model on the data it is trained to fit."),
+    (
+        "Train metrics",
+        "dlscope measures train loss and accuracy in a separate evaluation pass over the un-augmented "
+        "training set after each epoch, not as running averages over the epoch's augmented mini-batches.",
+        "A running average mixes the model's states over the epoch and the augmentation; the evaluation "
+        "pass measures one model on the data it is trained to fit.",
+    ),
 ]
 
 

@@ -164,7 +164,9 @@ def check_common(cfg: dict) -> None:
         for x in vals:
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 continue
-            if (key.endswith(("epochs", "batch_size", "runs", "seeds", "steps")) or key in ("lr", "lrs", "batch_sizes")) and x <= 0:
+            if (
+                key.endswith(("epochs", "batch_size", "runs", "seeds", "steps")) or key in ("lr", "lrs", "batch_sizes")
+            ) and x <= 0:
                 raise ConfigError(f"{key}={v}: must be positive")
             if key.endswith(("_size", "_sizes")) and x < 0:
                 raise ConfigError(f"{key}={v}: must not be negative")
@@ -237,9 +239,14 @@ def save_fig(fig, path: Path) -> str:
 # distinct colours (func-fit's MLPs as before: blue, orange, green); the ordered family cnn-21 ...
 # cnn-31 runs along a sequential colour map, from small (dark) to large (yellow).
 _MODEL_COLORS = {
-    "mlp-deep": "tab:blue", "mlp-mid": "tab:orange", "mlp-shallow": "tab:green",
-    "cnn-1": "tab:red", "cnn-2": "tab:purple", "cnn-7": "tab:brown",
-    "mlp-minratio": "tab:pink", "mnist-mlp": "tab:gray",
+    "mlp-deep": "tab:blue",
+    "mlp-mid": "tab:orange",
+    "mlp-shallow": "tab:green",
+    "cnn-1": "tab:red",
+    "cnn-2": "tab:purple",
+    "cnn-7": "tab:brown",
+    "mlp-minratio": "tab:pink",
+    "mnist-mlp": "tab:gray",
 }
 
 

@@ -68,8 +68,13 @@ def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_si
             return {}  # evaluation passes cost about a third of training on a CPU: skip some
         tr = evaluate_classifier(t.ens, data.train.x, data.train.y)
         te = evaluate_classifier(t.ens, data.test.x, data.test.y)
-        return {"epoch": torch.full((t.ens.n,), t.epoch), "train_loss": tr["loss"], "train_acc": tr["acc"],
-                "test_loss": te["loss"], "test_acc": te["acc"]}
+        return {
+            "epoch": torch.full((t.ens.n,), t.epoch),
+            "train_loss": tr["loss"],
+            "train_acc": tr["acc"],
+            "test_loss": te["loss"],
+            "test_acc": te["acc"],
+        }
 
     trainer = Trainer(ens, cfg, seeds)
     ckpt = ctx.checkpoint if checkpoint is None else checkpoint
@@ -131,8 +136,12 @@ def per_model_table(rows: list[dict], models: list[str], keys=METRICS) -> list[d
         mine = [r for r in rows if r["model"] == m]
         if not mine:
             continue
-        row = {"model": m, **({"params": mine[0]["params"]} if "params" in mine[0] else {}),
-               "n": sum(not r["diverged"] for r in mine), "diverged": sum(r["diverged"] for r in mine)}
+        row = {
+            "model": m,
+            **({"params": mine[0]["params"]} if "params" in mine[0] else {}),
+            "n": sum(not r["diverged"] for r in mine),
+            "diverged": sum(r["diverged"] for r in mine),
+        }
         for k in keys:
             vals = [r[k] for r in mine if r[k] is not None]
             row[f"{k}_median"] = float(np.median(vals)) if vals else None

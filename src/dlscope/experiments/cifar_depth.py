@@ -14,24 +14,39 @@ import numpy as np
 
 from .. import findings as fd
 from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
-from .cifar import (BAND, COMMON, METRICS, diverged, history, median_band, median_over_seeds, per_model_table, seed_rows, train_cifar,
-                    validate_models_and_sizes)
+from .cifar import (
+    BAND,
+    COMMON,
+    METRICS,
+    diverged,
+    history,
+    median_band,
+    median_over_seeds,
+    per_model_table,
+    seed_rows,
+    train_cifar,
+    validate_models_and_sizes,
+)
 
 NAME = "cifar-depth"
 TITLE = "Deep vs shallow CNNs on CIFAR-10"
 
 # --- for the report and the progress display (see base.py)
-COST = 101  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-LOOK_FOR = ("whether the deeper CNNs (cnn-2, cnn-7) end ahead of the one-layer cnn-1 seed by seed, as the original "
-            "found (findings deeper-is-better, cnn-2-over-cnn-1, cnn-7-over-cnn-2: differences of test accuracy paired "
-            "by seed), and whether the curves have flattened by the last epoch, so that the ordering is that of "
-            "trained models. Compare accuracies rather than losses: cnn-1's Softmax output fed into cross-entropy "
-            "keeps its loss above about 1.46 whatever it learns (see the differences at the end). A lead is judged by the "
-            "Student-t interval of its mean over seeds: with the 3 seeds of the quick profile that shows only a mean lead "
-            "above about 2.5 standard deviations of the per-seed leads (1.24 with the 5 seeds at full), so a real but "
-            "noisy lead comes out inconclusive, and the note says what this run could have shown. Whether loss and "
-            "accuracy rank the models alike is judged by Page's test over seeds, which 3 seeds that all agree pass "
-            "(p = 0.005).")
+COST = (
+    101  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
+LOOK_FOR = (
+    "whether the deeper CNNs (cnn-2, cnn-7) end ahead of the one-layer cnn-1 seed by seed, as the original "
+    "found (findings deeper-is-better, cnn-2-over-cnn-1, cnn-7-over-cnn-2: differences of test accuracy paired "
+    "by seed), and whether the curves have flattened by the last epoch, so that the ordering is that of "
+    "trained models. Compare accuracies rather than losses: cnn-1's Softmax output fed into cross-entropy "
+    "keeps its loss above about 1.46 whatever it learns (see the differences at the end). A lead is judged by the "
+    "Student-t interval of its mean over seeds: with the 3 seeds of the quick profile that shows only a mean lead "
+    "above about 2.5 standard deviations of the per-seed leads (1.24 with the 5 seeds at full), so a real but "
+    "noisy lead comes out inconclusive, and the note says what this run could have shown. Whether loss and "
+    "accuracy rank the models alike is judged by Page's test over seeds, which 3 seeds that all agree pass "
+    "(p = 0.005)."
+)
 CAPTIONS = {
     "curves.png": "Train (dashed) and test (solid) loss and accuracy against epoch for each CNN: the median over "
     "seeds with the seeds' interquartile range as a band, n seeds in the legend; diamonds: the original's test "
@@ -46,21 +61,29 @@ REFERENCE = {  # the original study's numbers at epoch 100 (SPEC)
     "0.9532 / 73.57% for cnn-1 / cnn-2 / cnn-7)",
     "kind": None,  # per row: accuracy rows as accuracies, the others as losses
     "rows": {
-        "cnn-1 test loss": 1.8815, "cnn-1 test accuracy": 0.5873, "cnn-2 test loss": 0.8913,
-        "cnn-2 test accuracy": 0.6870, "cnn-7 test loss": 0.6874, "cnn-7 test accuracy": 0.7681,
+        "cnn-1 test loss": 1.8815,
+        "cnn-1 test accuracy": 0.5873,
+        "cnn-2 test loss": 0.8913,
+        "cnn-2 test accuracy": 0.6870,
+        "cnn-7 test loss": 0.6874,
+        "cnn-7 test accuracy": 0.7681,
     },
 }
 DIFFERENCES = [
-    ("cnn-1's Softmax fed into cross-entropy (experiments 2, 8, 9)",
-     "cnn-1 ends in Softmax, and cross-entropy applies log-softmax again on those probabilities. The "
-     "loss cannot fall below log(e + 9) − 1 ≈ 1.461 and its gradients are small, so cnn-1 learns slowly "
-     "and its losses are not comparable to the other models'.",
-     "Kept so results compare; it explains most of cnn-1's high loss in the original too."),
-    ("cnn-7's missing activation (experiment 2)",
-     "cnn-7 has no activation between Linear(4096, 100) and Linear(100, 10): together they compute one "
-     "linear map from 4096 to 10 values, so their 410k parameters express nothing that a single "
-     "Linear(4096, 10) (41k parameters) could not; they change only how training proceeds.",
-     "Kept so results compare."),
+    (
+        "cnn-1's Softmax fed into cross-entropy (experiments 2, 8, 9)",
+        "cnn-1 ends in Softmax, and cross-entropy applies log-softmax again on those probabilities. The "
+        "loss cannot fall below log(e + 9) − 1 ≈ 1.461 and its gradients are small, so cnn-1 learns slowly "
+        "and its losses are not comparable to the other models'.",
+        "Kept so results compare; it explains most of cnn-1's high loss in the original too.",
+    ),
+    (
+        "cnn-7's missing activation (experiment 2)",
+        "cnn-7 has no activation between Linear(4096, 100) and Linear(100, 10): together they compute one "
+        "linear map from 4096 to 10 values, so their 410k parameters express nothing that a single "
+        "Linear(4096, 10) (41k parameters) could not; they change only how training proceeds.",
+        "Kept so results compare.",
+    ),
 ]
 
 _FULL = {
@@ -76,7 +99,16 @@ PROFILES = {
     # 3 seeds at about the cost of one seed before: 5,000 images (was 8,000), evaluated every 2nd
     # epoch. SPEC's schedule in short: 10 epochs, lr 1e-3 then 1e-4 after epoch 5, so the curves
     # flatten as they do after SPEC's lr steps; every model gets the same images, epochs and seeds.
-    "quick": {**_FULL, "epochs": 10, "lr_step": 5, "lr": 1e-3, "train_size": 5000, "test_size": 2000, "eval_every": 2, "seeds": 3},
+    "quick": {
+        **_FULL,
+        "epochs": 10,
+        "lr_step": 5,
+        "lr": 1e-3,
+        "train_size": 5000,
+        "test_size": 2000,
+        "eval_every": 2,
+        "seeds": 3,
+    },
     "full": _FULL,
 }
 
@@ -102,7 +134,13 @@ def train_model(args: dict, ctx) -> dict:
     seeds = seeds_for(args, args["seeds"])
     trainer, _ = train_cifar(args, ctx, args["model"], seeds)
     # every metric [evaluations, N]: at initialisation and every eval_every epochs (epoch in "epoch")
-    return {"model": args["model"], "params": trainer.ens.n_params(), "seeds": seeds, **history(trainer), "diverged": diverged(trainer)}
+    return {
+        "model": args["model"],
+        "params": trainer.ens.n_params(),
+        "seeds": seeds,
+        **history(trainer),
+        "diverged": diverged(trainer),
+    }
 
 
 # --------------------------------------------------------------------------- claims
@@ -122,7 +160,9 @@ def _paired(rows: list[dict], better: str, worse: str) -> dict:
 
 def _ahead(diffs: list[float], n_seeds: int) -> str:
     lost = n_seeds - len(diffs)
-    return f"ahead in {sum(d > 0 for d in diffs)} of {len(diffs)} seeds" + (f" ({lost} seeds without a pair: diverged or missing)" if lost else "")
+    return f"ahead in {sum(d > 0 for d in diffs)} of {len(diffs)} seeds" + (
+        f" ({lost} seeds without a pair: diverged or missing)" if lost else ""
+    )
 
 
 def _why(verdict: str, n: int) -> str:
@@ -158,11 +198,19 @@ def claims(rows: list[dict]) -> list[dict]:
     d2, d7 = _paired(rows, "cnn-2", "cnn-1"), _paired(rows, "cnn-7", "cnn-1")
     both = [min(d2[s], d7[s]) for s in sorted(d2.keys() & d7.keys())]
     stat = fd.greater(both)
-    out.append(fd.Finding.from_stat(
-        stat, "deeper-is-better", "The deeper/larger CNNs (cnn-2, cnn-7) reach a higher test accuracy than the one-layer cnn-1.",
-        "original", "mean over seeds of min(acc(cnn-2), acc(cnn-7)) − acc(cnn-1), test accuracy in points, paired by seed",
-        "both deeper CNNs " + _ahead(both, n_seeds) + _why(stat.verdict, stat.n)
-        + (_still_learning(rows, ("cnn-1", "cnn-2", "cnn-7")) if stat.verdict == fd.INCONCLUSIVE else "")).as_dict())
+    out.append(
+        fd.Finding.from_stat(
+            stat,
+            "deeper-is-better",
+            "The deeper/larger CNNs (cnn-2, cnn-7) reach a higher test accuracy than the one-layer cnn-1.",
+            "original",
+            "mean over seeds of min(acc(cnn-2), acc(cnn-7)) − acc(cnn-1), test accuracy in points, paired by seed",
+            "both deeper CNNs "
+            + _ahead(both, n_seeds)
+            + _why(stat.verdict, stat.n)
+            + (_still_learning(rows, ("cnn-1", "cnn-2", "cnn-7")) if stat.verdict == fd.INCONCLUSIVE else ""),
+        ).as_dict()
+    )
 
     for better, worse, claim in (
         ("cnn-2", "cnn-1", "cnn-2 (five conv layers) reaches a higher test accuracy than cnn-1 (one)."),
@@ -170,11 +218,19 @@ def claims(rows: list[dict]) -> list[dict]:
     ):
         diffs = list(_paired(rows, better, worse).values())
         stat = fd.greater(diffs)
-        out.append(fd.Finding.from_stat(
-            stat, f"{better}-over-{worse}", claim, "original",
-            f"mean over seeds of acc({better}) − acc({worse}), test accuracy in points, paired by seed",
-            f"{better} " + _ahead(diffs, n_seeds) + _why(stat.verdict, stat.n)
-            + (_still_learning(rows, (better, worse)) if stat.verdict == fd.INCONCLUSIVE else "")).as_dict())
+        out.append(
+            fd.Finding.from_stat(
+                stat,
+                f"{better}-over-{worse}",
+                claim,
+                "original",
+                f"mean over seeds of acc({better}) − acc({worse}), test accuracy in points, paired by seed",
+                f"{better} "
+                + _ahead(diffs, n_seeds)
+                + _why(stat.verdict, stat.n)
+                + (_still_learning(rows, (better, worse)) if stat.verdict == fd.INCONCLUSIVE else ""),
+            ).as_dict()
+        )
 
     # the original's ordering as one claim: cnn-1 < cnn-2 < cnn-7 in test accuracy within each seed
     # (Page's L, seeds as blocks: an order kept in all of 3 seeds gives p = 1/216); seeds where a
@@ -184,16 +240,34 @@ def claims(rows: list[dict]) -> list[dict]:
     seeds = sorted({r["seed"] for r in rows})
     ranked = [[acc.get((m, s)) for m in order] for s in seeds]
     ranked = [ys for ys in ranked if all(isinstance(y, (int, float)) and math.isfinite(y) for y in ys)]
-    stat = fd.trend(range(len(order)), ranked, +1) if ranked else fd.Stat(
-        None, None, fd.INCONCLUSIVE, 0, test="page-L", sample={"x": [], "y": [], "sign": 1, "margin": 0.0},
-        reason="no seed with a test accuracy for all three models")
+    stat = (
+        fd.trend(range(len(order)), ranked, +1)
+        if ranked
+        else fd.Stat(
+            None,
+            None,
+            fd.INCONCLUSIVE,
+            0,
+            test="page-L",
+            sample={"x": [], "y": [], "sign": 1, "margin": 0.0},
+            reason="no seed with a test accuracy for all three models",
+        )
+    )
     kept = sum(ys[0] < ys[1] < ys[2] for ys in ranked)
-    out.append(fd.Finding.from_stat(
-        stat, "depth-ordering", "Test accuracy ranks the models cnn-1 < cnn-2 < cnn-7, seed by seed (the original's order).",
-        "original", "mean over seeds of Spearman's rho between the order cnn-1, cnn-2, cnn-7 and test accuracy; Page's L "
-        "(exact, seeds as blocks)",
-        f"the full order holds in {kept} of {len(ranked)} seeds" + (f"; {len(seeds) - len(ranked)} seed(s) left out "
-                                                                     "(a model diverged or missing)" if len(ranked) < len(seeds) else "")).as_dict())
+    out.append(
+        fd.Finding.from_stat(
+            stat,
+            "depth-ordering",
+            "Test accuracy ranks the models cnn-1 < cnn-2 < cnn-7, seed by seed (the original's order).",
+            "original",
+            "mean over seeds of Spearman's rho between the order cnn-1, cnn-2, cnn-7 and test accuracy; Page's L "
+            "(exact, seeds as blocks)",
+            f"the full order holds in {kept} of {len(ranked)} seeds"
+            + (
+                f"; {len(seeds) - len(ranked)} seed(s) left out (a model diverged or missing)" if len(ranked) < len(seeds) else ""
+            ),
+        ).as_dict()
+    )
 
     # lowest loss goes with highest accuracy: within each seed, the models ordered by falling test
     # loss (x = 0, 1, 2: highest loss first) should rise in test accuracy; Page's L over the seeds.
@@ -209,16 +283,27 @@ def claims(rows: list[dict]) -> list[dict]:
         per_seed.append([r["test_acc"] for r in mine])
         rhos.append(fd.spearman([-r["test_loss"] for r in mine], [r["test_acc"] for r in mine]))
     claim = "Across the models, the lower the test loss, the higher the test accuracy."
-    statistic = ("mean over seeds of Spearman's rho between −(test loss) and test accuracy across the models; Page's L "
-                 "(exact, seeds as blocks) of the accuracies with the models ordered by falling test loss in each seed")
+    statistic = (
+        "mean over seeds of Spearman's rho between −(test loss) and test accuracy across the models; Page's L "
+        "(exact, seeds as blocks) of the accuracies with the models ordered by falling test loss in each seed"
+    )
     if per_seed:
         stat = fd.trend(range(len(per_seed[0])), per_seed, +1)
     else:
-        stat = fd.Stat(None, None, fd.INCONCLUSIVE, 0, test="page-L", sample={"x": [], "y": [], "sign": 1, "margin": 0.0},
-                       reason="no seed with a test loss and accuracy for every model")
-    note = f"rho = 1 (same order) in {sum(r == 1 for r in rhos)} of {len(rhos)} seeds" + (
-        f"; {left} seed(s) left out (a model diverged or missing)" if left else "") + (
-        "; the seeds rank the models in opposite orders by loss and by accuracy" if stat.verdict == fd.NOT_SHOWN else "")
+        stat = fd.Stat(
+            None,
+            None,
+            fd.INCONCLUSIVE,
+            0,
+            test="page-L",
+            sample={"x": [], "y": [], "sign": 1, "margin": 0.0},
+            reason="no seed with a test loss and accuracy for every model",
+        )
+    note = (
+        f"rho = 1 (same order) in {sum(r == 1 for r in rhos)} of {len(rhos)} seeds"
+        + (f"; {left} seed(s) left out (a model diverged or missing)" if left else "")
+        + ("; the seeds rank the models in opposite orders by loss and by accuracy" if stat.verdict == fd.NOT_SHOWN else "")
+    )
     out.append(fd.Finding.from_stat(stat, "lowest-loss-highest-accuracy", claim, "original", statistic, note).as_dict())
     return out
 
@@ -271,9 +356,18 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         first = True
         for m, _ in done:
             if original(m):
-                ax.plot([REFERENCE_EPOCH if at_100 else 1.015], [scale * original(m)[idx]], "D", color=model_color(m), mec="k",
-                        ms=7, transform=tr, clip_on=False, zorder=5,
-                        label=f"original (full settings), test at epoch {REFERENCE_EPOCH}{where}" if first else None)
+                ax.plot(
+                    [REFERENCE_EPOCH if at_100 else 1.015],
+                    [scale * original(m)[idx]],
+                    "D",
+                    color=model_color(m),
+                    mec="k",
+                    ms=7,
+                    transform=tr,
+                    clip_on=False,
+                    zorder=5,
+                    label=f"original (full settings), test at epoch {REFERENCE_EPOCH}{where}" if first else None,
+                )
                 first = False
     band = f"lines: median over seeds, band: {BAND} over seeds"
     ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"Loss (dashed: train, solid: test)\n{band}")
@@ -282,8 +376,11 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the curves stay visible
-    fig.suptitle(f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training / {cfg['test_size']:,} test images, "
-                 f"{n_seeds} seeds per model", fontsize=10)
+    fig.suptitle(
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training / {cfg['test_size']:,} test images, "
+        f"{n_seeds} seeds per model",
+        fontsize=10,
+    )
     path = save_fig(fig, fig_dir / "curves.png")
 
     # the table of final values as a figure too, for the report: medians over seeds
@@ -300,9 +397,21 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     def num(v):
         return "—" if v is None else f"{v:.4f}"
 
-    cells = [[r["model"], f"{r['params']:,}", f"{r['n']}" + (f" (+{r['diverged']} diverged)" if r["diverged"] else ""),
-              num(r["train_loss_median"]), num(r["test_loss_median"]), pct(r["train_acc_median"]), pct(r["test_acc_median"])] for r in rows]
-    table = ax.table(cellText=cells, colLabels=["model", "params", "seeds", "train loss", "test loss", "train acc", "test acc"], loc="center")
+    cells = [
+        [
+            r["model"],
+            f"{r['params']:,}",
+            f"{r['n']}" + (f" (+{r['diverged']} diverged)" if r["diverged"] else ""),
+            num(r["train_loss_median"]),
+            num(r["test_loss_median"]),
+            pct(r["train_acc_median"]),
+            pct(r["test_acc_median"]),
+        ]
+        for r in rows
+    ]
+    table = ax.table(
+        cellText=cells, colLabels=["model", "params", "seeds", "train loss", "test loss", "train acc", "test acc"], loc="center"
+    )
     table.scale(1, 1.3)
     ax.set_title(f"Final values after {cfg['epochs']} epochs: median over seeds")
     return [path, save_fig(fig, fig_dir / "table.png")]

@@ -50,10 +50,12 @@ def describe(cfg: dict) -> str:
     """The measures and their budget in one line, for summary.json and the figures."""
     if cfg["curvature_samples"] == 0:
         return "not measured (curvature_samples 0)"
-    return (f"on {min(cfg['curvature_samples'], cfg['train_size'])} class-balanced training images (un-augmented), eval mode, the training "
-            f"loss: top Hessian eigenvalue by Lanczos (tol {cfg['curvature_tol']:g}, <= {cfg['curvature_max_steps']} "
-            f"steps); Hessian trace by Hutch++ ({cfg['trace_hvp']} Hessian-vector products, 95% interval); Keskar "
-            f"ε-sharpness (ε = {cfg['keskar_radius']:g}, best of {cfg['keskar_steps']} ascent steps: a lower bound)")
+    return (
+        f"on {min(cfg['curvature_samples'], cfg['train_size'])} class-balanced training images (un-augmented), eval mode, the training "
+        f"loss: top Hessian eigenvalue by Lanczos (tol {cfg['curvature_tol']:g}, <= {cfg['curvature_max_steps']} "
+        f"steps); Hessian trace by Hutch++ ({cfg['trace_hvp']} Hessian-vector products, 95% interval); Keskar "
+        f"ε-sharpness (ε = {cfg['keskar_radius']:g}, best of {cfg['keskar_steps']} ascent steps: a lower bound)"
+    )
 
 
 def subset(cfg: dict, train) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,21 +75,31 @@ def measure(ens, data: tuple[torch.Tensor, torch.Tensor], cfg: dict, skip: list[
     from ..engine import Ensemble
 
     n = ens.n
-    out: dict = {"top_eigenvalue": [None] * n, "trace": [None] * n, "trace_ci": [None] * n, "keskar": [None] * n,
-                 "lanczos_steps": None, "converged": [None] * n, "samples": len(data[0])}
+    out: dict = {
+        "top_eigenvalue": [None] * n,
+        "trace": [None] * n,
+        "trace_ci": [None] * n,
+        "keskar": [None] * n,
+        "lanczos_steps": None,
+        "converged": [None] * n,
+        "samples": len(data[0]),
+    }
     keep = [i for i in range(n) if not skip[i]]
     if not keep or cfg["curvature_samples"] == 0:
         return out
     idx = torch.tensor(keep, device=next(iter(ens.params.values())).device)
-    sub = Ensemble(ens.module, {k: v.detach()[idx] for k, v in ens.params.items()},
-                   {k: v[idx] for k, v in ens.buffers.items()}, ens.mode)
+    sub = Ensemble(
+        ens.module, {k: v.detach()[idx] for k, v in ens.params.items()}, {k: v[idx] for k, v in ens.buffers.items()}, ens.mode
+    )
     seed = cfg.get("seed", 0)
     try:
-        eig = analysis.top_eigenvalues(sub, data, loss="ce", k=1, tol=cfg["curvature_tol"],
-                                       max_steps=cfg["curvature_max_steps"], seed=seed)
+        eig = analysis.top_eigenvalues(
+            sub, data, loss="ce", k=1, tol=cfg["curvature_tol"], max_steps=cfg["curvature_max_steps"], seed=seed
+        )
         tr = analysis.trace(sub, data, loss="ce", n_hvp=cfg["trace_hvp"], seed=seed)
-        sharp = analysis.sharpness(sub, data, loss="ce", kind="keskar", radius=cfg["keskar_radius"],
-                                   steps=cfg["keskar_steps"], seed=seed)
+        sharp = analysis.sharpness(
+            sub, data, loss="ce", kind="keskar", radius=cfg["keskar_radius"], steps=cfg["keskar_steps"], seed=seed
+        )
     except Exception as e:  # noqa: BLE001 (a failed measure must not cost the models trained before it)
         out["error"] = f"{type(e).__name__}: {e}"
         return out
@@ -125,13 +137,19 @@ def kept_weights(model: str, ens, labels: list[str], members: list[int] | None =
     """The final weights of the members of `ens` (all, or those listed), on the CPU, as a trial
     result keeps them: {"model", "labels", "params": {name: [n, ...]}, "buffers": {...}}."""
     idx = list(range(ens.n)) if members is None else list(members)
-    return {"model": model, "labels": list(labels),
-            "params": {k: v.detach()[idx].cpu().clone() for k, v in ens.params.items()},
-            "buffers": {k: v.detach()[idx].cpu().clone() for k, v in ens.buffers.items()}}
+    return {
+        "model": model,
+        "labels": list(labels),
+        "params": {k: v.detach()[idx].cpu().clone() for k, v in ens.params.items()},
+        "buffers": {k: v.detach()[idx].cpu().clone() for k, v in ens.buffers.items()},
+    }
 
 
 def join_weights(parts: list[dict]) -> dict:
     """Several kept_weights of one model stacked into one."""
-    return {"model": parts[0]["model"], "labels": [lab for p in parts for lab in p["labels"]],
-            "params": {k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]},
-            "buffers": {k: torch.cat([p["buffers"][k] for p in parts]) for k in parts[0]["buffers"]}}
+    return {
+        "model": parts[0]["model"],
+        "labels": [lab for p in parts for lab in p["labels"]],
+        "params": {k: torch.cat([p["params"][k] for p in parts]) for k in parts[0]["params"]},
+        "buffers": {k: torch.cat([p["buffers"][k] for p in parts]) for k in parts[0]["buffers"]},
+    }

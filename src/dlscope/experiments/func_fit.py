@@ -30,7 +30,9 @@ TITLE = "Deep vs shallow networks on simulated functions"
 
 # --- for the report and the progress display (see base.py)
 PART = "Deep vs shallow"
-COST = 458  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+COST = (
+    458  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
 LOOK_FOR = (
     "The original claims that all three models reach a minimum on f1, faster than on f2, and that on f2 the shallow "
     "model stalls well above the two deeper ones; the findings above give this run's verdict on each, from every "
@@ -61,7 +63,7 @@ CAPTIONS = {
 }
 REFERENCE = {
     "what": "final full-data MSE per function and model (dlscope: the median over seeds, numpy's; the stalled "
-            "seeds are counted in the table above)",
+    "seeds are counted in the table above)",
     "original": "f1 after 5,000 epochs; f2 after 20,000 epochs (the f2 values are 'about')",
     "kind": "loss",
     "rows": {
@@ -74,10 +76,12 @@ REFERENCE = {
     },
 }
 DIFFERENCES = [
-    ("The MLPs' 1→1 input layer (experiments 1, 4)",
-     "mlp-deep, mlp-mid and mlp-shallow start with Linear(1, 1) followed by leaky ReLU: every input "
-     "passes through one scalar affine map and a kink before the real network sees it.",
-     "Kept on purpose, so that parameter counts (573/574/573) and results compare with the original."),
+    (
+        "The MLPs' 1→1 input layer (experiments 1, 4)",
+        "mlp-deep, mlp-mid and mlp-shallow start with Linear(1, 1) followed by leaky ReLU: every input "
+        "passes through one scalar affine map and a kink before the real network sees it.",
+        "Kept on purpose, so that parameter counts (573/574/573) and results compare with the original.",
+    ),
 ]
 
 _FULL = {
@@ -89,13 +93,22 @@ _FULL = {
     "lr": 4e-4,
     "weight_decay": 1e-4,
     "seeds": 10,  # trainings per (model, function): one seed cannot say whether a model stalls; 10 give the
-                  # paired t-test 80% power at 1 SD and let 9 of 10 show a majority (Clopper-Pearson)
+    # paired t-test 80% power at 1 SD and let 9 of 10 show a majority (Clopper-Pearson)
     "converge_min_epoch": 1000,
     "converge_every": 100,
     "converge_tol": 1e-6,
 }
 PROFILES = {
-    "smoke": {**_FULL, "seeds": 1, "points": 60, "epochs": 12, "batch_size": 4, "converge_min_epoch": 4, "converge_every": 2, "converge_tol": 1e-3},
+    "smoke": {
+        **_FULL,
+        "seeds": 1,
+        "points": 60,
+        "epochs": 12,
+        "batch_size": 4,
+        "converge_min_epoch": 4,
+        "converge_every": 2,
+        "converge_tol": 1e-3,
+    },
     # SPEC's settings for 5,000 epochs (the epoch of SPEC's f1 reference numbers), 8 seeds (full: 10):
     # one seed decides whether a deep MLP escapes the constant-prediction plateau (0.087 on f1), and
     # from 6 seeds the exact sign-flip test can back a paired verdict
@@ -208,7 +221,10 @@ def side_by_side(args: dict) -> bool:
     executor): the fast MLP path steps on one core, and a run long enough to be compiled (as in
     quick and full) is worth a worker process of its own; a short one finishes before a worker
     would have started."""
-    return fast_mlp.supports(args["model"]) and args["epochs"] * -(-args["points"] // args["batch_size"]) >= fast_mlp.COMPILE_MIN_STEPS
+    return (
+        fast_mlp.supports(args["model"])
+        and args["epochs"] * -(-args["points"] // args["batch_size"]) >= fast_mlp.COMPILE_MIN_STEPS
+    )
 
 
 def members(cfg: dict) -> list[dict]:
@@ -267,7 +283,9 @@ def summarize(cfg: dict, results: dict) -> dict:
                     "stalled": is_stalled(final, const[f]),
                     "fit": is_fit(final, const[f]),
                     "epoch_90": descent_epoch(curve),
-                    "converged_epoch": converged_epoch(curve, cfg["converge_min_epoch"], cfg["converge_every"], cfg["converge_tol"]),
+                    "converged_epoch": converged_epoch(
+                        curve, cfg["converge_min_epoch"], cfg["converge_every"], cfg["converge_tol"]
+                    ),
                     "diverged": bool(r["diverged"][i]) or not math.isfinite(final),
                 }
             )
@@ -279,15 +297,20 @@ def summarize(cfg: dict, results: dict) -> dict:
             if not mine:
                 continue
             loss, e90 = median_iqr(r["final_loss"] for r in mine), median_iqr(r["epoch_90"] for r in mine)
-            by_model.append({
-                "function": f, "model": m, "seeds": len(mine),
-                "stalled": f"{sum(r['stalled'] for r in mine)} of {len(mine)}",
-                "fit": f"{sum(r['fit'] for r in mine)} of {len(mine)}",
-                "diverged": sum(r["diverged"] for r in mine),
-                "median_final_loss": loss and loss[0], "final_loss_iqr": loss and [loss[1], loss[2]],
-                "median_epoch_90": e90 and e90[0],
-                "constant_mse": const[f],
-            })
+            by_model.append(
+                {
+                    "function": f,
+                    "model": m,
+                    "seeds": len(mine),
+                    "stalled": f"{sum(r['stalled'] for r in mine)} of {len(mine)}",
+                    "fit": f"{sum(r['fit'] for r in mine)} of {len(mine)}",
+                    "diverged": sum(r["diverged"] for r in mine),
+                    "median_final_loss": loss and loss[0],
+                    "final_loss_iqr": loss and [loss[1], loss[2]],
+                    "median_epoch_90": e90 and e90[0],
+                    "constant_mse": const[f],
+                }
+            )
     return {
         "results": rows,
         "by_model": by_model,
@@ -297,9 +320,9 @@ def summarize(cfg: dict, results: dict) -> dict:
             "stalled": f"final MSE within {STALL_TOL:.0%} of constant_mse (the constant-prediction plateau)",
             "fit": f"final MSE <= {FIT_FRACTION:g} x constant_mse",
             "epoch_90": "first epoch at which the full-data MSE has made 90% of its log-scale descent from initialisation "
-                        "to its end level (the lowest MSE over the last 10% of epochs)",
+            "to its end level (the lowest MSE over the last 10% of epochs)",
             "converged_epoch": f"SPEC's rule: first epoch e >= {cfg['converge_min_epoch']}, a multiple of {cfg['converge_every']}, "
-                               f"with loss(e - {cfg['converge_every']}) - loss(e) < {cfg['converge_tol']:g}",
+            f"with loss(e - {cfg['converge_every']}) - loss(e) < {cfg['converge_tol']:g}",
             "median": "numpy's median over seeds (the mean of the two middle values for an even n); band/IQR: 25th-75th percentile",
         },
     }
@@ -319,8 +342,10 @@ def claim_f1_all_fit(rows: list[dict], model_names: list[str]) -> fnd.Finding:
     (findings.all_of: shown if every model's interval lies above 1/2, not shown if any model's lies
     below). With 8 seeds only 8 of 8 shows a majority (7 of 8: [0.47, 1.00]), with 10 seeds 9 of 10."""
     claim = "All three models reach a minimum on f1 (each fits f1 in most trainings)"
-    stat = ("share of f1 trainings that fit (final MSE <= 0.1 x constant-prediction MSE), per model, with its 95% "
-            "Clopper-Pearson interval; value, interval and n: the model closest to failing (all-of: every model must fit)")
+    stat = (
+        "share of f1 trainings that fit (final MSE <= 0.1 x constant-prediction MSE), per model, with its 95% "
+        "Clopper-Pearson interval; value, interval and n: the model closest to failing (all-of: every model must fit)"
+    )
     parts, labels, counts = [], [], []
     for m in model_names:
         mine = _of(rows, "f1", m)
@@ -335,14 +360,22 @@ def claim_f1_all_fit(rows: list[dict], model_names: list[str]) -> fnd.Finding:
         return fnd.Finding.from_stat(s, "f1-all-fit", claim, "original", stat)
     s = fnd.all_of(parts, labels)
     missing = [m for m in model_names if not _of(rows, "f1", m)]
-    why = {fnd.SHOWN: "every model fits in most seeds",
-           fnd.NOT_SHOWN: "a model fits in fewer than half its seeds",
-           fnd.INCONCLUSIVE: "the seeds cannot say whether every model fits in most of them"}[s.verdict]
+    why = {
+        fnd.SHOWN: "every model fits in most seeds",
+        fnd.NOT_SHOWN: "a model fits in fewer than half its seeds",
+        fnd.INCONCLUSIVE: "the seeds cannot say whether every model fits in most of them",
+    }[s.verdict]
     if missing:
         why += f" ({', '.join(missing)} did not run)"
     const = _of(rows, "f1", next(m for m in model_names if _of(rows, "f1", m)))[0]["constant_mse"]
-    return fnd.Finding.from_stat(s, "f1-all-fit", claim, "original", stat,
-                                 f"{why}: {'; '.join(counts)} (stalled: final MSE within {STALL_TOL:.0%} of {const:.4g})")
+    return fnd.Finding.from_stat(
+        s,
+        "f1-all-fit",
+        claim,
+        "original",
+        stat,
+        f"{why}: {'; '.join(counts)} (stalled: final MSE within {STALL_TOL:.0%} of {const:.4g})",
+    )
 
 
 F2_MARGIN = math.log10(2)  # "well above": at least twice the MSE
@@ -356,13 +389,22 @@ def claim_f2_shallow_worst(rows: list[dict], model_names: list[str]) -> fnd.Find
     share of seeds in which mlp-shallow ends at least 2x above, against 1/2, with its exact
     (Clopper-Pearson) interval (findings.greater(share=True)). With 8 seeds only 8 of 8 shows it."""
     claim = "On f2 the shallow model stalls well above the deeper ones (final MSE at least 2x theirs)"
-    stat = ("share of seeds in which log10(final MSE of mlp-shallow / larger final MSE of the deeper models, same seed) "
-            "> log10(2); 95% Clopper-Pearson interval, shown if it lies above 1/2")
+    stat = (
+        "share of seeds in which log10(final MSE of mlp-shallow / larger final MSE of the deeper models, same seed) "
+        "> log10(2); 95% Clopper-Pearson interval, shown if it lies above 1/2"
+    )
     shallow = "mlp-shallow"
     deeper = [m for m in model_names if m != shallow and _of(rows, "f2", m)]
     if not _of(rows, "f2", shallow) or not deeper:
-        s = fnd.Stat(None, None, fnd.INCONCLUSIVE, 0, test="share-clopper-pearson",
-                     sample={"diffs": [], "margin": F2_MARGIN}, reason="needs f2 trainings of mlp-shallow and of a deeper model")
+        s = fnd.Stat(
+            None,
+            None,
+            fnd.INCONCLUSIVE,
+            0,
+            test="share-clopper-pearson",
+            sample={"diffs": [], "margin": F2_MARGIN},
+            reason="needs f2 trainings of mlp-shallow and of a deeper model",
+        )
         return fnd.Finding.from_stat(s, "f2-shallow-worst", claim, "original", stat)
     final = {(r["model"], r["seed"]): r["final_loss"] for r in rows if r["function"] == "f2"}
     diffs = []
@@ -373,15 +415,29 @@ def claim_f2_shallow_worst(rows: list[dict], model_names: list[str]) -> fnd.Find
             diffs.append(math.log10(r["final_loss"] / max(others)))
     s = fnd.greater(diffs, F2_MARGIN, share=True)
     wins = sum(d > F2_MARGIN for d in diffs)
-    meds = "; ".join(f"{m} median {median_iqr(r['final_loss'] for r in _of(rows, 'f2', m))[0]:.3g}"
-                     for m in [*deeper, shallow] if median_iqr(r["final_loss"] for r in _of(rows, "f2", m)))
-    stalled = "; ".join(f"{m} stalled in {sum(r['stalled'] for r in _of(rows, 'f2', m) if 'stalled' in r)}"
-                        for m in [*deeper, shallow] if any("stalled" in r for r in _of(rows, "f2", m)))
-    why = {fnd.SHOWN: "mlp-shallow ends at least 2x above in most seeds", fnd.NOT_SHOWN: "mlp-shallow ends below 2x the deeper "
-           "models in most seeds", fnd.INCONCLUSIVE: "the seeds cannot decide"}[s.verdict]
-    return fnd.Finding.from_stat(s, "f2-shallow-worst", claim, "original", stat,
-                                 f"{why}: at least 2x above in {wins} of {len(diffs)} seeds; final MSE {meds}"
-                                 + (f"; {stalled}" if stalled else ""))
+    meds = "; ".join(
+        f"{m} median {median_iqr(r['final_loss'] for r in _of(rows, 'f2', m))[0]:.3g}"
+        for m in [*deeper, shallow]
+        if median_iqr(r["final_loss"] for r in _of(rows, "f2", m))
+    )
+    stalled = "; ".join(
+        f"{m} stalled in {sum(r['stalled'] for r in _of(rows, 'f2', m) if 'stalled' in r)}"
+        for m in [*deeper, shallow]
+        if any("stalled" in r for r in _of(rows, "f2", m))
+    )
+    why = {
+        fnd.SHOWN: "mlp-shallow ends at least 2x above in most seeds",
+        fnd.NOT_SHOWN: "mlp-shallow ends below 2x the deeper models in most seeds",
+        fnd.INCONCLUSIVE: "the seeds cannot decide",
+    }[s.verdict]
+    return fnd.Finding.from_stat(
+        s,
+        "f2-shallow-worst",
+        claim,
+        "original",
+        stat,
+        f"{why}: at least 2x above in {wins} of {len(diffs)} seeds; final MSE {meds}" + (f"; {stalled}" if stalled else ""),
+    )
 
 
 def claim_f1_faster(rows: list[dict], model_names: list[str]) -> fnd.Finding:
@@ -391,8 +447,10 @@ def claim_f1_faster(rows: list[dict], model_names: list[str]) -> fnd.Finding:
     (findings.greater: Student-t interval above 0, and from 6 seeds the exact sign-flip test too);
     the claim holds only if it holds for every model (findings.all_of)."""
     claim = "All models reach a minimum faster on f1 than on f2"
-    stat = ("per model, mean over seeds of (epoch_90 on f2 - epoch_90 on f1) / epochs, paired by seed; value, interval "
-            "and n: the model closest to failing (all-of: every model must be faster on f1)")
+    stat = (
+        "per model, mean over seeds of (epoch_90 on f2 - epoch_90 on f1) / epochs, paired by seed; value, interval "
+        "and n: the model closest to failing (all-of: every model must be faster on f1)"
+    )
     parts, per_model, left_out = [], [], 0
     for m in model_names:
         f2 = {r["seed"]: r for r in _of(rows, "f2", m)}
@@ -406,11 +464,16 @@ def claim_f1_faster(rows: list[dict], model_names: list[str]) -> fnd.Finding:
                 continue
             diffs.append((r2["epoch_90"] - r1["epoch_90"]) / max(r1["epochs"], 1))
         parts.append(fnd.greater(diffs))
-        per_model.append(f"{m} {np.mean(diffs):+.3g} (faster on f1 in {sum(d > 0 for d in diffs)} of {len(diffs)})"
-                         if diffs else f"{m}: no pair")
+        per_model.append(
+            f"{m} {np.mean(diffs):+.3g} (faster on f1 in {sum(d > 0 for d in diffs)} of {len(diffs)})"
+            if diffs
+            else f"{m}: no pair"
+        )
     s = fnd.all_of(parts, list(model_names))
-    note = (f"epoch_90: 90% of the log-scale descent done; per model the mean and the seeds faster on f1: "
-            f"{'; '.join(per_model)}; {left_out} (model, seed) pairs left out as stalled")
+    note = (
+        f"epoch_90: 90% of the log-scale descent done; per model the mean and the seeds faster on f1: "
+        f"{'; '.join(per_model)}; {left_out} (model, seed) pairs left out as stalled"
+    )
     return fnd.Finding.from_stat(s, "f1-faster-than-f2", claim, "original", stat, note)
 
 
@@ -423,7 +486,9 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
     for m, r in results.items():
         for i, mem in enumerate(r["members"]):
             for e, v in enumerate(r["loss"][:, i].tolist()):
-                rows.append({"model": m, "function": mem["function"], "seed": mem["seed"], "epoch": e, "metric": "mse", "value": v})
+                rows.append(
+                    {"model": m, "function": mem["function"], "seed": mem["seed"], "epoch": e, "metric": "mse", "value": v}
+                )
     return rows
 
 
@@ -431,8 +496,12 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
 
 # SPEC's numbers of the original study, as (epoch, final MSE): markers on the loss figure
 ORIGINAL_FINAL = {
-    ("f1", "mlp-deep"): (5000, 0.0029), ("f1", "mlp-mid"): (5000, 0.0014), ("f1", "mlp-shallow"): (5000, 0.0007),
-    ("f2", "mlp-deep"): (20000, 0.05), ("f2", "mlp-mid"): (20000, 0.05), ("f2", "mlp-shallow"): (20000, 0.35),
+    ("f1", "mlp-deep"): (5000, 0.0029),
+    ("f1", "mlp-mid"): (5000, 0.0014),
+    ("f1", "mlp-shallow"): (5000, 0.0007),
+    ("f2", "mlp-deep"): (20000, 0.05),
+    ("f2", "mlp-mid"): (20000, 0.05),
+    ("f2", "mlp-shallow"): (20000, 0.35),
 }
 
 
@@ -469,8 +538,11 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         for m, r in finished_models(cfg, results):
             curves, diverged = _seed_curves(r, f)
             color = model_color(m)
-            stalled = ", ".join(f"{sum(row['stalled'] for row in rows if row['model'] == m and row['function'] == g)} of "
-                                f"{sum(1 for row in rows if row['model'] == m and row['function'] == g)} on {g}" for g in funcs)
+            stalled = ", ".join(
+                f"{sum(row['stalled'] for row in rows if row['model'] == m and row['function'] == g)} of "
+                f"{sum(1 for row in rows if row['model'] == m and row['function'] == g)} on {g}"
+                for g in funcs
+            )
             label = f"{m} ({r['params']} params): median of n={curves.shape[1]}, IQR band; stalled {stalled}"
             label += f"; {diverged} diverged on {f}" if diverged else ""
             if curves.shape[1]:
@@ -488,7 +560,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         c = constant_mse(f, cfg["points"])
         ax.axhline(c, color="k", ls="--", lw=0.8, label=f"constant prediction (MSE {c:.3g})")
         ax.plot([], [], marker="*", ms=9, color="w", mec="k", ls="none", label="the original's final MSE (SPEC)")
-        ax.set(yscale="log" if drawn else "linear", xlabel="epoch", ylabel="full-data MSE (log scale)", title=f"Training loss on {f}")
+        ax.set(
+            yscale="log" if drawn else "linear", xlabel="epoch", ylabel="full-data MSE (log scale)", title=f"Training loss on {f}"
+        )
         if not drawn:
             ax.text(0.5, 0.5, "every training diverged", transform=ax.transAxes, ha="center")
         ax.grid(alpha=0.3, which="both")
@@ -501,12 +575,22 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     for j, f in enumerate(funcs):
         for k, m in enumerate(names):
             vals = [row["epoch_90"] for row in rows if row["function"] == f and row["model"] == m and row["epoch_90"] is not None]
-            stalled = [row["stalled"] for row in rows if row["function"] == f and row["model"] == m and row["epoch_90"] is not None]
+            stalled = [
+                row["stalled"] for row in rows if row["function"] == f and row["model"] == m and row["epoch_90"] is not None
+            ]
             pos = k + (j - (len(funcs) - 1) / 2) * 0.3
             jitter = np.linspace(-0.06, 0.06, len(vals)) if len(vals) > 1 else np.zeros(len(vals))
             for x_, v, st in zip(pos + jitter, vals, stalled):
-                ax.plot(x_, v, marker="o" if j == 0 else "s", ms=4, ls="none", color=model_color(m),
-                        mfc="none" if st else model_color(m), alpha=0.8)
+                ax.plot(
+                    x_,
+                    v,
+                    marker="o" if j == 0 else "s",
+                    ms=4,
+                    ls="none",
+                    color=model_color(m),
+                    mfc="none" if st else model_color(m),
+                    alpha=0.8,
+                )
             mi = median_iqr(vals)
             if mi:
                 ax.plot([pos - 0.12, pos + 0.12], [mi[0]] * 2, color="k", lw=2)
@@ -514,7 +598,10 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.plot([], [], marker="o" if j == 0 else "s", ls="none", color="gray", label=f"{f}: one seed")
     ax.plot([], [], marker="o", mfc="none", ls="none", color="gray", label="a stalled seed (hollow)")
     ax.plot([], [], color="k", lw=2, label="median over seeds")
-    ax.set_xticks(range(len(names)), [f"{m}\nn={sum(1 for r in rows if r['model'] == m and r['function'] == funcs[0])} per function" for m in names])
+    ax.set_xticks(
+        range(len(names)),
+        [f"{m}\nn={sum(1 for r in rows if r['model'] == m and r['function'] == funcs[0])} per function" for m in names],
+    )
     ax.set(ylabel="epoch_90 (epochs)", title="Epoch at which 90% of the log-scale loss descent is done")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
@@ -530,7 +617,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ax.plot(xs, r["pred"][i], color=model_color(m), lw=1.2, label=f"{m} (seed at the median final MSE of n={len(idx)})")
         ax.set(xlabel="x", ylabel="prediction", title=f"Predictions on {f} after {cfg['epochs']} epochs")
         ax.set_xticks([-1, -0.5, 0, 0.5, 1])
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)  # below: inside it hides data
+    fig.legend(
+        *axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8
+    )  # below: inside it hides data
     paths.append(save_fig(fig, fig_dir / "predictions.png"))
     return paths
 
@@ -541,7 +630,10 @@ def ours(summary: dict) -> dict:
     rows = [r for r in summary.get("results") or [] if isinstance(r, dict)]
     out = {}
     for f, m in sorted({(r.get("function"), r.get("model")) for r in rows}):
-        mi = median_iqr(r.get("final_loss") for r in rows if (r.get("function"), r.get("model")) == (f, m)
-                        and isinstance(r.get("final_loss"), (int, float)))
+        mi = median_iqr(
+            r.get("final_loss")
+            for r in rows
+            if (r.get("function"), r.get("model")) == (f, m) and isinstance(r.get("final_loss"), (int, float))
+        )
         out[f"{f} · {m}"] = mi and mi[0]
     return out

@@ -35,7 +35,9 @@ NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
 
 # --- for the report and the progress display (see base.py)
-COST = 103  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+COST = (
+    103  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
 LOOK_FOR = (
     "The original claims that the gradient norm's fluctuations shrink once the model reaches a minimum (its "
     "Fig 13). The findings above judge it seed by seed, for the MLP (grad-norm-falls) and for the CNNs "
@@ -67,8 +69,8 @@ _FULL = {
     "seeds": 5,  # trainings per CIFAR model (one ensemble); quick: 3
     # the 1-D MLPs: func-fit's settings
     "mlp_seeds": 20,  # one ensemble on the fast path, shaped as func-fit's (2 functions x 10 seeds; quick: 2 x 8 = 16):
-                      # in one process the two share the compiled loop; some seeds stay on the plateau for 1000s of
-                      # epochs, and they are left out of the claims, so well over the 10 a paired verdict wants
+    # in one process the two share the compiled loop; some seeds stay on the plateau for 1000s of
+    # epochs, and they are left out of the claims, so well over the 10 a paired verdict wants
     "function": "f1",
     "points": 300,
     "mlp_epochs": 20000,
@@ -82,13 +84,33 @@ _FULL = {
     "grad_batch_size": 500,  # chunks of the full-batch gradient pass (memory only)
 }
 PROFILES = {
-    "smoke": {**_FULL, "seeds": 1, "mlp_seeds": 3, "points": 60, "mlp_epochs": 6, "mlp_batch_size": 10, "epochs": 2, "lr_step": 1,
-              "train_size": 200, "test_size": 100},
+    "smoke": {
+        **_FULL,
+        "seeds": 1,
+        "mlp_seeds": 3,
+        "points": 60,
+        "mlp_epochs": 6,
+        "mlp_batch_size": 10,
+        "epochs": 2,
+        "lr_step": 1,
+        "train_size": 200,
+        "test_size": 100,
+    },
     # the MLP at the original's lr and batch size (affordable on the fast path); at lr 4e-4 most
     # seeds leave the plateau by epoch ~650 and settle by ~800, so 1,200 epochs leave a settled end
     # window; the CNNs on 1,000 images so that 3 seeds cost what one did on 3,000 (full: 5 seeds, as
     # the other CIFAR experiments)
-    "quick": {**_FULL, "seeds": 3, "mlp_seeds": 16, "mlp_epochs": 1200, "epochs": 8, "lr": 1e-3, "lr_step": 6, "train_size": 1000, "test_size": 500},
+    "quick": {
+        **_FULL,
+        "seeds": 3,
+        "mlp_seeds": 16,
+        "mlp_epochs": 1200,
+        "epochs": 8,
+        "lr": 1e-3,
+        "lr_step": 6,
+        "train_size": 1000,
+        "test_size": 500,
+    },
     "full": _FULL,
 }
 
@@ -126,8 +148,16 @@ def train_model(args: dict, ctx) -> dict:
     else:
         data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
         x, y = data.train.x, data.train.y
-        cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], args["lr_step"],
-                          args["lr_gamma"], args["augment"], amp=args["amp"])
+        cfg = TrainConfig(
+            args["epochs"],
+            args["batch_size"],
+            args["lr"],
+            args["weight_decay"],
+            args["lr_step"],
+            args["lr_gamma"],
+            args["augment"],
+            amp=args["amp"],
+        )
 
         def evaluate(t: Trainer) -> dict:
             out = ensemble_gradient(t.ens, x, y, loss="ce", batch_size=args["grad_batch_size"])
@@ -218,9 +248,16 @@ def windows(loss, grad_norm) -> dict | None:
 
     fd, rd, md = stats(d)
     fe, re_, me = stats(E - W)
-    return {"drop_epoch": d, "window": W, "fluctuation_at_drop": fd, "fluctuation_at_end": fe,
-            "relative_fluctuation_at_drop": rd, "relative_fluctuation_at_end": re_,
-            "median_grad_norm_at_drop": md, "median_grad_norm_at_end": me}
+    return {
+        "drop_epoch": d,
+        "window": W,
+        "fluctuation_at_drop": fd,
+        "fluctuation_at_end": fe,
+        "relative_fluctuation_at_drop": rd,
+        "relative_fluctuation_at_end": re_,
+        "median_grad_norm_at_drop": md,
+        "median_grad_norm_at_end": me,
+    }
 
 
 def summarize(cfg: dict, results: dict) -> dict:
@@ -229,9 +266,18 @@ def summarize(cfg: dict, results: dict) -> dict:
         epochs = r["loss"].shape[0] - 1
         for i, seed in enumerate(r["seeds"]):
             loss, g = r["loss"][:, i].tolist(), r["grad_norm"][:, i].tolist()
-            row = {"model": m, "seed": seed, "params": r["params"], "task": r["task"], "epochs": epochs,
-                   "steps": epochs * r.get("steps_per_epoch", 0), "final_loss": loss[-1], "final_grad_norm": g[-1],
-                   "initial_grad_norm": g[0], "max_grad_norm": max(g) if all(map(math.isfinite, g)) else None}
+            row = {
+                "model": m,
+                "seed": seed,
+                "params": r["params"],
+                "task": r["task"],
+                "epochs": epochs,
+                "steps": epochs * r.get("steps_per_epoch", 0),
+                "final_loss": loss[-1],
+                "final_grad_norm": g[-1],
+                "initial_grad_norm": g[0],
+                "max_grad_norm": max(g) if all(map(math.isfinite, g)) else None,
+            }
             if "test_acc" in r:
                 row["final_test_acc"] = r["test_acc"][-1, i].item()
             w = windows(loss, g)
@@ -244,13 +290,13 @@ def summarize(cfg: dict, results: dict) -> dict:
         "results": rows,
         "findings": [c.as_dict() for c in claims(rows)],
         "grad_norm_definition": "L2 norm over all parameters of the gradient of the full-batch mean loss (no weight-decay term), "
-                                "measured at initialisation and after every epoch in a separate pass over the un-augmented "
-                                "training set (for CIFAR: the run's training subset, not a mean over mini-batches)",
+        "measured at initialisation and after every epoch in a separate pass over the un-augmented "
+        "training set (for CIFAR: the run's training subset, not a mean over mini-batches)",
         "loss_definition": "full-batch mean training loss from the same pass (MSE for the MLP, cross-entropy for CIFAR)",
         "fluctuation_definition": "per seed: median of |g(e+1) - g(e)| (relative: of |log10 g(e+1) - log10 g(e)|) over a window "
-                                  "of W = max(3, 10% of the epochs) epochs; drop window: the W epochs with the largest fall of "
-                                  "log10 loss; end window: the last W. stalled (MLP): final MSE within 1% of the constant-prediction "
-                                  "MSE, as in func-fit",
+        "of W = max(3, 10% of the epochs) epochs; drop window: the W epochs with the largest fall of "
+        "log10 loss; end window: the last W. stalled (MLP): final MSE within 1% of the constant-prediction "
+        "MSE, as in func-fit",
     }
 
 
@@ -269,8 +315,14 @@ def _where_they_ended(rows: list[dict]) -> str:
 def _judged(rows: list[dict], mlp: bool) -> tuple[list[dict], int]:
     """The rows of one group (the MLP or the CNNs) with both windows, and how many were left out."""
     group = [r for r in rows if is_mlp(r["model"]) == mlp]
-    ok = [r for r in group if r.get("fluctuation_at_end") is not None and r["fluctuation_at_end"] > 0
-          and r["fluctuation_at_drop"] > 0 and not r.get("stalled")]
+    ok = [
+        r
+        for r in group
+        if r.get("fluctuation_at_end") is not None
+        and r["fluctuation_at_end"] > 0
+        and r["fluctuation_at_drop"] > 0
+        and not r.get("stalled")
+    ]
     return ok, len(group) - len(ok)
 
 
@@ -285,19 +337,29 @@ def claim_fluctuations_shrink(rows: list[dict], mlp: bool = True, relative: bool
     what = "the MLP" if mlp else "the CNNs"
     key = "relative_fluctuation" if relative else "fluctuation"
     ident = "grad-norm-falls" + ("-relative" if relative else "") + ("" if mlp else "-cnn")
-    vals = [math.log10(r[f"{key}_at_drop"] / r[f"{key}_at_end"]) for r in ok if r.get(f"{key}_at_drop") and r.get(f"{key}_at_end")]
+    vals = [
+        math.log10(r[f"{key}_at_drop"] / r[f"{key}_at_end"]) for r in ok if r.get(f"{key}_at_drop") and r.get(f"{key}_at_end")
+    ]
     stat = fnd.greater(vals)
     models_ = sorted({r["model"] for r in ok})
     of = "log10 g" if relative else "g"
-    note = (f"{', '.join(models_) or 'no model'}; smaller at the end in {sum(v > 0 for v in vals)} of {len(vals)} seeds "
-            f"(>0: the epoch-to-epoch changes of {of} are smaller in the last 10% of epochs than where the loss fell most); "
-            f"{left} seed(s) left out (diverged, stalled on the plateau, or still falling most at the end){_where_they_ended(ok)}")
+    note = (
+        f"{', '.join(models_) or 'no model'}; smaller at the end in {sum(v > 0 for v in vals)} of {len(vals)} seeds "
+        f"(>0: the epoch-to-epoch changes of {of} are smaller in the last 10% of epochs than where the loss fell most); "
+        f"{left} seed(s) left out (diverged, stalled on the plateau, or still falling most at the end){_where_they_ended(ok)}"
+    )
     if stat.n < 2:
         note = "fewer than 2 seeds with both windows: " + note
     claim = f"The gradient norm's fluctuations shrink once {what} reaches a minimum"
-    return fnd.Finding.from_stat(stat, ident, claim + (" (relative to its level)" if relative else ""), "original",
-                                 f"mean over seeds of log10(median |Δ{of}| between epochs where the loss falls most / "
-                                 "over the last 10% of epochs), one number per seed, paired t over seeds", note)
+    return fnd.Finding.from_stat(
+        stat,
+        ident,
+        claim + (" (relative to its level)" if relative else ""),
+        "original",
+        f"mean over seeds of log10(median |Δ{of}| between epochs where the loss falls most / "
+        "over the last 10% of epochs), one number per seed, paired t over seeds",
+        note,
+    )
 
 
 def claim_norm_lower_at_end(rows: list[dict], mlp: bool = True) -> fnd.Finding:
@@ -308,21 +370,27 @@ def claim_norm_lower_at_end(rows: list[dict], mlp: bool = True) -> fnd.Finding:
     what = "the MLP" if mlp else "the CNNs"
     vals = [math.log10(r["median_grad_norm_at_drop"] / r["median_grad_norm_at_end"]) for r in ok]
     stat = fnd.greater(vals)
-    return fnd.Finding.from_stat(stat, "grad-norm-lower-at-end" + ("" if mlp else "-cnn"),
-                                 f"The gradient norm of {what} is lower at the end than where the loss falls most",
-                                 "dlscope (what reaching a minimum implies)",
-                                 "mean over seeds of log10(median gradient norm where the loss falls most / over the last "
-                                 "10% of epochs), one number per seed, paired t over seeds",
-                                 f"1 = ten times lower at the end; lower at the end in {sum(v > 0 for v in vals)} of "
-                                 f"{len(vals)} seeds; {left} seed(s) left out{_where_they_ended(ok)}")
+    return fnd.Finding.from_stat(
+        stat,
+        "grad-norm-lower-at-end" + ("" if mlp else "-cnn"),
+        f"The gradient norm of {what} is lower at the end than where the loss falls most",
+        "dlscope (what reaching a minimum implies)",
+        "mean over seeds of log10(median gradient norm where the loss falls most / over the last "
+        "10% of epochs), one number per seed, paired t over seeds",
+        f"1 = ten times lower at the end; lower at the end in {sum(v > 0 for v in vals)} of "
+        f"{len(vals)} seeds; {left} seed(s) left out{_where_they_ended(ok)}",
+    )
 
 
 def claims(rows: list[dict]) -> list[fnd.Finding]:
     out = []
     for mlp in (True, False):
         if any(is_mlp(r["model"]) == mlp for r in rows):
-            out += [claim_fluctuations_shrink(rows, mlp), claim_fluctuations_shrink(rows, mlp, relative=True),
-                    claim_norm_lower_at_end(rows, mlp)]
+            out += [
+                claim_fluctuations_shrink(rows, mlp),
+                claim_fluctuations_shrink(rows, mlp, relative=True),
+                claim_norm_lower_at_end(rows, mlp),
+            ]
     return out
 
 
@@ -333,7 +401,15 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
             for k in ("loss", "grad_norm", "acc", "test_loss", "test_acc"):
                 if k in r:
                     for e, v in enumerate(r[k][:, i].tolist()):
-                        rows.append({"model": m, "seed": seed, "epoch": e, "metric": "train_" + k if k in ("loss", "acc") else k, "value": v})
+                        rows.append(
+                            {
+                                "model": m,
+                                "seed": seed,
+                                "epoch": e,
+                                "metric": "train_" + k if k in ("loss", "acc") else k,
+                                "value": v,
+                            }
+                        )
     return rows
 
 
@@ -358,9 +434,15 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
 
     paths = []
     mlp_title = f"on {cfg['function']} (full-batch MSE; trained at batch size {cfg['mlp_batch_size']}, lr {cfg['mlp_lr']:g})"
-    groups = (("mlp", mlp_title, "MSE", [m for m in cfg["models"] if is_mlp(m)]),
-              ("cifar", "CIFAR-10 models (full-batch cross-entropy over the training subset)", "cross-entropy",
-               [m for m in cfg["models"] if not is_mlp(m)]))
+    groups = (
+        ("mlp", mlp_title, "MSE", [m for m in cfg["models"] if is_mlp(m)]),
+        (
+            "cifar",
+            "CIFAR-10 models (full-batch cross-entropy over the training subset)",
+            "cross-entropy",
+            [m for m in cfg["models"] if not is_mlp(m)],
+        ),
+    )
     for tag, title, loss_name, names in groups:
         names = [m for m in names if m in results]
         if not names:
@@ -372,7 +454,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             for ax, key in ((ax_g, "grad_norm"), (ax_l, "loss")):
                 curves = _finite_seeds(r[key])
                 n = curves.shape[1]
-                label = f"{m} ({r['params']:,} params): median of n={n}, IQR band" + (f" ({n_all - n} diverged)" if n < n_all else "")
+                label = f"{m} ({r['params']:,} params): median of n={n}, IQR band" + (
+                    f" ({n_all - n} diverged)" if n < n_all else ""
+                )
                 if not n:
                     ax.plot([], [], color=color, lw=2, label=label)
                     continue
@@ -386,8 +470,13 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             log = wide_range(ax)  # log y only where it helps: a narrow range reads better linear
             ax.set(yscale="log" if log else "linear", ylabel=what + (" (log scale)" if log else ""))
             if epochs >= 2 * window(epochs):  # (a run too short for two windows has no end window)
-                ax.axvspan(epochs - window(epochs), epochs, color="0.85", zorder=0,
-                           label=f"last {window(epochs)} epochs (the claim's end window)" if ax is ax_g else None)
+                ax.axvspan(
+                    epochs - window(epochs),
+                    epochs,
+                    color="0.85",
+                    zorder=0,
+                    label=f"last {window(epochs)} epochs (the claim's end window)" if ax is ax_g else None,
+                )
         ax_g.set_title(f"{', '.join(names)} {title}" if tag == "mlp" else title, fontsize=11)
         ax_l.set_xlabel("epoch (0 = initialisation)")
         for ax in (ax_g, ax_l):

@@ -34,22 +34,26 @@ NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
 
 # --- for the report and the progress display (see base.py)
-COST = 72  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-LOOK_FOR = ("whether the large-batch end is sharper: Keskar et al. (2017) find large-batch minima sharper, and by the "
-            "same noise argument a larger learning rate should end flatter. `large-batch-sharper` and `large-lr-flatter` "
-            "measure it directly, as Keskar et al. did: the ε-sharpness of each trained end, paired by replicate (the "
-            "curvature figure, with the top Hessian eigenvalue and the trace beside it; the note says whether those "
-            "agree). `large-batch-line-sharper` and `large-lr-line-flatter` ask the same of the line: how steeply the "
-            "train loss rises at the same distance outward from the two ends of each replicate; `barrier` asks whether test accuracy dips "
-            "between the two models, as the original's did (27% near α ≈ 0.6). Each is a difference paired by "
-            "replicate, judged by the Student-t 95% interval of its mean: with 3 replicates only a mean above about "
-            "2.5 standard deviations of the per-replicate differences can be shown, so a real but modest effect comes "
-            "out inconclusive (each note gives the smallest difference this run could have shown). Each side trained at least "
-            "`min_steps` optimizer steps, the large batch for more epochs (the figure's title gives each side's "
-            "steps and final train loss), so no end is compared half-trained. The loss axis is linear: cnn-1's "
-            "Softmax output bounds its cross-entropy to [1.46, 2.46]. With independent initialisations the two "
-            "ends lie far apart, so the outward step is long and the rise measures the line's shape more than "
-            "the curvature at the minimum.")
+COST = (
+    72  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
+LOOK_FOR = (
+    "whether the large-batch end is sharper: Keskar et al. (2017) find large-batch minima sharper, and by the "
+    "same noise argument a larger learning rate should end flatter. `large-batch-sharper` and `large-lr-flatter` "
+    "measure it directly, as Keskar et al. did: the ε-sharpness of each trained end, paired by replicate (the "
+    "curvature figure, with the top Hessian eigenvalue and the trace beside it; the note says whether those "
+    "agree). `large-batch-line-sharper` and `large-lr-line-flatter` ask the same of the line: how steeply the "
+    "train loss rises at the same distance outward from the two ends of each replicate; `barrier` asks whether test accuracy dips "
+    "between the two models, as the original's did (27% near α ≈ 0.6). Each is a difference paired by "
+    "replicate, judged by the Student-t 95% interval of its mean: with 3 replicates only a mean above about "
+    "2.5 standard deviations of the per-replicate differences can be shown, so a real but modest effect comes "
+    "out inconclusive (each note gives the smallest difference this run could have shown). Each side trained at least "
+    "`min_steps` optimizer steps, the large batch for more epochs (the figure's title gives each side's "
+    "steps and final train loss), so no end is compared half-trained. The loss axis is linear: cnn-1's "
+    "Softmax output bounds its cross-entropy to [1.46, 2.46]. With independent initialisations the two "
+    "ends lie far apart, so the outward step is long and the rise measures the line's shape more than "
+    "the curvature at the minimum."
+)
 CAPTIONS = {
     "pair_batch.png": "Train and test loss, accuracy and input sensitivity along the line θ(α) = (1−α)·θa + α·θb "
     "from the small-batch model (α = 0) to the large-batch one (α = 1) and beyond: the median over replicates "
@@ -91,9 +95,23 @@ _FULL = {
     "curvature_samples": 1000,
 }
 PROFILES = {
-    "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "train_size": 256, "test_size": 128, "alpha_points": 5,
-              "alpha_min": -0.5, "alpha_max": 1.5, "sharpness_delta": 0.5, "sensitivity_samples": 16,
-              "curvature_samples": 64, "curvature_max_steps": 8, "trace_hvp": 6, "keskar_steps": 2},
+    "smoke": {
+        **_FULL,
+        "seeds": 2,
+        "epochs": 1,
+        "min_steps": 2,
+        "train_size": 256,
+        "test_size": 128,
+        "alpha_points": 5,
+        "alpha_min": -0.5,
+        "alpha_max": 1.5,
+        "sharpness_delta": 0.5,
+        "sensitivity_samples": 16,
+        "curvature_samples": 64,
+        "curvature_max_steps": 8,
+        "trace_hvp": 6,
+        "keskar_steps": 2,
+    },
     # 2,048 training images, 3 replicates (a paired contrast: shows only effects above about 2.5
     # SD of the per-replicate differences; the notes say so; full has 5). Batch 32 vs 512 (SPEC's ratio of 16; 200 steps of batch
     # 1024 x 3 seeds would cost twice this profile's budget) and the lr pair at batch 128 (not
@@ -102,10 +120,24 @@ PROFILES = {
     # the lr drops at 3/4 of each side's training. The line: alpha in [-1, 2] (Keskar et al.'s
     # range), 13 points, sharpness at delta 0.25; sensitivity over 200 test images. Curvature on 128
     # training images, small budgets (curvature.QUICK).
-    "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [32, 512], "lr_pair_batch_size": 128,
-              "train_size": 2048, "test_size": 1000, "alpha_min": -1.0, "alpha_max": 2.0, "alpha_points": 13,
-              "sharpness_delta": 0.25, "sensitivity_samples": 200, "eval_every": 3, "seeds": 3,
-              **curvature.QUICK},
+    "quick": {
+        **_FULL,
+        "epochs": 12,
+        "min_steps": 200,
+        "lr_step": 9,
+        "batch_sizes": [32, 512],
+        "lr_pair_batch_size": 128,
+        "train_size": 2048,
+        "test_size": 1000,
+        "alpha_min": -1.0,
+        "alpha_max": 2.0,
+        "alpha_points": 13,
+        "sharpness_delta": 0.25,
+        "sensitivity_samples": 200,
+        "eval_every": 3,
+        "seeds": 3,
+        **curvature.QUICK,
+    },
     "full": _FULL,
 }
 
@@ -185,15 +217,19 @@ def run_pair(args: dict, ctx) -> dict:
         hist, div = history(trainer), [d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))]
         histories = [_side_columns(hist, slice(0, n)), _side_columns(hist, slice(n, 2 * n))]
         # every end of the pair in one call of each measure
-        curv = curvature.split(curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div),
-                               [slice(0, n), slice(n, 2 * n)])
+        curv = curvature.split(
+            curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div), [slice(0, n), slice(n, 2 * n)]
+        )
         weights = curvature.kept_weights(args["model"], trainer.ens, _labels(args, a, seeds_a) + _labels(args, b, seeds_b))
         div = [div[:n], div[n:]]
     else:  # two batch sizes: each side's seeds as one ensemble, one side after the other
         states = (ctx.checkpoint.load() or {}) if ctx.checkpoint else {}
         total = budgets[0]["epochs"] + budgets[1]["epochs"]
         ends, histories, div, curv, kept = [], [], [], [], []
-        for name, end, side_seeds, budget, offset in (("a", a, seeds_a, budgets[0], 0), ("b", b, seeds_b, budgets[1], budgets[0]["epochs"])):
+        for name, end, side_seeds, budget, offset in (
+            ("a", a, seeds_a, budgets[0], 0),
+            ("b", b, seeds_b, budgets[1], budgets[0]["epochs"]),
+        ):
             part = _Part(ctx.checkpoint, name, states, offset, total) if ctx.checkpoint else None
             trainer, data = _train_side(args, ctx, side_seeds, end["lr"], end["batch_size"], budget, checkpoint=part)
             ends.append([trainer.ens.member(i) for i in range(n)])
@@ -281,9 +317,14 @@ def rows(cfg: dict, results: dict) -> list[dict]:
             for s, side in enumerate(("a", "b")):
                 h, budget = r["histories"][s], r["budgets"][s]
                 loss = h["train_loss"][-1, k].item()
-                row.update({f"{side}_epochs": budget["epochs"], f"{side}_steps": budget["steps"],
-                            f"{side}_final_train_loss": loss if math.isfinite(loss) else None,
-                            f"{side}_train_loss_fall_last_quarter": falls[s][k]})
+                row.update(
+                    {
+                        f"{side}_epochs": budget["epochs"],
+                        f"{side}_steps": budget["steps"],
+                        f"{side}_final_train_loss": loss if math.isfinite(loss) else None,
+                        f"{side}_train_loss_fall_last_quarter": falls[s][k],
+                    }
+                )
             row.update({"alpha": path["alpha"], **{key: path[key] for key in PATH_KEYS}})
             div = r["diverged"][k]  # a diverged end's numbers (finite or not) enter no claim
             for s, side in enumerate(("a", "b")):  # each end's curvature (experiments/curvature.py)
@@ -328,15 +369,19 @@ def _note(stat: Stat, runs: int, what: str) -> str:
         return f"{n} replicate(s): no spread to decide on{left}"
     diffs = (stat.sample or {}).get("diffs") or []
     count = f"{sum(d > 0 for d in diffs)} of {n} replicates point the claimed way"
-    head = {SHOWN: f"{what}: {count}",
-            NOT_SHOWN: f"the opposite holds: {count}"}.get(verdict, f"the replicates disagree or the difference is small: {count}")
-    could = (f"; with n = {n} this design shows only means above {stat.detectable:.3g}"
-             if verdict != INCONCLUSIVE and stat.detectable is not None else "")
+    head = {SHOWN: f"{what}: {count}", NOT_SHOWN: f"the opposite holds: {count}"}.get(
+        verdict, f"the replicates disagree or the difference is small: {count}"
+    )
+    could = (
+        f"; with n = {n} this design shows only means above {stat.detectable:.3g}"
+        if verdict != INCONCLUSIVE and stat.detectable is not None
+        else ""
+    )
     return head + could + left
 
 
 def _where_ends_ended(table: list[dict], pair: str, name: dict) -> str:
-    """"; final train loss (median): small batch 2.00 (768 steps), large batch 2.01 (200 steps)": a flat
+    """ "; final train loss (median): small batch 2.00 (768 steps), large batch 2.01 (200 steps)": a flat
     end on a high-loss plateau is not a flat minimum, so the verdict's note says where each end is."""
     pts = [r for r in table if r["pair"] == pair]
     if not pts:
@@ -361,10 +406,14 @@ def _curvature_agrees(table: list[dict], pair: str, sharp_end_is_larger: bool) -
 
 def claims(cfg: dict, table: list[dict]) -> list[dict]:
     d = cfg["sharpness_delta"]
-    keskar = ("mean over replicates of [Keskar ε-sharpness of the {} model] − [that of the {} model] (the training "
-              "loss's worst rise in an ε-box, on a fixed subset of training images, eval mode); 95% CI: Student-t over replicates")
-    line = (f"mean over replicates of [train-loss rise stepping {d:g} outward from the {{}} end] − [the same at the "
-            f"{{}} end] (same line, same distance); 95% CI: Student-t over replicates")
+    keskar = (
+        "mean over replicates of [Keskar ε-sharpness of the {} model] − [that of the {} model] (the training "
+        "loss's worst rise in an ε-box, on a fixed subset of training images, eval mode); 95% CI: Student-t over replicates"
+    )
+    line = (
+        f"mean over replicates of [train-loss rise stepping {d:g} outward from the {{}} end] − [the same at the "
+        f"{{}} end] (same line, same distance); 95% CI: Student-t over replicates"
+    )
 
     def names(pair, small, large):
         r = next((r for r in table if r["pair"] == pair), None)
@@ -373,32 +422,70 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
         return {"a": small, "b": large} if r["b"] > r["a"] else {"a": large, "b": small}
 
     out = []
-    pairs = (("batch", True, "large-batch-sharper", "the large-batch minimum is sharper than the small-batch one",
-              "Keskar et al. 2017", ("large-batch", "small-batch"), "the large-batch end is sharper",
-              names("batch", "small batch", "large batch")),
-             ("lr", False, "large-lr-flatter", "the large-lr minimum is flatter than the small-lr one",
-              "Keskar et al. 2017 (lr as the noise scale)", ("small-lr", "large-lr"), "the small-lr end is sharper",
-              names("lr", "small lr", "large lr")))
+    pairs = (
+        (
+            "batch",
+            True,
+            "large-batch-sharper",
+            "the large-batch minimum is sharper than the small-batch one",
+            "Keskar et al. 2017",
+            ("large-batch", "small-batch"),
+            "the large-batch end is sharper",
+            names("batch", "small batch", "large batch"),
+        ),
+        (
+            "lr",
+            False,
+            "large-lr-flatter",
+            "the large-lr minimum is flatter than the small-lr one",
+            "Keskar et al. 2017 (lr as the noise scale)",
+            ("small-lr", "large-lr"),
+            "the small-lr end is sharper",
+            names("lr", "small lr", "large lr"),
+        ),
+    )
     for pair, larger_sharper, fid, claim, source, (sharp, flat), what, name in pairs:
         # measured directly, as Keskar et al. did: the ε-sharpness of each trained end
         stat, runs = _sharper(table, pair, larger_sharper)
         ended = _where_ends_ended(table, pair, name)
-        out.append(Finding.from_stat(stat, fid, claim, source, keskar.format(sharp, flat),
-                                     _note(stat, runs, what).replace("diverged", "diverged or not measured")
-                                     + _curvature_agrees(table, pair, larger_sharper) + ended).as_dict())
+        out.append(
+            Finding.from_stat(
+                stat,
+                fid,
+                claim,
+                source,
+                keskar.format(sharp, flat),
+                _note(stat, runs, what).replace("diverged", "diverged or not measured")
+                + _curvature_agrees(table, pair, larger_sharper)
+                + ended,
+            ).as_dict()
+        )
     for pair, larger_sharper, fid, claim, source, (sharp, flat), what, name in pairs:
         # the original's view: how steeply the loss rises along the line beyond each end
         stat, runs = _sharper(table, pair, larger_sharper, "sharpness_{}")
-        out.append(Finding.from_stat(stat, fid.replace("-sharper", "-line-sharper").replace("-flatter", "-line-flatter"),
-                                     claim.replace("minimum is", "end is") + ", along the line between them",
-                                     source, line.format(sharp, flat), _note(stat, runs, what)).as_dict())
+        out.append(
+            Finding.from_stat(
+                stat,
+                fid.replace("-sharper", "-line-sharper").replace("-flatter", "-line-flatter"),
+                claim.replace("minimum is", "end is") + ", along the line between them",
+                source,
+                line.format(sharp, flat),
+                _note(stat, runs, what),
+            ).as_dict()
+        )
     bars = [r["barrier"] for r in table if r["pair"] == "batch"]
     stat = greater(bars)
-    out.append(Finding.from_stat(
-        stat, "barrier", "test accuracy dips between the small- and the large-batch model (a barrier)", "original",
-        "mean over replicates of [lower end's test accuracy − lowest test accuracy for 0 < α < 1]; "
-        "95% CI: Student-t over replicates",
-        _note(stat, len(bars), "a dip") if bars else "pair not run").as_dict())
+    out.append(
+        Finding.from_stat(
+            stat,
+            "barrier",
+            "test accuracy dips between the small- and the large-batch model (a barrier)",
+            "original",
+            "mean over replicates of [lower end's test accuracy − lowest test accuracy for 0 < α < 1]; "
+            "95% CI: Student-t over replicates",
+            _note(stat, len(bars), "a dip") if bars else "pair not run",
+        ).as_dict()
+    )
     return out
 
 
@@ -412,7 +499,7 @@ def summarize(cfg: dict, results: dict) -> dict:
         "sensitivity_samples": cfg["sensitivity_samples"],
         "curvature": curvature.describe(cfg),
         "budget": "each side trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), its StepLR "
-                  "drop at the same fraction of its training; rows give each side's epochs, steps and final train loss",
+        "drop at the same fraction of its training; rows give each side's epochs, steps and final train loss",
         "results": table,
         "findings": claims(cfg, table),
     }
@@ -428,10 +515,20 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
                     rows_ += [{**base, "alpha": "", "epoch": e, "metric": key, "value": h[key][i, k].item()} for key in METRICS]
         for s, end in enumerate(("a", "b")):  # each end's curvature, at the end of training
             for k, pair_seeds in enumerate(r["seeds"]):
-                base = {"pair": p, "model": end, "batch_size": r[end]["batch_size"], "lr": r[end]["lr"], "seed": pair_seeds[s], "alpha": ""}
+                base = {
+                    "pair": p,
+                    "model": end,
+                    "batch_size": r[end]["batch_size"],
+                    "lr": r[end]["lr"],
+                    "seed": pair_seeds[s],
+                    "alpha": "",
+                }
                 fields = curvature.member_fields((r.get("curvature") or [None, None])[s], k)
-                rows_ += [{**base, "epoch": r["budgets"][s]["epochs"], "metric": key, "value": fields[key]}
-                          for key in curvature.MEASURES if fields[key] is not None]
+                rows_ += [
+                    {**base, "epoch": r["budgets"][s]["epochs"], "metric": key, "value": fields[key]}
+                    for key in curvature.MEASURES
+                    if fields[key] is not None
+                ]
         for path, (sa, _) in zip(r["paths"], r["seeds"]):  # the path, with epoch = the end of training
             for i, a in enumerate(path["alpha"]):
                 base = {"pair": p, "model": "interpolated", "batch_size": "", "lr": "", "seed": sa, "alpha": a}
@@ -465,16 +562,36 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         if pts:
             plot_median_iqr(ax_s, alpha, [nan(r["sensitivity"]) for r in pts], "test images", SPLIT_COLORS["sensitivity"], "d-")
         if len(pts) < len(runs):
-            ax_l.annotate(f"{len(runs) - len(pts)} of {len(runs)} replicates left out: an end diverged", (0.5, 0.5),
-                          xycoords="axes fraction", ha="center", color="red", fontsize=9)
+            ax_l.annotate(
+                f"{len(runs) - len(pts)} of {len(runs)} replicates left out: an end diverged",
+                (0.5, 0.5),
+                xycoords="axes fraction",
+                ha="center",
+                color="red",
+                fontsize=9,
+            )
         if p == "batch":
-            ax_a.plot([m[0] for m in ORIGINAL_MARKERS], [100 * m[1] for m in ORIGINAL_MARKERS], "k*", ms=9,
-                      label="original test accuracy (full settings)")
+            ax_a.plot(
+                [m[0] for m in ORIGINAL_MARKERS],
+                [100 * m[1] for m in ORIGINAL_MARKERS],
+                "k*",
+                ms=9,
+                label="original test accuracy (full settings)",
+            )
         for ax in (ax_l, ax_a, ax_s):
             for x, end in ((0, "a"), (1, "b")):  # the two trained models, named just above the frame
                 ax.axvline(x, color="gray", ls=":", lw=1)
-                ax.annotate(end, (x, 1), xycoords=("data", "axes fraction"), xytext=(0, 2), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=9, color="dimgray")
+                ax.annotate(
+                    end,
+                    (x, 1),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=9,
+                    color="dimgray",
+                )
             ax.grid(alpha=0.3)
             ax.set_xlabel("α  (θ = (1−α)·θa + α·θb)")
         # a linear axis: cnn-1's Softmax output bounds its cross-entropy to [1.46, 2.46], too narrow for a log scale
@@ -492,7 +609,8 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ends = "; ".join(
             f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps ({r0['budgets'][s]['epochs']} epochs), "
             f"final train loss {_median([r[f'{side}_final_train_loss'] for r in runs])}"
-            for s, side in enumerate(("a", "b")))
+            for s, side in enumerate(("a", "b"))
+        )
         fig.suptitle(f"{cfg['model']}, {init}, {len(runs)} replicates. {ends}", fontsize=10)
         paths.append(save_fig(fig, fig_dir / f"pair_{p}.png"))
     if any(isinstance(r.get("a_keskar"), (int, float)) or isinstance(r.get("b_keskar"), (int, float)) for r in table):
@@ -500,8 +618,11 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     return paths
 
 
-CURVATURE_PANELS = (("top_eigenvalue", "top Hessian eigenvalue λ₁"), ("trace", "Hessian trace"),
-                    ("keskar", "Keskar ε-sharpness (%)"))
+CURVATURE_PANELS = (
+    ("top_eigenvalue", "top Hessian eigenvalue λ₁"),
+    ("trace", "Hessian trace"),
+    ("keskar", "Keskar ε-sharpness (%)"),
+)
 
 
 def curvature_figure(cfg: dict, table: list[dict], fig_dir) -> str:
@@ -524,16 +645,26 @@ def curvature_figure(cfg: dict, table: list[dict], fig_dir) -> str:
                 ax.plot([0, 1], pair, "-", color="lightgray", lw=1)
             med, lo, hi = median_iqr(vals)
             n = sum(any(v == v for v in pair) for pair in vals)
-            ax.errorbar([0, 1], med, yerr=[med - lo, hi - med], fmt="o", color="tab:purple", capsize=4,
-                        label=f"median, IQR (n={n} replicates)")
+            ax.errorbar(
+                [0, 1],
+                med,
+                yerr=[med - lo, hi - med],
+                fmt="o",
+                color="tab:purple",
+                capsize=4,
+                label=f"median, IQR (n={n} replicates)",
+            )
             ax.set_xticks([0, 1], ticks)
             ax.set_xlim(-0.4, 1.4)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         row_axes[0].set_title(f"pair {p}", fontsize=9, loc="left")
-    fig.suptitle(f"Curvature of each trained end ({cfg['model']}; {min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; "
-                 f"trace {cfg['trace_hvp']} HVPs, Keskar ε = {cfg['keskar_radius']:g}; grey: one replicate)", fontsize=9)
+    fig.suptitle(
+        f"Curvature of each trained end ({cfg['model']}; {min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; "
+        f"trace {cfg['trace_hvp']} HVPs, Keskar ε = {cfg['keskar_radius']:g}; grey: one replicate)",
+        fontsize=9,
+    )
     return save_fig(fig, fig_dir / "curvature.png")
 
 

@@ -87,20 +87,24 @@ FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
 # --- for the report and the progress display (see base.py)
-COST = 41  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-LOOK_FOR = ("first whether the end points are critical points at all: for the ReLU model in Clarke's sense "
-            "(clarke-critical-points-reached; a kink on a data point has no gradient, so |grad| < 1e-8 cannot be reached "
-            "there), for the tanh model plainly (smooth-critical-points-reached; panel (d): the gradient norms against the "
-            "1e-8 line). For the ReLU model, no-smooth-saddles checks the theory that its smooth critical points are minimisers "
-            "of convex pieces: there \"lower loss, higher ratio\" (ratio-rises-as-loss-falls) counts flat directions (dead "
-            "units, rescalings), not saddles. The question of the original is asked where it has an answer on the tanh model "
-            "(smooth-ratio-rises-as-loss-falls, panel (c): the index, the share of negative eigenvalues, against the loss, as "
-            "Dauphin et al. 2014 draw it), and only if enough runs reached a critical point; runs that did not are drawn apart. "
-            "The tanh model's objective is the MSE + (smooth_l2/2)|θ|² (smooth_l2 = 1e-3, ten times the study's weight decay, "
-            "chosen by measurement: on the plain MSE the runs drift towards minima at infinity and rarely reach a critical "
-            "point), so its critical points, gradients and Hessians are those of that regularised objective, while the loss "
-            "shown is the MSE part; the constant fit (MSE = var(y)) is then a minimum, not a saddle, and the runs started early in "
-            "training end there: minima at the highest loss, which weigh against the trend (see the module docstring).")
+COST = (
+    41  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
+LOOK_FOR = (
+    "first whether the end points are critical points at all: for the ReLU model in Clarke's sense "
+    "(clarke-critical-points-reached; a kink on a data point has no gradient, so |grad| < 1e-8 cannot be reached "
+    "there), for the tanh model plainly (smooth-critical-points-reached; panel (d): the gradient norms against the "
+    "1e-8 line). For the ReLU model, no-smooth-saddles checks the theory that its smooth critical points are minimisers "
+    'of convex pieces: there "lower loss, higher ratio" (ratio-rises-as-loss-falls) counts flat directions (dead '
+    "units, rescalings), not saddles. The question of the original is asked where it has an answer on the tanh model "
+    "(smooth-ratio-rises-as-loss-falls, panel (c): the index, the share of negative eigenvalues, against the loss, as "
+    "Dauphin et al. 2014 draw it), and only if enough runs reached a critical point; runs that did not are drawn apart. "
+    "The tanh model's objective is the MSE + (smooth_l2/2)|θ|² (smooth_l2 = 1e-3, ten times the study's weight decay, "
+    "chosen by measurement: on the plain MSE the runs drift towards minima at infinity and rarely reach a critical "
+    "point), so its critical points, gradients and Hessians are those of that regularised objective, while the loss "
+    "shown is the MSE part; the constant fit (MSE = var(y)) is then a minimum, not a saddle, and the runs started early in "
+    "training end there: minima at the highest loss, which weigh against the trend (see the module docstring)."
+)
 CAPTIONS = {
     "min_ratio.png": "Four panels. (a) ReLU model (mlp-minratio): MSE at each end point against its minimal ratio, the original's way round "
     "(ratio on x, log loss on y): smooth critical points, kink-critical points (min-norm Clarke subgradient < 1e-8; the "
@@ -110,21 +114,23 @@ CAPTIONS = {
     "tanh model's index (share of negative eigenvalues of the regularised objective's Hessian) against the MSE (Dauphin et al. 2014, "
     "Pennington & Bahri 2017); "
     "(d) the cumulative distribution of the end points' gradient norms (the Clarke norm for ReLU) with the 1e-8 line "
-    "(the original's unnumbered \"Loss vs Minimal Ratio\").",
+    '(the original\'s unnumbered "Loss vs Minimal Ratio").',
 }
 REFERENCE = None  # the original published a figure, no numbers
 DIFFERENCES = [
-    ("Minimal ratio (experiment 5)",
-     "dlscope: trains on the MSE, then goes to a critical point (ReLU model: an active-set method on the loss's pieces, "
-     "critical in Clarke's sense; a second, smooth tanh model: Newton-MR from points spread over training), and there "
-     "takes the exact Hessian of the MSE with respect to all parameters; minimal ratio = fraction of its eigenvalues "
-     "that are > 0. The original: eigenvalues of a Gauss-Newton matrix, taken while training a corrupted objective, on "
-     "the ReLU model alone.",
-     "The fraction of positive eigenvalues describes a critical point only at a critical point of the loss it is "
-     "computed for; a Gauss-Newton matrix JᵀJ is positive semi-definite by construction, so it cannot show negative "
-     "curvature. On the ReLU model every smooth critical point with non-zero out-weights is a minimiser of a convex "
-     "piece, so its ratio measures flat directions, not saddles; the tanh model has saddles, so there the question "
-     "has an answer."),
+    (
+        "Minimal ratio (experiment 5)",
+        "dlscope: trains on the MSE, then goes to a critical point (ReLU model: an active-set method on the loss's pieces, "
+        "critical in Clarke's sense; a second, smooth tanh model: Newton-MR from points spread over training), and there "
+        "takes the exact Hessian of the MSE with respect to all parameters; minimal ratio = fraction of its eigenvalues "
+        "that are > 0. The original: eigenvalues of a Gauss-Newton matrix, taken while training a corrupted objective, on "
+        "the ReLU model alone.",
+        "The fraction of positive eigenvalues describes a critical point only at a critical point of the loss it is "
+        "computed for; a Gauss-Newton matrix JᵀJ is positive semi-definite by construction, so it cannot show negative "
+        "curvature. On the ReLU model every smooth critical point with non-zero out-weights is a minimiser of a convex "
+        "piece, so its ratio measures flat directions, not saddles; the tanh model has saddles, so there the question "
+        "has an answer.",
+    ),
 ]
 
 _FULL = {
@@ -155,10 +161,30 @@ _FULL = {
     "float64": True,  # the Hessian's small eigenvalues and the gradient tolerance need it
 }
 PROFILES = {
-    "smoke": {**_FULL, "seeds": 6, "points": 40, "phase1_lr": 1e-3, "phase1_steps": 150, "active_set_steps": 60, "newton_steps": 6,
-              "phase2_steps": 60, "smooth_phase1_lr": 1e-2, "smooth_phase1_steps": 200, "smooth_newton_steps": 30},  # fmt: skip
-    "quick": {**_FULL, "points": 100, "phase1_lr": 1e-3, "phase1_steps": 3000, "newton_steps": 4, "phase2_steps": 300,
-              "smooth_phase1_lr": 1e-2, "smooth_phase1_steps": 3000, "smooth_newton_steps": 400},  # fmt: skip
+    "smoke": {
+        **_FULL,
+        "seeds": 6,
+        "points": 40,
+        "phase1_lr": 1e-3,
+        "phase1_steps": 150,
+        "active_set_steps": 60,
+        "newton_steps": 6,
+        "phase2_steps": 60,
+        "smooth_phase1_lr": 1e-2,
+        "smooth_phase1_steps": 200,
+        "smooth_newton_steps": 30,
+    },  # fmt: skip
+    "quick": {
+        **_FULL,
+        "points": 100,
+        "phase1_lr": 1e-3,
+        "phase1_steps": 3000,
+        "newton_steps": 4,
+        "phase2_steps": 300,
+        "smooth_phase1_lr": 1e-2,
+        "smooth_phase1_steps": 3000,
+        "smooth_newton_steps": 400,
+    },  # fmt: skip
     "full": _FULL,
 }
 PHASE2_METHODS = ("active-set", "newton-mr", "adam")
@@ -218,7 +244,9 @@ def train_and_measure(args: dict, ctx) -> dict:
 
     def progress(step: int, info: str, force=False, **extra):
         if ctx.checkpoint:
-            ctx.checkpoint.save({"format": CHECKPOINT_FORMAT, "phase2_method": args["phase2"], "step": step, **extra}, force=force)
+            ctx.checkpoint.save(
+                {"format": CHECKPOINT_FORMAT, "phase2_method": args["phase2"], "step": step, **extra}, force=force
+            )
             ctx.checkpoint.progress(step, total, info)
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
@@ -322,7 +350,10 @@ def train_and_measure_smooth(args: dict, ctx) -> dict:
         if bool(p2["done"].all()):
             break
         cp.newton_mr_ls_step(p2, loss_and_grad, hessians, args["grad_tol"])
-        progress(n1 + step + 1, f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} critical")
+        progress(
+            n1 + step + 1,
+            f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} critical",
+        )
     end = p2["best"]
     rows = end_point_rows(args, seeds, "tanh", end, cp.smooth_end_points(end, x, y, args["grad_tol"], args["smooth_l2"]), p2)
     for row, e in zip(rows, epochs.tolist()):
@@ -380,7 +411,12 @@ def _rows(results: dict, kind: str) -> list[dict]:
 
 def summarize(cfg: dict, results: dict) -> dict:
     rows = _rows(results, "relu") + _rows(results, "tanh")
-    out = {"findings": [f.as_dict() for f in claims(cfg, rows)], "results": rows, "trainings": len(rows), "phase2_method": cfg["phase2"]}
+    out = {
+        "findings": [f.as_dict() for f in claims(cfg, rows)],
+        "results": rows,
+        "trainings": len(rows),
+        "phase2_method": cfg["phase2"],
+    }
     for kind in MODELS:
         mine = [p for p in rows if p["model_kind"] == kind]
         out[f"classes_{kind}"] = {c: sum(p["class"] == c for p in mine) for c in CLASSES}
@@ -454,7 +490,7 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
 
 
 def _trend(cfg, crit: list[dict], ident: str, claim: str, source: str, min_n: int, note: str) -> findings.Finding:
-    """"Lower loss, higher ratio" over the critical points crit: Spearman's rho of (-loss, ratio).
+    """ "Lower loss, higher ratio" over the critical points crit: Spearman's rho of (-loss, ratio).
     With fewer than min_n points it is not decided: the statistic is computed over no points (so
     that its verdict, inconclusive, is the one its sample gives) and the rho over the few is told
     in the note."""
@@ -515,7 +551,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     _scatter(axes[1], tanh, "min_ratio", "minimal ratio (fraction of eigenvalues > 0)", f"(b) {cfg['smooth_model']} (tanh)")
     crit = [p for p in tanh if p["class"] == "critical point"]
     ax = axes[2]
-    ax.scatter([p["loss"] for p in crit], [p["index"] for p in crit], color="tab:blue", s=30, label=f"critical points (n={len(crit)})")
+    ax.scatter(
+        [p["loss"] for p in crit], [p["index"] for p in crit], color="tab:blue", s=30, label=f"critical points (n={len(crit)})"
+    )
     spread = [p["loss"] for p in crit]
     wide = bool(spread) and max(spread) > 10 * min(spread) > 0  # a log axis over a narrow range has no readable ticks
     ax.set(xscale="log" if wide else "linear", xlabel="MSE at the critical point", ylabel="index: fraction of eigenvalues < 0")

@@ -8,21 +8,35 @@ from __future__ import annotations
 from .. import findings as fd
 from .. import models
 from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
-from .cifar import (BAND, COMMON, METRICS, diverged, history, median_over_seeds, per_model_table, seed_rows, train_cifar,
-                    validate_models_and_sizes)
+from .cifar import (
+    BAND,
+    COMMON,
+    METRICS,
+    diverged,
+    history,
+    median_over_seeds,
+    per_model_table,
+    seed_rows,
+    train_cifar,
+    validate_models_and_sizes,
+)
 
 NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
 
 # --- for the report and the progress display (see base.py)
-COST = 112  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-LOOK_FOR = ("whether, seed by seed, test accuracy rises and test loss falls with the number of parameters, as the "
-            "original found (findings more-params-better and more-params-lower-loss), and whether the train − test "
-            "accuracy gap grows with it (gap-grows-with-params). Each is Page's trend test over the models with the "
-            "seeds as blocks: shown only where the models fall in the claimed order consistently across seeds (with "
-            "3 seeds and 6 models a mean Spearman ρ of about 0.5 is needed; the note gives each seed's ρ). Every model gets the same images, epochs and seeds. The diamonds are the "
-            "original's test accuracies of cnn-21 and cnn-31 after 5 epochs on all 50,000 images: a level for "
-            "the full profile, not for a run on a subset.")
+COST = (
+    112  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
+LOOK_FOR = (
+    "whether, seed by seed, test accuracy rises and test loss falls with the number of parameters, as the "
+    "original found (findings more-params-better and more-params-lower-loss), and whether the train − test "
+    "accuracy gap grows with it (gap-grows-with-params). Each is Page's trend test over the models with the "
+    "seeds as blocks: shown only where the models fall in the claimed order consistently across seeds (with "
+    "3 seeds and 6 models a mean Spearman ρ of about 0.5 is needed; the note gives each seed's ρ). Every model gets the same images, epochs and seeds. The diamonds are the "
+    "original's test accuracies of cnn-21 and cnn-31 after 5 epochs on all 50,000 images: a level for "
+    "the full profile, not for a run on a subset."
+)
 CAPTIONS = {
     "params.png": "Train and test loss, accuracy and the train − test accuracy gap against the number of "
     "parameters (log scale), one model cnn-21 … cnn-31 per position: the median over seeds with the seeds' "
@@ -53,8 +67,17 @@ PROFILES = {
     # give 235 steps, the same for every model. Train/test evaluated after the last epoch only.
     # Six of the eleven models, spread evenly on the log parameter axis (11k, 17k, 29k, 52k, 130k,
     # 425k): each trains exactly as before, the trend is drawn through fewer points.
-    "quick": {**_FULL, "models": ["cnn-21", "cnn-24", "cnn-25", "cnn-26", "cnn-30", "cnn-31"], "epochs": 5,
-              "batch_size": 64, "lr": 1e-3, "train_size": 3000, "test_size": 2000, "eval_every": 5, "seeds": 3},
+    "quick": {
+        **_FULL,
+        "models": ["cnn-21", "cnn-24", "cnn-25", "cnn-26", "cnn-30", "cnn-31"],
+        "epochs": 5,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "train_size": 3000,
+        "test_size": 2000,
+        "eval_every": 5,
+        "seeds": 3,
+    },
     "full": _FULL,
 }
 
@@ -72,8 +95,13 @@ def trials(cfg: dict) -> list[Trial]:
 def train_model(args: dict, ctx) -> dict:
     seeds = seeds_for(args, args["seeds"])
     trainer, _ = train_cifar(args, ctx, args["model"], seeds)
-    return {"model": args["model"], "params": trainer.ens.n_params(), "seeds": seeds,
-            **history(trainer), "diverged": diverged(trainer)}
+    return {
+        "model": args["model"],
+        "params": trainer.ens.n_params(),
+        "seeds": seeds,
+        **history(trainer),
+        "diverged": diverged(trainer),
+    }
 
 
 # --------------------------------------------------------------------------- claims
@@ -102,10 +130,17 @@ def _trend(rows: list[dict], key: str, sign: int) -> tuple[fd.Stat, dict]:
     every = sorted({r["params"] for r in rows})
     left = {"seeds": len(all_seeds) - len(used), "models": len(every) - len(common) if used else 0}
     if len(common) < 3:
-        stat = fd.Stat(None, None, fd.INCONCLUSIVE, len(used), test="page-L",
-                       sample={"x": [float(x) for x in common], "y": [], "sign": sign, "margin": 0.0},
-                       reason="fewer than 3 models with a result in every seed" if used
-                       else "no seed has 3 models with a result (diverged or missing)")
+        stat = fd.Stat(
+            None,
+            None,
+            fd.INCONCLUSIVE,
+            len(used),
+            test="page-L",
+            sample={"x": [float(x) for x in common], "y": [], "sign": sign, "margin": 0.0},
+            reason="fewer than 3 models with a result in every seed"
+            if used
+            else "no seed has 3 models with a result (diverged or missing)",
+        )
         return stat, left
     return fd.trend(common, [[pts[x] for x in common] for pts in used.values()], sign), left
 
@@ -138,15 +173,30 @@ def claims(rows: list[dict]) -> list[dict]:
         r["gap"] = r["train_acc"] - r["test_acc"] if ok else None
     out = []
     for fid, claim, key, sign, stat, rising in (
-        ("more-params-better", "More parameters, higher test accuracy.", "test_acc", 1,
-         "mean over seeds of Spearman's ρ(parameters, test accuracy) across the models; test: Page's L, seeds as blocks",
-         "accuracy rises"),
-        ("more-params-lower-loss", "More parameters, lower test loss.", "test_loss", -1,
-         "mean over seeds of −Spearman's ρ(parameters, test loss) across the models; test: Page's L, seeds as blocks",
-         "loss falls"),
-        ("gap-grows-with-params", "The generalization gap (train − test accuracy) grows with the number of parameters.", "gap", 1,
-         "mean over seeds of Spearman's ρ(parameters, train − test accuracy) across the models; test: Page's L, seeds as blocks",
-         "gap rises"),
+        (
+            "more-params-better",
+            "More parameters, higher test accuracy.",
+            "test_acc",
+            1,
+            "mean over seeds of Spearman's ρ(parameters, test accuracy) across the models; test: Page's L, seeds as blocks",
+            "accuracy rises",
+        ),
+        (
+            "more-params-lower-loss",
+            "More parameters, lower test loss.",
+            "test_loss",
+            -1,
+            "mean over seeds of −Spearman's ρ(parameters, test loss) across the models; test: Page's L, seeds as blocks",
+            "loss falls",
+        ),
+        (
+            "gap-grows-with-params",
+            "The generalization gap (train − test accuracy) grows with the number of parameters.",
+            "gap",
+            1,
+            "mean over seeds of Spearman's ρ(parameters, train − test accuracy) across the models; test: Page's L, seeds as blocks",
+            "gap rises",
+        ),
     ):
         s, left = _trend(rows, key, sign)
         out.append(fd.Finding.from_stat(s, fid, claim, "original", stat, _count_note(s, left, rising)).as_dict())
@@ -162,8 +212,13 @@ def summarize(cfg: dict, results: dict) -> dict:
         rows += seed_rows(r, cfg["train_size"], cfg["batch_size"], model=m, params=r["params"])
     found = claims(rows)  # adds each row's "gap"
     # one row per model and seed; the report draws their medians per model (no second table here)
-    return {"epochs": cfg["epochs"], "train_size": cfg["train_size"], "test_size": cfg["test_size"],
-            "results": rows, "findings": found}
+    return {
+        "epochs": cfg["epochs"],
+        "train_size": cfg["train_size"],
+        "test_size": cfg["test_size"],
+        "results": rows,
+        "findings": found,
+    }
 
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
@@ -173,7 +228,9 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
             base = {"model": m, "params": r["params"], "seed": seed}
             for j, e in enumerate(r["epoch"].tolist()):
                 rows += [{**base, "epoch": e, "metric": k, "value": r[k][j, i].item()} for k in METRICS]
-            rows += [{**base, "epoch": e + 1, "metric": "batch_loss", "value": v} for e, v in enumerate(r["batch_loss"][:, i].tolist())]
+            rows += [
+                {**base, "epoch": e + 1, "metric": "batch_loss", "value": v} for e, v in enumerate(r["batch_loss"][:, i].tolist())
+            ]
     return rows
 
 
@@ -204,8 +261,17 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.plot(x, med, style, color=color, lw=1.2, ms=0, label=f"{label}: median ({n_txt} seeds per model)")
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
         for i in have:  # each seed as a dot in its model's colour
-            ax.plot([params[i]] * len(vals[i]), vals[i], style[0] if style[0] in "os^" else "o", color=model_color(table[i]["model"]),
-                    ms=4, mec=color, mew=0.6, alpha=0.9, ls="none")
+            ax.plot(
+                [params[i]] * len(vals[i]),
+                vals[i],
+                style[0] if style[0] in "os^" else "o",
+                color=model_color(table[i]["model"]),
+                ms=4,
+                mec=color,
+                mew=0.6,
+                alpha=0.9,
+                ls="none",
+            )
 
     fig, (ax_l, ax_a, ax_g) = plt.subplots(1, 3, figsize=(16, 4.8), layout="constrained")
     for split, style, color in (("train", "o--", "0.45"), ("test", "s-", "k")):
@@ -213,10 +279,22 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         curve(ax_a, f"{split}_acc", 100, style, color, split)
     curve(ax_g, "gap", 100, "o-", "tab:red", "train − test")
     # the original's test accuracy after 5 epochs on all 50,000 images (SPEC), at its two ends
-    ref = [(t["params"], 100 * REFERENCE["rows"][f"{t['model']} test accuracy"]) for t in table if f"{t['model']} test accuracy" in REFERENCE["rows"]]
+    ref = [
+        (t["params"], 100 * REFERENCE["rows"][f"{t['model']} test accuracy"])
+        for t in table
+        if f"{t['model']} test accuracy" in REFERENCE["rows"]
+    ]
     if ref:
-        ax_a.plot(*zip(*ref), "D", color="tab:orange", mec="k", ms=8, ls="none", zorder=5,
-                  label="original (full settings: 5 epochs, batch 512, 50,000 images), test")
+        ax_a.plot(
+            *zip(*ref),
+            "D",
+            color="tab:orange",
+            mec="k",
+            ms=8,
+            ls="none",
+            zorder=5,
+            label="original (full settings: 5 epochs, batch 512, 50,000 images), test",
+        )
     sub = f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training images, {n_seeds} seeds per model"
     ax_l.set(ylabel="cross-entropy loss", title="Loss vs parameters")
     ax_a.set(ylabel="accuracy (%)", title="Accuracy vs parameters")
@@ -232,7 +310,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         top.set_xlabel("model cnn-N", fontsize=8)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{sub}\nlines: median over seeds, band: {BAND} over seeds; dots: single seeds in each model's colour", fontsize=10)
+    fig.suptitle(
+        f"{sub}\nlines: median over seeds, band: {BAND} over seeds; dots: single seeds in each model's colour", fontsize=10
+    )
     return [save_fig(fig, fig_dir / "params.png")]
 
 

@@ -26,17 +26,21 @@ TITLE = "Memorising random labels (MNIST, mnist-mlp)"
 
 # --- for the report and the progress display (see base.py)
 PART = "Generalization"
-COST = 47  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-LOOK_FOR = ("whether train accuracy on the random labels climbs toward 100% and train loss falls well below "
-            "log 10 ≈ 2.30, while test accuracy on the true labels stays at chance (10%) and test loss rises: "
-            "memorisation without generalization (Zhang et al. 2017; the original's Fig 14). The 'final' numbers "
-            "are each seed's mean over the last 10% of epochs, then the mean over seeds; a seed whose train "
-            "accuracy falls late (a blow-up at a large step size) is flagged, not hidden. The quick profile "
-            "trains 4,000 images at lr 1e-3 for 150 epochs; the original trained 60,000 at lr 1e-4 for 1,000 "
-            "and ended at train loss ≈ 1.15, far from 100% train accuracy, so at its settings `memorises` "
-            "can come out not shown while `train-loss-falls` is shown. Each claim is judged from the seeds' final numbers "
-            "by a Student-t interval: with 3 seeds a mean must clear its line by about 2.5 standard deviations of the "
-            "seeds' values to be shown (5 seeds at full: 1.24).")
+COST = (
+    47  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
+LOOK_FOR = (
+    "whether train accuracy on the random labels climbs toward 100% and train loss falls well below "
+    "log 10 ≈ 2.30, while test accuracy on the true labels stays at chance (10%) and test loss rises: "
+    "memorisation without generalization (Zhang et al. 2017; the original's Fig 14). The 'final' numbers "
+    "are each seed's mean over the last 10% of epochs, then the mean over seeds; a seed whose train "
+    "accuracy falls late (a blow-up at a large step size) is flagged, not hidden. The quick profile "
+    "trains 4,000 images at lr 1e-3 for 150 epochs; the original trained 60,000 at lr 1e-4 for 1,000 "
+    "and ended at train loss ≈ 1.15, far from 100% train accuracy, so at its settings `memorises` "
+    "can come out not shown while `train-loss-falls` is shown. Each claim is judged from the seeds' final numbers "
+    "by a Student-t interval: with 3 seeds a mean must clear its line by about 2.5 standard deviations of the "
+    "seeds' values to be shown (5 seeds at full: 1.24)."
+)
 CAPTIONS = {
     "curves.png": "Loss and accuracy against epoch, the median over seeds with the interquartile range as a band: "
     "train on the random labels, test on the true labels; chance (10%) dotted; the shaded final window is what the "
@@ -44,11 +48,13 @@ CAPTIONS = {
     "settings (the original's Fig 14).",
 }
 DIFFERENCES = [
-    ("Final numbers (experiment 6)",
-     "dlscope: each seed's mean over the last 10% of epochs, 3 seeds (quick; 5 at full); the original: the last epoch "
-     "of one run.",
-     "Training on random labels at a large step size has late blow-ups (train accuracy 100% at one epoch, 85% "
-     "seven epochs later): one epoch's value would report an accident of timing."),
+    (
+        "Final numbers (experiment 6)",
+        "dlscope: each seed's mean over the last 10% of epochs, 3 seeds (quick; 5 at full); the original: the last epoch "
+        "of one run.",
+        "Training on random labels at a large step size has late blow-ups (train accuracy 100% at one epoch, 85% "
+        "seven epochs later): one epoch's value would report an accident of timing.",
+    ),
 ]
 REFERENCE = {  # the original study over 1000 epochs (SPEC)
     "what": "losses at initialisation and at the end (train on the random labels, test on the true ones)",
@@ -185,27 +191,57 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
     out = []
     stat = greater(col("final_train_acc"), margin=0.9)
     above = sum(v is not None and v > 0.9 for v in col("final_train_acc"))
-    out.append(Finding.from_stat(
-        stat, "memorises", "train accuracy on the random labels approaches 100% (above 90%)", "Zhang et al. 2017",
-        f"mean over seeds of the train accuracy on the random labels ({final}); shown if its Student-t 95% interval lies above 0.9",
-        (f"above 0.9 in {above} of {len(table)} seeds; best single epoch {max((r['best_train_acc'] or 0) for r in table):.3f}"
-         f"{flag}") if table else "no seeds").as_dict())
+    out.append(
+        Finding.from_stat(
+            stat,
+            "memorises",
+            "train accuracy on the random labels approaches 100% (above 90%)",
+            "Zhang et al. 2017",
+            f"mean over seeds of the train accuracy on the random labels ({final}); shown if its Student-t 95% interval lies above 0.9",
+            (
+                f"above 0.9 in {above} of {len(table)} seeds; best single epoch {max((r['best_train_acc'] or 0) for r in table):.3f}"
+                f"{flag}"
+            )
+            if table
+            else "no seeds",
+        ).as_dict()
+    )
     stat = greater([None if v is None else math.log(cfg["classes"]) - v for v in col("final_train_loss")], margin=0.5)
-    out.append(Finding.from_stat(
-        stat, "train-loss-falls", "train loss on the random labels falls well below chance, log 10 ≈ 2.30", "original",
-        f"mean over seeds of log 10 − final train loss ({final}); shown if its Student-t 95% interval lies above 0.5 nats "
-        "(the original: 2.30 → 1.15)", lost(stat)).as_dict())
+    out.append(
+        Finding.from_stat(
+            stat,
+            "train-loss-falls",
+            "train loss on the random labels falls well below chance, log 10 ≈ 2.30",
+            "original",
+            f"mean over seeds of log 10 − final train loss ({final}); shown if its Student-t 95% interval lies above 0.5 nats "
+            "(the original: 2.30 → 1.15)",
+            lost(stat),
+        ).as_dict()
+    )
     stat = within(col("final_test_acc"), 0.07, 0.13)
-    out.append(Finding.from_stat(
-        stat, "test-at-chance", "test accuracy (true labels) stays near chance, 10%", "Zhang et al. 2017",
-        f"mean over seeds of the test accuracy ({final}); shown if its Student-t 95% interval lies inside [0.07, 0.13]",
-        lost(stat)).as_dict())
+    out.append(
+        Finding.from_stat(
+            stat,
+            "test-at-chance",
+            "test accuracy (true labels) stays near chance, 10%",
+            "Zhang et al. 2017",
+            f"mean over seeds of the test accuracy ({final}); shown if its Student-t 95% interval lies inside [0.07, 0.13]",
+            lost(stat),
+        ).as_dict()
+    )
     rises = [None if a is None or b is None else b - a for a, b in zip(col("initial_test_loss"), col("final_test_loss"))]
     stat = greater(rises)
-    out.append(Finding.from_stat(
-        stat, "test-loss-rises", "test loss rises above its value at initialisation", "original",
-        f"mean over seeds of final test loss ({final}) − test loss at initialisation (the original: 2.30 → 5.0); "
-        "paired by seed", lost(stat)).as_dict())
+    out.append(
+        Finding.from_stat(
+            stat,
+            "test-loss-rises",
+            "test loss rises above its value at initialisation",
+            "original",
+            f"mean over seeds of final test loss ({final}) − test loss at initialisation (the original: 2.30 → 5.0); "
+            "paired by seed",
+            lost(stat),
+        ).as_dict()
+    )
     return out
 
 
@@ -259,8 +295,15 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         plot_median_iqr(ax_a, epochs, (100 * r[f"{split}_acc"]).T.tolist(), what, COLORS[split])
     for split in ("train", "test"):  # the original's losses at the start and after its 1,000 epochs
         start, end = REFERENCE["rows"][f"initial {split} loss"], REFERENCE["rows"][f"final {split} loss"]
-        ax_l.plot([0, last], [start, end], "*", color=COLORS[split], mec="k", ms=10,
-                  label=f"original {split} loss (full settings: epochs 0 and 1,000)")
+        ax_l.plot(
+            [0, last],
+            [start, end],
+            "*",
+            color=COLORS[split],
+            mec="k",
+            ms=10,
+            label=f"original {split} loss (full settings: epochs 0 and 1,000)",
+        )
     ax_a.axhline(100 / cfg["classes"], color="gray", ls=":", lw=1, label="chance (10%)")
     w = window_epochs(cfg)
     for ax in (ax_l, ax_a):
@@ -268,8 +311,10 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     unstable = [t["seed"] for t in table if t["unstable"]]
-    sub = (f"mnist-mlp, {r['train_size']:,} training images, lr {cfg['lr']:g}, batch {cfg['batch_size']}; bands: IQR over seeds"
-           + (f"; unstable late: seed {', '.join(map(str, unstable))}" if unstable else ""))
+    sub = (
+        f"mnist-mlp, {r['train_size']:,} training images, lr {cfg['lr']:g}, batch {cfg['batch_size']}; bands: IQR over seeds"
+        + (f"; unstable late: seed {', '.join(map(str, unstable))}" if unstable else "")
+    )
     ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"Loss\n{sub}")
     ax_a.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100), title=f"Accuracy\n{sub}")
     ax_l.title.set_fontsize(9)
@@ -280,4 +325,8 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
 def ours(summary: dict) -> dict:
     """This run's losses at initialisation and at the end (final: each seed's mean over the final
     window, then the mean over seeds), under REFERENCE's row labels."""
-    return {f"{when} {split} loss": summary.get(f"{when}_{split}_loss") for when in ("initial", "final") for split in ("train", "test")}
+    return {
+        f"{when} {split} loss": summary.get(f"{when}_{split}_loss")
+        for when in ("initial", "final")
+        for split in ("train", "test")
+    }

@@ -27,21 +27,25 @@ NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
 # --- for the report and the progress display (see base.py)
-COST = 108  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-LOOK_FOR = ("two claims that need not agree, each with its own verdict. The original found sensitivity "
-            "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
-            "`sensitivity-falls-with-batch`, `sensitivity-falls-with-lr`, `accuracy-falls-with-batch`, "
-            "seed by seed: Page's trend test with the seeds as blocks, shown only where the configurations fall in "
-            "the claimed order consistently across seeds (with 3 seeds and 4 batch sizes a mean Spearman ρ of about "
-            "0.73 is needed; the note gives each seed's ρ). Novak et al. (2018) found sensitivity rising with the "
-            "generalization gap across models: `sensitivity-tracks-gap`, Spearman's ρ over every trained model of "
-            "both sweeps (a permutation test that treats the models as independent, though each seed's share an "
-            "initialisation), drawn in the scatter of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
-            "widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
-            "least `epochs` epochs and `min_steps` optimizer steps (rows give its steps and final train loss), "
-            "so the large batches are not judged after a few dozen steps. Keskar et al.'s own measure is taken on every "
-            "trained model too (top Hessian eigenvalue, trace, Keskar ε-sharpness; the curvature figures): "
-            "`sharpness-rises-with-batch` asks whether the sharpness rises with the batch size, seed by seed.")
+COST = (
+    108  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
+LOOK_FOR = (
+    "two claims that need not agree, each with its own verdict. The original found sensitivity "
+    "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
+    "`sensitivity-falls-with-batch`, `sensitivity-falls-with-lr`, `accuracy-falls-with-batch`, "
+    "seed by seed: Page's trend test with the seeds as blocks, shown only where the configurations fall in "
+    "the claimed order consistently across seeds (with 3 seeds and 4 batch sizes a mean Spearman ρ of about "
+    "0.73 is needed; the note gives each seed's ρ). Novak et al. (2018) found sensitivity rising with the "
+    "generalization gap across models: `sensitivity-tracks-gap`, Spearman's ρ over every trained model of "
+    "both sweeps (a permutation test that treats the models as independent, though each seed's share an "
+    "initialisation), drawn in the scatter of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
+    "widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
+    "least `epochs` epochs and `min_steps` optimizer steps (rows give its steps and final train loss), "
+    "so the large batches are not judged after a few dozen steps. Keskar et al.'s own measure is taken on every "
+    "trained model too (top Hessian eigenvalue, trace, Keskar ε-sharpness; the curvature figures): "
+    "`sharpness-rises-with-batch` asks whether the sharpness rises with the batch size, seed by seed."
+)
 CAPTIONS = {
     "loss_vs_batch.png": "Train and test loss (left axis) and input sensitivity (right axis) against batch size "
     "at a fixed learning rate, median over seeds with the interquartile range (the original's Figs 17 and 18).",
@@ -67,26 +71,38 @@ REFERENCE = {  # the original study's test accuracy (SPEC), by batch size (lr 4e
     "original": "after 25 epochs",
     "kind": "acc",
     "rows": {
-        "batch 16": 0.619, "batch 64": 0.577, "batch 256": 0.575, "batch 1024": 0.526, "batch 4096": 0.464,
-        "lr 0.1": 0.156, "lr 0.01": 0.341, "lr 0.001": 0.599, "lr 0.0001": 0.473, "lr 1e-05": 0.354,
+        "batch 16": 0.619,
+        "batch 64": 0.577,
+        "batch 256": 0.575,
+        "batch 1024": 0.526,
+        "batch 4096": 0.464,
+        "lr 0.1": 0.156,
+        "lr 0.01": 0.341,
+        "lr 0.001": 0.599,
+        "lr 0.0001": 0.473,
+        "lr 1e-05": 0.354,
     },
 }
 DIFFERENCES = [
-    ("Sensitivity (experiments 8 and 9)",
-     "dlscope: the Frobenius norm of the Jacobian of the softmax output (class probabilities) with "
-     "respect to the input image, per test image, averaged over test images. The original: a norm "
-     "of the gradient of the loss with respect to the parameters, on one mini-batch.",
-     "The Jacobian norm is Novak et al.'s (2018) measure, the one shown to track the generalization "
-     "gap: it describes the function the network computes at test points, independent of how it is "
-     "parameterised and of which mini-batch happens to be drawn. A parameter-gradient norm on one "
-     "batch measures the slope of the training loss in weight space, which is a different quantity "
-     "and noisy. Numbers of the two do not compare."),
-    ("Training budget per configuration (experiments 8 and 9)",
-     "dlscope: every batch size and learning rate trains at least `epochs` epochs and at least `min_steps` "
-     "optimizer steps (whole epochs), its lr drop at the same fraction of its training; the original: 25 epochs "
-     "each. At full settings 25 epochs already give every configuration ≥ 300 steps, so full is the original's.",
-     "Equal epochs give a large batch few steps (the quick profile's batch 4096 once had 16 in all): its end "
-     "would be compared half-trained, and the comparison would measure the budget, not the batch size."),
+    (
+        "Sensitivity (experiments 8 and 9)",
+        "dlscope: the Frobenius norm of the Jacobian of the softmax output (class probabilities) with "
+        "respect to the input image, per test image, averaged over test images. The original: a norm "
+        "of the gradient of the loss with respect to the parameters, on one mini-batch.",
+        "The Jacobian norm is Novak et al.'s (2018) measure, the one shown to track the generalization "
+        "gap: it describes the function the network computes at test points, independent of how it is "
+        "parameterised and of which mini-batch happens to be drawn. A parameter-gradient norm on one "
+        "batch measures the slope of the training loss in weight space, which is a different quantity "
+        "and noisy. Numbers of the two do not compare.",
+    ),
+    (
+        "Training budget per configuration (experiments 8 and 9)",
+        "dlscope: every batch size and learning rate trains at least `epochs` epochs and at least `min_steps` "
+        "optimizer steps (whole epochs), its lr drop at the same fraction of its training; the original: 25 epochs "
+        "each. At full settings 25 epochs already give every configuration ≥ 300 steps, so full is the original's.",
+        "Equal epochs give a large batch few steps (the quick profile's batch 4096 once had 16 in all): its end "
+        "would be compared half-trained, and the comparison would measure the budget, not the batch size.",
+    ),
 ]
 
 _FULL = {
@@ -109,19 +125,42 @@ _FULL = {
     "curvature_samples": 1000,
 }
 PROFILES = {
-    "smoke": {**_FULL, "seeds": 2, "epochs": 1, "min_steps": 2, "batch_sizes": [64, 128, 512], "lrs": [1e-1, 1e-3, 1e-4],
-              "lr_sweep_batch_size": 128, "train_size": 256, "test_size": 128, "sensitivity_samples": 16,
-              "curvature_samples": 64, "curvature_max_steps": 8, "trace_hvp": 6, "keskar_steps": 2},
+    "smoke": {
+        **_FULL,
+        "seeds": 2,
+        "epochs": 1,
+        "min_steps": 2,
+        "batch_sizes": [64, 128, 512],
+        "lrs": [1e-1, 1e-3, 1e-4],
+        "lr_sweep_batch_size": 128,
+        "train_size": 256,
+        "test_size": 128,
+        "sensitivity_samples": 16,
+        "curvature_samples": 64,
+        "curvature_max_steps": 8,
+        "trace_hvp": 6,
+        "keskar_steps": 2,
+    },
     # 2,048 training images, 3 seeds (full: 5). Batch sizes 16 ... 512 (not 4096: 200 steps of it, 3 seeds,
     # would be 2.5 M images, ten times this profile's budget) and the lr sweep at batch 128 (not
     # 512, for the same reason). Every configuration gets >= 12 epochs and >= 200 optimizer steps:
     # batch 512 trains 50 epochs, batch 256 25, the rest 12; the lr drops at 3/4 of each one's
     # training (9 of 12 epochs). Sensitivity over 250 test images; curves every 3 epochs. Curvature
     # on 128 training images, small budgets (curvature.QUICK).
-    "quick": {**_FULL, "epochs": 12, "min_steps": 200, "lr_step": 9, "batch_sizes": [16, 64, 256, 512],
-              "lr_sweep_batch_size": 128, "train_size": 2048, "test_size": 1000, "sensitivity_samples": 250,
-              "eval_every": 3, "seeds": 3,
-              **curvature.QUICK},
+    "quick": {
+        **_FULL,
+        "epochs": 12,
+        "min_steps": 200,
+        "lr_step": 9,
+        "batch_sizes": [16, 64, 256, 512],
+        "lr_sweep_batch_size": 128,
+        "train_size": 2048,
+        "test_size": 1000,
+        "sensitivity_samples": 250,
+        "eval_every": 3,
+        "seeds": 3,
+        **curvature.QUICK,
+    },
     "full": _FULL,
 }
 
@@ -158,10 +197,23 @@ def side_budget(cfg: dict, batch_size: int) -> dict:
 
 
 def trials(cfg: dict) -> list[Trial]:
-    out = [Trial(key=f"batch-{b}", fn=train_sweep, args={**cfg, "sweep": "batch", "batch_size": b, "lr": [cfg["batch_sweep_lr"]]},
-                 label=f"batch {b}") for b in cfg["batch_sizes"]]
-    out.append(Trial(key="lr", fn=train_sweep, args={**cfg, "sweep": "lr", "batch_size": cfg["lr_sweep_batch_size"], "lr": cfg["lrs"]},
-                     label=f"lrs {', '.join(f'{v:g}' for v in cfg['lrs'])}"))
+    out = [
+        Trial(
+            key=f"batch-{b}",
+            fn=train_sweep,
+            args={**cfg, "sweep": "batch", "batch_size": b, "lr": [cfg["batch_sweep_lr"]]},
+            label=f"batch {b}",
+        )
+        for b in cfg["batch_sizes"]
+    ]
+    out.append(
+        Trial(
+            key="lr",
+            fn=train_sweep,
+            args={**cfg, "sweep": "lr", "batch_size": cfg["lr_sweep_batch_size"], "lr": cfg["lrs"]},
+            label=f"lrs {', '.join(f'{v:g}' for v in cfg['lrs'])}",
+        )
+    )
     return out
 
 
@@ -214,8 +266,14 @@ def rows(cfg: dict, results: dict) -> list[dict]:
         batch_loss = r["batch_loss"]  # [epochs, N]
         quarter = max(0, len(batch_loss) - 1 - len(batch_loss) // 4)
         for i, (lr, seed) in enumerate(zip(r["lrs"], r["seeds"])):
-            row = {"sweep": r["sweep"], "batch_size": r["batch_size"], "lr": lr, "seed": seed,
-                   "epochs": r["epochs"], "steps": r["steps"]}
+            row = {
+                "sweep": r["sweep"],
+                "batch_size": r["batch_size"],
+                "lr": lr,
+                "seed": seed,
+                "epochs": r["epochs"],
+                "steps": r["steps"],
+            }
             vals = {k: r[k][-1, i].item() for k in METRICS} | {"sensitivity": r["sensitivity"][i].item()}
             vals["acc_gap"] = vals["train_acc"] - vals["test_acc"]  # the generalization gap
             vals["loss_gap"] = vals["test_loss"] - vals["train_loss"]
@@ -254,8 +312,19 @@ def seedwise_trend(table: list[dict], sweep: str, xkey: str, ykey: str, sign: in
     left = len(seeds) - len(per_seed)
     if len(xs) < 3 or not per_seed:
         why = "fewer than 3 values swept" if len(xs) < 3 else "no seed with every configuration measured"
-        return (Stat(None, None, INCONCLUSIVE, len(per_seed) if len(xs) >= 3 else 0, test="page-L",
-                     sample={"x": [float(x) for x in xs], "y": [], "sign": sign, "margin": 0.0}, reason=why), left, [])
+        return (
+            Stat(
+                None,
+                None,
+                INCONCLUSIVE,
+                len(per_seed) if len(xs) >= 3 else 0,
+                test="page-L",
+                sample={"x": [float(x) for x in xs], "y": [], "sign": sign, "margin": 0.0},
+                reason=why,
+            ),
+            left,
+            [],
+        )
     rhos = [sign * (spearman(xs, ys) or 0.0) + 0.0 for ys in per_seed]  # + 0.0: no -0.00
     return trend(xs, per_seed, sign), left, rhos
 
@@ -281,19 +350,34 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
     out = []
     for sweep, xkey, what in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
         stat, left, rhos = seedwise_trend(table, sweep, xkey, "sensitivity", -1)
-        note = (f"{len({r[xkey] for r in table if r['sweep'] == sweep})} {what}s; "
-                + (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(stat, "sensitivity", "falls", rhos))
-        out.append(Finding.from_stat(
-            stat, f"sensitivity-falls-with-{'batch' if sweep == 'batch' else 'lr'}",
-            f"a larger {what} gives a lower input sensitivity", "original",
-            f"mean over seeds of −Spearman ρ({what}, sensitivity); 95% CI: Student-t over seeds; "
-            f"test: Page's L, seeds as blocks", note).as_dict())
+        note = (
+            f"{len({r[xkey] for r in table if r['sweep'] == sweep})} {what}s; "
+            + (f"{left} seed(s) left out (diverged); " if left else "")
+            + _trend_note(stat, "sensitivity", "falls", rhos)
+        )
+        out.append(
+            Finding.from_stat(
+                stat,
+                f"sensitivity-falls-with-{'batch' if sweep == 'batch' else 'lr'}",
+                f"a larger {what} gives a lower input sensitivity",
+                "original",
+                f"mean over seeds of −Spearman ρ({what}, sensitivity); 95% CI: Student-t over seeds; "
+                f"test: Page's L, seeds as blocks",
+                note,
+            ).as_dict()
+        )
     stat, left, rhos = seedwise_trend(table, "batch", "batch_size", "test_acc", -1)
-    out.append(Finding.from_stat(
-        stat, "accuracy-falls-with-batch", "a larger batch size gives a lower test accuracy", "original",
-        "mean over seeds of −Spearman ρ(batch size, test accuracy); 95% CI: Student-t over seeds; "
-        "test: Page's L, seeds as blocks",
-        (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(stat, "test accuracy", "falls", rhos)).as_dict())
+    out.append(
+        Finding.from_stat(
+            stat,
+            "accuracy-falls-with-batch",
+            "a larger batch size gives a lower test accuracy",
+            "original",
+            "mean over seeds of −Spearman ρ(batch size, test accuracy); 95% CI: Student-t over seeds; "
+            "test: Page's L, seeds as blocks",
+            (f"{left} seed(s) left out (diverged); " if left else "") + _trend_note(stat, "test accuracy", "falls", rhos),
+        ).as_dict()
+    )
     ok = [r for r in table if not r["diverged"] and _finite(r["sensitivity"]) and _finite(r["acc_gap"])]
     stat = correlation([r["sensitivity"] for r in ok], [r["acc_gap"] for r in ok])
     n = stat.n
@@ -303,20 +387,34 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
     learnt = [r for r in ok if r["test_acc"] is not None and r["test_acc"] > CHANCE_MARGIN]
     rho_learnt = spearman([r["sensitivity"] for r in learnt], [r["acc_gap"] for r in learnt]) if len(learnt) >= 3 else None
     seeds = len({r["seed"] for r in ok})
-    out.append(Finding.from_stat(
-        stat, "sensitivity-tracks-gap",
-        "across the trained models, a higher input sensitivity goes with a larger generalization gap",
-        "Novak et al. 2018",
-        "Spearman ρ(sensitivity, train accuracy − test accuracy) over all trained models of both sweeps; "
-        "95% CI: Fisher z (Bonett–Wright); p: permutation over models",
-        (f"{len(table) - n} diverged model(s) left out; " if len(table) > n else "")
-        + (f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}" if rho_loss is not None
-           else "no ρ with the loss gap (too few models, or one side constant)")
-        + (f"; without the {len(ok) - len(learnt)} model(s) at chance (test accuracy ≤ {CHANCE_MARGIN:.0%}): "
-           f"ρ = {rho_learnt:.2f} (n = {len(learnt)})" if rho_learnt is not None and len(learnt) < len(ok) else "")
-        + (f"; the {n} models come from {seeds} seeds (models of one seed share initialisation and data order: "
-           f"not fully independent, so the interval and p are somewhat optimistic)" if n >= 4 and seeds < n else "")
-    ).as_dict())
+    out.append(
+        Finding.from_stat(
+            stat,
+            "sensitivity-tracks-gap",
+            "across the trained models, a higher input sensitivity goes with a larger generalization gap",
+            "Novak et al. 2018",
+            "Spearman ρ(sensitivity, train accuracy − test accuracy) over all trained models of both sweeps; "
+            "95% CI: Fisher z (Bonett–Wright); p: permutation over models",
+            (f"{len(table) - n} diverged model(s) left out; " if len(table) > n else "")
+            + (
+                f"with the loss gap (test − train loss): ρ = {rho_loss:.2f}"
+                if rho_loss is not None
+                else "no ρ with the loss gap (too few models, or one side constant)"
+            )
+            + (
+                f"; without the {len(ok) - len(learnt)} model(s) at chance (test accuracy ≤ {CHANCE_MARGIN:.0%}): "
+                f"ρ = {rho_learnt:.2f} (n = {len(learnt)})"
+                if rho_learnt is not None and len(learnt) < len(ok)
+                else ""
+            )
+            + (
+                f"; the {n} models come from {seeds} seeds (models of one seed share initialisation and data order: "
+                f"not fully independent, so the interval and p are somewhat optimistic)"
+                if n >= 4 and seeds < n
+                else ""
+            ),
+        ).as_dict()
+    )
     out.append(sharpness_trend_finding(table))
     return out
 
@@ -330,10 +428,12 @@ def sharpness_trend_finding(table: list[dict]) -> dict:
     else:
         each = f"ρ per seed: {', '.join(f'{r:.2f}' for r in rhos)}; 1 = rises at every step"
         k = sum(r > 0 for r in rhos)
-        note = {SHOWN: f"Keskar sharpness rises in {k} of {len(rhos)} seeds, consistently enough for Page's test",
-                NOT_SHOWN: "Keskar sharpness does not rise: the seeds agree on the opposite order"}.get(
-            stat.verdict, f"Keskar sharpness rises in {k} of {len(rhos)} seeds: the seeds disagree or the order is "
-                          f"within chance") + f" ({each})"
+        note = {
+            SHOWN: f"Keskar sharpness rises in {k} of {len(rhos)} seeds, consistently enough for Page's test",
+            NOT_SHOWN: "Keskar sharpness does not rise: the seeds agree on the opposite order",
+        }.get(
+            stat.verdict, f"Keskar sharpness rises in {k} of {len(rhos)} seeds: the seeds disagree or the order is within chance"
+        ) + f" ({each})"
     also = []
     for key, what in (("top_eigenvalue", "top eigenvalue"), ("trace", "trace")):
         other, _, _ = seedwise_trend(table, "batch", "batch_size", key, +1)
@@ -341,9 +441,14 @@ def sharpness_trend_finding(table: list[dict]) -> dict:
             also.append(f"{what}: mean ρ {other.value:.2f}, {other.verdict} (n={other.n})")
     note += (f"; {left} seed(s) left out (diverged or not measured)" if left else "") + ("; " + "; ".join(also) if also else "")
     return Finding.from_stat(
-        stat, "sharpness-rises-with-batch", "a larger batch size ends in a sharper minimum", "Keskar et al. 2017",
+        stat,
+        "sharpness-rises-with-batch",
+        "a larger batch size ends in a sharper minimum",
+        "Keskar et al. 2017",
         "mean over seeds of Spearman ρ(batch size, Keskar ε-sharpness of the trained model); "
-        "95% CI: Student-t over seeds; test: Page's L, seeds as blocks", note).as_dict()
+        "95% CI: Student-t over seeds; test: Page's L, seeds as blocks",
+        note,
+    ).as_dict()
 
 
 def summarize(cfg: dict, results: dict) -> dict:
@@ -356,7 +461,7 @@ def summarize(cfg: dict, results: dict) -> dict:
         "sensitivity_samples": cfg["sensitivity_samples"],
         "sensitivity_definition": "mean over the test images of the Frobenius norm of d(class probabilities)/d(input image)",
         "budget": "each configuration trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), "
-                  "its StepLR drop at the same fraction of its training; rows give its epochs, steps and final train loss",
+        "its StepLR drop at the same fraction of its training; rows give its epochs, steps and final train loss",
         "curvature": curvature.describe(cfg),
         "results": table,
         "findings": claims(cfg, table),
@@ -371,8 +476,11 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
             for j, e in enumerate(r["epoch"].tolist()):
                 out += [{**base, "epoch": e, "metric": k, "value": r[k][j, i].item()} for k in METRICS]
             out.append({**base, "epoch": r["epochs"], "metric": "sensitivity", "value": r["sensitivity"][i].item()})
-            out += [{**base, "epoch": r["epochs"], "metric": k, "value": v}
-                    for k, v in curvature.member_fields(r.get("curvature"), i).items() if k in curvature.MEASURES and v is not None]
+            out += [
+                {**base, "epoch": r["epochs"], "metric": k, "value": v}
+                for k, v in curvature.member_fields(r.get("curvature"), i).items()
+                if k in curvature.MEASURES and v is not None
+            ]
     return out
 
 
@@ -420,7 +528,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
                 ref = [(x, 100 * v) for x, v in ref if v is not None]
                 if ref:
                     ax.plot(*zip(*ref), "k*", ms=9, label="original test accuracy (full settings)")
-            ax.set(xscale="log", xlabel=f"{xlabel} (log scale)", ylabel=f"{what} (%)" if what == "accuracy" else "cross-entropy loss")
+            ax.set(
+                xscale="log", xlabel=f"{xlabel} (log scale)", ylabel=f"{what} (%)" if what == "accuracy" else "cross-entropy loss"
+            )
             ax.set_xticks(xs, [f"{v:g}" for v in xs])  # the swept values themselves
             ax.xaxis.set_minor_locator(NullLocator())
             ax.grid(alpha=0.3, which="both")
@@ -431,8 +541,14 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             for x in xs:
                 k = sum(r["diverged"] for r in pts if r[xkey] == x)
                 if k:
-                    ax.annotate(f"{k} of {len(seeds)}\ndiverged", (x, 0.5), xycoords=("data", "axes fraction"),
-                                ha="center", color="red", fontsize=8)
+                    ax.annotate(
+                        f"{k} of {len(seeds)}\ndiverged",
+                        (x, 0.5),
+                        xycoords=("data", "axes fraction"),
+                        ha="center",
+                        color="red",
+                        fontsize=8,
+                    )
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = twin.get_legend_handles_labels()
             # below the axes: twin-axis legends inside the frame end up on some line
@@ -444,8 +560,11 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     return paths
 
 
-CURVATURE_PANELS = (("top_eigenvalue", "top Hessian eigenvalue λ₁"), ("trace", "Hessian trace"),
-                    ("keskar", "Keskar ε-sharpness (%)"))
+CURVATURE_PANELS = (
+    ("top_eigenvalue", "top Hessian eigenvalue λ₁"),
+    ("trace", "Hessian trace"),
+    ("keskar", "Keskar ε-sharpness (%)"),
+)
 
 
 def curvature_figures(cfg: dict, table: list[dict], fig_dir) -> list[str]:
@@ -470,9 +589,12 @@ def curvature_figures(cfg: dict, table: list[dict], fig_dir) -> list[str]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fixed = f"lr {cfg['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {cfg['lr_sweep_batch_size']}"
-        fig.suptitle(f"Curvature of each trained model vs {xlabel} ({cfg['model']}, {fixed}; bands: IQR over seeds)\n"
-                     f"{min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; trace {cfg['trace_hvp']} HVPs, "
-                     f"Keskar ε = {cfg['keskar_radius']:g}", fontsize=9)
+        fig.suptitle(
+            f"Curvature of each trained model vs {xlabel} ({cfg['model']}, {fixed}; bands: IQR over seeds)\n"
+            f"{min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; trace {cfg['trace_hvp']} HVPs, "
+            f"Keskar ε = {cfg['keskar_radius']:g}",
+            fontsize=9,
+        )
         paths.append(save_fig(fig, fig_dir / f"curvature_vs_{sweep}.png"))
     return paths
 
@@ -488,10 +610,18 @@ def gap_figure(cfg: dict, table: list[dict], fig_dir) -> str:
         for v in values:
             ok = [r for r in pts if r[xkey] == v and _finite(r["sensitivity"]) and _finite(r["acc_gap"])]
             if ok:
-                ax.plot([100 * r["acc_gap"] for r in ok], [r["sensitivity"] for r in ok], marker, ls="none",
-                        color=config_color(sweep, v, values), label=f"{name} {v:g} (n={len(ok)})")
+                ax.plot(
+                    [100 * r["acc_gap"] for r in ok],
+                    [r["sensitivity"] for r in ok],
+                    marker,
+                    ls="none",
+                    color=config_color(sweep, v, values),
+                    label=f"{name} {v:g} (n={len(ok)})",
+                )
     found = next((f for f in claims(cfg, table) if f["id"] == "sensitivity-tracks-gap"), None)
-    rho = f"Spearman ρ = {found['value']:.2f}, {found['verdict']}" if found and found["value"] is not None else "ρ: too few models"
+    rho = (
+        f"Spearman ρ = {found['value']:.2f}, {found['verdict']}" if found and found["value"] is not None else "ρ: too few models"
+    )
     ax.set(xlabel="generalization gap: train − test accuracy (percentage points)", ylabel="sensitivity: mean ‖∂p/∂x‖_F")
     ax.set_title(f"Sensitivity vs generalization gap, one point per model and seed\n{cfg['model']}; {rho}", fontsize=9)
     ax.grid(alpha=0.3)
@@ -515,5 +645,9 @@ def ours(summary: dict) -> dict:
     for label, values in acc.items():
         ok = [v for v in values if _finite(v)]
         mean = sum(ok) / len(ok) if ok else None
-        out[label] = mean if len(ok) == len(values) else {"value": mean, "note": f"{len(values) - len(ok)} of {len(values)} seeds diverged"}
+        out[label] = (
+            mean
+            if len(ok) == len(values)
+            else {"value": mean, "note": f"{len(values) - len(ok)} of {len(values)} seeds diverged"}
+        )
     return out

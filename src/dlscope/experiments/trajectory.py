@@ -24,16 +24,20 @@ TITLE = "The optimization path in parameter space (PCA)"
 
 # --- for the report and the progress display (see base.py)
 PART = "Optimization"
-COST = 36  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-LOOK_FOR = ("whether runs from different initialisations travel to different places, as the original says "
-            "(finding runs-end-apart: each run's distance to the nearest other run's end point against its own "
-            "path length, in the full parameter space, not in the figure's plane). The figure's plane is one PCA of "
-            "all runs' points together: it must also span the distances between the runs' starting points, so its "
-            "PC1+PC2 hold only part of the variance, the share printed on its axes and in the note of "
-            "paths-nearly-planar; panel (b) starts every path at 0 to show how short the paths are beside those "
-            "distances. Li et al. (2018) find each single path nearly planar (paths-nearly-planar, one PCA per "
-            "run); a random walk in many dimensions puts about 76% of its variance in two components too, so "
-            "that alone says little about training.")
+COST = (
+    36  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
+)
+LOOK_FOR = (
+    "whether runs from different initialisations travel to different places, as the original says "
+    "(finding runs-end-apart: each run's distance to the nearest other run's end point against its own "
+    "path length, in the full parameter space, not in the figure's plane). The figure's plane is one PCA of "
+    "all runs' points together: it must also span the distances between the runs' starting points, so its "
+    "PC1+PC2 hold only part of the variance, the share printed on its axes and in the note of "
+    "paths-nearly-planar; panel (b) starts every path at 0 to show how short the paths are beside those "
+    "distances. Li et al. (2018) find each single path nearly planar (paths-nearly-planar, one PCA per "
+    "run); a random walk in many dimensions puts about 76% of its variance in two components too, so "
+    "that alone says little about training."
+)
 CAPTIONS = {
     "trajectory_whole.png": "The whole model's parameters of every run, at initialisation (square) and after each "
     "epoch to the end (star), projected on the first two principal components of one joint PCA of all runs' "
@@ -72,7 +76,9 @@ def validate(cfg: dict) -> None:
     try:
         select_names(names, cfg["layer"])
     except KeyError:
-        raise ConfigError(f"layer: {cfg['layer']!r} is not a parameter or module of {cfg['model']}; have: {', '.join(names)}") from None
+        raise ConfigError(
+            f"layer: {cfg['layer']!r} is not a parameter or module of {cfg['model']}; have: {', '.join(names)}"
+        ) from None
     if cfg["label_every"] < 1:
         raise ConfigError("label_every: must be at least 1")
     check_sizes(cfg)
@@ -88,8 +94,16 @@ def train_runs(args: dict, ctx) -> dict:
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
     layer = select_names(list(ens.params), args["layer"])
     init_whole, init_layer = ens.flat().cpu(), ens.flat(layer).cpu()
-    cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], args["lr_step"],
-                      args["lr_gamma"], args["augment"], amp=args["amp"])
+    cfg = TrainConfig(
+        args["epochs"],
+        args["batch_size"],
+        args["lr"],
+        args["weight_decay"],
+        args["lr_step"],
+        args["lr_gamma"],
+        args["augment"],
+        amp=args["amp"],
+    )
     trainer = Trainer(ens, cfg, seeds)
 
     def evaluate(t: Trainer) -> dict:
@@ -156,8 +170,15 @@ def run_geometry(r: dict, which: str = "whole") -> list[dict]:
         others = [j for j in idx if j != i]
         near = lambda e: min((float((pts[e, i] - pts[e, j]).norm()) for j in others), default=None)  # noqa: E731
         own = fit_pca(path, k=2).explained_variance_ratio.sum().item() if len(path) > 2 else None
-        out.append({"path_length": float((path[1:] - path[:-1]).norm(dim=1).sum()), "displacement": float((path[-1] - path[0]).norm()),
-                    "nearest_start": near(0), "nearest_end": near(-1), "own_pc12": own})
+        out.append(
+            {
+                "path_length": float((path[1:] - path[:-1]).norm(dim=1).sum()),
+                "displacement": float((path[-1] - path[0]).norm()),
+                "nearest_start": near(0),
+                "nearest_end": near(-1),
+                "own_pc12": own,
+            }
+        )
     return out
 
 
@@ -166,27 +187,41 @@ def claims(rows: list[dict], joint_pc12: float | None = None) -> list[dict]:
     share of the joint PCA, the figure's plane, for the note). The runs are independent (no pairing):
     each is reduced to one number, then findings.greater is the one-sample rule over runs (Student-t
     interval beyond the margin, and from 6 runs the exact sign-flip test of the differences too)."""
-    ratios = [r["nearest_end"] / r["path_length"] for r in rows
-              if r.get("nearest_end") is not None and r.get("path_length")]
+    ratios = [r["nearest_end"] / r["path_length"] for r in rows if r.get("nearest_end") is not None and r.get("path_length")]
     stat = fd.greater(ratios, margin=1.0)
     apart = sum(x > 1 for x in ratios)
-    out = [fd.Finding.from_stat(
-        stat, "runs-end-apart", "Runs from different initialisations travel to different places: each run ends farther from every "
-        "other run's end point than the whole length of its own path.", "original",
-        "mean over runs of (distance to the nearest other run's end point) / (own path length), whole model, full parameter "
-        "space; one-sample t over runs against 1",
-        f"ratio > 1 for {apart} of {stat.n} runs" + ("" if stat.verdict != fd.NOT_SHOWN else
-                                                     "; the runs' ends are within a path length of each other")).as_dict()]
+    out = [
+        fd.Finding.from_stat(
+            stat,
+            "runs-end-apart",
+            "Runs from different initialisations travel to different places: each run ends farther from every "
+            "other run's end point than the whole length of its own path.",
+            "original",
+            "mean over runs of (distance to the nearest other run's end point) / (own path length), whole model, full parameter "
+            "space; one-sample t over runs against 1",
+            f"ratio > 1 for {apart} of {stat.n} runs"
+            + ("" if stat.verdict != fd.NOT_SHOWN else "; the runs' ends are within a path length of each other"),
+        ).as_dict()
+    ]
     own = [r["own_pc12"] for r in rows if r.get("own_pc12") is not None]
     stat = fd.greater(own, margin=0.5)
-    joint = "" if joint_pc12 is None else f"; the figure's joint PCA of all runs holds {100 * joint_pc12:.1f}% in its PC1+PC2" + (
-        " (less: its plane must also span the distances between the runs)" if own and joint_pc12 < min(own) else "")
-    out.append(fd.Finding.from_stat(
-        stat, "paths-nearly-planar", "Each run's path lies mostly in a plane: its own first two principal components hold most "
-        "(> 50%) of its variance.", "Li et al. 2018",
-        "mean over runs of PC1+PC2's share of the variance of the run's own path (whole model); one-sample t over runs against 0.5",
-        f"above 50% for {sum(x > 0.5 for x in own)} of {stat.n} runs" + joint + "; a random walk in many dimensions "
-        "puts about 76% there too (6/π² + 6/(4π²), Antognini & Sohl-Dickstein 2018)").as_dict())
+    joint = (
+        ""
+        if joint_pc12 is None
+        else f"; the figure's joint PCA of all runs holds {100 * joint_pc12:.1f}% in its PC1+PC2"
+        + (" (less: its plane must also span the distances between the runs)" if own and joint_pc12 < min(own) else "")
+    )
+    out.append(
+        fd.Finding.from_stat(
+            stat,
+            "paths-nearly-planar",
+            "Each run's path lies mostly in a plane: its own first two principal components hold most (> 50%) of its variance.",
+            "Li et al. 2018",
+            "mean over runs of PC1+PC2's share of the variance of the run's own path (whole model); one-sample t over runs against 0.5",
+            f"above 50% for {sum(x > 0.5 for x in own)} of {stat.n} runs" + joint + "; a random walk in many dimensions "
+            "puts about 76% there too (6/π² + 6/(4π²), Antognini & Sohl-Dickstein 2018)",
+        ).as_dict()
+    )
     return out
 
 
@@ -204,12 +239,20 @@ def seed_results(cfg: dict, r: dict) -> list[dict]:
     for i, seed in enumerate(r["seeds"]):
         good = bool(ok[i])
         val = lambda t: finite_or_none(float(t)) if good else None  # noqa: E731
-        rows.append({
-            "run": i, "seed": seed, "test_acc": val(r["test_acc"][-1, i]), "test_loss": val(r["test_loss"][-1, i]),
-            "final_batch_loss": val(r["batch_loss"][-1, i]) if epochs else None,
-            "epochs": epochs, "steps": epochs * steps_per_epoch(cfg["train_size"], cfg["batch_size"]), "diverged": not good,
-            **geo[i], "own_pc12_layer": layer_geo[i]["own_pc12"],
-        })
+        rows.append(
+            {
+                "run": i,
+                "seed": seed,
+                "test_acc": val(r["test_acc"][-1, i]),
+                "test_loss": val(r["test_loss"][-1, i]),
+                "final_batch_loss": val(r["batch_loss"][-1, i]) if epochs else None,
+                "epochs": epochs,
+                "steps": epochs * steps_per_epoch(cfg["train_size"], cfg["batch_size"]),
+                "diverged": not good,
+                **geo[i],
+                "own_pc12_layer": layer_geo[i]["own_pc12"],
+            }
+        )
     return rows
 
 
@@ -238,7 +281,9 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
             for k in ("test_loss", "test_acc"):
                 rows.append({"run": i, "seed": seed, "epoch": e, "metric": k, "value": float(r[k][e, i])})
             if e > 0:
-                rows.append({"run": i, "seed": seed, "epoch": e, "metric": "batch_loss", "value": float(r["batch_loss"][e - 1, i])})
+                rows.append(
+                    {"run": i, "seed": seed, "epoch": e, "metric": "batch_loss", "value": float(r["batch_loss"][e - 1, i])}
+                )
             for w, c in coords.items():
                 if c is not None:
                     rows.append({"run": i, "seed": seed, "epoch": e, "metric": f"pc1_{w}", "value": float(c[e, i, 0])})
@@ -284,7 +329,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(14, 6.2), layout="constrained")
         if pca is None:
             for ax in (ax_a, ax_b):
-                ax.text(0.5, 0.5, "every run diverged: no finite points for a PCA", ha="center", va="center", transform=ax.transAxes)
+                ax.text(
+                    0.5, 0.5, "every run diverged: no finite points for a PCA", ha="center", va="center", transform=ax.transAxes
+                )
                 ax.set_axis_off()
             ratio = [0.0, 0.0]
         else:
@@ -302,26 +349,39 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
                         ax.plot([], [], "x", color=c, label=f"run {i + 1} (seed {seed}): diverged, not in the PCA")
                     continue
                 path = xy[:, i] - (xy[0, i] if shift else 0)
-                ax.plot(path[:, 0], path[:, 1], "-o", color=c, ms=3, lw=1,
-                        label=None if shift else f"run {i + 1} (seed {seed}): {100 * r['test_acc'][-1, i]:.1f}%")
+                ax.plot(
+                    path[:, 0],
+                    path[:, 1],
+                    "-o",
+                    color=c,
+                    ms=3,
+                    lw=1,
+                    label=None if shift else f"run {i + 1} (seed {seed}): {100 * r['test_acc'][-1, i]:.1f}%",
+                )
                 ax.plot(path[0, 0], path[0, 1], "s", color=c, ms=7, mec="k", mew=0.6)  # initialisation
                 ax.plot(path[-1, 0], path[-1, 1], "*", color=c, ms=12, mec="k", mew=0.6)  # end
                 for e in labelled:
                     item = (f"{100 * r['test_acc'][e, i]:.0f}", path[e].tolist(), c)
                     (labels_end if e == labelled[-1] else labels_mid).append(item)
-            ax.set(xlabel=f"PC1 ({100 * ratio[0]:.1f}% of variance)" + (", from the run's start" if shift else ""),
-                   ylabel=f"PC2 ({100 * ratio[1]:.1f}% of variance)" + (", from the run's start" if shift else ""))
+            ax.set(
+                xlabel=f"PC1 ({100 * ratio[0]:.1f}% of variance)" + (", from the run's start" if shift else ""),
+                ylabel=f"PC2 ({100 * ratio[1]:.1f}% of variance)" + (", from the run's start" if shift else ""),
+            )
             ax.grid(alpha=0.3)
             labels[ax] = labels_end + labels_mid
         if pca is not None:
             ax_a.set_title("(a) positions in the joint PCA plane", fontsize=10)
             ax_b.set_title("(b) the same paths, each shifted to start at (0, 0)", fontsize=10)
         n_ok = int(ok.sum())
-        fig.suptitle(f"{cfg['model']}, {what} ({r[which].shape[-1]:,} parameters): {n_ok} runs"
-                     + (f" ({len(ok) - n_ok} diverged, left out)" if n_ok < len(ok) else "") + f", {epochs} epochs, "
-                     f"one PCA on all runs' points: PC1+PC2 hold {100 * (ratio[0] + ratio[1]):.1f}% of their variance\n"
-                     f"square: initialisation, star: end; numbers: test accuracy (%) every {cfg['label_every']} epochs "
-                     "(left out where they would overlap)", fontsize=11)
+        fig.suptitle(
+            f"{cfg['model']}, {what} ({r[which].shape[-1]:,} parameters): {n_ok} runs"
+            + (f" ({len(ok) - n_ok} diverged, left out)" if n_ok < len(ok) else "")
+            + f", {epochs} epochs, "
+            f"one PCA on all runs' points: PC1+PC2 hold {100 * (ratio[0] + ratio[1]):.1f}% of their variance\n"
+            f"square: initialisation, star: end; numbers: test accuracy (%) every {cfg['label_every']} epochs "
+            "(left out where they would overlap)",
+            fontsize=11,
+        )
         if pca is not None:
             fig.legend(loc="outside right center", fontsize=8, title="final test accuracy", title_fontsize=8)
             fig.canvas.draw()  # settles the layout, so label boxes are measured where they will be

@@ -193,8 +193,14 @@ def stats_table(rows: list[dict], caption: str) -> list:
         missing = len(rows) - len(nums)
         counts = all(isinstance(v, int) for v in vals if is_number(v))  # steps, eigenvalue counts: whole numbers
         show = (lambda x: f"{x:,g}") if counts else (lambda x: fmt(c, x))
-        body.append([Cell(header(c)), Cell(show(statistics.median(nums)), "num"),
-                     Cell(f"{show(min(nums))} – {show(max(nums))}", "num"), Cell(str(missing) if missing else "", "num")])
+        body.append(
+            [
+                Cell(header(c)),
+                Cell(show(statistics.median(nums)), "num"),
+                Cell(f"{show(min(nums))} – {show(max(nums))}", "num"),
+                Cell(str(missing) if missing else "", "num"),
+            ]
+        )
     out: list = []
     if body:
         out.append(Table(["quantity", "median", "lowest – highest", "missing"], body, caption))
@@ -290,8 +296,11 @@ def record_blocks(key: str, rows: list[dict], data_link: tuple[str, str] | None)
     if grouped and 1 < len(grouped[1]) < len(rows):  # several configurations, each over seeds
         keys, groups = grouped
         n = len(groups[0])
-        t, notes = seed_median_table(keys, groups, (caption + ": " if caption else "")
-                                     + f"median over {n} seeds per configuration (each seed's row is in summary.json)")
+        t, notes = seed_median_table(
+            keys,
+            groups,
+            (caption + ": " if caption else "") + f"median over {n} seeds per configuration (each seed's row is in summary.json)",
+        )
         return [t] + [("p", x) for x in notes]
     if len(rows) > MAX_ROWS:
         return stats_table(rows, f"{header(key)}: {len(rows)} rows, summarised (every row is in summary.json)")

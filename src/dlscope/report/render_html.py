@@ -84,7 +84,7 @@ def inline(text: str) -> str:
     """Escape, then `code`, **bold** and [text](#anchor) links."""
     t = html.escape(text, quote=False)
     # short code stays on one line ("--profile" must not break at its hyphens); long code may wrap
-    t = re.sub(r"`([^`]+)`", lambda m: f'<code{" class=nw" if len(m.group(1)) <= 40 else ""}>{m.group(1)}</code>', t)
+    t = re.sub(r"`([^`]+)`", lambda m: f"<code{' class=nw' if len(m.group(1)) <= 40 else ''}>{m.group(1)}</code>", t)
     t = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)
     t = re.sub(r"\[([^\]]+)\]\((#[\w-]+)\)", r'<a href="\2">\1</a>', t)
     return t
@@ -95,8 +95,10 @@ def figure_html(f: Figure) -> str:
     style = f' width="{w}"' if w else ""  # shown at its pixel size, shrunk to the column's width when wider
     src = "data:image/png;base64," + base64.b64encode(f.data).decode("ascii")
     alt = html.escape(f"{f.section}: {f.caption}")
-    return (f'<figure><img src="{src}" alt="{alt}" data-file="{html.escape(f.section)}/figures/{html.escape(f.name)}"{style}>'
-            f"<figcaption>{inline(f.caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{src}" alt="{alt}" data-file="{html.escape(f.section)}/figures/{html.escape(f.name)}"{style}>'
+        f"<figcaption>{inline(f.caption)}</figcaption></figure>"
+    )
 
 
 def _slug(text: str) -> str:
@@ -150,14 +152,17 @@ def to_html(blocks: list) -> str:
             links = "".join(f' <a href="{html.escape(path)}">{html.escape(label)}</a>' for label, path in b[2])
             body.append(f'<p class="links">{inline(b[1])}{links}.</p>')
         elif b[0] == "legend":
-            body.append('<p class="legend">Difference = dlscope − original; accuracies in percentage points (pp). '
-                        '<span class="diff good">close</span> ≤ 3 pp or ≤ 15%, <span class="diff warn">off</span> '
-                        '≤ 10 pp or ≤ 50%, <span class="diff bad">far</span> beyond.</p>')
+            body.append(
+                '<p class="legend">Difference = dlscope − original; accuracies in percentage points (pp). '
+                '<span class="diff good">close</span> ≤ 3 pp or ≤ 15%, <span class="diff warn">off</span> '
+                '≤ 10 pp or ≤ 50%, <span class="diff bad">far</span> beyond.</p>'
+            )
         elif b[0] == "diff":
-            body.append(f'<div class="diffitem"><h4>{inline(b[1])}</h4><p>{inline(b[2])}</p>'
-                        f'<p class="why">Why: {inline(b[3])}</p></div>')
+            body.append(
+                f'<div class="diffitem"><h4>{inline(b[1])}</h4><p>{inline(b[2])}</p><p class="why">Why: {inline(b[3])}</p></div>'
+            )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>dlscope report</title><style>{CSS}</style></head>\n<body><main>\n"
         + "\n".join(body)

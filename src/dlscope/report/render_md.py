@@ -81,8 +81,10 @@ def to_markdown(blocks: list) -> str:
         elif b[0] == "links":
             out.append(escape(b[1]) + "".join(f" [{escape(label)}]({path})" for label, path in b[2]) + ".")
         elif b[0] == "legend":
-            out.append("Difference = dlscope − original; accuracies in percentage points (pp); **bold**: far from "
-                       "the original (more than 10 pp or 50%).")
+            out.append(
+                "Difference = dlscope − original; accuracies in percentage points (pp); **bold**: far from "
+                "the original (more than 10 pp or 50%)."
+            )
         elif b[0] == "diff":
             out.append(f"**{escape(b[1])}.** {escape(b[2])}\n\n*Why:* {escape(b[3])}")
     return "\n\n".join(out) + "\n"

@@ -110,8 +110,9 @@ def shape_problems(config, summary, timing) -> list[str]:
         problems.append("config.json: profile is not a name")
     if "seed" in config and not (isinstance(config["seed"], int) and not isinstance(config["seed"], bool)):
         problems.append("config.json: seed is not a whole number")
-    if "failed_trials" in summary and not (isinstance(summary["failed_trials"], list)
-                                           and all(isinstance(k, str) for k in summary["failed_trials"])):
+    if "failed_trials" in summary and not (
+        isinstance(summary["failed_trials"], list) and all(isinstance(k, str) for k in summary["failed_trials"])
+    ):
         problems.append("summary.json: failed_trials is not a list of trial names")
     if "findings" in summary and not isinstance(summary["findings"], list):
         problems.append("summary.json: findings is not a list")

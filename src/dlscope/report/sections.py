@@ -56,10 +56,15 @@ def holm_marks(rows: list[tuple[ExpRun, dict]]) -> list[str]:
     return [("yes" if k else "no") if f.get("verdict") == "shown" else "—" for (_, f), k in zip(rows, keep)]
 
 
-def findings_table(rows: list[tuple[ExpRun, dict]], with_experiment: bool, caption: str = "",
-                   holm: list[str] | None = None) -> Table:
-    head = ((["experiment"] if with_experiment else []) + ["claim", "source", "verdict"]
-            + (["after Holm"] if holm else []) + ["evidence", "note"])
+def findings_table(
+    rows: list[tuple[ExpRun, dict]], with_experiment: bool, caption: str = "", holm: list[str] | None = None
+) -> Table:
+    head = (
+        (["experiment"] if with_experiment else [])
+        + ["claim", "source", "verdict"]
+        + (["after Holm"] if holm else [])
+        + ["evidence", "note"]
+    )
     body, last = [], None
     for i, (run, f) in enumerate(rows):
         row = []
@@ -88,24 +93,35 @@ def findings_blocks(runs: list[ExpRun]) -> list:
     ran = [r for r in runs if r.summary is not None]
     rows = [(r, f) for r in ran for f in r.findings]
     if not rows:
-        blocks.append(("note", "missing", "No findings recorded: the summaries in this run folder state no verdicts "
-                                          "on the study's claims (they were written by a version of dlscope that did "
-                                          "not yet compute them, or no experiment has finished)."))
+        blocks.append(
+            (
+                "note",
+                "missing",
+                "No findings recorded: the summaries in this run folder state no verdicts "
+                "on the study's claims (they were written by a version of dlscope that did "
+                "not yet compute them, or no experiment has finished).",
+            )
+        )
         blocks.append(("end",))
         return blocks
     holm = holm_marks(rows)
     tested = sum(is_number(f.get("p")) for _, f in rows)
     shown = sum(f.get("verdict") == "shown" for _, f in rows)
-    blocks.append(("p", f"Each claim of the original study, and of the papers where they differ, checked from this "
-                        f"run's own numbers: {verdict_counts([f for _, f in rows])}. **shown**: the 95% interval "
-                        f"lies on the claimed side (for rank tests: the exact one-sided p is at most 2.5%); **not "
-                        f"shown**: the data decide against the claim; **inconclusive**: the seeds disagree, or this "
-                        f"number of seeds cannot show an effect of this size (the note says which it could). Each "
-                        f"verdict is at 95% on its own; {tested} claims were tested, so about {tested * 0.025:.1f} "
-                        f"false \"shown\" are expected if none were true. **After Holm**: whether a shown verdict "
-                        f"still holds when the {tested} tests are corrected together (Holm's step-down method): "
-                        f"{sum(h == 'yes' for h in holm)} of {shown} do. The evidence names each test and its "
-                        f"one-sided p; summary.json holds the numbers each verdict is computed from (`sample`)."))
+    blocks.append(
+        (
+            "p",
+            f"Each claim of the original study, and of the papers where they differ, checked from this "
+            f"run's own numbers: {verdict_counts([f for _, f in rows])}. **shown**: the 95% interval "
+            f"lies on the claimed side (for rank tests: the exact one-sided p is at most 2.5%); **not "
+            f"shown**: the data decide against the claim; **inconclusive**: the seeds disagree, or this "
+            f"number of seeds cannot show an effect of this size (the note says which it could). Each "
+            f"verdict is at 95% on its own; {tested} claims were tested, so about {tested * 0.025:.1f} "
+            f'false "shown" are expected if none were true. **After Holm**: whether a shown verdict '
+            f"still holds when the {tested} tests are corrected together (Holm's step-down method): "
+            f"{sum(h == 'yes' for h in holm)} of {shown} do. The evidence names each test and its "
+            f"one-sided p; summary.json holds the numbers each verdict is computed from (`sample`).",
+        )
+    )
     blocks.append(findings_table(rows, with_experiment=True, holm=holm))
     silent = [r.name for r in ran if not r.findings]
     if silent:
@@ -129,8 +145,11 @@ def compare_cell(kind: str, original, mine) -> tuple[Cell, Cell, Cell]:
     original = tuple(original) if isinstance(original, list) else original
     mine = tuple(mine) if isinstance(mine, list) else mine
     o_txt = f"{show(original[0])} – {show(original[1])}" if isinstance(original, tuple) else show(original)
-    if mine is None or (isinstance(mine, tuple) and not all(is_number(v) for v in mine)) \
-            or (not isinstance(mine, tuple) and not is_number(mine)):
+    if (
+        mine is None
+        or (isinstance(mine, tuple) and not all(is_number(v) for v in mine))
+        or (not isinstance(mine, tuple) and not is_number(mine))
+    ):
         return Cell(o_txt, "num"), Cell("—", "num"), Cell("not in this run", "na")
     m_txt = f"{show(mine[0])} – {show(mine[1])}" if isinstance(mine, tuple) else show(mine)
     if isinstance(original, tuple):  # a range: how far our range lies outside it
@@ -189,20 +208,32 @@ def comparison_blocks(run: ExpRun) -> list:
     profile = run.profile or "?"
     blocks: list = [("h3", "Beside the original study", None)]
     if claims:  # the evidence is in the experiment's Findings above
-        blocks.append(Table(["the original's claim", "verdict in this run"],
-                            [[Cell(str(f["claim"])), verdict_cell(f["verdict"])] for f in claims], cls="findings"))
+        blocks.append(
+            Table(
+                ["the original's claim", "verdict in this run"],
+                [[Cell(str(f["claim"])), verdict_cell(f["verdict"])] for f in claims],
+                cls="findings",
+            )
+        )
     else:
         blocks.append(("p", "No findings recorded on the original's claims."))
     if ref is None:
         return blocks
     if profile != FULL:
-        blocks.append(("note", "info", f"The original's numbers ({ref['what']}) are not comparable at the "
-                                       f"`{profile}` profile (shorter schedules, data subsets), so only the verdicts "
-                                       f"are shown. Run with `--profile full`, the original's settings, to see them "
-                                       f"beside this run's."))
+        blocks.append(
+            (
+                "note",
+                "info",
+                f"The original's numbers ({ref['what']}) are not comparable at the "
+                f"`{profile}` profile (shorter schedules, data subsets), so only the verdicts "
+                f"are shown. Run with `--profile full`, the original's settings, to see them "
+                f"beside this run's.",
+            )
+        )
         return blocks
-    blocks.append(("p", f"Compared: {ref['what']}. Original: {ref['original']}; this run: profile `{profile}`"
-                        f"{_length(run.config)}."))
+    blocks.append(
+        ("p", f"Compared: {ref['what']}. Original: {ref['original']}; this run: profile `{profile}`{_length(run.config)}.")
+    )
     blocks.append(numbers_table(run, ref))
     blocks.append(("legend",))
     return blocks
@@ -241,10 +272,18 @@ def settings_blocks(run: ExpRun) -> list:
     if not diff:
         blocks.append(("p", "Settings: all as the `full` profile (the original study's)."))
     else:
-        rows = [[Cell(k), *(Cell(fmt_setting(v), "num" if is_number(v) else "") for v in (cfg.get(k), full.get(k)))] for k in diff]
+        rows = [
+            [Cell(k), *(Cell(fmt_setting(v), "num" if is_number(v) else "") for v in (cfg.get(k), full.get(k)))] for k in diff
+        ]
         same = len([k for k in keys if k not in diff])
-        blocks.append(Table(["setting", "this run", "full (original)"], rows,
-                            f"Settings that differ from the `full` profile ({same} others are the same)", cls="settings"))
+        blocks.append(
+            Table(
+                ["setting", "this run", "full (original)"],
+                rows,
+                f"Settings that differ from the `full` profile ({same} others are the same)",
+                cls="settings",
+            )
+        )
     return blocks
 
 
@@ -284,14 +323,24 @@ def experiment_blocks(i: int, run: ExpRun, profile_hint: str, folder: str) -> li
     blocks.append(("h2", f"{i}. {run.title} — {run.name}", run.name))
     blocks.append(("status", run.status, status_detail(run)))
     if run.status == "damaged":
-        blocks.append(("note", "bad", f"The files of this experiment are damaged, so nothing of it is shown: "
-                                      f"{'; '.join(run.damaged)}. Run it again into a new folder to replace them."))
+        blocks.append(
+            (
+                "note",
+                "bad",
+                f"The files of this experiment are damaged, so nothing of it is shown: "
+                f"{'; '.join(run.damaged)}. Run it again into a new folder to replace them.",
+            )
+        )
         blocks.append(("end",))
         return blocks
     if run.status == "not run":
         why = "" if run.implemented else " (not implemented in this version of dlscope)"
-        how = (f" Run it with `dlscope run {run.name} --profile {profile_hint} --out {folder}` (from the folder that "
-               f"holds this one)." if run.implemented else "")
+        how = (
+            f" Run it with `dlscope run {run.name} --profile {profile_hint} --out {folder}` (from the folder that "
+            f"holds this one)."
+            if run.implemented
+            else ""
+        )
         blocks.append(("note", "missing", f"Not run{why}: there is no `{run.name}/` in this run folder.{how}"))
         blocks.append(("end",))
         return blocks
@@ -299,13 +348,25 @@ def experiment_blocks(i: int, run: ExpRun, profile_hint: str, folder: str) -> li
     if getattr(module, "LOOK_FOR", ""):
         blocks.append(("p", f"What to look for: {module.LOOK_FOR}"))
     if run.status == "incomplete":
-        blocks.append(("note", "missing", "Incomplete: the experiment started but wrote no summary (interrupted, "
-                                          "or it failed outside its trials). Run the same command again to resume."))
+        blocks.append(
+            (
+                "note",
+                "missing",
+                "Incomplete: the experiment started but wrote no summary (interrupted, "
+                "or it failed outside its trials). Run the same command again to resume.",
+            )
+        )
     if run.failed:
         items = "; ".join(f"`{k}`: {v}" for k, v in sorted(run.failed.items()))
-        blocks.append(("note", "bad", f"{len(run.failed)} trial(s) failed, so their results are missing below: {items}. "
-                                      f"The full errors are in {run.name}/trials/*.error.txt; running the same command "
-                                      f"again retries them."))
+        blocks.append(
+            (
+                "note",
+                "bad",
+                f"{len(run.failed)} trial(s) failed, so their results are missing below: {items}. "
+                f"The full errors are in {run.name}/trials/*.error.txt; running the same command "
+                f"again retries them.",
+            )
+        )
     blocks += settings_blocks(run)
     if run.figures:
         blocks.append(("h3", "Figures", None))
@@ -336,22 +397,40 @@ def analyze_blocks(run_dir: Path) -> list:
 
     blocks: list = []
     for folder in analyze_folders(run_dir):
-        blocks += [("section", folder.name), ("h2", f"Curvature of the trained models — `{folder.name}/` (dlscope analyze)", folder.name)]
+        blocks += [
+            ("section", folder.name),
+            ("h2", f"Curvature of the trained models — `{folder.name}/` (dlscope analyze)", folder.name),
+        ]
         summary, damaged = read_summary(folder)  # read as data, its shape checked
         if damaged:
-            blocks += [("status", "damaged", "damaged"),
-                       ("note", "bad", f"The files of this analysis are damaged, so nothing of it is shown: {'; '.join(damaged)}. "
-                                       f"Run `dlscope analyze` again into a new folder to replace them."), ("end",)]
+            blocks += [
+                ("status", "damaged", "damaged"),
+                (
+                    "note",
+                    "bad",
+                    f"The files of this analysis are damaged, so nothing of it is shown: {'; '.join(damaged)}. "
+                    f"Run `dlscope analyze` again into a new folder to replace them.",
+                ),
+                ("end",),
+            ]
             continue
         try:
             head, rows = summary_table(summary)
             texts = summary_text(summary)
         except Exception as e:  # an odd summary costs its own section, never the whole report
-            blocks += [("note", "bad", f"This section could not be rendered ({type(e).__name__}: {e}); the files are in {folder.name}/."),
-                       ("end",)]
+            blocks += [
+                (
+                    "note",
+                    "bad",
+                    f"This section could not be rendered ({type(e).__name__}: {e}); the files are in {folder.name}/.",
+                ),
+                ("end",),
+            ]
             continue
         blocks += [("p", text) for text in texts]
-        blocks.append(Table(head, [cells(r) for r in rows], caption="Curvature, sharpness and loss plane, per measure or per model"))
+        blocks.append(
+            Table(head, [cells(r) for r in rows], caption="Curvature, sharpness and loss plane, per measure or per model")
+        )
         blocks += [Figure(folder.name, f.name, f.data, FIGURE_CAPTIONS.get(f.name, f.name)) for f in read_figures(folder, [])]
         blocks.append(("end",))
     return blocks
@@ -379,7 +458,9 @@ def differences() -> list[tuple[str, str, str]]:
 def build(run_dir: Path) -> tuple[list, list[ExpRun]]:
     runs = [collect(run_dir, n) for n in experiments.names()]
     ran = [r for r in runs if r.config is not None and not r.damaged]
-    devices = sorted({str((r.timing or {}).get("device_name") or (r.timing or {}).get("device")) for r in ran if r.timing} - {"None"})
+    devices = sorted(
+        {str((r.timing or {}).get("device_name") or (r.timing or {}).get("device")) for r in ran if r.timing} - {"None"}
+    )
     profiles = sorted({r.profile or "?" for r in ran})
     total = sum(r.seconds or 0 for r in ran)
     n_ok = sum(r.status == "ok" for r in runs)
@@ -393,30 +474,58 @@ def build(run_dir: Path) -> tuple[list, list[ExpRun]]:
         ["generated", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")],
         ["device", ", ".join(devices) or "—"],
         ["profile", ", ".join(profiles) or "—"],
-        ["experiments", f"{n_ok} of {len(runs)} complete"
-                        + (f"; not run: {', '.join(not_run)}" if not_run else "")
-                        + (f"; damaged: {', '.join(damaged)}" if damaged else "")],
+        [
+            "experiments",
+            f"{n_ok} of {len(runs)} complete"
+            + (f"; not run: {', '.join(not_run)}" if not_run else "")
+            + (f"; damaged: {', '.join(damaged)}" if damaged else ""),
+        ],
         ["time in trials", fmt_seconds(total) if ran else "—"],
     ]
     blocks.append(Table(["", ""], [cells(r) for r in facts], cls="kv facts"))
-    blocks.append(("p", "A classic deep-learning study in three parts — deep vs shallow, optimization, "
-                        "generalization — measured by dlscope. The findings come first: each claim of the original "
-                        "study, checked from this run's numbers. Then each experiment: its verdicts, what was run, "
-                        "its figures and results, and the original's claims beside them. The last section lists "
-                        "where dlscope's definitions differ from the original's."))
+    blocks.append(
+        (
+            "p",
+            "A classic deep-learning study in three parts — deep vs shallow, optimization, "
+            "generalization — measured by dlscope. The findings come first: each claim of the original "
+            "study, checked from this run's numbers. Then each experiment: its verdicts, what was run, "
+            "its figures and results, and the original's claims beside them. The last section lists "
+            "where dlscope's definitions differ from the original's.",
+        )
+    )
     blocks += findings_blocks(runs)
     blocks.append(("section", "contents"))
     blocks.append(("h2", "Contents", "contents-h"))
     toc = []
     for i, r in enumerate(runs, 1):
-        toc.append([Cell(str(i), "num"), Cell(f"[{r.name}](#{r.name})", "link"), Cell(r.title),
-                    Cell(status_detail(r), f"status {r.status.replace(' ', '-')}"),
-                    Cell(fmt_seconds(r.seconds) if r.timing else "—", "num")])
+        toc.append(
+            [
+                Cell(str(i), "num"),
+                Cell(f"[{r.name}](#{r.name})", "link"),
+                Cell(r.title),
+                Cell(status_detail(r), f"status {r.status.replace(' ', '-')}"),
+                Cell(fmt_seconds(r.seconds) if r.timing else "—", "num"),
+            ]
+        )
     for folder in analyze_folders(Path(run_dir)):
-        toc.append([Cell(""), Cell(f"[{folder.name}](#{folder.name})", "link"), Cell("Curvature of the trained models (dlscope analyze)"),
-                    Cell(""), Cell("")])
-    toc.append([Cell(""), Cell("[differences](#differences)", "link"), Cell("Where dlscope differs from the original"),
-                Cell(""), Cell("")])
+        toc.append(
+            [
+                Cell(""),
+                Cell(f"[{folder.name}](#{folder.name})", "link"),
+                Cell("Curvature of the trained models (dlscope analyze)"),
+                Cell(""),
+                Cell(""),
+            ]
+        )
+    toc.append(
+        [
+            Cell(""),
+            Cell("[differences](#differences)", "link"),
+            Cell("Where dlscope differs from the original"),
+            Cell(""),
+            Cell(""),
+        ]
+    )
     blocks.append(Table(["#", "experiment", "title", "status", "time"], toc, cls="toc"))
     blocks.append(("end",))
     profile_hint = profiles[0] if len(profiles) == 1 and profiles[0] != "?" else "quick"
@@ -424,10 +533,13 @@ def build(run_dir: Path) -> tuple[list, list[ExpRun]]:
         try:
             blocks += experiment_blocks(i, r, profile_hint, folder)
         except Exception as e:  # an odd summary costs its own section, never the whole report
-            blocks += [("section", r.name), ("h2", f"{i}. {r.title} — {r.name}", r.name),
-                       ("status", "damaged", "damaged"),
-                       ("note", "bad", f"This section could not be rendered ({type(e).__name__}: {e}); "
-                                       f"the files are in {r.name}/."), ("end",)]
+            blocks += [
+                ("section", r.name),
+                ("h2", f"{i}. {r.title} — {r.name}", r.name),
+                ("status", "damaged", "damaged"),
+                ("note", "bad", f"This section could not be rendered ({type(e).__name__}: {e}); the files are in {r.name}/."),
+                ("end",),
+            ]
     blocks += analyze_blocks(Path(run_dir))
     blocks.append(("section", "differences"))
     blocks.append(("h2", "Where dlscope's definitions differ from the original study", "differences-h"))
