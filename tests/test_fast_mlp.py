@@ -67,14 +67,16 @@ def test_eager_fast_path_equals_reference_loop(name, float64):
         torch.testing.assert_close(tr.member(i)(x).reshape(-1), tr.predict(x)[i], rtol=1e-12, atol=1e-14)
 
 
-def test_compiled_fast_path_equals_reference_loop():
-    """float32, compiled (an epoch per torch.while_loop call): within float32 rounding of the plain
-    loop over 3 epochs (PERF-NOTES: 1.2e-7 relative; seen here up to ~2e-7)."""
+@pytest.mark.parametrize("kernel", [True, False], ids=["numba-kernel", "torch-compile"])
+def test_compiled_fast_path_equals_reference_loop(kernel):
+    """float32, compiled (an epoch per call: the numba kernel, or torch.compile's while_loop):
+    within float32 rounding of the plain loop over 3 epochs (PERF-NOTES: 1.2e-7 relative; seen
+    here up to ~2e-7)."""
     x, y = _data(40)
     cfg = TrainConfig(3, 4, 1e-2, 1e-4, loss="mse")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tr = fm.FastMLPTrainer("mlp-shallow", cfg, [0, 1], compile=True)
+        tr = fm.FastMLPTrainer("mlp-shallow", cfg, [0, 1], compile=True, kernel=kernel)
         tr.run(x, y)
     if any("torch.compile failed" in str(w.message) for w in caught):
         pytest.skip("torch.compile does not work here (no C++ compiler?): the eager path is tested above")
@@ -189,3 +191,31 @@ def test_trainer_fast_cpu_paths_follow_the_reference_loop_in_float32(name, seeds
     t = Trainer(Ensemble.from_seeds(name, seeds), cfg, seeds)
     t.run(x, y)
     assert_follows_reference(t, name, x, y, loss_tol=(1e-5, 0), param_tol=(1e-4, 1e-5))
+
+
+@pytest.mark.parametrize("name, batch, batches", [("mlp-deep", 1, 30), ("mlp-mid", 4, 5), ("mlp-minratio", 25, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_kernel_steps_equal_the_torch_steps(name, batch, batches, dtype):
+    """engine/mlp_kernel.py against fast_mlp.train_steps (the same Adam steps in torch, checked
+    against autograd and torch.optim.Adam above): 60 steps, batches cycled, per-member step sizes."""
+    from dlscope.engine import mlp_kernel
+
+    spec, n = fm.spec_of_model(name), 5
+    theta = fm.init_flat(name, list(range(n)), dtype=dtype)
+    g = torch.Generator().manual_seed(1)
+    xs = torch.rand(batches, n, batch, spec.widths[0], generator=g, dtype=dtype) * 2 - 1
+    ys = torch.sin(3 * xs[..., 0]) + 0.1 * torch.randn(xs.shape[:-1], generator=g, dtype=dtype)
+    t = torch.arange(1, 61, dtype=torch.float64)
+    step = (torch.linspace(1e-3, 5e-3, n, dtype=torch.float64)[None, :] / (1 - 0.9**t)[:, None]).to(dtype).unsqueeze(-1)
+    bc2 = (1 - 0.999**t).sqrt().to(dtype).view(-1, 1, 1)
+    opt = dict(spec=spec, weight_decay=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    state = (theta, torch.zeros_like(theta), torch.zeros_like(theta))
+    want = fm.train_steps(*state, 60, xs, ys, step, bc2, **opt)
+    got = mlp_kernel.run_adam_steps(*state, xs, ys, step, bc2, **opt)
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 1e-6}
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+    assert not torch.equal(got[0], theta)  # it trained
+    y = ys[0, 0].expand(n, -1)  # one target row for every member, as evaluate() passes it
+    mse = (fm.forward(theta, spec, xs[0, 0]).squeeze(-1) - y).square().mean(1)
+    torch.testing.assert_close(mlp_kernel.run_mse(theta, spec, xs[0, 0], y), mse, **tol)
