@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from dlscope import runner
 from dlscope.experiments.base import ConfigError, Resources, Trial
@@ -75,31 +74,24 @@ def summary(out: Path, exp: str) -> dict:
 
 @pytest.fixture(scope="session")
 def local_summary(tmp_path_factory):
-    """The local executor's summary of an experiment (in this process, computed once), with as many
-    torch threads per trial as the executor under test gives: CPU convolutions sum in an order that
-    depends on the thread count, so only equal thread counts promise equal bits."""
+    """The local executor's summary of an experiment (in this process, computed once). The runner
+    fixes each trial's torch threads (runner.trial_threads), so local, auto and process give the
+    same bits although CPU convolutions sum in an order that depends on the thread count."""
     cache: dict = {}
 
-    def get(exp: str, threads: int) -> dict:
-        if (exp, threads) not in cache:
+    def get(exp: str) -> dict:
+        if exp not in cache:
             out = tmp_path_factory.mktemp("local")
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                result = runner.run_experiment(
-                    exp, "smoke", out, device="cpu", overrides=SETTINGS[exp], executor=LocalExecutor(), progress=False
-                )
-            finally:
-                torch.set_num_threads(before)
+            result = runner.run_experiment(
+                exp, "smoke", out, device="cpu", overrides=SETTINGS[exp], executor=LocalExecutor(), progress=False
+            )
             assert result.ok, result.failed
-            cache[exp, threads] = summary(out, exp)
-        return cache[exp, threads]
+            timing = json.loads((out / exp / "timing.json").read_text())
+            assert timing["threads_per_trial"] == runner.trial_threads(3)
+            cache[exp] = summary(out, exp)
+        return cache[exp]
 
     return get
-
-
-PROCESS_THREADS = max(1, cpu_count() // 2)  # what each of --workers 2 gets
-RAY_THREADS = 1  # a trial asks Ray for 1 CPU (Resources' default) and uses that many threads
 
 
 def run_with_faults(tmp_path: Path, *executor: str, **env) -> tuple[subprocess.CompletedProcess, Path, int]:
@@ -182,45 +174,70 @@ def pool():
 def test_process_executor_gives_the_local_summary(tmp_path, local_summary, pool, exp):
     result = runner.run_experiment(exp, "smoke", tmp_path, device="cpu", overrides=SETTINGS[exp], executor=pool, progress=False)
     assert result.ok, result.failed
-    assert summary(tmp_path, exp) == local_summary(exp, PROCESS_THREADS)
+    assert summary(tmp_path, exp) == local_summary(exp)
     timing = json.loads((tmp_path / exp / "timing.json").read_text())
     assert timing["executor"] == "process" and len(timing["trial_seconds"]) == 3
     assert len({w.proc.pid for w in pool._pool} | {os.getpid()}) == 3  # two workers, neither of them this process
 
 
-def test_auto_executor_runs_one_core_trials_side_by_side_with_the_local_numbers(tmp_path, local_summary, monkeypatch):
-    """The default executor: func-fit's long trials (one core each: its side_by_side) run one per
-    core in worker processes, with exactly the numbers of one after another here; short ones
-    (smoke) and cifar-depth's run here."""
-    from dlscope.engine import fast_mlp
-    from dlscope.experiments import func_fit
+@pytest.mark.parametrize("exp", ["cifar-depth", "func-fit"])
+def test_auto_executor_runs_trials_side_by_side_with_the_local_numbers(tmp_path, local_summary, monkeypatch, exp):
+    """The default executor: an experiment long enough to be worth worker processes runs its trials
+    side by side, one process per core, with exactly the numbers of one after another here."""
+    from dlscope import executors
 
+    monkeypatch.setattr(executors, "SIDE_BY_SIDE_MIN_SECONDS", 0.0)  # smoke is too short to be worth it
     auto = AutoExecutor()
-    smoke_trial = func_fit.trials(runner.resolve(func_fit, "smoke", SETTINGS["func-fit"], 0))[0]
-    assert not func_fit.side_by_side(smoke_trial.args)  # too short to be worth a worker process
-    assert func_fit.side_by_side(func_fit.trials(runner.resolve(func_fit, "quick", [], 0))[0].args)
-    monkeypatch.setattr(fast_mlp, "COMPILE_MIN_STEPS", 0)  # here, in the driver, where auto decides
     try:
         result = runner.run_experiment(
-            "func-fit", "smoke", tmp_path, device="cpu", overrides=SETTINGS["func-fit"], executor=auto, progress=False
+            exp, "smoke", tmp_path, device="cpu", overrides=SETTINGS[exp], executor=auto, progress=False
         )
         assert result.ok, result.failed
-        assert summary(tmp_path, "func-fit") == local_summary("func-fit", 1)
-        timing = json.loads((tmp_path / "func-fit" / "timing.json").read_text())
+        assert summary(tmp_path, exp) == local_summary(exp)
+        timing = json.loads((tmp_path / exp / "timing.json").read_text())
         workers = min(cpu_count(), 3)
         assert timing["executor"] == (f"auto ({workers} worker processes)" if workers > 1 else "auto (local)")
         if workers > 1:
             assert len({w.proc.pid for w in auto._pool._pool} | {os.getpid()}) == workers + 1
-        cifar_job = Job("cifar-depth", Trial("a", print, {}), "cpu", None, None)
-        assert auto.side_by_side([cifar_job, cifar_job]) == 0  # trials of two threads: one after another
-        assert auto.side_by_side([Job("func-fit", Trial("a", print, {}), "cuda", None, None)] * 2) == 0
+        assert timing["threads_per_trial"] == runner.trial_threads(3)
+        assert 0 < timing["trial_cpu_seconds"] and 0 < timing["cpu_utilisation"] <= cpu_count() + 0.1
     finally:
         auto.close()
 
 
+def test_auto_executor_keeps_short_runs_gpus_and_opted_out_experiments_here(monkeypatch):
+
+    auto = AutoExecutor()
+
+    def job(exp="cifar-depth", device="cpu", seconds=30.0):
+        return Job(exp, Trial("a", print, {}), device, None, None, expected_seconds=seconds)
+
+    cores = cpu_count()
+    assert auto.side_by_side([job(), job()]) == (2 if cores > 1 else 0)
+    assert auto.side_by_side([job()]) == 0  # one trial
+    assert auto.side_by_side([job(seconds=1.0), job(seconds=1.0)]) == 0  # a smoke run: not worth a worker
+    assert auto.side_by_side([job(device="cuda"), job(device="cuda")]) == 0
+    assert auto.side_by_side([job("no-such-experiment"), job("no-such-experiment")]) == 0
+    from dlscope.experiments import cifar_depth
+
+    monkeypatch.setattr(cifar_depth, "SIDE_BY_SIDE", False, raising=False)
+    assert auto.side_by_side([job(), job()]) == 0
+
+
+def test_heaviest_trials_start_first_and_cnn_trials_weigh_their_parameters():
+    from dlscope.executors import heaviest_first
+    from dlscope.experiments import cifar_depth
+
+    trials = cifar_depth.trials(runner.resolve(cifar_depth, "quick", [], 0))
+    jobs = [Job("cifar-depth", t, "cpu", None, None) for t in trials]
+    assert [j.trial.key for j in heaviest_first(jobs)] == ["cnn-7", "cnn-2", "cnn-1"]
+    light = [Job("x", Trial(k, print, {}), "cpu", None, None) for k in "abc"]
+    assert [j.trial.key for j in heaviest_first(light)] == ["a", "b", "c"]  # equal weights keep their order
+
+
 def test_process_executor_survives_a_killed_worker(tmp_path, local_summary):
     done, out, _ = run_with_faults(tmp_path, "--executor", "process", "--workers", "2")
-    check_fault_run(done, out, local_summary("func-fit", PROCESS_THREADS))
+    check_fault_run(done, out, local_summary("func-fit"))
 
 
 def test_process_executor_gives_up_on_a_trial_that_keeps_killing_its_worker(pool):
@@ -308,13 +325,13 @@ def test_ray_executor_gives_the_local_summary(tmp_path, local_summary, ray_clust
     done = run_dlscope("func-fit", tmp_path, "--executor", "ray", "--address", ray_cluster)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Connected to Ray cluster" in done.stderr
-    assert summary(tmp_path, "func-fit") == local_summary("func-fit", RAY_THREADS)
+    assert summary(tmp_path, "func-fit") == local_summary("func-fit")
     assert json.loads((tmp_path / "func-fit" / "timing.json").read_text())["executor"] == "ray"
 
 
 def test_ray_executor_survives_a_killed_worker(tmp_path, local_summary, ray_cluster):
     done, out, _ = run_with_faults(tmp_path, "--executor", "ray", RAY_ADDRESS=ray_cluster)  # the address from the environment
-    check_fault_run(done, out, local_summary("func-fit", RAY_THREADS))
+    check_fault_run(done, out, local_summary("func-fit"))
 
 
 LOCAL_RAY = """

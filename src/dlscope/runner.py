@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from . import experiments
-from .executors import Executor, Job, LocalExecutor, Outcome
+from .executors import AutoExecutor, Executor, Job, LocalExecutor, Outcome
+from .executors.process import ProcessExecutor, cpu_count
 from .experiments.base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
 from .progress import Progress, StudyProgress, estimate_seconds, plan_seconds, progress_seconds
@@ -140,9 +141,15 @@ def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, 
     keys = [t.key for t in trials]
     todo = [t for t in trials if store.read_result(t.key) is None]  # unreadable results run again
     store.remove_checkpoints_except({t.key for t in todo})
-    jobs = [Job(name, t, device, data_dir, str(store.checkpoint_path(t.key)), every) for t in todo]
-
     planned = estimate_seconds(name, cfg, len(trials), len(todo), str(device), seed)  # alone: the dry run's time
+    # one thread rule for the executors on this machine (Ray's trials take the CPUs Ray gives them)
+    on_this_machine = isinstance(executor, (LocalExecutor, AutoExecutor, ProcessExecutor))
+    threads = trial_threads(len(trials)) if on_this_machine and device == "cpu" else None
+    weights = sum(t.weight for t in todo) or 1.0
+    jobs = [
+        Job(name, t, device, data_dir, str(store.checkpoint_path(t.key)), every, threads, planned * t.weight / weights)
+        for t in todo
+    ]
     bar = Progress(name, len(trials), len(trials) - len(todo), enabled=progress, planned=planned)
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
@@ -151,6 +158,7 @@ def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, 
         if outcome.error is None:
             result = dict(outcome.result or {})
             result["_seconds"] = outcome.seconds
+            result["_cpu_seconds"] = outcome.cpu_seconds
             store.save_result(job.trial.key, result)
         else:
             store.save_failure(job.trial.key, outcome.error)
@@ -181,11 +189,31 @@ def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, 
             "wall_seconds_this_invocation": round(wall, 3),
             "trial_seconds": {k: round(r.get("_seconds", 0.0), 3) for k, r in results.items()},
             "total_trial_seconds": round(sum(r.get("_seconds", 0.0) for r in results.values()), 3),
+            "threads_per_trial": threads,
+            **cpu_use(results, wall, len(todo) == len(trials)),
             "figures": [Path(f).name for f in figures],
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         }
     )
     return RunResult(name, store.dir, summary, failed, trials_run=len(todo))
+
+
+def trial_threads(n_trials: int) -> int:
+    """Torch threads per trial on this CPU: the cores shared among the experiment's trials, as the
+    default executor runs them side by side (1 each on 2 cores); all the cores for a single trial.
+    From the number of trials, not of those left, so that a resumed run computes as the first."""
+    cores = cpu_count()
+    return max(1, cores // max(1, min(cores, n_trials)))
+
+
+def cpu_use(results: dict, wall: float, all_ran_now: bool) -> dict:
+    """timing.json's CPU record: the trials' CPU seconds, and their sum over this invocation's wall
+    time (in cores; only when every trial ran in this invocation)."""
+    cpu = [r["_cpu_seconds"] for r in results.values() if isinstance(r.get("_cpu_seconds"), (int, float))]
+    out = {"trial_cpu_seconds": round(sum(cpu), 3), "cores": cpu_count()}
+    if all_ran_now and cpu and wall > 0:
+        out["cpu_utilisation"] = round(sum(cpu) / wall, 3)  # 2.0: two cores busy all the time
+    return out
 
 
 def _jsonable(obj):

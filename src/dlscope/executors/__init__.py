@@ -2,9 +2,10 @@
 jobs to an executor, which reports each outcome back to the driver (the runner), and the driver
 alone writes results into the run folder.
 
-    auto     the default: as local, except that long trials that each keep to one core (the
-             experiment's side_by_side(args): func-fit's compiled fast MLP path) run side by side
-             on a multi-core CPU, one worker process per core (the same numbers, less wall time)
+    auto     the default: on a multi-core CPU, an experiment's trials run side by side, one
+             worker process per core, heavier trials first (Trial.weight), unless the whole
+             experiment is expected to take under SIDE_BY_SIDE_MIN_SECONDS or declares
+             SIDE_BY_SIDE = False; otherwise as local. The same numbers as local, less wall time.
     local    in this process, one trial after another
     process  worker processes on this machine: a pool sharing the cores, or one per GPU
              (--workers N); see process.py
@@ -12,7 +13,10 @@ alone writes results into the run folder.
              Ray instance without one; see ray_executor.py and docs/cluster.md
 
 Every executor calls on_outcome(job, outcome) in the driver as each trial finishes, in whatever
-order they finish. A worker that dies mid-trial costs that trial one attempt (3 retries); a trial
+order they finish. On a CPU, a trial's numbers depend on its torch thread count (convolutions sum
+in an order that depends on it), so the runner fixes it per trial (Job.threads: the cores shared
+among the experiment's trials) and local and auto both honour it: whichever of the two runs an
+experiment, and whether it resumed, its numbers are the same. A worker that dies mid-trial costs that trial one attempt (3 retries); a trial
 that raises comes back as an Outcome with its error.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -38,6 +43,8 @@ class Job:
     data_dir: str | None
     checkpoint_path: str | None  # where the trial may checkpoint (None: it restarts from scratch)
     checkpoint_every: float = 30.0
+    threads: int | None = None  # torch threads for the trial on a CPU (local, auto); None: as they are
+    expected_seconds: float = 0.0  # the time model's share for this trial (progress.estimate_seconds)
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Outcome:
     result: dict | None = None
     error: str | None = None  # the traceback of a trial that raised
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the process that ran it, all its threads
 
 
 ProgressFn = Callable[[Job, int, int, str], None]  # (job, epochs done, epochs total, info)
@@ -60,7 +68,25 @@ def run_job(job: Job, on_progress: ProgressFn | None = None) -> Outcome:
     device = torch.device(job.device)
     accel.configure(device)  # in every worker process: deterministic kernels on CUDA
     ctx = TrialContext(device=device, data_dir=job.data_dir, checkpoint=ckpt)
-    t0 = time.perf_counter()
+    with _torch_threads(job.threads if device.type == "cpu" else None):
+        t0, c0 = time.perf_counter(), time.process_time()
+        outcome = _run_trial(job, ctx, ckpt)
+        outcome.seconds, outcome.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    return outcome
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_trial(job: Job, ctx: TrialContext, ckpt) -> Outcome:
     try:
         try:
             result = job.trial.fn(job.trial.args, ctx)
@@ -73,8 +99,8 @@ def run_job(job: Job, on_progress: ProgressFn | None = None) -> Outcome:
             result = job.trial.fn(job.trial.args, ctx)
         result = storable(result, f"the result of trial {job.trial.key}")
     except Exception:
-        return Outcome(job.trial.key, error=traceback.format_exc(), seconds=time.perf_counter() - t0)
-    return Outcome(job.trial.key, result=result, seconds=time.perf_counter() - t0)
+        return Outcome(job.trial.key, error=traceback.format_exc())
+    return Outcome(job.trial.key, result=result)
 
 
 class Executor(Protocol):
@@ -91,11 +117,22 @@ class LocalExecutor:
             on_outcome(job, run_job(job, on_progress))
 
 
+def heaviest_first(jobs: list[Job]) -> list[Job]:
+    """Jobs by Trial.weight, heaviest first (a stable sort: equal weights keep their order)."""
+    return sorted(jobs, key=lambda j: -j.trial.weight)
+
+
+SIDE_BY_SIDE_MIN_SECONDS = 20.0  # below this (expected, whole experiment) worker processes do not pay
+
+
 class AutoExecutor:
-    """The default executor: trials one after another in this process, except where side by side
-    is plainly faster and gives the same numbers: trials that each use one core and run long
-    (the experiment module's side_by_side(args) says so) on a CPU with more cores than one. Those run in a
-    pool of one single-thread worker process per core (kept for the next such experiment)."""
+    """The default executor. On a CPU with more than one core, an experiment's trials run side by
+    side in a pool of worker processes, one per core (kept warm for the next experiment), heavier
+    trials first so that the last one does not run alone: most trials are small models that
+    cannot keep two cores busy. Trials run here, one after another, where that is as fast: one
+    trial, a GPU, a run expected to take under SIDE_BY_SIDE_MIN_SECONDS (smoke), or an experiment
+    that says SIDE_BY_SIDE = False. Either way each trial gets the same torch threads (Job.threads),
+    so the numbers are the same."""
 
     name = "auto"  # timing.json gets "auto (local)" or "auto (N worker processes)", as last run
 
@@ -107,14 +144,15 @@ class AutoExecutor:
         from ..experiments import get
         from .process import cpu_count
 
-        if len(jobs) < 2 or any(j.device != "cpu" for j in jobs):
+        if len(jobs) < 2 or cpu_count() < 2 or any(j.device != "cpu" for j in jobs):
+            return 0
+        if sum(j.expected_seconds for j in jobs) < SIDE_BY_SIDE_MIN_SECONDS:
             return 0
         try:
-            worth_it = getattr(get(jobs[0].experiment), "side_by_side", None)
+            allowed = getattr(get(jobs[0].experiment), "SIDE_BY_SIDE", True)
         except Exception:  # an experiment the registry does not know (tests): run it here
-            worth_it = None
-        one_core = worth_it is not None and all(worth_it(j.trial.args) for j in jobs)
-        return min(cpu_count(), len(jobs)) if one_core and cpu_count() > 1 else 0
+            allowed = False
+        return min(cpu_count(), len(jobs)) if allowed else 0
 
     def run(self, jobs, on_outcome, on_progress=None) -> None:
         workers = self.side_by_side(jobs)
@@ -126,7 +164,7 @@ class AutoExecutor:
         if self._pool is None or self._pool.workers != workers:
             self.close()
             self._pool = ProcessExecutor(workers)
-        self._pool.run(jobs, on_outcome, on_progress)
+        self._pool.run(heaviest_first(jobs), on_outcome, on_progress)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -53,7 +53,15 @@ def _worker_main(conn, threads: int, gpu: int | None) -> None:
         try:
             conn.send(("done", index, outcome))
         except Exception:  # a result that does not pickle is the trial's error, not a dead worker
-            conn.send(("done", index, Outcome(job.trial.key, error=traceback.format_exc(), seconds=outcome.seconds)))
+            conn.send(
+                (
+                    "done",
+                    index,
+                    Outcome(
+                        job.trial.key, error=traceback.format_exc(), seconds=outcome.seconds, cpu_seconds=outcome.cpu_seconds
+                    ),
+                )
+            )
 
 
 class _Worker:

@@ -14,9 +14,9 @@ and, for the report and the progress display (so that report/ and runner.py name
     PART                 optional: the heading of the study's part this experiment opens
                          ("Deep vs shallow", "Optimization", "Generalization")
     COST                 relative cost weight of the experiment in a study (progress estimates)
-    side_by_side(args)   optional: True where a trial uses one CPU core and runs long enough to be
-                         worth a worker process (func-fit's compiled fast MLP path); the default
-                         executor runs such trials side by side, one single-thread process per core
+    SIDE_BY_SIDE         optional, default True: whether the default executor may run this
+                         experiment's trials side by side on a multi-core CPU (one single-thread
+                         worker process per core, heavier trials first: Trial.weight)
     LOOK_FOR             one paragraph: what to look for; it must not contradict the findings
     CAPTIONS             {"file.png": "a sentence saying what it shows (the original's Fig N)"}
     REFERENCE            the original study's numbers, or None: {"what": str, "original": str,
@@ -63,6 +63,7 @@ class Trial:
     args: dict
     resources: Resources = field(default_factory=Resources)
     label: str = ""  # for progress displays
+    weight: float = 1.0  # its expected cost relative to the experiment's other trials: side by side, heavier ones start first
 
 
 @dataclass
@@ -194,9 +195,18 @@ def _show(v) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def trial_per_model(cfg: dict, fn) -> list[Trial]:
-    """One trial per model of cfg["models"] (architectures that differ cannot share an ensemble)."""
-    return [Trial(key=m, fn=fn, args={**cfg, "model": m}, label=m) for m in cfg["models"]]
+def trial_per_model(cfg: dict, fn, weigh_by_params: bool = False) -> list[Trial]:
+    """One trial per model of cfg["models"] (architectures that differ cannot share an ensemble);
+    weigh_by_params: each trial's weight is its model's parameter count (CNNs trained alike)."""
+    from .. import models
+
+    def weight(m: str) -> float:
+        if not weigh_by_params:
+            return 1.0
+        with torch.random.fork_rng(devices=[]):
+            return float(models.count_params(models.build(m)))
+
+    return [Trial(key=m, fn=fn, args={**cfg, "model": m}, label=m, weight=weight(m)) for m in cfg["models"]]
 
 
 def finished_models(cfg: dict, results: dict):

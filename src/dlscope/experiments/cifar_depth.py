@@ -127,7 +127,7 @@ validate = validate_models_and_sizes
 
 
 def trials(cfg: dict) -> list[Trial]:
-    return trial_per_model(cfg, train_model)
+    return trial_per_model(cfg, train_model, weigh_by_params=True)
 
 
 def train_model(args: dict, ctx) -> dict:

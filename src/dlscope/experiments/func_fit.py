@@ -216,17 +216,6 @@ def trials(cfg: dict) -> list[Trial]:
     return trial_per_model(cfg, train_model)
 
 
-def side_by_side(args: dict) -> bool:
-    """Whether a trial runs side by side with the others on a multi-core CPU (the default
-    executor): the fast MLP path steps on one core, and a run long enough to be compiled (as in
-    quick and full) is worth a worker process of its own; a short one finishes before a worker
-    would have started."""
-    return (
-        fast_mlp.supports(args["model"])
-        and args["epochs"] * -(-args["points"] // args["batch_size"]) >= fast_mlp.COMPILE_MIN_STEPS
-    )
-
-
 def members(cfg: dict) -> list[dict]:
     return [{"function": f, "seed": s} for f in cfg["functions"] for s in seeds_for(cfg, cfg["seeds"])]
 

@@ -212,6 +212,7 @@ def trials(cfg: dict) -> list[Trial]:
             fn=train_sweep,
             args={**cfg, "sweep": "lr", "batch_size": cfg["lr_sweep_batch_size"], "lr": cfg["lrs"]},
             label=f"lrs {', '.join(f'{v:g}' for v in cfg['lrs'])}",
+            weight=len(cfg["lrs"]),  # an ensemble member per learning rate: the longest trial
         )
     )
     return out
