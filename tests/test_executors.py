@@ -363,3 +363,28 @@ def test_ray_executor_without_an_address_starts_a_private_instance_on_loopback(r
     assert out["nodes"] == ["127.0.0.1"] and out["cpus"] == 2
     assert {k: r["n"] for k, r in out["results"].items()} == {"a": 0, "b": 1}
     assert "Started a local Ray instance" in done.stderr
+
+
+def test_whole_study_side_by_side_writes_the_files_of_one_trial_after_another(tmp_path, monkeypatch):
+    """run_all with the default executor on a multi-core CPU: every experiment's trials in one
+    queue on one pool of single-thread workers. The same summary.json and metrics.csv, byte for
+    byte, as the in-process executor's one trial after another."""
+    from dlscope import experiments
+
+    monkeypatch.setattr(runner, "SIDE_BY_SIDE_MIN_SECONDS", 0.0)  # smoke is too short to be worth it
+    auto = AutoExecutor()
+    try:
+        side = runner.run_all("smoke", tmp_path / "side", device="cpu", executor=auto, progress=False)
+    finally:
+        auto.close()
+    local = runner.run_all("smoke", tmp_path / "local", device="cpu", executor=LocalExecutor(), progress=False)
+    assert all(r.ok for r in side + local), [(r.experiment, r.failed) for r in side + local if not r.ok]
+    names = experiments.available()
+    assert [r.experiment for r in side] == names
+    for name in names:
+        for f in ("summary.json", "metrics.csv"):
+            assert (tmp_path / "side" / name / f).read_bytes() == (tmp_path / "local" / name / f).read_bytes(), (name, f)
+        timing = json.loads((tmp_path / "side" / name / "timing.json").read_text())
+        if cpu_count() > 1:
+            assert timing["executor"] == f"auto ({cpu_count()} worker processes, whole study)"
+            assert timing["threads_per_trial"] == 1

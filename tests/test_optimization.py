@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from dlscope.experiments import trajectory
 from dlscope import models
 from dlscope.analysis import hessian as hs
 from dlscope.engine import Ensemble
@@ -34,7 +35,11 @@ def test_trajectory_smoke(tmp_path, data_dir):
     assert all(0 <= row["test_acc"] <= 1 and not row["diverged"] for row in s["results"])
     figures_written(res, ["trajectory_whole.png", "trajectory_layer.png"])
 
-    r = RunStore(tmp_path, "trajectory").load_result("runs")
+    store = RunStore(tmp_path, "trajectory")
+    parts = {k: store.load_result(k) for k in ("runs-1", "runs-2")}  # the ensemble in two trials of seeds
+    assert [p["seeds"] for p in parts.values()] == [[0, 1], [2]]
+    r = trajectory.joined(parts)
+    assert r["seeds"] == [0, 1, 2] and r["layer_params"] == parts["runs-1"]["layer_params"]
     epochs = 4
     assert r["whole"].shape == (epochs + 1, runs, 11085) and r["layer"].shape == (epochs + 1, runs, 216)
     # the first point is the initialisation; the layer is the first 216 entries of the whole vector

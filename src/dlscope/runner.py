@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import experiments
-from .executors import AutoExecutor, Executor, Job, LocalExecutor, Outcome
+from .executors import SIDE_BY_SIDE_MIN_SECONDS, AutoExecutor, Executor, Job, LocalExecutor, Outcome, heaviest_first
 from .executors.process import ProcessExecutor, cpu_count
 from .experiments.base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
@@ -137,8 +137,41 @@ def run_folder(out: Path):
         yield
 
 
-def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir, progress) -> RunResult:
-    keys = [t.key for t in trials]
+@dataclass
+class _Pending:
+    """One experiment's run in progress: its jobs, and what its trials' outcomes have given."""
+
+    name: str
+    profile: str
+    seed: int
+    module: object
+    cfg: dict
+    trials: list
+    store: RunStore
+    device: str
+    jobs: list[Job]
+    threads: int | None
+    planned: float
+    failed: dict[str, str] = field(default_factory=dict)
+    left: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def record(self, job: Job, outcome: Outcome, say=None) -> None:
+        """A trial's outcome into the run folder (the driver alone writes it)."""
+        if outcome.error is None:
+            result = dict(outcome.result or {})
+            result["_seconds"] = outcome.seconds
+            result["_cpu_seconds"] = outcome.cpu_seconds
+            self.store.save_result(job.trial.key, result)
+        else:
+            self.store.save_failure(job.trial.key, outcome.error)
+            self.failed[job.trial.key] = outcome.error
+            if say:
+                say(f"{self.name}: trial {job.trial.key} failed: {outcome.error.strip().splitlines()[-1]}")
+        self.left -= 1
+
+
+def _prepare(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir) -> _Pending:
     todo = [t for t in trials if store.read_result(t.key) is None]  # unreadable results run again
     store.remove_checkpoints_except({t.key for t in todo})
     planned = estimate_seconds(name, cfg, len(trials), len(todo), str(device), seed)  # alone: the dry run's time
@@ -150,52 +183,121 @@ def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, 
         Job(name, t, device, data_dir, str(store.checkpoint_path(t.key)), every, threads, planned * t.weight / weights)
         for t in todo
     ]
-    bar = Progress(name, len(trials), len(trials) - len(todo), enabled=progress, planned=planned)
-    failed: dict[str, str] = {}
-    t0 = time.perf_counter()
+    return _Pending(name, profile, seed, module, cfg, trials, store, device, jobs, threads, planned, left=len(jobs))
 
-    def on_outcome(job: Job, outcome: Outcome) -> None:
-        if outcome.error is None:
-            result = dict(outcome.result or {})
-            result["_seconds"] = outcome.seconds
-            result["_cpu_seconds"] = outcome.cpu_seconds
-            store.save_result(job.trial.key, result)
-        else:
-            store.save_failure(job.trial.key, outcome.error)
-            failed[job.trial.key] = outcome.error
-            bar.write(f"{name}: trial {job.trial.key} failed: {outcome.error.strip().splitlines()[-1]}")
-        bar.trial_done()
 
-    try:
-        executor.run(jobs, on_outcome, bar.epoch)
-    finally:
-        bar.close()
-
-    results = {k: r for k in keys if (r := store.read_result(k, warn=False)) is not None}
-    wall = time.perf_counter() - t0
-    summary = {"experiment": name, "profile": profile, "seed": seed}
-    summary.update(module.summarize(cfg, results))
-    if failed:
-        summary["failed_trials"] = sorted(failed)
-    store.write_summary(_jsonable(summary))
-    store.write_metrics(module.metrics(cfg, results))
-    figures = module.figures(cfg, results, store.fig_dir) if results else []
-    store.write_timing(
+def _finish(p: _Pending, executor_name: str, wall: float) -> RunResult:
+    """Summary, metrics, figures and timing of an experiment whose trials are over."""
+    keys = [t.key for t in p.trials]
+    results = {k: r for k in keys if (r := p.store.read_result(k, warn=False)) is not None}
+    summary = {"experiment": p.name, "profile": p.profile, "seed": p.seed}
+    summary.update(p.module.summarize(p.cfg, results))
+    if p.failed:
+        summary["failed_trials"] = sorted(p.failed)
+    p.store.write_summary(_jsonable(summary))
+    p.store.write_metrics(p.module.metrics(p.cfg, results))
+    figures = p.module.figures(p.cfg, results, p.store.fig_dir) if results else []
+    p.store.write_timing(
         {
-            "device": device,
-            "device_name": device_description(device),
-            "executor": getattr(executor, "name", type(executor).__name__),
+            "device": p.device,
+            "device_name": device_description(p.device),
+            "executor": executor_name,
             "torch": torch.__version__,
             "wall_seconds_this_invocation": round(wall, 3),
             "trial_seconds": {k: round(r.get("_seconds", 0.0), 3) for k, r in results.items()},
             "total_trial_seconds": round(sum(r.get("_seconds", 0.0) for r in results.values()), 3),
-            "threads_per_trial": threads,
-            **cpu_use(results, wall, len(todo) == len(trials)),
+            "threads_per_trial": p.threads,
+            **cpu_use(results, wall, len(p.jobs) == len(p.trials)),
             "figures": [Path(f).name for f in figures],
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         }
     )
-    return RunResult(name, store.dir, summary, failed, trials_run=len(todo))
+    return RunResult(p.name, p.store.dir, summary, p.failed, trials_run=len(p.jobs))
+
+
+def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir, progress) -> RunResult:
+    p = _prepare(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir)
+    bar = Progress(name, len(trials), len(trials) - len(p.jobs), enabled=progress, planned=p.planned)
+
+    def on_outcome(job: Job, outcome: Outcome) -> None:
+        p.record(job, outcome, bar.write)
+        bar.trial_done()
+
+    try:
+        executor.run(p.jobs, on_outcome, bar.epoch)
+    finally:
+        bar.close()
+    return _finish(p, getattr(executor, "name", type(executor).__name__), time.perf_counter() - p.t0)
+
+
+def _side_by_side_study(executor, device: str, plans) -> bool:
+    """Whether run_all runs the whole study's trials through one pool of single-thread workers
+    (the default executor on a multi-core CPU, when every trial has one thread): an experiment's
+    last trials then share the cores with the next experiment's first, instead of leaving one idle."""
+    if not isinstance(executor, AutoExecutor) or device != "cpu" or cpu_count() < 2:
+        return False
+    return all(getattr(m, "SIDE_BY_SIDE", True) and trial_threads(len(t)) == 1 for m, _, t, _ in plans)
+
+
+def _run_study_side_by_side(profile, seed, plans, device, executor: AutoExecutor, data_dir, study) -> list[RunResult]:
+    """Every experiment's trials in one queue (SPEC order, heaviest first within an experiment) on
+    one pool of worker processes, one per core. The driver records each outcome, writes an
+    experiment's summary and figures as soon as its last trial is in, and shows the earliest
+    unfinished experiment on the progress line. An experiment's wall time in timing.json is the
+    time from the previous one's end to its own: its share of the study."""
+    every = checkpoint_seconds()
+    pending = []
+    for module, cfg, trials, store in plans:
+        store.prepare(cfg)
+        pending.append(_prepare(module.NAME, profile, seed, module, cfg, trials, store, device, every, executor, data_dir))
+    by_name = {p.name: p for p in pending}
+    results: dict[str, RunResult] = {}
+    shown = {"index": 0, "since": time.perf_counter()}
+    name_of = f"auto ({cpu_count()} worker processes, whole study)"
+
+    def finish(p: _Pending) -> None:
+        try:
+            results[p.name] = _finish(p, name_of, time.perf_counter() - shown["since"])
+        except Exception as e:  # a crash outside the trials (summaries, figures): report, go on
+            import traceback
+
+            study.write(f"dlscope: {p.name} failed: {type(e).__name__}: {e}")
+            results[p.name] = RunResult(p.name, p.store.dir, None, {"<experiment>": traceback.format_exc()})
+
+    def show_next() -> None:
+        """Move the line past the experiments that are over, onto the first still running."""
+        while shown["index"] < len(pending):
+            p = pending[shown["index"]]
+            if study.name != p.name or study.phase == "closed":
+                study.enter(p.name, draw=False)
+                study.start_experiment(p.name, len(p.trials), len(p.trials) - p.left)
+            if p.left > 0:
+                return
+            study.trials_finished()
+            if p.name not in results:
+                finish(p)
+            study.end_experiment()
+            shown["index"] += 1
+            shown["since"] = time.perf_counter()
+
+    def on_outcome(job: Job, outcome: Outcome) -> None:
+        p = by_name[job.experiment]
+        p.record(job, outcome, study.write)
+        if study.name == p.name:
+            study.trial_done()
+        if p.left == 0 and pending.index(p) > shown["index"]:  # over before those shown: its files now
+            finish(p)
+        show_next()
+
+    def on_progress(job: Job, done: int, total: int, info: str = "") -> None:
+        if study.name == job.experiment:
+            study.epoch(job.trial.label or job.trial.key, done, total)
+
+    show_next()
+    jobs = [j for p in pending for j in heaviest_first(p.jobs)]
+    executor.run_pool(jobs, on_outcome, on_progress)
+    show_next()
+    return [results[p.name] for p in pending]
 
 
 def trial_threads(n_trials: int) -> int:
@@ -255,8 +357,9 @@ def run_all(
     progress=True,
     overrides=None,
 ) -> list[RunResult]:
-    """Every experiment in SPEC order, one after another, under one overall progress line.
-    One failing (a trial, or the experiment itself) is reported and the others still run; the
+    """Every experiment in SPEC order under one overall progress line: one after another, or with
+    the default executor on a multi-core CPU as one queue of trials side by side (see
+    _run_study_side_by_side). One failing (a trial, or the experiment itself) is reported and the others still run; the
     caller sees it in the results (RunResult.ok) and sets the exit code."""
     out = Path(out) if out else default_out()
     picked, plans = check_plan("all", profile, overrides, seed, out, device)
@@ -268,7 +371,13 @@ def run_all(
         print(f"dlscope: not implemented in this version, skipped: {', '.join(missing)}", file=sys.stderr)
     results = []
     with run_folder(out), StudyProgress(names, enabled=progress, planned=planned) as study:
-        for name in names:
+        whole = _side_by_side_study(executor, picked, plans) and sum(planned.values()) >= SIDE_BY_SIDE_MIN_SECONDS
+        if whole:
+            results = _run_study_side_by_side(profile, seed, plans, picked, executor, data_dir, study)
+            for r in results:
+                if not r.ok:
+                    study.write(f"dlscope: {r.experiment}: FAILED ({', '.join(sorted(r.failed)) or 'no summary'})")
+        for name in names if not whole else []:
             study.enter(name)
             try:
                 result = run_experiment(name, profile, out, seed, device, per.get(name), executor, data_dir, progress)

@@ -159,12 +159,24 @@ class AutoExecutor:
         self.name = f"auto ({workers} worker processes)" if workers else "auto (local)"
         if not workers:
             return LocalExecutor().run(jobs, on_outcome, on_progress)
+        self._run_in_pool(workers, heaviest_first(jobs), on_outcome, on_progress)
+
+    def run_pool(self, jobs, on_outcome, on_progress=None) -> None:
+        """These jobs, in this order, side by side on one worker process per core (run_all's whole
+        study in one queue)."""
+        from .process import cpu_count
+
+        self.name = f"auto ({cpu_count()} worker processes, whole study)"
+        if jobs:
+            self._run_in_pool(cpu_count(), jobs, on_outcome, on_progress)
+
+    def _run_in_pool(self, workers: int, jobs, on_outcome, on_progress) -> None:
         from .process import ProcessExecutor
 
         if self._pool is None or self._pool.workers != workers:
             self.close()
             self._pool = ProcessExecutor(workers)
-        self._pool.run(heaviest_first(jobs), on_outcome, on_progress)
+        self._pool.run(jobs, on_outcome, on_progress)
 
     def close(self) -> None:
         if self._pool is not None:

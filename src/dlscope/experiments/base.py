@@ -209,6 +209,47 @@ def trial_per_model(cfg: dict, fn, weigh_by_params: bool = False) -> list[Trial]
     return [Trial(key=m, fn=fn, args={**cfg, "model": m}, label=m, weight=weight(m)) for m in cfg["models"]]
 
 
+SEED_PARTS = 2  # trials an ensemble of seeds is split into, so that two cores can share its work
+
+
+def trials_by_seed_parts(cfg: dict, fn, key: str, seeds: list[int], label: str, parts: int = SEED_PARTS) -> list[Trial]:
+    """One ensemble of `seeds` as `parts` trials of consecutive seeds ("KEY-1", "KEY-2", ...), each
+    with args["trial_seeds"]: the members are independent, so the parts can run side by side, and
+    join_seed_parts puts their results back together. The split depends on the settings alone, not
+    on the machine, so that a run resumes anywhere."""
+    n = min(parts, len(seeds))
+    bounds = [round(i * len(seeds) / n) for i in range(n + 1)]
+    chunks = [seeds[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [
+        Trial(key=f"{key}-{i + 1}", fn=fn, args={**cfg, "trial_seeds": c}, label=f"{label}, seeds {c[0]}-{c[-1]}", weight=len(c))
+        for i, c in enumerate(chunks)
+    ]
+
+
+def join_seed_parts(results: dict, key: str, shared: tuple[str, ...] = ()) -> dict | None:
+    """The finished parts of trials_by_seed_parts(key=KEY) as one result, as if one trial had
+    trained them all: tensors joined along the member axis (dim 1: [epochs + 1, members, ...]),
+    lists joined, the `shared` fields (the same in every part) taken once. None if no part finished.
+    A result under KEY itself (one trial of every seed) is taken as it is."""
+    if key in results:
+        return results[key]
+    parts = [results[k] for k in sorted((k for k in results if k.startswith(f"{key}-")), key=lambda k: int(k.rsplit("-", 1)[1]))]
+    if not parts:
+        return None
+    out = {}
+    for field_name, first in parts[0].items():
+        values = [p[field_name] for p in parts]
+        if field_name in shared or field_name.startswith("_"):
+            out[field_name] = first
+        elif isinstance(first, torch.Tensor):
+            out[field_name] = torch.cat(values, dim=1)
+        elif isinstance(first, list):
+            out[field_name] = [v for part in values for v in part]
+        else:
+            raise ValueError(f"join_seed_parts: {field_name!r} is neither a tensor nor a list nor shared")
+    return out
+
+
 def finished_models(cfg: dict, results: dict):
     """(model, result) for each model of cfg["models"] whose trial finished, in settings order."""
     return [(m, results[m]) for m in cfg["models"] if m in results]

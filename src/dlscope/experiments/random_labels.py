@@ -19,7 +19,17 @@ import math
 
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from ..findings import Finding, greater, within
-from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
+from .base import (
+    ConfigError,
+    Trial,
+    blown_up,
+    join_seed_parts,
+    plot_median_iqr,
+    pyplot,
+    save_fig,
+    seeds_for,
+    trials_by_seed_parts,
+)
 
 NAME = "random-labels"
 TITLE = "Memorising random labels (MNIST, mnist-mlp)"
@@ -102,11 +112,18 @@ def random_labels(n: int, classes: int, seed: int, device="cpu") -> torch.Tensor
 
 
 def trials(cfg: dict) -> list[Trial]:
-    return [Trial(key="mnist-mlp", fn=train_random, args=cfg, label=f"mnist-mlp, random labels, {cfg['seeds']} seeds")]
+    # the seeds' ensemble in two trials of consecutive seeds, so that two cores share it
+    return trials_by_seed_parts(cfg, train_random, "mnist-mlp", seeds_for(cfg, cfg["seeds"]), "mnist-mlp, random labels")
+
+
+def joined(results: dict) -> dict:
+    """The trials' results as one: {"mnist-mlp": every finished seed}, or {} if none finished."""
+    r = join_seed_parts(results, "mnist-mlp", shared=("train_size",))
+    return {"mnist-mlp": r} if r else {}
 
 
 def train_random(args: dict, ctx) -> dict:
-    seeds = seeds_for(args, args["seeds"])
+    seeds = args["trial_seeds"]
     data = ctx.load_data("mnist", args["train_size"], args["test_size"])
     y_random = torch.stack([random_labels(len(data.train), args["classes"], s, ctx.device) for s in seeds])  # [N, n]
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
@@ -246,6 +263,7 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
 
 
 def summarize(cfg: dict, results: dict) -> dict:
+    results = joined(results)
     table = rows(cfg, results)
     if not table:
         return {}
@@ -272,7 +290,7 @@ def summarize(cfg: dict, results: dict) -> dict:
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
     rows_ = []
-    for r in results.values():
+    for r in joined(results).values():
         for i, seed in enumerate(r["seeds"]):
             for k in METRICS:
                 rows_ += [{"seed": seed, "epoch": e, "metric": k, "value": v} for e, v in enumerate(r[k][:, i].tolist())]
@@ -285,6 +303,7 @@ COLORS = {"train": "tab:blue", "test": "tab:orange"}
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
+    results = joined(results)
     r = results["mnist-mlp"]
     table = rows(cfg, results)
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(12, 4.6))

@@ -16,7 +16,7 @@ from ..analysis.pca import fit_pca, select_names
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from .. import findings as fd
 from ..engine.train import finite_or_none
-from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
+from .base import ConfigError, Trial, join_seed_parts, pyplot, save_fig, seeds_for, trials_by_seed_parts
 from .cifar import COMMON, check_model, check_sizes, steps_per_epoch
 
 NAME = "trajectory"
@@ -85,11 +85,17 @@ def validate(cfg: dict) -> None:
 
 
 def trials(cfg: dict) -> list[Trial]:
-    return [Trial(key="runs", fn=train_runs, args=dict(cfg), label=f"{cfg['runs']} x {cfg['model']}")]
+    # the runs' ensemble in two trials of consecutive seeds, so that two cores share it
+    return trials_by_seed_parts(cfg, train_runs, "runs", seeds_for(cfg, cfg["runs"]), f"{cfg['runs']} x {cfg['model']}")
+
+
+def joined(results: dict) -> dict | None:
+    """The trials' results as one training of every finished run (None if none finished)."""
+    return join_seed_parts(results, "runs", shared=("layer_params",))
 
 
 def train_runs(args: dict, ctx) -> dict:
-    seeds = seeds_for(args, args["runs"])
+    seeds = args["trial_seeds"]
     data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
     layer = select_names(list(ens.params), args["layer"])
@@ -257,7 +263,7 @@ def seed_results(cfg: dict, r: dict) -> list[dict]:
 
 
 def summarize(cfg: dict, results: dict) -> dict:
-    r = results.get("runs")
+    r = joined(results)
     if r is None:
         return {}
     out = {"layer": cfg["layer"], "runs": len(r["seeds"]), "seeds": r["seeds"]}
@@ -272,7 +278,7 @@ def summarize(cfg: dict, results: dict) -> dict:
 
 def metrics(cfg: dict, results: dict) -> list[dict]:
     rows = []
-    r = results.get("runs")
+    r = joined(results)
     if r is None:
         return rows
     coords = {w: projections(r, w)[1] for w in ("whole", "layer")}
@@ -317,7 +323,7 @@ def _label_points(ax, renderer, labels) -> None:
 def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
-    r = results.get("runs")
+    r = joined(results)
     if r is None:
         return []
     colors = plt.get_cmap("tab10").colors
