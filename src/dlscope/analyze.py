@@ -355,7 +355,7 @@ def plan(args) -> Plan:
     weights, the data, one forward pass. Reads only; nothing is written (not even --out)."""
     from . import data as datasets
     from .experiments.base import ConfigError
-    from .report.analyze_folder import SUBFOLDERS
+    from .report.curvature_folder import SUBFOLDERS
     from .store import RunStore
 
     check_settings(args)
@@ -415,7 +415,7 @@ def run(args) -> int:
     """`dlscope analyze`: checks first (plan), then the measures into the folder, under its lock,
     through the run folder's code (store.RunStore): a kill at any moment resumes."""
     from .analysis.measures import BY_NAME, finite_or_none
-    from .report.analyze_folder import measure_problem, render, summarize
+    from .report.curvature_folder import measure_problem, render, summarize
     from .runner import run_folder
 
     p = plan(args)

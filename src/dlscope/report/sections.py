@@ -383,7 +383,7 @@ def experiment_blocks(i: int, run: ExpRun, profile_hint: str, folder: str) -> li
 def analyze_folders(run_dir: Path) -> list[Path]:
     """The `dlscope analyze` output folders inside the run folder (e.g. RUN_DIR/analyze from
     `dlscope analyze --run RUN_DIR`)."""
-    from .analyze_folder import is_analyze_folder
+    from .curvature_folder import is_analyze_folder
 
     try:
         return sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.is_symlink() and is_analyze_folder(p))
@@ -393,7 +393,7 @@ def analyze_folders(run_dir: Path) -> list[Path]:
 
 def analyze_blocks(run_dir: Path) -> list:
     """A section per analyze folder: what was measured, the table, the figures."""
-    from . import analyze_folder as af
+    from . import curvature_folder as af
 
     blocks: list = []
     for folder in analyze_folders(run_dir):
