@@ -133,6 +133,14 @@ class Objective:
         rows = [tensors[k].reshape(-1, s.numel()) for k, s in zip(self.names, self.shapes)]
         return torch.cat(rows, 1)
 
+    def member(self, i: int) -> "Objective":
+        """Member i alone, as an objective of its own (the same module, data and mode, shared)."""
+        sub = copy.copy(self)
+        sub.theta0 = self.theta0[i : i + 1].clone()
+        sub.buffers = {k: v[i : i + 1] for k, v in self.buffers.items()}
+        sub._graph, sub.n_hvp = None, 0
+        return sub
+
     # ------------------------------------------------------------------ one member, one batch
 
     def _member_loss(self, theta, buffers, x, y):
