@@ -23,7 +23,7 @@ from .base import ConfigError
 
 SETTINGS = {
     "curvature_samples": 256,  # training images the measures use (0: measure nothing)
-    "curvature_tol": 1e-2,  # Lanczos: stop when the top eigenvalue changes by <= this (relative)
+    "curvature_tol": 1e-2,  # Lanczos: stop when the top Ritz pair's residual is <= this × |λ1|
     "curvature_max_steps": 30,  # Lanczos steps at most (one Hessian-vector product each)
     "trace_hvp": 30,  # Hutch++ budget, in Hessian-vector products
     "keskar_radius": 1e-3,  # Keskar et al.'s ε
