@@ -6,7 +6,7 @@ batched product of per-sample Jacobians, plus the cross-layer second-derivative 
 reference: one model at a time, torch.autograd.functional.hessian of the loss as a function of
 the flat parameter vector (385 double-backward passes per Hessian).
 Also measured (extra field): torch.func.hessian (forward-over-reverse) one model at a time, as
-analysis/hessian.py computes it.
+analysis.Objective.hessian computes it.
 
 The reference is timed on a few members and scaled to 100 (every Hessian costs the same); the
 Hessians of those members are compared entry by entry.

@@ -376,6 +376,29 @@ def test_eigenvalues_and_trace_together_equal_the_exact_hessians_per_member():
     assert tr.n_hvp == eig.n_hvp + tr.info["hutchinson_samples"]
 
 
+def test_each_member_of_an_ensemble_stops_on_its_own_tolerance():
+    """An ensemble is measured member by member (graph products): each member's eigenvalues, trace
+    and budget are those it gets measured alone with the same start and Rademacher vectors, so a
+    member that converges early does not run on with the slowest one."""
+    members = [tanh_mlp(s) for s in range(3)]
+    x, y = class_data()
+    ens = Ensemble.from_members(members, mode="vmap")
+    kw = dict(k=1, tol=1e-3, trace_rtol=0.3, min_trace_hvp=10, max_trace_hvp=60, seed=2)
+    eig, tr = an.top_eigenvalues_and_trace(ens, (x, y), **kw)
+    steps, samples = tr.info["lanczos_steps_each"], tr.info["hutchinson_samples_each"]
+    assert eig.n_hvp == max(steps) and tr.info["hutchinson_samples"] == max(samples)
+    obj = Objective(ens, (x, y))
+    v0 = torch.randn(obj.n, obj.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for i in range(3):
+        top, conv, (mean, low, high), s, m, exact = cv._eig_and_trace(
+            obj.member(i), v0[i : i + 1], 1, 1e-3, 100, 0.3, 10, 60, 2, 0.95, 10, rows=slice(i, i + 1), n_rows=3
+        )
+        assert (s, m) == (steps[i], samples[i])
+        assert eig.values[i] == top[0].tolist() and eig.converged[i] == bool(conv[0])
+        assert tr.value[i] == float(exact[0] + mean[0])
+    assert len(set(steps)) > 1 or len(set(samples)) > 1  # the members did not all need the same budget
+
+
 def test_lanczos_basis_covering_the_space_gives_the_exact_trace():
     """With as many Lanczos steps as parameters the remainder is zero: the trace is Σ αⱼ."""
     model, (x, y) = tanh_mlp(), class_data()
@@ -469,3 +492,37 @@ def test_plane_points_equal_the_loss_of_the_moved_model():
         with torch.no_grad():
             want = F.cross_entropy(moved(x), y).item()
         assert float(plane.loss[i, j]) == pytest.approx(want, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- the one list of measures
+
+
+def test_every_measure_of_the_list_is_read_back_split_and_shown_from_its_declaration():
+    """analysis.measures.MEASURES: each measure's result, on one model and on an ensemble, passes
+    its own shape check, splits per member, and gives a line, table rows and cells; the study's
+    columns are the ones its rows and metrics have always had."""
+    from dlscope.analysis import measures as ms
+    from dlscope.report.curvature_folder import measure_problem, per_model, summary_table
+
+    x, y = class_data(n=24)
+    budget = ms.Budget(k=2, trace_hvp=9, sharpness_steps=2, density_vectors=1, density_steps=4, plane_steps=3)
+    ens = Ensemble.from_members([tanh_mlp(s) for s in range(2)], mode="vmap")
+    one = {m.name: ms.finite_or_none(m.compute(tanh_mlp(), (x, y), budget)) for m in ms.MEASURES}
+    both = {m.name: ms.finite_or_none(m.compute(ens, (x, y), budget)) for m in ms.MEASURES}
+    for m in ms.MEASURES:
+        assert measure_problem(m.name, one[m.name]) is None and measure_problem(m.name, both[m.name], 2) is None, m.name
+        assert measure_problem(m.name, both[m.name]) is not None, m.name  # an ensemble's is not one model's
+        assert m.one_line(one[m.name]) and isinstance(m.table_rows(one[m.name]), list)
+        assert all(isinstance(text, str) for _, text in m.table_cells(both[m.name], 1))
+    rows = per_model(both, ["a", "b"])
+    assert rows[1]["trace"]["value"] == both["trace"]["value"][1]
+    head, table = summary_table({**both, "per_model": rows})
+    assert head[0] == "model" and len(table) == 2 and all(len(r) == len(head) for r in table)
+    study = ms.Budget(sharpness_kinds=ms.STUDY_SHARPNESS)
+    assert ms.study_fields(study) == ("top_eigenvalue", "trace", "trace_ci", "keskar")
+    assert ms.panels(study) == [
+        ("top_eigenvalue", "top Hessian eigenvalue λ₁"),
+        ("trace", "Hessian trace"),
+        ("keskar", "Keskar ε-sharpness (%)"),
+    ]
+    assert ms.finite_or_none({"a": [1.0, float("nan")], "n": 3, "b": (float("inf"),)}) == {"a": [1.0, None], "n": 3, "b": [None]}

@@ -13,7 +13,7 @@ import torch
 
 from dlscope import findings as fnd
 from dlscope import models
-from dlscope.analysis import hessian as hs
+from dlscope import analysis
 from dlscope.engine import fast_mlp
 from dlscope.experiments import grad_norm as gn
 from dlscope.experiments.func_fit import f1, inputs
@@ -131,7 +131,7 @@ def test_full_batch_grad_norm_is_autograds():
     for i in range(2):
         torch.manual_seed(i)
         model = models.build("mlp-mid")
-        assert norm[i].item() == pytest.approx(hs.grad_norm(model, x, y, "mse"), rel=1e-5)
+        assert norm[i].item() == pytest.approx(analysis.grad_norm(model, (x, y), "mse"), rel=1e-5)
         with torch.no_grad():
             assert loss[i].item() == pytest.approx(float(torch.nn.functional.mse_loss(model(x)[:, 0], y)), rel=1e-6)
 

@@ -12,7 +12,7 @@ import torch
 
 from dlscope.experiments import trajectory
 from dlscope import models
-from dlscope.analysis import hessian as hs
+from dlscope import analysis
 from dlscope.engine import Ensemble
 from dlscope.experiments import ConfigError
 from dlscope.experiments.func_fit import f1, inputs
@@ -108,7 +108,7 @@ def test_grad_norm_smoke(tmp_path, data_dir):
     x = inputs(60)
     y = f1(x[:, 0])
     r = RunStore(tmp_path, "grad-norm").load_result("mlp-mid")
-    assert r["grad_norm"][0, 0].item() == pytest.approx(hs.grad_norm(model, x, y, "mse"), rel=1e-5)
+    assert r["grad_norm"][0, 0].item() == pytest.approx(analysis.grad_norm(model, (x, y), "mse"), rel=1e-5)
     with torch.no_grad():
         assert r["loss"][0, 0].item() == pytest.approx(float(torch.nn.functional.mse_loss(model(x)[:, 0], y)), rel=1e-5)
 

@@ -291,6 +291,27 @@ class RunStore:
     def checkpoint_path(self, key: str) -> Path:
         return self.dir / "checkpoints" / f"{key}.pt"
 
+    # ------------------------------------------------------------------ JSON records (dlscope analyze's measures)
+
+    def record_path(self, folder: str, key: str) -> Path:
+        return self.dir / folder / f"{key}.json"
+
+    def read_record(self, folder: str, key: str, problem: Callable[[object], str | None]) -> tuple[object, str | None]:
+        """(a finished record, None), (None, None) if there is none, or (None, why the file is
+        damaged): read as data, never through a link, its shape checked by `problem` (None: fine)."""
+        obj, why = read_json(self.record_path(folder, key))
+        if why is None and obj is not None:
+            why = problem(obj)
+        return (None, why) if why else (obj, None)
+
+    def save_record(self, folder: str, key: str, obj) -> None:
+        """Write a finished record (atomically) and drop the error file of an earlier failure."""
+        write_json(self.record_path(folder, key), obj)
+        (self.dir / folder / f"{key}.error.txt").unlink(missing_ok=True)
+
+    def save_record_failure(self, folder: str, key: str, error: str) -> None:
+        write_text_atomic(self.dir / folder / f"{key}.error.txt", error)
+
     # ------------------------------------------------------------------ outputs
 
     @property

@@ -14,12 +14,16 @@ is left exactly as it was. See docs/analysis.md.
     analysis.sharpness(model, (x, y), kind="keskar")  # "sam", "adaptive", "average"
     analysis.loss_plane(model, (x, y), steps=21).plot()
 
-The study's own tools stay in their submodules (analysis.hessian: exact Hessians and the minimal
-ratio; analysis.pca, analysis.interpolation, analysis.sensitivity); analysis.adapters gives
-them the conventions above.
+Exact Hessians: Objective(model, data).hessian(); the minimal ratio and the critical-point
+solvers: analysis.critical_points. The study's other tools (analysis.pca, analysis.interpolation,
+analysis.sensitivity) keep their own interfaces and export one function each with the conventions
+above.
 """
 
-from .adapters import grad_norm, input_sensitivity, interpolation_path, mean_loss_of, trajectory_pca
+from .gradient import grad_norm, mean_loss_of
+from .interpolation import interpolation_path
+from .pca import trajectory_pca
+from .sensitivity import input_sensitivity
 from .curvature import (
     Density,
     Eigenvalues,

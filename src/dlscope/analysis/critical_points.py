@@ -611,6 +611,16 @@ def finite_rows(theta: torch.Tensor, *per_member: torch.Tensor) -> torch.Tensor:
     return ok
 
 
+def min_ratio(eigs: torch.Tensor, rel_tol: float = 0.0) -> float:
+    """Minimal ratio: the fraction of eigenvalues > 0 (1 at a strict local minimum).
+
+    rel_tol > 0 counts eigenvalues with λ ≤ rel_tol · max|λ| as not positive: numerically zero
+    eigenvalues (symmetries, dead units) then do not count as positive by rounding luck."""
+    eigs = eigs.detach()
+    threshold = rel_tol * eigs.abs().max() if rel_tol else 0.0
+    return float((eigs > threshold).double().mean())
+
+
 def spectrum_counts(hess: torch.Tensor, g: torch.Tensor, pins: torch.Tensor, eig_rel_tol: float, flat_rel_tol: float) -> dict:
     """Eigenvalues of each Hessian [N, P, P] (finite ones) and what they say: n_positive, n_negative
     (beyond eig_rel_tol·max|λ|), n_zero (the rest, less `pins` exact zeros that are the pinned

@@ -361,22 +361,54 @@ def top_eigenvalues_and_trace(
     unbiased given Q. They come in blocks of `block` until the interval's half-width is at most
     trace_rtol·|trace| for every member (after at least min_trace_hvp of them; at most
     max_trace_hvp). A stop rule on the interval makes its coverage approximate (the nominal level
-    holds for a fixed budget). The trace's n_hvp counts the Lanczos products it reuses."""
+    holds for a fixed budget). The trace's n_hvp counts the Lanczos products it reuses.
+
+    An ensemble with the default "graph" products is measured member by member, each stopping on
+    its own tolerance (Lanczos) and its own interval (trace), with the start and Rademacher vectors
+    it would get in a batched run: never slower than a loop over the members. Then n_hvp (and
+    "lanczos_steps", "hutchinson_samples") are the largest member's, and info holds each member's
+    ("lanczos_steps_each", "hutchinson_samples_each")."""
     obj = Objective(model, data, loss, mode, batch_size)
     obj.check_deterministic()
     g = torch.Generator().manual_seed(seed)
     v0 = torch.randn(obj.n, obj.dim, generator=g, dtype=torch.float64).to(obj.theta0.device)
-    top, T, Q, conv = _lanczos_top(obj.hvp, v0, k, tol, max_steps, seed)
-    steps = T.shape[1]
+    budget = (k, tol, max_steps, trace_rtol, min_trace_hvp, max_trace_hvp, seed, level, block)
+    if obj.n > 1 and obj.hvp_backend == "graph":
+        # Member by member: the gradient's graph of a member costs the same alone as inside the
+        # ensemble's (the graph is built member by member), so batching saves nothing, and alone
+        # each member stops on its own tolerance instead of running until the slowest one stops.
+        parts = [_eig_and_trace(obj.member(i), v0[i : i + 1], *budget, rows=slice(i, i + 1), n_rows=obj.n) for i in range(obj.n)]
+    else:  # one model, or vmap-batched products ("forward"), which pay on wide hardware
+        parts = [_eig_and_trace(obj, v0, *budget, rows=slice(None), n_rows=obj.n)]
+    top, conv = torch.cat([q[0] for q in parts]), torch.cat([q[1] for q in parts])
+    mean, low, high = (torch.cat([q[2][j] for q in parts]) for j in range(3))
+    steps_each = [q[3] for q in parts for _ in range(q[0].shape[0])]
+    samples_each = [q[4] for q in parts for _ in range(q[0].shape[0])]
+    exact_each = torch.cat([q[5] for q in parts])
+    steps, samples = max(steps_each), max(samples_each)
     single = not obj.ensemble
     eig = Eigenvalues(
         top[0].tolist() if single else top.tolist(),
         steps,
         bool(conv[0]) if single else conv.tolist(),
         None,
-        {"method": "lanczos", "tol": tol, **obj.describe()},
+        {"method": "lanczos", "tol": tol, **obj.describe(), **({"lanczos_steps_each": steps_each} if len(parts) > 1 else {})},
     )
+    info = {"seed": seed, "lanczos_steps": steps, "hutchinson_samples": samples, "trace_rtol": trace_rtol, **obj.describe()}
+    if len(parts) > 1:  # each member's own budget; n_hvp and the totals above are the largest member's
+        info.update(lanczos_steps_each=steps_each, hutchinson_samples_each=samples_each)
+    tr = _estimate(
+        exact_each + mean, exact_each + low, exact_each + high, steps + samples, "lanczos-hutch++", level, info, single
+    )
+    return eig, tr
 
+
+def _eig_and_trace(obj, v0, k, tol, max_steps, trace_rtol, min_trace_hvp, max_trace_hvp, seed, level, block, rows, n_rows):
+    """top_eigenvalues_and_trace on the members of `obj` (all of them, or one member alone):
+    (top [N, k], converged [N], (mean, low, high) of the remainder's trace, Lanczos steps,
+    Hutchinson samples, the exact part Σ αⱼ [N]). rows: which rows of the Rademacher draws (made
+    for n_rows members, so that a member alone sees the vectors it would see in the ensemble)."""
+    top, T, Q, conv = _lanczos_top(obj.hvp, v0, k, tol, max_steps, seed)
     exact = T.diagonal(dim1=1, dim2=2).sum(1)
 
     def project(V):  # (I − QQᵀ) on each row of V [N, b, P]
@@ -385,22 +417,12 @@ def top_eigenvalues_and_trace(
     rest = HutchinsonSums(obj.n, obj.dim, obj.theta0.device)
     gz = torch.Generator().manual_seed(seed + 1)
     while rest.m < max_trace_hvp:
-        Z = rademacher((obj.n, min(block, max_trace_hvp - rest.m), obj.dim), gz).to(obj.theta0.device)
+        Z = rademacher((n_rows, min(block, max_trace_hvp - rest.m), obj.dim), gz)[rows].to(obj.theta0.device)
         rest.add(Z, project(obj.hvp(project(Z))))
         mean, low, high = rest.interval(level)
         if rest.m >= min_trace_hvp and bool(((high - low) / 2 <= trace_rtol * (exact + mean).abs()).all()):
             break
-    tr = _estimate(
-        exact + mean,
-        exact + low,
-        exact + high,
-        steps + rest.m,
-        "lanczos-hutch++",
-        level,
-        {"seed": seed, "lanczos_steps": steps, "hutchinson_samples": rest.m, "trace_rtol": trace_rtol, **obj.describe()},
-        single,
-    )
-    return eig, tr
+    return top, conv, (mean, low, high), T.shape[1], rest.m, exact
 
 
 # --------------------------------------------------------------------------- spectral density

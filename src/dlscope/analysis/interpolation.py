@@ -93,3 +93,20 @@ def alpha_grid(lo: float, hi: float, points: int) -> list[float]:
     """points evenly spaced values in [lo, hi]; 0 and 1 exactly when they lie on the grid."""
     grid = torch.linspace(lo, hi, points, dtype=torch.float64).tolist()
     return [round(a, 12) + 0.0 for a in grid]  # + 0.0 turns a rounded -0.0 into 0.0
+
+
+def interpolation_path(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data,
+    alphas: list[float],
+    loss="ce",
+    mode: str = "eval",
+    batch_size: int | None = None,
+) -> dict[str, list[float]]:
+    """{"alpha", "loss"}: the mean loss at (1 − α)·a + α·b (parameters and float buffers, as
+    interpolate mixes them) for every α, with the conventions of `dlscope.analysis`."""
+    from .gradient import mean_loss_of
+
+    losses = [mean_loss_of(interpolate(model_a, model_b, a), data, loss, mode, batch_size) for a in alphas]
+    return {"alpha": [float(a) for a in alphas], "loss": losses}

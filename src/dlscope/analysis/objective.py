@@ -6,6 +6,7 @@ vector: what every measure in `dlscope.analysis` differentiates.
     obj.loss(theta)             # [N]: the mean loss over all the data, per member
     obj.grad(theta)             # [N, P]
     obj.hvp(v)                  # [N, P] or [N, k, P]: Hessian-vector products at theta0
+    obj.hessian(theta)          # [N, P, P]: the exact Hessian (small models)
 
 Conventions shared by every measure:
 
@@ -132,6 +133,14 @@ class Objective:
         rows = [tensors[k].reshape(-1, s.numel()) for k, s in zip(self.names, self.shapes)]
         return torch.cat(rows, 1)
 
+    def member(self, i: int) -> "Objective":
+        """Member i alone, as an objective of its own (the same module, data and mode, shared)."""
+        sub = copy.copy(self)
+        sub.theta0 = self.theta0[i : i + 1].clone()
+        sub.buffers = {k: v[i : i + 1] for k, v in self.buffers.items()}
+        sub._graph, sub.n_hvp = None, 0
+        return sub
+
     # ------------------------------------------------------------------ one member, one batch
 
     def _member_loss(self, theta, buffers, x, y):
@@ -182,6 +191,16 @@ class Objective:
             gs.append(g * w)
             ls.append(l.detach() * w)
         return torch.stack(ls).sum(0), torch.stack(gs).sum(0)
+
+    def hessian(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, P, P] the exact Hessian of each member's mean loss (torch.func forward-over-reverse,
+        summed over the batches, symmetrised: the halves differ only by rounding). Memory grows as
+        P × batch size × the model's activations: for models up to a few thousand parameters."""
+        theta = self.theta0 if theta is None else theta
+        one = lambda t, buffers, x, y: torch.func.hessian(self._member_loss)(t, buffers, x, y)  # noqa: E731
+        f = vmap(one, in_dims=(0, 0, None, None), randomness="different")
+        H = self._over_data(lambda x, y: f(theta, self.buffers, x, y)).detach()
+        return (H + H.transpose(1, 2)) / 2
 
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """Hessian-vector products at theta (theta0 if None).

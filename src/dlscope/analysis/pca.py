@@ -70,3 +70,9 @@ def fit_pca(points: torch.Tensor, k: int = 2) -> PCA:
         explained_variance=var[:k] / max(len(x) - 1, 1),
         explained_variance_ratio=var[:k] / var.sum().clamp_min(torch.finfo(torch.float64).tiny),
     )
+
+
+def trajectory_pca(models: list, k: int = 2, layer: str | None = None) -> PCA:
+    """fit_pca on the parameter vectors of a list of models (or snapshots)."""
+    points = [m if isinstance(m, torch.Tensor) else snapshot(m, layer) for m in models]
+    return fit_pca(torch.stack(points), k)

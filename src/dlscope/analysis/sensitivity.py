@@ -63,3 +63,16 @@ def _check_independent(model) -> None:
         isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
     ):
         raise ValueError("a batch-norm layer in training mode mixes samples; call model.eval() first")
+
+
+def input_sensitivity(model: nn.Module, data, outputs_probabilities: bool = False, mode: str = "eval") -> float:
+    """sensitivity's mean input-Jacobian norm over all the inputs of `data` (an (x, y) pair or
+    batches, as in `dlscope.analysis`), on a copy of the model in `mode` ("train" is refused for
+    batch norm, which mixes the samples)."""
+    import copy
+
+    from .objective import as_batches
+
+    m = copy.deepcopy(model).train(mode == "train")
+    x = torch.cat([xb for xb, _ in as_batches(data)])
+    return sensitivity(m, x, outputs_probabilities)

@@ -25,7 +25,7 @@ import torch
 
 from .. import findings as fnd
 from .. import models
-from ..analysis.hessian import ensemble_gradient
+from ..analysis.gradient import ensemble_gradient
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier, fast_mlp
 from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, check_sizes

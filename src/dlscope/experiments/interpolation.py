@@ -613,57 +613,26 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         )
         fig.suptitle(f"{cfg['model']}, {init}, {len(runs)} replicates. {ends}", fontsize=10)
         paths.append(save_fig(fig, fig_dir / f"pair_{p}.png"))
-    if any(isinstance(r.get("a_keskar"), (int, float)) or isinstance(r.get("b_keskar"), (int, float)) for r in table):
+    if any(isinstance(r.get(f"{s}_{k}"), (int, float)) for r in table for s in ("a", "b") for k in curvature.MEASURES):
         paths.append(curvature_figure(cfg, table, fig_dir))
     return paths
 
 
-CURVATURE_PANELS = (
-    ("top_eigenvalue", "top Hessian eigenvalue λ₁"),
-    ("trace", "Hessian trace"),
-    ("keskar", "Keskar ε-sharpness (%)"),
-)
-
-
 def curvature_figure(cfg: dict, table: list[dict], fig_dir) -> str:
-    """Each end's curvature, per pair: one grey line per replicate from a to b, the median over
-    replicates as a dot with the interquartile range as a bar, n in the legend."""
-    import matplotlib.pyplot as plt
-
-    from .base import median_iqr
-
-    pairs = [p for p in cfg["pairs"] if any(r["pair"] == p for r in table)]
-    fig, axes = plt.subplots(len(pairs), 3, figsize=(12, 3.4 * len(pairs)), layout="constrained", squeeze=False)
-    for row_axes, p in zip(axes, pairs):
+    """Each end's curvature, per pair (analysis.measures.curvature_figure): one grey line per
+    replicate from a to b, the median over replicates as a dot with the interquartile range as a bar."""
+    groups = []
+    for p in [p for p in cfg["pairs"] if any(r["pair"] == p for r in table)]:
         runs = [r for r in table if r["pair"] == p]
         unit = "batch" if p == "batch" else "lr"
-        ticks = [f"a: {unit} {runs[0]['a']:g}", f"b: {unit} {runs[0]['b']:g}"]
-        for ax, (key, label) in zip(row_axes, CURVATURE_PANELS):
-            vals = [[r.get(f"a_{key}"), r.get(f"b_{key}")] for r in runs]
-            vals = [[v if isinstance(v, (int, float)) else float("nan") for v in pair] for pair in vals]
-            for pair in vals:
-                ax.plot([0, 1], pair, "-", color="lightgray", lw=1)
-            med, lo, hi = median_iqr(vals)
-            n = sum(any(v == v for v in pair) for pair in vals)
-            ax.errorbar(
-                [0, 1],
-                med,
-                yerr=[med - lo, hi - med],
-                fmt="o",
-                color="tab:purple",
-                capsize=4,
-                label=f"median, IQR (n={n} replicates)",
-            )
-            ax.set_xticks([0, 1], ticks)
-            ax.set_xlim(-0.4, 1.4)
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        row_axes[0].set_title(f"pair {p}", fontsize=9, loc="left")
-    fig.suptitle(
+        ends = [[{k: r.get(f"{side}_{k}") for k in curvature.MEASURES} for side in ("a", "b")] for r in runs]
+        groups.append((f"pair {p}", [0, 1], [f"a: {unit} {runs[0]['a']:g}", f"b: {unit} {runs[0]['b']:g}"], ends))
+    fig = curvature.figure(
+        cfg,
+        groups,
+        "dots",
         f"Curvature of each trained end ({cfg['model']}; {min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; "
         f"trace {cfg['trace_hvp']} HVPs, Keskar ε = {cfg['keskar_radius']:g}; grey: one replicate)",
-        fontsize=9,
     )
     return save_fig(fig, fig_dir / "curvature.png")
 

@@ -561,40 +561,26 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     return paths
 
 
-CURVATURE_PANELS = (
-    ("top_eigenvalue", "top Hessian eigenvalue λ₁"),
-    ("trace", "Hessian trace"),
-    ("keskar", "Keskar ε-sharpness (%)"),
-)
-
-
 def curvature_figures(cfg: dict, table: list[dict], fig_dir) -> list[str]:
-    """Each trained model's curvature against the swept batch size / lr: median over seeds, IQR band."""
-    import matplotlib.pyplot as plt
-
+    """Each trained model's curvature against the swept batch size / lr (analysis.measures.curvature_figure):
+    median over seeds, IQR band."""
     paths = []
     for sweep, xkey, xlabel in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
         pts = [r for r in table if r["sweep"] == sweep]
-        if not any(_finite(r.get("keskar")) for r in pts):
+        if not any(_finite(r.get(k)) for r in pts for k in curvature.MEASURES):
             continue  # not measured (curvature_samples 0, or an older run)
         xs = sorted({r[xkey] for r in pts})
-        seeds = sorted({r["seed"] for r in pts})
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-        for ax, (key, label) in zip(axes, CURVATURE_PANELS):
-            by = {(r["seed"], r[xkey]): r.get(key) for r in pts}
-            runs = [[by.get((s, x)) if _finite(by.get((s, x))) else float("nan") for x in xs] for s in seeds]
-            plot_median_iqr(ax, xs, runs, label.split(" (")[0], "tab:purple", "o-")
-            ax.set(xscale="log", xlabel=f"{xlabel} (log scale)", ylabel=label)
-            ax.set_xticks(xs, [f"{v:g}" for v in xs])
-            ax.minorticks_off()
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+        by = {(r["seed"], r[xkey]): r for r in pts}
+        runs = [[by.get((s, x), {}) for x in xs] for s in sorted({r["seed"] for r in pts})]
         fixed = f"lr {cfg['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {cfg['lr_sweep_batch_size']}"
-        fig.suptitle(
+        fig = curvature.figure(
+            cfg,
+            [("", xs, None, runs)],
+            "band",
             f"Curvature of each trained model vs {xlabel} ({cfg['model']}, {fixed}; bands: IQR over seeds)\n"
             f"{min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; trace {cfg['trace_hvp']} HVPs, "
             f"Keskar ε = {cfg['keskar_radius']:g}",
-            fontsize=9,
+            xlabel=f"{xlabel} (log scale)",
         )
         paths.append(save_fig(fig, fig_dir / f"curvature_vs_{sweep}.png"))
     return paths

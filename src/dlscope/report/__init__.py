@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..analyze import is_analyze_folder
-from ..analyze import render_folder as render_analyze_folder
 from ..experiments.base import ConfigError
 from ..files import write_text_atomic
+from .curvature_folder import is_analyze_folder
+from .curvature_folder import render_folder as render_analyze_folder
 from .render_html import to_html
 from .render_md import to_markdown
 from .rundir import holds_a_run, png_size

@@ -94,9 +94,10 @@ def figure_html(f: Figure) -> str:
     w, _ = png_size(f.data)
     style = f' width="{w}"' if w else ""  # shown at its pixel size, shrunk to the column's width when wider
     src = "data:image/png;base64," + base64.b64encode(f.data).decode("ascii")
-    alt = html.escape(f"{f.section}: {f.caption}")
+    alt = html.escape(f"{f.section}: {f.caption}" if f.section else f.caption)
+    where = f"{f.section}/figures/" if f.section else "figures/"  # "": the folder the page is in
     return (
-        f'<figure><img src="{src}" alt="{alt}" data-file="{html.escape(f.section)}/figures/{html.escape(f.name)}"{style}>'
+        f'<figure><img src="{src}" alt="{alt}" data-file="{html.escape(where + f.name)}"{style}>'
         f"<figcaption>{inline(f.caption)}</figcaption></figure>"
     )
 

@@ -61,8 +61,9 @@ def to_markdown(blocks: list) -> str:
         if isinstance(b, Table):
             out.append(table_md(b))
         elif isinstance(b, Figure):
-            path = f"{b.section}/figures/{b.name}"  # a plain file name inside figures/ (rundir.read_figure)
-            out.append(f"![{escape(b.section)}: {escape(b.caption)}]({path})\n\n*{escape(b.caption)}*")
+            path = f"{b.section}/figures/{b.name}" if b.section else f"figures/{b.name}"  # a plain file name (rundir.read_figure)
+            alt = f"{escape(b.section)}: {escape(b.caption)}" if b.section else escape(b.caption)
+            out.append(f"![{alt}]({path})\n\n*{escape(b.caption)}*")
         elif b[0] == "section":
             if b[1] != "contents":
                 out.append(f'<a id="{html.escape(b[1])}"></a>')

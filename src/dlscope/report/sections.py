@@ -383,7 +383,7 @@ def experiment_blocks(i: int, run: ExpRun, profile_hint: str, folder: str) -> li
 def analyze_folders(run_dir: Path) -> list[Path]:
     """The `dlscope analyze` output folders inside the run folder (e.g. RUN_DIR/analyze from
     `dlscope analyze --run RUN_DIR`)."""
-    from ..analyze import is_analyze_folder
+    from .curvature_folder import is_analyze_folder
 
     try:
         return sorted(p for p in run_dir.iterdir() if p.is_dir() and not p.is_symlink() and is_analyze_folder(p))
@@ -393,7 +393,7 @@ def analyze_folders(run_dir: Path) -> list[Path]:
 
 def analyze_blocks(run_dir: Path) -> list:
     """A section per analyze folder: what was measured, the table, the figures."""
-    from ..analyze import FIGURE_CAPTIONS, read_summary, summary_table, summary_text
+    from . import curvature_folder as af
 
     blocks: list = []
     for folder in analyze_folders(run_dir):
@@ -401,7 +401,7 @@ def analyze_blocks(run_dir: Path) -> list:
             ("section", folder.name),
             ("h2", f"Curvature of the trained models — `{folder.name}/` (dlscope analyze)", folder.name),
         ]
-        summary, damaged = read_summary(folder)  # read as data, its shape checked
+        summary, damaged = af.read_summary(folder)  # read as data, its shape checked
         if damaged:
             blocks += [
                 ("status", "damaged", "damaged"),
@@ -414,9 +414,9 @@ def analyze_blocks(run_dir: Path) -> list:
                 ("end",),
             ]
             continue
+        figures = [Figure(folder.name, f.name, f.data, af.FIGURE_CAPTIONS.get(f.name, f.name)) for f in read_figures(folder, [])]
         try:
-            head, rows = summary_table(summary)
-            texts = summary_text(summary)
+            blocks += af.blocks(summary, figures)
         except Exception as e:  # an odd summary costs its own section, never the whole report
             blocks += [
                 (
@@ -427,11 +427,6 @@ def analyze_blocks(run_dir: Path) -> list:
                 ("end",),
             ]
             continue
-        blocks += [("p", text) for text in texts]
-        blocks.append(
-            Table(head, [cells(r) for r in rows], caption="Curvature, sharpness and loss plane, per measure or per model")
-        )
-        blocks += [Figure(folder.name, f.name, f.data, FIGURE_CAPTIONS.get(f.name, f.name)) for f in read_figures(folder, [])]
         blocks.append(("end",))
     return blocks
 
