@@ -78,7 +78,11 @@ def main() -> None:
         state = {k: getattr(warm, k).clone() for k in ("theta", "exp_avg", "exp_avg_sq")}
         row = {"model": model, "members": len(seeds), "flops_per_member_step": step_flops(warm.spec)}
         row["bound_us"] = row["flops_per_member_step"] / (gflops * 1e3)
-        for path, kw in [("eager", {"compile": False}), ("torch.compile", {"compile": True, "kernel": False}), ("numba kernel", {"compile": True})]:
+        for path, kw in [
+            ("eager", {"compile": False}),
+            ("torch.compile", {"compile": True, "kernel": False}),
+            ("numba kernel", {"compile": True}),
+        ]:
             tr = trainer(model, seeds, 10**9, **kw)
             for k, v in state.items():
                 setattr(tr, k, v.clone())
