@@ -37,7 +37,7 @@ if AVAILABLE:
         )
     import numba
 
-    _jit = numba.njit(cache=True, nogil=True)
+    _jit = numba.njit(cache=True, nogil=True, error_model="numpy")  # numpy: x / 0 is inf, not a branch that blocks SIMD
 else:  # without numba the trainer uses the torch paths; these stay plain Python, never called
 
     def _jit(fn):
