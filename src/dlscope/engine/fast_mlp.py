@@ -33,7 +33,6 @@ from ..flat_mlp import (  # noqa: F401  the flat MLP (dlscope/flat_mlp.py), re-e
     _layers,
     _linear,
     _num_threads,
-    adam_update,
     forward,
     full_batch_grad_norm,
     hessians,
@@ -43,6 +42,7 @@ from ..flat_mlp import (  # noqa: F401  the flat MLP (dlscope/flat_mlp.py), re-e
     spec_of_model,
     supports,
 )
+from ..adam import adam_update
 from .accel import allow_recompiles, warn_once
 from .optim import step_lr_scale
 from .train import Checkpointer, TrainConfig, epoch_generator
