@@ -76,6 +76,31 @@ class Trainer:
         if ens.mode == "vmap" and accel.should_compile(cfg.compile, dev):
             self._compiled = compiled_batch_loss(ens.module, cfg.loss, cfg.amp, dev)
 
+    @property
+    def n(self) -> int:
+        return self.ens.n
+
+    @property
+    def n_params(self) -> int:
+        return self.ens.n_params()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, n]: each member's outputs on x [n, ...] (a one-output model)."""
+        return self.ens.forward_shared(x).reshape(self.ens.n, -1)
+
+    def mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Full-data MSE per member [N]; y [n] or [N, n]."""
+        return evaluate_regression(self.ens, x, y)
+
+    def gradient(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Each member's full-data loss (cfg.loss) and the norm of its gradient (the data loss
+        alone), by autograd over chunks of batch_size examples (all at once if None):
+        {"loss", "grad_norm"} ([N] each, on the CPU), plus "acc" for cross-entropy."""
+        from ..analysis.hessian import ensemble_gradient
+
+        return ensemble_gradient(self.ens, x, y, loss=self.cfg.loss, batch_size=batch_size or len(x))
+
     def _batch_loss(self, xb, yb) -> torch.Tensor:
         """The loss of every member on its own batch [N]: what one training step differentiates."""
         if self._compiled is not None:  # the parameters are explicit inputs of the compiled graph
@@ -119,13 +144,19 @@ class Trainer:
         self,
         x: torch.Tensor,
         y: torch.Tensor,
-        evaluate: Callable[["Trainer"], dict] | None = None,
+        evaluate: Callable[["Trainer"], dict] | str | None = None,
         checkpoint: Checkpointer | None = None,
         on_epoch: Callable[["Trainer"], None] | None = None,
     ) -> dict[str, list]:
         """Train for cfg.epochs, calling evaluate(trainer) at epoch 0 (initialisation) and after
-        every epoch; its dict of per-member values is appended to self.history. Resumes from the
-        checkpoint if there is one, and saves one as it goes."""
+        every epoch; its dict of per-member values is appended to self.history (evaluate="mse":
+        the full-data MSE as "loss", as the fast path records it). Resumes from the checkpoint if
+        there is one, and saves one as it goes."""
+        if evaluate == "mse":
+
+            def evaluate(t: "Trainer") -> dict:
+                return {"loss": t.mse(x, y)}
+
         state = checkpoint.load() if checkpoint else None
         if state is not None and not self.fits(state):
             state = None  # an older format, or another model's: start over

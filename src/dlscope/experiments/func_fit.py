@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .. import models
-from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression, fast_mlp
+from .. import engine
+from ..engine import TrainConfig, fast_mlp
 from .. import findings as fnd
 from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 
@@ -222,7 +223,7 @@ def side_by_side(args: dict) -> bool:
     quick and full) is worth a worker process of its own; a short one finishes before a worker
     would have started."""
     return (
-        fast_mlp.supports(args["model"])
+        engine.uses_fast_path(args["model"])
         and args["epochs"] * -(-args["points"] // args["batch_size"]) >= fast_mlp.COMPILE_MIN_STEPS
     )
 
@@ -238,16 +239,10 @@ def train_model(args: dict, ctx) -> dict:
     y = torch.stack([FUNCTIONS[m["function"]](x[:, 0]) for m in mem])  # [N, points]
     seeds = [m["seed"] for m in mem]
     cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], loss="mse")
-    if fast_mlp.supports(args["model"]):  # the MLPs: hand-written backward, an epoch per compiled call
-        trainer = fast_mlp.FastMLPTrainer(args["model"], cfg, seeds, dev)
-        trainer.run(x, y, checkpoint=ctx.checkpoint)
-        pred, n_params = trainer.predict(x).cpu(), trainer.spec.n_params
-    else:
-        ens = Ensemble.from_seeds(args["model"], seeds, dev)
-        trainer = Trainer(ens, cfg, seeds)
-        trainer.run(x, y, evaluate=lambda t: {"loss": evaluate_regression(t.ens, x, y)}, checkpoint=ctx.checkpoint)
-        with torch.no_grad():
-            pred, n_params = ens.forward_shared(x).reshape(ens.n, -1).cpu(), ens.n_params()
+    # the MLPs go the fast path (hand-written backward, an epoch per compiled call), others the general one
+    trainer = engine.trainer(args["model"], cfg, seeds, dev)
+    trainer.run(x, y, evaluate="mse", checkpoint=ctx.checkpoint)
+    pred, n_params = trainer.predict(x).cpu(), trainer.n_params
     return {
         "model": args["model"],
         "params": n_params,

@@ -70,6 +70,7 @@ import torch
 from .. import findings, models
 from ..analysis import critical_points as cp
 from ..engine.grad_norm_descent import grad_norms, gradient_norm_descent_grads
+from .. import engine, flat_mlp
 from ..engine import BatchedAdam, Ensemble, TrainConfig, fast_mlp
 from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
 from .func_fit import FUNCTIONS, inputs
@@ -199,7 +200,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError("points: need at least 2")
     if cfg["phase2"] not in PHASE2_METHODS:
         raise ConfigError(f"phase2: {cfg['phase2']!r} unknown; choose from {', '.join(PHASE2_METHODS)}")
-    spec = fast_mlp.spec_of_model(cfg["model"]) if cfg["model"] in models.names() else None
+    spec = flat_mlp.spec_of_model(cfg["model"]) if cfg["model"] in models.names() else None
     if spec is None or spec.widths[0] != 1 or len(spec.widths) != 3 or spec.widths[-1] != 1 or spec.slope != 0:
         raise ConfigError(f"model: {cfg['model']!r} is not a 1 -> H -> 1 ReLU MLP of the zoo")
     if not _is_one_hidden_tanh(cfg["smooth_model"]):
@@ -250,8 +251,9 @@ def train_and_measure(args: dict, ctx) -> dict:
             ctx.checkpoint.progress(step, total, info)
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
-    phase1 = fast_mlp.FastMLPTrainer(args["model"], TrainConfig(n1, args["points"], args["phase1_lr"], loss="mse"),
-                                     seeds, dev, dtype, compile=n1 >= COMPILE_MIN_STEPS)  # fmt: skip
+    # (validate admits only a one-output ReLU MLP: engine.trainer gives the fast path's trainer)
+    phase1 = engine.trainer(args["model"], TrainConfig(n1, args["points"], args["phase1_lr"], loss="mse"),
+                            seeds, dev, dtype=dtype, compile=n1 >= COMPILE_MIN_STEPS)  # fmt: skip
     if state is not None and "phase1" in state:
         phase1.load_state_dict(state["phase1"])
     while step < n1:
@@ -341,7 +343,7 @@ def train_and_measure_smooth(args: dict, ctx) -> dict:
             ctx.checkpoint.progress(step, n1 + n2, info)
 
     epochs = cp.log_spaced_epochs(args["smooth_first_epoch"], n1, len(seeds))
-    theta0 = fast_mlp.init_flat(args["smooth_model"], seeds, dev, torch.float64)
+    theta0 = flat_mlp.init_flat(args["smooth_model"], seeds, dev, torch.float64)
     starts = cp.adam_snapshots(theta0, loss_and_grad, args["smooth_phase1_lr"], epochs)
     progress(n1, "phase 1 done")
     p2 = cp.newton_mr_start(starts, loss_and_grad, args["grad_tol"])
