@@ -8,7 +8,6 @@ checkpoint of epoch e repeats exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -346,8 +345,3 @@ def train_reference(
         if on_epoch:
             on_epoch(model, epoch)
     return losses
-
-
-def finite_or_none(v: float) -> float | None:
-    """JSON has no NaN: diverged numbers are written as null."""
-    return v if v is not None and math.isfinite(v) else None

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from .. import models
+from ..findings import finite_or_none
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from ..engine.train import finite_or_none
 from .base import ConfigError
 
 # SPEC, common settings: Adam lr 4e-4, weight decay 1e-4 (coupled), StepLR step 10 gamma 0.1 per
@@ -116,12 +116,12 @@ def seed_rows(r: dict, train_size: int, batch_size: int, **fields) -> list[dict]
         bad = bool(r["diverged"][i])
         row = {**fields, "seed": seed}
         for k in METRICS:
-            row[k] = None if bad else finite_or_none(float(r[k][-1, i]))
-        row["final_batch_loss"] = None if bad else finite_or_none(float(r["batch_loss"][-1, i])) if len(r["batch_loss"]) else None
+            row[k] = None if bad else finite_or_none(r[k][-1, i])
+        row["final_batch_loss"] = None if bad else finite_or_none(r["batch_loss"][-1, i]) if len(r["batch_loss"]) else None
         # still learning? the fall of the train loss since the evaluation before the last one
         # (none when that one is the initialisation)
         before = int(r["epoch"][-2]) if len(r["epoch"]) > 1 else 0
-        drop = None if bad or before == 0 else finite_or_none(float(r["train_loss"][-2, i] - r["train_loss"][-1, i]))
+        drop = None if bad or before == 0 else finite_or_none(r["train_loss"][-2, i] - r["train_loss"][-1, i])
         row.update(train_loss_drop=drop, drop_epochs=epochs - before if drop is not None else None)
         row.update(epochs=epochs, steps=epochs * steps_per_epoch(train_size, batch_size), diverged=bad)
         rows.append(row)

@@ -24,7 +24,7 @@ import math
 from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
-from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, greater
+from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, finite_or_none, greater
 from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
@@ -277,7 +277,7 @@ def _at(path: dict, key: str, alpha: float):
     """path[key] at alpha (None if alpha is not on the path or the value is not finite)."""
     for a, v in zip(path["alpha"], path[key]):
         if abs(a - alpha) < 1e-9:
-            return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+            return finite_or_none(v)
     return None
 
 
@@ -321,7 +321,7 @@ def rows(cfg: dict, results: dict) -> list[dict]:
                     {
                         f"{side}_epochs": budget["epochs"],
                         f"{side}_steps": budget["steps"],
-                        f"{side}_final_train_loss": loss if math.isfinite(loss) else None,
+                        f"{side}_final_train_loss": finite_or_none(loss),
                         f"{side}_train_loss_fall_last_quarter": falls[s][k],
                     }
                 )

@@ -18,7 +18,7 @@ import torch
 import math
 
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from ..findings import Finding, greater, within
+from ..findings import Finding, finite_or_none, greater, within
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
 
 NAME = "random-labels"
@@ -139,10 +139,6 @@ def window_epochs(cfg: dict) -> int:
     return max(1, round(cfg["final_window"] * cfg["epochs"]))
 
 
-def _num(v: float):
-    return v if math.isfinite(v) else None
-
-
 def rows(cfg: dict, results: dict) -> list[dict]:
     """One row per seed: the final numbers (means over the final window), the last epoch's for
     comparison, and the instability flag. A diverged seed's numbers are None (its accuracy would
@@ -161,11 +157,11 @@ def rows(cfg: dict, results: dict) -> list[dict]:
             curve = {k: torch.cat([v[:1], torch.full_like(v[1:], float("nan"))]) for k, v in curve.items()}  # keep epoch 0
             acc, drop = curve["train_acc"], float("nan")
         row = {"seed": seed}
-        row.update({f"final_{k}": _num(curve[k][-w:].mean().item()) for k in METRICS})
-        row.update({f"last_epoch_{k}": _num(curve[k][-1].item()) for k in METRICS})
-        row.update({f"initial_{k}": _num(curve[k][0].item()) for k in ("train_loss", "test_loss")})
-        row["best_train_acc"] = _num(acc.max().item())
-        row["largest_train_acc_drop_in_window"] = _num(drop)
+        row.update({f"final_{k}": finite_or_none(curve[k][-w:].mean().item()) for k in METRICS})
+        row.update({f"last_epoch_{k}": finite_or_none(curve[k][-1].item()) for k in METRICS})
+        row.update({f"initial_{k}": finite_or_none(curve[k][0].item()) for k in ("train_loss", "test_loss")})
+        row["best_train_acc"] = finite_or_none(acc.max().item())
+        row["largest_train_acc_drop_in_window"] = finite_or_none(drop)
         row["unstable"] = bool(drop > INSTABILITY)  # False for a diverged seed: that is flagged apart
         row["random_label_agreement_with_true"] = r["agreement_with_true"][i]
         row["diverged"] = bool(r["diverged"][i])

@@ -18,7 +18,7 @@ import math
 from .. import models
 from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
-from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, correlation, spearman, trend
+from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, correlation, finite_or_none, spearman, trend
 from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
 from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
@@ -278,7 +278,7 @@ def rows(cfg: dict, results: dict) -> list[dict]:
             vals["acc_gap"] = vals["train_acc"] - vals["test_acc"]  # the generalization gap
             vals["loss_gap"] = vals["test_loss"] - vals["train_loss"]
             vals["train_loss_fall_last_quarter"] = (batch_loss[quarter, i] - batch_loss[-1, i]).item()
-            row.update({k: (v if not r["diverged"][i] and math.isfinite(v) else None) for k, v in vals.items()})
+            row.update({k: None if r["diverged"][i] else finite_or_none(v) for k, v in vals.items()})
             row.update(curvature.member_fields(r.get("curvature"), i))
             row["diverged"] = bool(r["diverged"][i])
             if r["effective_batch_size"] != r["batch_size"]:

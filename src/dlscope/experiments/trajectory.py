@@ -15,7 +15,6 @@ from .. import models
 from ..analysis.pca import fit_pca, select_names
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from .. import findings as fd
-from ..engine.train import finite_or_none
 from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
 from .cifar import COMMON, check_model, check_sizes, steps_per_epoch
 
@@ -238,7 +237,7 @@ def seed_results(cfg: dict, r: dict) -> list[dict]:
     rows = []
     for i, seed in enumerate(r["seeds"]):
         good = bool(ok[i])
-        val = lambda t: finite_or_none(float(t)) if good else None  # noqa: E731
+        val = lambda t: fd.finite_or_none(t) if good else None  # noqa: E731
         rows.append(
             {
                 "run": i,
