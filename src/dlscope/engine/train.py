@@ -9,7 +9,7 @@ checkpoint of epoch e repeats exactly what an uninterrupted one would have done.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Protocol
 
 import torch
@@ -36,6 +36,19 @@ class TrainConfig:
     loss: str = "ce"  # "ce" (cross-entropy on the model's output) or "mse"
     amp: bool = False  # forward and backward under bf16 autocast (weights and Adam stay float32)
     compile: bool | str = "auto"  # compile forward + loss (+ backward): "auto" = on CUDA (accel.py)
+
+    @classmethod
+    def from_settings(cls, settings: dict, prefix: str = "", **overrides) -> "TrainConfig":
+        """The training configuration an experiment's settings declare: each field from overrides,
+        else from settings[prefix + field] where the settings have that key, else its default
+        (e.g. prefix "mlp_": mlp_epochs, mlp_lr, ...). An lr_step of 0 means none."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"TrainConfig has no field {', '.join(sorted(unknown))}")
+        values = {k: settings[prefix + k] for k in names if prefix + k in settings} | overrides
+        values["lr_step"] = values.get("lr_step") or None
+        return cls(**values)
 
 
 def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:

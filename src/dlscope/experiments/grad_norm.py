@@ -29,7 +29,7 @@ from .. import engine
 from ..engine import TrainConfig, evaluate_classifier
 from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, check_sizes
-from .func_fit import FUNCTIONS, constant_mse, inputs, is_stalled
+from .functions import FUNCTIONS, constant_mse, inputs, is_stalled
 
 NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
@@ -83,6 +83,10 @@ _FULL = {
     **COMMON,
     "grad_batch_size": 500,  # chunks of the full-batch gradient pass (memory only)
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs", "mlp_epochs"), "data": ("train_size", "points")}
+POSITIVE_SETTINGS = ("seeds", "mlp_seeds", "epochs", "mlp_epochs", "batch_size", "mlp_batch_size", "grad_batch_size", "lr")
+NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
 PROFILES = {
     "smoke": {
         **_FULL,
@@ -141,23 +145,14 @@ def train_model(args: dict, ctx) -> dict:
     if is_mlp(model):
         x = inputs(args["points"], dev)
         y = FUNCTIONS[args["function"]](x[:, 0])
-        cfg = TrainConfig(args["mlp_epochs"], args["mlp_batch_size"], args["mlp_lr"], args["mlp_weight_decay"], loss="mse")
+        cfg = TrainConfig.from_settings(args, prefix="mlp_", loss="mse")
 
         def evaluate(t) -> dict:
             return t.gradient(x, y)
     else:
         data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
         x, y = data.train.x, data.train.y
-        cfg = TrainConfig(
-            args["epochs"],
-            args["batch_size"],
-            args["lr"],
-            args["weight_decay"],
-            args["lr_step"],
-            args["lr_gamma"],
-            args["augment"],
-            amp=args["amp"],
-        )
+        cfg = TrainConfig.from_settings(args)
 
         def evaluate(t) -> dict:
             out = t.gradient(x, y, args["grad_batch_size"])

@@ -73,7 +73,7 @@ from ..engine.grad_norm_descent import grad_norms, gradient_norm_descent_grads
 from .. import engine, flat_mlp
 from ..engine import BatchedAdam, Ensemble, TrainConfig, fast_mlp
 from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
-from .func_fit import FUNCTIONS, inputs
+from .functions import FUNCTIONS, inputs
 
 NAME = "min-ratio"
 # phase 1 is compiled from this many steps on: compiling costs ~7 s here, and then a step of 100
@@ -161,6 +161,18 @@ _FULL = {
     "flat_rel_tol": 1e-6,  # gradient-flat: most of the gradient lies where |λ| <= this * max|λ|
     "float64": True,  # the Hessian's small eigenvalues and the gradient tolerance need it
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("seeds",), "length": ("phase1_steps", "phase2_steps"), "data": ("points",)}
+POSITIVE_SETTINGS = (
+    "seeds",
+    "phase1_steps",
+    "phase2_steps",
+    "newton_steps",
+    "active_set_steps",
+    "smooth_phase1_steps",
+    "smooth_newton_steps",
+)
+NON_NEGATIVE_SETTINGS = ()
 PROFILES = {
     "smoke": {
         **_FULL,
@@ -252,7 +264,7 @@ def train_and_measure(args: dict, ctx) -> dict:
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
     # (validate admits only a one-output ReLU MLP: engine.trainer gives the fast path's trainer)
-    phase1 = engine.trainer(args["model"], TrainConfig(n1, args["points"], args["phase1_lr"], loss="mse"),
+    phase1 = engine.trainer(args["model"], TrainConfig.from_settings(args, "phase1_", epochs=n1, batch_size=args["points"], loss="mse"),
                             seeds, dev, dtype=dtype, compile=n1 >= COMPILE_MIN_STEPS)  # fmt: skip
     if state is not None and "phase1" in state:
         phase1.load_state_dict(state["phase1"])

@@ -76,6 +76,10 @@ _FULL = {
     "seeds": 5,  # quick and smoke: 3
     "final_window": 0.1,  # "final" = the mean over the last 10% of the epochs
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs",), "data": ("train_size",)}
+POSITIVE_SETTINGS = ("seeds", "epochs", "batch_size", "lr")
+NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
 PROFILES = {
     "smoke": {**_FULL, "epochs": 4, "train_size": 200, "test_size": 200, "seeds": 3},
     # 4,000 images and lr 1e-3 instead of 60,000 and 1e-4, 3 seeds: train accuracy on the random
@@ -110,7 +114,7 @@ def train_random(args: dict, ctx) -> dict:
     data = ctx.load_data("mnist", args["train_size"], args["test_size"])
     y_random = torch.stack([random_labels(len(data.train), args["classes"], s, ctx.device) for s in seeds])  # [N, n]
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
-    cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], amp=args["amp"])
+    cfg = TrainConfig.from_settings(args)
 
     def evaluate(t: Trainer) -> dict:
         tr = evaluate_classifier(t.ens, data.train.x, y_random)

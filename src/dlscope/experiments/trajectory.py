@@ -61,6 +61,10 @@ _FULL = {
     **COMMON,
     "label_every": 3,  # annotate every third epoch with its test accuracy
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("runs",), "length": ("epochs",), "data": ("train_size",)}
+POSITIVE_SETTINGS = ("runs", "epochs", "batch_size", "lr")
+NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
 PROFILES = {
     "smoke": {**_FULL, "runs": 3, "epochs": 4, "batch_size": 100, "lr": 2e-3, "lr_step": 3, "train_size": 300, "test_size": 200},
     "quick": {**_FULL, "epochs": 12, "batch_size": 200, "lr": 2e-3, "lr_step": 8, "train_size": 4000, "test_size": 1000},
@@ -93,16 +97,7 @@ def train_runs(args: dict, ctx) -> dict:
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
     layer = select_names(list(ens.params), args["layer"])
     init_whole, init_layer = ens.flat().cpu(), ens.flat(layer).cpu()
-    cfg = TrainConfig(
-        args["epochs"],
-        args["batch_size"],
-        args["lr"],
-        args["weight_decay"],
-        args["lr_step"],
-        args["lr_gamma"],
-        args["augment"],
-        amp=args["amp"],
-    )
+    cfg = TrainConfig.from_settings(args)
     trainer = Trainer(ens, cfg, seeds)
 
     def evaluate(t: Trainer) -> dict:
