@@ -21,6 +21,7 @@ from . import experiments
 from .executors import Executor, Job, LocalExecutor, Outcome
 from .experiments.base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
+from .findings import finite_or_none
 from .progress import Progress, StudyProgress, estimate_seconds, plan_seconds, progress_seconds
 from .store import RunStore, checkpoint_seconds
 
@@ -199,7 +200,7 @@ def _jsonable(obj):
     if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
         return _jsonable(obj.item())
     if isinstance(obj, float):
-        return obj if obj == obj and abs(obj) != float("inf") else None
+        return finite_or_none(obj)
     return obj
 
 
