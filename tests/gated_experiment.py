@@ -22,6 +22,8 @@ from dlscope.experiments import func_fit
 NAME = "func-fit-gated"
 TITLE = "func-fit with a worker to kill"
 PROFILES = func_fit.PROFILES
+WORK_SETTINGS, POSITIVE_SETTINGS = func_fit.WORK_SETTINGS, func_fit.POSITIVE_SETTINGS
+NON_NEGATIVE_SETTINGS = func_fit.NON_NEGATIVE_SETTINGS
 validate, summarize, metrics, figures = func_fit.validate, func_fit.summarize, func_fit.metrics, func_fit.figures
 
 GATE_ENV, RAISE_ENV = "DLSCOPE_TEST_GATE", "DLSCOPE_TEST_RAISE"

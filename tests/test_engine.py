@@ -1,6 +1,7 @@
 """The vectorized engine against independent implementations: torch.optim.Adam, StepLR and the
 plain one-model loop."""
 
+import pytest
 import torch
 from reference_check import assert_follows_reference
 
@@ -148,3 +149,16 @@ def test_batched_adam_follows_a_replaced_or_rewritten_lr():
             o.step()
     for i in range(2):
         torch.testing.assert_close(stacked[i].detach(), singles[i].detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_train_config_from_settings_reads_the_declared_fields_and_nothing_else():
+    settings = {"epochs": 3, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "lr_step": 0, "augment": True, "seeds": 4,
+                "mlp_epochs": 7, "mlp_batch_size": 1, "mlp_lr": 4e-4}  # fmt: skip
+    assert TrainConfig.from_settings(settings) == TrainConfig(3, 8, 1e-3, 1e-4, None, augment=True)  # lr_step 0: none
+    assert TrainConfig.from_settings(settings, loss="mse", lr=[1e-2, 1e-3]) == TrainConfig(
+        3, 8, [1e-2, 1e-3], 1e-4, augment=True, loss="mse"
+    )
+    # a prefix reads only its own keys: the MLP's settings, not the CNNs' decay or augmentation
+    assert TrainConfig.from_settings(settings, "mlp_", loss="mse") == TrainConfig(7, 1, 4e-4, loss="mse")
+    with pytest.raises(TypeError, match="no field epoch"):
+        TrainConfig.from_settings(settings, epoch=3)

@@ -219,3 +219,31 @@ def test_numba_kernel_steps_equal_the_torch_steps(name, batch, batches, dtype):
     y = ys[0, 0].expand(n, -1)  # one target row for every member, as evaluate() passes it
     mse = (fm.forward(theta, spec, xs[0, 0]).squeeze(-1) - y).square().mean(1)
     torch.testing.assert_close(mlp_kernel.run_mse(theta, spec, xs[0, 0], y), mse, **tol)
+
+
+# --------------------------------------------------------------------------- one entry: engine.trainer
+
+
+def test_engine_trainer_picks_the_path_and_both_answer_the_same_calls():
+    from dlscope import engine
+
+    x, y = _data(20)
+    mse = TrainConfig(epochs=2, batch_size=5, lr=1e-3, loss="mse")
+    assert engine.uses_fast_path("mlp-mid") and not engine.uses_fast_path("cnn-1")
+    assert not engine.uses_fast_path("mlp-mid", TrainConfig(epochs=1, batch_size=5, lr=1e-3))  # cross-entropy
+    full = TrainConfig(epochs=2, batch_size=20, lr=1e-3, loss="mse")
+    assert engine.uses_fast_path("mlp-mid", full, examples=20)  # epochs in chunks: fine without a per-epoch call
+    assert not engine.uses_fast_path("mlp-mid", full, examples=20, each_epoch=True)
+    fast = engine.trainer("mlp-mid", mse, [0, 1])
+    per_epoch = engine.trainer("mlp-mid", mse, [0, 1], each_epoch=True, examples=20)
+    slow = engine.trainer("mlp-mid", full, [0, 1], each_epoch=True, examples=20)
+    assert isinstance(fast, fm.FastMLPTrainer) and isinstance(per_epoch, fm.FastMLPTrainer) and isinstance(slow, Trainer)
+    general = Trainer(Ensemble.from_seeds("mlp-mid", [0, 1]), mse, [0, 1])
+    for t in (fast, general):
+        t.run(x, y, evaluate=lambda t: {"mse": t.mse(x, y), **t.gradient(x, y)})
+        assert len(t.history["mse"]) == len(t.history["grad_norm"]) == 3 and t.n_params == 574
+        assert t.predict(x).shape == (2, 20) and t.diverged.shape == (2,)
+    for k in ("mse", "loss", "grad_norm"):
+        torch.testing.assert_close(torch.stack(fast.history[k]), torch.stack(general.history[k]), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="full batch"):
+        fm.FastMLPTrainer("mlp-mid", full, [0]).run(x, y[0], evaluate=lambda t: {})

@@ -250,7 +250,7 @@ def test_full_profiles_are_spec_settings():
     cfg = resolve(get("sensitivity"), "full")
     trials = get("sensitivity").trials(cfg)
     assert [t.key for t in trials] == ["batch-16", "batch-64", "batch-256", "batch-1024", "batch-4096", "lr"]
-    assert trials[-1].args["lr"] == [1e-1, 1e-2, 1e-3, 1e-4, 1e-5] and trials[-1].args["batch_size"] == 512
+    assert trials[-1].args["sweep_lrs"] == [1e-1, 1e-2, 1e-3, 1e-4, 1e-5] and trials[-1].args["batch_size"] == 512
     cfg = resolve(get("interpolation"), "full")
     grid = alpha_grid(cfg["alpha_min"], cfg["alpha_max"], cfg["alpha_points"])
     assert len(grid) == 21 and grid[0] == -2 and grid[-1] == 2 and {0.0, 1.0} <= set(grid)

@@ -308,21 +308,23 @@ def test_sensitivity_tracks_gap_across_models():
 
 
 def test_side_budget_gives_every_side_at_least_min_steps():
+    from dlscope.experiments.cifar import side_budget
+
     cfg = resolve(sensitivity, "quick")  # 2,048 images, >= 12 epochs, >= 200 steps, lr drop at 9 of 12
     for b in cfg["batch_sizes"] + [cfg["lr_sweep_batch_size"]]:
-        budget = sensitivity.side_budget(cfg, b)
+        budget = side_budget(cfg, b)
         per_epoch = math.ceil(2048 / b)
-        assert budget["steps"] == budget["epochs"] * per_epoch >= 200 and budget["epochs"] >= 12
+        assert budget["steps"] == budget["epochs_trained"] * per_epoch >= 200 and budget["epochs_trained"] >= 12
         assert budget["steps"] - per_epoch < max(200, 12 * per_epoch)  # no more whole epochs than needed
-        assert budget["lr_step"] / budget["epochs"] == pytest.approx(9 / 12, abs=0.02)  # the drop at the same fraction
-    assert sensitivity.side_budget(cfg, 512)["epochs"] == 50
+        assert budget["lr_step"] / budget["epochs_trained"] == pytest.approx(9 / 12, abs=0.02)  # the drop at the same fraction
+    assert side_budget(cfg, 512)["epochs_trained"] == 50
     full = resolve(sensitivity, "full")  # SPEC: 25 epochs already give every side >= 300 steps
-    assert all(sensitivity.side_budget(full, b)["epochs"] == 25 for b in full["batch_sizes"] + [512])
-    assert sensitivity.side_budget(full, 4096)["lr_step"] == 10
+    assert all(side_budget(full, b)["epochs_trained"] == 25 for b in full["batch_sizes"] + [512])
+    assert side_budget(full, 4096)["lr_step"] == 10
     cfg = resolve(interpolation, "quick")
-    assert [interpolation.side_budget(cfg, b)["steps"] for b in cfg["batch_sizes"]] == [768, 200]
+    assert [side_budget(cfg, b)["steps"] for b in cfg["batch_sizes"]] == [768, 200]
     full = resolve(interpolation, "full")
-    assert all(interpolation.side_budget(full, b)["epochs"] == 25 for b in full["batch_sizes"] + [512])
+    assert all(side_budget(full, b)["epochs_trained"] == 25 for b in full["batch_sizes"] + [512])
 
 
 @pytest.mark.parametrize("keskar, expected", [

@@ -696,18 +696,30 @@ def test_report_into_a_read_only_folder(study, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- the experiment contract
 
-CONTRACT = ("NAME", "TITLE", "PROFILES", "trials", "summarize", "metrics", "figures", "COST", "LOOK_FOR", "CAPTIONS", "REFERENCE")
-
 
 def test_every_experiment_keeps_the_contract_of_base_py(study):
-    """Every module of experiments.names() declares what experiments/base.py lists, and its smoke
-    run yields findings, one results row per seed, and a caption for every figure it wrote."""
+    """Every module of experiments.names() declares what experiments/base.py lists (REQUIRED; its
+    declared settings name settings of every profile), and its smoke run yields findings, one
+    results row per seed, and a caption for every figure it wrote."""
     import inspect
 
+    from dlscope.experiments import base
+
+    assert {"WORK_SETTINGS", "POSITIVE_SETTINGS", "NON_NEGATIVE_SETTINGS", "REFERENCE"} <= set(base.REQUIRED)
     for name in experiments.names():
         module = experiments.get(name)
-        missing = [k for k in CONTRACT if not hasattr(module, k)]
+        missing = [k for k in base.REQUIRED if not hasattr(module, k)]
         assert not missing, f"{name} lacks {missing}"
+        assert set(module.WORK_SETTINGS) == set(base.WORK_GROUPS) and all(module.WORK_SETTINGS.values()), name
+        for profile, settings in module.PROFILES.items():
+            declared = [*module.POSITIVE_SETTINGS, *module.NON_NEGATIVE_SETTINGS, *sum(module.WORK_SETTINGS.values(), ())]
+            unknown = [k for k in declared if k not in settings]
+            assert not unknown, f"{name} ({profile}) declares settings it does not have: {unknown}"
+            base.check_common(settings, module.POSITIVE_SETTINGS, module.NON_NEGATIVE_SETTINGS)
+            for group, keys in module.WORK_SETTINGS.items():
+                assert sum(settings[k] for k in keys) > 0, f"{name} ({profile}): no {group} work"
+        for k in base.OPTIONAL:
+            assert not hasattr(module, k) or k.isupper() or callable(getattr(module, k)), f"{name}.{k}"
         assert set(module.PROFILES) == {"smoke", "quick", "full"}, name
         assert module.NAME == name and isinstance(module.LOOK_FOR, str) and module.LOOK_FOR.strip()
         assert isinstance(module.COST, (int, float)) and module.COST > 0

@@ -69,8 +69,14 @@ class Stat(tuple):
         detectable: float | None = None,
         reason: str = "",
     ):
-        self = super().__new__(cls, (_num(value), _interval(ci), verdict, int(n)))
-        self.test, self.p, self.sample, self.detectable, self.reason = test, _num(p), sample, _num(detectable), reason
+        self = super().__new__(cls, (finite_or_none(value), _interval(ci), verdict, int(n)))
+        self.test, self.p, self.sample, self.detectable, self.reason = (
+            test,
+            finite_or_none(p),
+            sample,
+            finite_or_none(detectable),
+            reason,
+        )
         return self
 
     value = property(lambda self: self[0])
@@ -108,15 +114,18 @@ class Finding:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["value"] = _num(d["value"])
+        d["value"] = finite_or_none(d["value"])
         d["ci"] = _interval(d["ci"])
-        d["p"] = _num(d["p"])
-        d["detectable"] = _num(d["detectable"])
+        d["p"] = finite_or_none(d["p"])
+        d["detectable"] = finite_or_none(d["detectable"])
         return d
 
 
-def _num(x):
-    if x is None:
+def finite_or_none(x) -> float | None:
+    """x as a float if it is a finite number, else None (also for None and text): JSON has no NaN,
+    so a diverged or missing number is written as null. The one such helper of the engine, the
+    experiments, the findings and the report."""
+    if x is None or isinstance(x, str):
         return None
     x = float(x)
     return x if math.isfinite(x) else None
@@ -125,7 +134,7 @@ def _num(x):
 def _interval(ci):
     if ci is None:
         return None
-    lo, hi = (_num(c) for c in ci)
+    lo, hi = (finite_or_none(c) for c in ci)
     return None if lo is None or hi is None else [lo, hi]
 
 

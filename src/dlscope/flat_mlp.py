@@ -1,7 +1,7 @@
 """An MLP as one flat vector: N members' parameters in one tensor [N, P] (module order, as
 `Ensemble.flat()`), with the forward pass, the MSE and its gradient written out by hand as batched
-matrix products over the member dimension, Adam's update on flat tensors, the exact Hessian in
-closed form, and the full-batch gradient norm.
+matrix products over the member dimension, the exact Hessian in closed form, and the full-batch
+gradient norm.
 
 Low in the tree on purpose: the engine trains with it (engine/fast_mlp.py), the analysis finds
 critical points with it (analysis/critical_points.py), and the experiments measure with it.
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import models
+from .adam import adam_update  # noqa: F401  (Adam on flat tensors: its one home is adam.py)
 
 # --------------------------------------------------------------------------- architecture
 
@@ -155,18 +156,6 @@ def mse_and_grad(theta: torch.Tensor, spec: MLPSpec, x: torch.Tensor, y: torch.T
             dh = _contract(d.unsqueeze(3), w.unsqueeze(1), 2) if fused else torch.bmm(d, w)  # [N, B, in]
             d = torch.where(z > 0, dh, dh * spec.slope)
     return loss, torch.cat(grads[::-1], dim=1)
-
-
-def adam_update(theta, grad, exp_avg, exp_avg_sq, step_size, bc2_sqrt, weight_decay: float, betas, eps: float):
-    """torch.optim.Adam's update (coupled L2), on flat tensors; step_size = lr / (1 - beta1^t) per
-    member [N, 1], bc2_sqrt = sqrt(1 - beta2^t). Returns the new (theta, exp_avg, exp_avg_sq)."""
-    b1, b2 = betas
-    if weight_decay:
-        grad = grad + weight_decay * theta
-    exp_avg = exp_avg.lerp(grad, 1 - b1)
-    exp_avg_sq = exp_avg_sq * b2 + (1 - b2) * grad * grad
-    denom = exp_avg_sq.sqrt() / bc2_sqrt + eps
-    return theta - step_size * (exp_avg / denom), exp_avg, exp_avg_sq
 
 
 # --------------------------------------------------------------------------- exact Hessians

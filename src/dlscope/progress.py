@@ -266,24 +266,23 @@ def format_duration(seconds: float) -> str:
 
 # --------------------------------------------------------------------------- dry-run estimate
 
-# the settings that say how many models a trial trains, how long, and on how much data
-_WORK_KEYS = (("seeds", "runs"), ("epochs", "mlp_epochs", "phase1_steps", "phase2_steps"), ("train_size", "points"))
 MIN_SECONDS = 2.0  # start-up, data, summary and figures of even the smallest run
 
 
 def estimate_seconds(name: str, cfg: dict, trials: int, todo: int, device: str, seed: int = 0) -> float:
     """A rough time for `todo` of `trials` trials of experiment `name` at settings `cfg` on `device`:
     its COST (seconds of the quick profile on the reference 2-core CPU) times the ratio of this run's
-    work to quick's, the work being trials x seeds x epochs (or steps) x training examples; on a CPU, times
+    work to quick's, the work being trials x seeds x epochs (or steps) x training examples, each the
+    sum of the settings the experiment declares for it (WORK_SETTINGS); on a CPU, times
     2 / its torch threads (at least 1/2). No GPU reference exists: on CUDA it is the CPU figure."""
     import torch
 
-    from .experiments.base import resolve
+    from .experiments.base import WORK_GROUPS, resolve
 
     module = experiments.get(name)
     quick = resolve(module, "quick", None, seed)
     ratio = trials / max(len(module.trials(quick)), 1)
-    for keys in _WORK_KEYS:
+    for keys in (module.WORK_SETTINGS[group] for group in WORK_GROUPS):
         mine = sum(cfg[k] for k in keys if isinstance(cfg.get(k), (int, float)))
         ref = sum(quick[k] for k in keys if isinstance(quick.get(k), (int, float)))
         if mine > 0 and ref > 0:

@@ -22,6 +22,7 @@ from .executors import SIDE_BY_SIDE_MIN_SECONDS, AutoExecutor, Executor, Job, Lo
 from .executors.process import ProcessExecutor, cpu_count
 from .experiments.base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
+from .findings import finite_or_none
 from .progress import Progress, StudyProgress, estimate_seconds, plan_seconds, progress_seconds
 from .store import RunStore, checkpoint_seconds
 
@@ -329,7 +330,7 @@ def _jsonable(obj):
     if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
         return _jsonable(obj.item())
     if isinstance(obj, float):
-        return obj if obj == obj and abs(obj) != float("inf") else None
+        return finite_or_none(obj)
     return obj
 
 

@@ -34,7 +34,6 @@ from ..flat_mlp import (  # noqa: F401  the flat MLP (dlscope/flat_mlp.py), re-e
     _layers,
     _linear,
     _num_threads,
-    adam_update,
     forward,
     full_batch_grad_norm,
     hessians,
@@ -44,6 +43,7 @@ from ..flat_mlp import (  # noqa: F401  the flat MLP (dlscope/flat_mlp.py), re-e
     spec_of_model,
     supports,
 )
+from ..adam import adam_update
 from . import mlp_kernel
 from .accel import allow_recompiles, warn_once
 from .optim import step_lr_scale
@@ -282,6 +282,20 @@ class FastMLPTrainer:
             return mlp_kernel.run_mse(self.theta, self.spec, x, y.to(self.theta.dtype).expand(self.n, x.shape[0]))
         return (self.predict(x) - y.to(self.theta.dtype)).square().mean(1)
 
+    mse = evaluate  # the name both trainers answer to (engine/entry.py)
+
+    @property
+    def n_params(self) -> int:
+        return self.spec.n_params
+
+    @torch.no_grad()
+    def gradient(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Each member's full-data MSE and the norm of its gradient (the data loss alone), in
+        float64 and in closed form (flat_mlp.full_batch_grad_norm), as float32 on the CPU:
+        {"loss" [N], "grad_norm" [N]}. batch_size: unused (one pass)."""
+        loss, norm = full_batch_grad_norm(self.theta, self.spec, x, y)
+        return {"loss": loss.float().cpu(), "grad_norm": norm.float().cpu()}
+
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """[N, n]: each member's outputs on x [n, in]."""
@@ -291,17 +305,26 @@ class FastMLPTrainer:
     # ------------------------------------------------------------------ the whole run
 
     def run(self, x: torch.Tensor, y: torch.Tensor, checkpoint: Checkpointer | None = None,
-            on_epoch: Callable[["FastMLPTrainer"], None] | None = None, evaluate: bool = True) -> dict[str, list]:  # fmt: skip
-        """Train for cfg.epochs, recording the full-data loss at epoch 0 and after each epoch;
-        resumes from and saves to the checkpoint as `Trainer.run` does. With a full batch, epochs
-        run FULL_BATCH_CHUNK at a time (on_epoch and the checkpoint are called once per chunk),
-        and the full-data loss after epoch e is the loss the next step measured."""
+            on_epoch: Callable[["FastMLPTrainer"], None] | None = None,
+            evaluate: bool | str | Callable[["FastMLPTrainer"], dict] | None = True) -> dict[str, list]:  # fmt: skip
+        """Train for cfg.epochs, recording at epoch 0 and after each epoch the full-data loss
+        (evaluate True or "mse") or what evaluate(trainer) returns (a callable, as `Trainer.run`
+        takes); resumes from and saves to the checkpoint as `Trainer.run` does. With a full batch,
+        epochs run FULL_BATCH_CHUNK at a time (on_epoch and the checkpoint are called once per
+        chunk, and a callable evaluate is refused), and the full-data loss after epoch e is the
+        loss the next step measured."""
+        full_batch = self.cfg.batch_size >= x.shape[0]
+        measure = evaluate if callable(evaluate) else None
+        evaluate = evaluate in (True, "mse")
+        if measure is not None and full_batch:
+            raise ValueError("a full batch trains its epochs in chunks: no evaluation after every epoch")
         state = checkpoint.load() if checkpoint else None
         if state is not None and state.get("kind") == "fast_mlp":
             self.load_state_dict(state)
         elif evaluate:
             self._record({"loss": self.evaluate(x, y)})
-        full_batch = self.cfg.batch_size >= x.shape[0]
+        elif measure is not None:
+            self._record(measure(self))
         while self.epoch < self.cfg.epochs:
             t0 = time.perf_counter()
             if full_batch:
@@ -316,6 +339,8 @@ class FastMLPTrainer:
                 self._record({"batch_loss": batch_loss})
                 if evaluate:
                     self._record({"loss": self.evaluate(x, y)})
+                elif measure is not None:
+                    self._record(measure(self))
             self.diverged |= ~torch.isfinite(batch_loss.cpu())
             self.seconds += time.perf_counter() - t0
             if on_epoch:

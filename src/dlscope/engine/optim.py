@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ..adam import adam_update
+
 
 class BatchedAdam:
     def __init__(self, params: list[torch.Tensor], lr, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
@@ -36,13 +38,10 @@ class BatchedAdam:
         bc2_sqrt = math.sqrt(1 - b2**self.t)
         step_size = self.lr * (lr_scale / bc1)
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            g = p.grad
-            if self.weight_decay:
-                g = g.add(p, alpha=self.weight_decay)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-            p.sub_(m.div(denom).mul_(step_size.view((-1,) + (1,) * (p.dim() - 1))))
+            new = adam_update(p, p.grad, m, v, step_size.view((-1,) + (1,) * (p.dim() - 1)), bc2_sqrt,
+                              self.weight_decay, self.betas, self.eps, fused_add=True)  # fmt: skip
+            for dst, src in zip((p, m, v), new):
+                dst.copy_(src)
 
     def _fused_step(self, lr_scale: float) -> bool:
         """With one learning rate for all members: PyTorch's fused Adam kernel (the one behind

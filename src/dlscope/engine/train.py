@@ -8,9 +8,8 @@ checkpoint of epoch e repeats exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Protocol
 
 import torch
@@ -37,6 +36,19 @@ class TrainConfig:
     loss: str = "ce"  # "ce" (cross-entropy on the model's output) or "mse"
     amp: bool = False  # forward and backward under bf16 autocast (weights and Adam stay float32)
     compile: bool | str = "auto"  # compile forward + loss (+ backward): "auto" = on CUDA (accel.py)
+
+    @classmethod
+    def from_settings(cls, settings: dict, prefix: str = "", **overrides) -> "TrainConfig":
+        """The training configuration an experiment's settings declare: each field from overrides,
+        else from settings[prefix + field] where the settings have that key, else its default
+        (e.g. prefix "mlp_": mlp_epochs, mlp_lr, ...). An lr_step of 0 means none."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"TrainConfig has no field {', '.join(sorted(unknown))}")
+        values = {k: settings[prefix + k] for k in names if prefix + k in settings} | overrides
+        values["lr_step"] = values.get("lr_step") or None
+        return cls(**values)
 
 
 def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
@@ -75,6 +87,31 @@ class Trainer:
         dev = ens.params[next(iter(ens.params))].device
         if ens.mode == "vmap" and accel.should_compile(cfg.compile, dev):
             self._compiled = compiled_batch_loss(ens.module, cfg.loss, cfg.amp, dev)
+
+    @property
+    def n(self) -> int:
+        return self.ens.n
+
+    @property
+    def n_params(self) -> int:
+        return self.ens.n_params()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, n]: each member's outputs on x [n, ...] (a one-output model)."""
+        return self.ens.forward_shared(x).reshape(self.ens.n, -1)
+
+    def mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Full-data MSE per member [N]; y [n] or [N, n]."""
+        return evaluate_regression(self.ens, x, y)
+
+    def gradient(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Each member's full-data loss (cfg.loss) and the norm of its gradient (the data loss
+        alone), by autograd over chunks of batch_size examples (all at once if None):
+        {"loss", "grad_norm"} ([N] each, on the CPU), plus "acc" for cross-entropy."""
+        from ..analysis.gradient import ensemble_gradient
+
+        return ensemble_gradient(self.ens, x, y, loss=self.cfg.loss, batch_size=batch_size or len(x))
 
     def _batch_loss(self, xb, yb) -> torch.Tensor:
         """The loss of every member on its own batch [N]: what one training step differentiates."""
@@ -119,13 +156,19 @@ class Trainer:
         self,
         x: torch.Tensor,
         y: torch.Tensor,
-        evaluate: Callable[["Trainer"], dict] | None = None,
+        evaluate: Callable[["Trainer"], dict] | str | None = None,
         checkpoint: Checkpointer | None = None,
         on_epoch: Callable[["Trainer"], None] | None = None,
     ) -> dict[str, list]:
         """Train for cfg.epochs, calling evaluate(trainer) at epoch 0 (initialisation) and after
-        every epoch; its dict of per-member values is appended to self.history. Resumes from the
-        checkpoint if there is one, and saves one as it goes."""
+        every epoch; its dict of per-member values is appended to self.history (evaluate="mse":
+        the full-data MSE as "loss", as the fast path records it). Resumes from the checkpoint if
+        there is one, and saves one as it goes."""
+        if evaluate == "mse":
+
+            def evaluate(t: "Trainer") -> dict:
+                return {"loss": t.mse(x, y)}
+
         state = checkpoint.load() if checkpoint else None
         if state is not None and not self.fits(state):
             state = None  # an older format, or another model's: start over
@@ -315,8 +358,3 @@ def train_reference(
         if on_epoch:
             on_epoch(model, epoch)
     return losses
-
-
-def finite_or_none(v: float) -> float | None:
-    """JSON has no NaN: diverged numbers are written as null."""
-    return v if v is not None and math.isfinite(v) else None

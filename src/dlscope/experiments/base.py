@@ -3,6 +3,13 @@
 An experiment is a module with:
     NAME, TITLE          its command-line name and a one-line title
     PROFILES             {"smoke": {...}, "quick": {...}, "full": {...}}: every setting, per profile
+    WORK_SETTINGS        which settings measure a trial's work (nothing is guessed from a setting's
+                         name): {"models": keys that count the models each trial trains (seeds),
+                         "length": keys that count epochs or steps (the first is the training
+                         length the report states), "data": keys that count training examples};
+                         the progress display's time estimate scales with each group's sum
+    POSITIVE_SETTINGS    the settings whose values (every value, for a list) must be > 0
+    NON_NEGATIVE_SETTINGS  the settings whose values must be >= 0
     validate(cfg)        raise ConfigError for impossible values (optional)
     trials(cfg)          -> list[Trial]: independent units of work
     summarize(cfg, results) -> dict merged into summary.json (results: key -> trial result; a
@@ -28,6 +35,9 @@ and, for the report and the progress display (so that report/ and runner.py name
     DIFFERENCES          optional: [(what, dlscope vs the original, why)] where dlscope's
                          definitions differ from the original's
 
+REQUIRED and OPTIONAL below name these attributes (tests/test_report.py holds every experiment
+to them).
+
 summarize(...) returns, besides its tables, "findings": a list of findings.Finding.as_dict(),
 computed from this experiment's results by its claim functions (see findings.py), and its
 "results" rows carry one row per trained model and seed, with a "seed" field.
@@ -44,6 +54,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+
+REQUIRED = ("NAME", "TITLE", "PROFILES", "WORK_SETTINGS", "POSITIVE_SETTINGS", "NON_NEGATIVE_SETTINGS", "trials",
+            "summarize", "metrics", "figures", "COST", "LOOK_FOR", "CAPTIONS", "REFERENCE")  # fmt: skip
+OPTIONAL = ("validate", "PART", "SIDE_BY_SIDE", "ours", "DIFFERENCES")  # ours: required where REFERENCE is not None
+WORK_GROUPS = ("models", "length", "data")  # WORK_SETTINGS' groups
 
 
 class ConfigError(ValueError):
@@ -144,15 +160,16 @@ def resolve(module, profile: str, overrides: list[str] | None = None, seed: int 
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"--seed {seed}: must be a whole number from 0 to {2**32 - 1}")
     cfg = {"profile": profile, "seed": seed, **cfg}
-    check_common(cfg)
+    check_common(cfg, module.POSITIVE_SETTINGS, module.NON_NEGATIVE_SETTINGS)
     if hasattr(module, "validate"):
         module.validate(cfg)
     return cfg
 
 
-def check_common(cfg: dict) -> None:
+def check_common(cfg: dict, positive=(), non_negative=()) -> None:
     """Values no experiment can use: numbers that are not finite or beyond 64 bits, a list that
-    names an entry twice, non-positive sizes, epochs or learning rates."""
+    names an entry twice; and a value <= 0 of a setting the experiment declares positive
+    (POSITIVE_SETTINGS: sizes, epochs, learning rates), < 0 of one it declares non-negative."""
     for key, v in cfg.items():
         _check_numbers(key, v, v)
         if isinstance(v, list):
@@ -165,11 +182,9 @@ def check_common(cfg: dict) -> None:
         for x in vals:
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 continue
-            if (
-                key.endswith(("epochs", "batch_size", "runs", "seeds", "steps")) or key in ("lr", "lrs", "batch_sizes")
-            ) and x <= 0:
+            if key in positive and x <= 0:
                 raise ConfigError(f"{key}={v}: must be positive")
-            if key.endswith(("_size", "_sizes")) and x < 0:
+            if key in non_negative and x < 0:
                 raise ConfigError(f"{key}={v}: must not be negative")
 
 

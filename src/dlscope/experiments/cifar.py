@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from .. import models
+from ..findings import finite_or_none
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from ..engine.train import finite_or_none
 from .base import ConfigError
 
 # SPEC, common settings: Adam lr 4e-4, weight decay 1e-4 (coupled), StepLR step 10 gamma 0.1 per
@@ -25,6 +25,15 @@ COMMON = {
     "test_size": 10000,
     "amp": False,  # bf16 autocast in training (not evaluation); off: the study's numbers in float32
 }
+
+# What the settings of a CIFAR-10 experiment mean (base.py): `seeds` models per configuration,
+# trained `epochs` epochs on `train_size` images
+CIFAR_WORK = {"models": ("seeds",), "length": ("epochs",), "data": ("train_size",)}
+CIFAR_POSITIVE = ("seeds", "epochs", "batch_size", "lr")
+CIFAR_NON_NEGATIVE = ("train_size", "test_size")
+# a comparison across batch sizes and learning rates (interpolation, sensitivity): side_budget's
+# settings, the compared values and the curvature measures' step counts
+COMPARISON_POSITIVE = ("seeds", "epochs", "min_steps", "batch_sizes", "lrs", "curvature_max_steps", "keskar_steps")
 
 
 def check_model(name: str, key: str = "models") -> None:
@@ -44,24 +53,20 @@ def validate_models_and_sizes(cfg: dict) -> None:
     check_sizes(cfg)
 
 
-def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_size=None, checkpoint=None):
+def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_size=None, checkpoint=None, budget=None):
     """Train an ensemble of `model` (one member per seed; lr one value or one per member) on the
     CIFAR-10 subset of args. Train and test loss/accuracy (train: a separate pass over the
     un-augmented training set) are recorded at initialisation, every args["eval_every"] epochs
-    and after the last, with the epoch in history["epoch"]. Returns (trainer, data)."""
+    and after the last, with the epoch in history["epoch"]. budget: side_budget's, whose
+    epochs_trained, lr_step and eval_every replace the settings' epochs, lr_step and eval_every.
+    Returns (trainer, data)."""
     data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
     ens = Ensemble.from_seeds(model, seeds, ctx.device)
-    cfg = TrainConfig(
-        epochs=args["epochs"],
-        batch_size=batch_size or args["batch_size"],
-        lr=args["lr"] if lr is None else lr,
-        weight_decay=args["weight_decay"],
-        lr_step=args.get("lr_step") or None,
-        lr_gamma=args.get("lr_gamma", 0.1),
-        augment=args.get("augment", True),
-        amp=args.get("amp", False),
-    )
-    every = max(1, args.get("eval_every", 1))
+    overrides = {k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}
+    if budget is not None:
+        overrides |= {"epochs": budget["epochs_trained"], "lr_step": budget["lr_step"]}
+    cfg = TrainConfig.from_settings(args, **overrides)
+    every = max(1, (budget or args).get("eval_every", 1))
 
     def evaluate(t: Trainer) -> dict:
         if t.epoch % every and t.epoch != cfg.epochs:
@@ -98,6 +103,25 @@ def diverged(trainer: Trainer) -> list[bool]:
 
 
 METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
+SPLIT_COLORS = {"train": "tab:blue", "test": "tab:orange", "sensitivity": "tab:green"}
+
+
+def side_budget(cfg: dict, batch_size: int) -> dict:
+    """The training budget of one configuration of a comparison across batch sizes (or lrs):
+    at least cfg["epochs"] epochs and at least cfg["min_steps"] optimizer steps, in whole epochs;
+    the StepLR drop and the evaluations stretched in proportion. Returns what train_cifar(budget=)
+    trains with, epochs_trained (not the requested "epochs"), lr_step and eval_every, and the
+    step count, steps."""
+    per_epoch = math.ceil(cfg["train_size"] / min(batch_size, cfg["train_size"]))
+    epochs = max(cfg["epochs"], math.ceil(cfg["min_steps"] / per_epoch))
+    stretch = epochs / cfg["epochs"]
+    lr_step = cfg.get("lr_step") or None
+    return {
+        "epochs_trained": epochs,
+        "lr_step": max(1, round(lr_step * stretch)) if lr_step else None,
+        "eval_every": max(1, round(cfg.get("eval_every", 1) * stretch)),
+        "steps": epochs * per_epoch,
+    }
 
 
 def steps_per_epoch(train_size: int, batch_size: int) -> int:
@@ -116,12 +140,12 @@ def seed_rows(r: dict, train_size: int, batch_size: int, **fields) -> list[dict]
         bad = bool(r["diverged"][i])
         row = {**fields, "seed": seed}
         for k in METRICS:
-            row[k] = None if bad else finite_or_none(float(r[k][-1, i]))
-        row["final_batch_loss"] = None if bad else finite_or_none(float(r["batch_loss"][-1, i])) if len(r["batch_loss"]) else None
+            row[k] = None if bad else finite_or_none(r[k][-1, i])
+        row["final_batch_loss"] = None if bad else finite_or_none(r["batch_loss"][-1, i]) if len(r["batch_loss"]) else None
         # still learning? the fall of the train loss since the evaluation before the last one
         # (none when that one is the initialisation)
         before = int(r["epoch"][-2]) if len(r["epoch"]) > 1 else 0
-        drop = None if bad or before == 0 else finite_or_none(float(r["train_loss"][-2, i] - r["train_loss"][-1, i]))
+        drop = None if bad or before == 0 else finite_or_none(r["train_loss"][-2, i] - r["train_loss"][-1, i])
         row.update(train_loss_drop=drop, drop_epochs=epochs - before if drop is not None else None)
         row.update(epochs=epochs, steps=epochs * steps_per_epoch(train_size, batch_size), diverged=bad)
         rows.append(row)

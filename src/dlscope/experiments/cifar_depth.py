@@ -16,6 +16,9 @@ from .. import findings as fd
 from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import (
     BAND,
+    CIFAR_NON_NEGATIVE,
+    CIFAR_POSITIVE,
+    CIFAR_WORK,
     COMMON,
     METRICS,
     diverged,
@@ -94,6 +97,9 @@ _FULL = {
     "seeds": 5,  # quick: 3 (Page's test decides an ordering of 3 models from 3 seeds that agree: p = 0.005)
     "eval_every": 1,  # epochs between evaluation passes (the last epoch is always evaluated)
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
+POSITIVE_SETTINGS = CIFAR_POSITIVE
 PROFILES = {
     "smoke": {**_FULL, "epochs": 2, "lr_step": 1, "train_size": 600, "test_size": 300, "seeds": 2},
     # 3 seeds at about the cost of one seed before: 5,000 images (was 8,000), evaluated every 2nd

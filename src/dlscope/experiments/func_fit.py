@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from .. import models
-from ..engine import Ensemble, Trainer, TrainConfig, evaluate_regression, fast_mlp
+from .. import engine
+from ..engine import TrainConfig
 from .. import findings as fnd
+from .functions import FIT_FRACTION, FUNCTIONS, STALL_TOL, constant_mse, f1, f2, inputs, is_fit, is_stalled  # noqa: F401
 from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 
 NAME = "func-fit"
@@ -98,6 +100,10 @@ _FULL = {
     "converge_every": 100,
     "converge_tol": 1e-6,
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs",), "data": ("points",)}
+POSITIVE_SETTINGS = ("seeds", "epochs", "batch_size", "lr")
+NON_NEGATIVE_SETTINGS = ()
 PROFILES = {
     "smoke": {
         **_FULL,
@@ -131,24 +137,6 @@ def validate(cfg: dict) -> None:
 # --------------------------------------------------------------------------- the functions
 
 
-def f1(x: torch.Tensor) -> torch.Tensor:
-    """sin(5 pi x) / (5 pi x), with f1(0) = 1."""
-    z = 5 * math.pi * x
-    return torch.where(z == 0, torch.ones_like(z), torch.sin(z) / torch.where(z == 0, torch.ones_like(z), z))
-
-
-def f2(x: torch.Tensor) -> torch.Tensor:
-    """sign(sin(5 pi x))."""
-    return torch.sign(torch.sin(5 * math.pi * x))
-
-
-FUNCTIONS = {"f1": f1, "f2": f2}
-
-
-def inputs(points: int, device="cpu") -> torch.Tensor:
-    return torch.linspace(-1, 1, points, device=device).unsqueeze(1)
-
-
 def converged_epoch(loss: list[float], min_epoch: int, every: int, tol: float) -> int | None:
     """First epoch e >= min_epoch, multiple of `every`, with loss(e - every) - loss(e) < tol.
 
@@ -161,26 +149,8 @@ def converged_epoch(loss: list[float], min_epoch: int, every: int, tol: float) -
     return None
 
 
-STALL_TOL = 0.01  # stalled: final MSE within 1% of the constant-prediction MSE
-FIT_FRACTION = 0.1  # fits: final MSE <= FIT_FRACTION x the constant-prediction MSE (R^2 >= 0.9)
 END_WINDOW = 0.1  # the end level of a curve: its lowest value over the last 10% of epochs
 DESCENT = 0.9  # epoch_90: the first epoch with 90% of the log-scale descent to the end level done
-
-
-def constant_mse(function: str, points: int) -> float:
-    """The MSE of the best constant prediction (the targets' mean) on the training points: the
-    targets' variance, in float64."""
-    y = FUNCTIONS[function](inputs(points).double()[:, 0])
-    return float((y - y.mean()).square().mean())
-
-
-def is_stalled(final_loss, const_mse: float) -> bool:
-    """Whether a training ended on the constant-prediction plateau (a diverged one did not)."""
-    return final_loss is not None and math.isfinite(final_loss) and abs(final_loss - const_mse) <= STALL_TOL * const_mse
-
-
-def is_fit(final_loss, const_mse: float) -> bool:
-    return final_loss is not None and math.isfinite(final_loss) and final_loss <= FIT_FRACTION * const_mse
 
 
 def descent_epoch(loss: list[float], fraction: float = DESCENT, end_window: float = END_WINDOW) -> int | None:
@@ -226,17 +196,11 @@ def train_model(args: dict, ctx) -> dict:
     mem = members(args)
     y = torch.stack([FUNCTIONS[m["function"]](x[:, 0]) for m in mem])  # [N, points]
     seeds = [m["seed"] for m in mem]
-    cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], loss="mse")
-    if fast_mlp.supports(args["model"]):  # the MLPs: hand-written backward, an epoch per compiled call
-        trainer = fast_mlp.FastMLPTrainer(args["model"], cfg, seeds, dev)
-        trainer.run(x, y, checkpoint=ctx.checkpoint)
-        pred, n_params = trainer.predict(x).cpu(), trainer.spec.n_params
-    else:
-        ens = Ensemble.from_seeds(args["model"], seeds, dev)
-        trainer = Trainer(ens, cfg, seeds)
-        trainer.run(x, y, evaluate=lambda t: {"loss": evaluate_regression(t.ens, x, y)}, checkpoint=ctx.checkpoint)
-        with torch.no_grad():
-            pred, n_params = ens.forward_shared(x).reshape(ens.n, -1).cpu(), ens.n_params()
+    cfg = TrainConfig.from_settings(args, loss="mse")
+    # the MLPs go the fast path (hand-written backward, an epoch per compiled call), others the general one
+    trainer = engine.trainer(args["model"], cfg, seeds, dev)
+    trainer.run(x, y, evaluate="mse", checkpoint=ctx.checkpoint)
+    pred, n_params = trainer.predict(x).cpu(), trainer.n_params
     return {
         "model": args["model"],
         "params": n_params,
@@ -442,10 +406,10 @@ def claim_f1_faster(rows: list[dict], model_names: list[str]) -> fnd.Finding:
     )
     parts, per_model, left_out = [], [], 0
     for m in model_names:
-        f2 = {r["seed"]: r for r in _of(rows, "f2", m)}
+        on_f2 = {r["seed"]: r for r in _of(rows, "f2", m)}
         diffs = []
         for r1 in _of(rows, "f1", m):
-            r2 = f2.get(r1["seed"])
+            r2 = on_f2.get(r1["seed"])
             if r2 is None or r1["epoch_90"] is None or r2["epoch_90"] is None:
                 continue
             if is_stalled(r1["final_loss"], r1["constant_mse"]) or is_stalled(r2["final_loss"], r2["constant_mse"]):

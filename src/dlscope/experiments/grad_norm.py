@@ -25,11 +25,11 @@ import torch
 
 from .. import findings as fnd
 from .. import models
-from ..analysis.gradient import ensemble_gradient
-from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier, fast_mlp
+from .. import engine
+from ..engine import TrainConfig, evaluate_classifier
 from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import COMMON, check_sizes
-from .func_fit import FUNCTIONS, constant_mse, inputs, is_stalled
+from .functions import FUNCTIONS, constant_mse, inputs, is_stalled
 
 NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
@@ -83,6 +83,10 @@ _FULL = {
     **COMMON,
     "grad_batch_size": 500,  # chunks of the full-batch gradient pass (memory only)
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs", "mlp_epochs"), "data": ("train_size", "points")}
+POSITIVE_SETTINGS = ("seeds", "mlp_seeds", "epochs", "mlp_epochs", "batch_size", "mlp_batch_size", "grad_batch_size", "lr")
+NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
 PROFILES = {
     "smoke": {
         **_FULL,
@@ -133,81 +137,40 @@ def trials(cfg: dict) -> list[Trial]:
 
 
 def train_model(args: dict, ctx) -> dict:
-    if is_mlp(args["model"]) and fast_mlp.supports(args["model"]) and args["mlp_batch_size"] < args["points"]:
-        return train_mlp(args, ctx)  # (a full batch would call it back once per chunk of epochs)
+    """One model's seeds as one trainer (the MLP's on the fast path, where its full-batch loss and
+    gradient norm come in float64 and closed form; batch 1 costs ~10 µs a step there instead of
+    ~1 ms), measuring the full-batch loss and gradient norm at initialisation and after every epoch."""
     dev, model = ctx.device, args["model"]
     seeds = seeds_for(args, args["mlp_seeds"] if is_mlp(model) else args["seeds"])
-    ens = Ensemble.from_seeds(model, seeds, dev)
     if is_mlp(model):
         x = inputs(args["points"], dev)
         y = FUNCTIONS[args["function"]](x[:, 0])
-        cfg = TrainConfig(args["mlp_epochs"], args["mlp_batch_size"], args["mlp_lr"], args["mlp_weight_decay"], loss="mse")
+        cfg = TrainConfig.from_settings(args, prefix="mlp_", loss="mse")
 
-        def evaluate(t: Trainer) -> dict:
-            return ensemble_gradient(t.ens, x, y, loss="mse", batch_size=len(x))
+        def evaluate(t) -> dict:
+            return t.gradient(x, y)
     else:
         data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
         x, y = data.train.x, data.train.y
-        cfg = TrainConfig(
-            args["epochs"],
-            args["batch_size"],
-            args["lr"],
-            args["weight_decay"],
-            args["lr_step"],
-            args["lr_gamma"],
-            args["augment"],
-            amp=args["amp"],
-        )
+        cfg = TrainConfig.from_settings(args)
 
-        def evaluate(t: Trainer) -> dict:
-            out = ensemble_gradient(t.ens, x, y, loss="ce", batch_size=args["grad_batch_size"])
+        def evaluate(t) -> dict:
+            out = t.gradient(x, y, args["grad_batch_size"])
             test = evaluate_classifier(t.ens, data.test.x, data.test.y)
             return {**out, "test_loss": test["loss"], "test_acc": test["acc"]}
 
-    trainer = Trainer(ens, cfg, seeds)
+    trainer = engine.trainer(model, cfg, seeds, dev, examples=len(x), each_epoch=True)
     trainer.run(x, y, evaluate=evaluate, checkpoint=ctx.checkpoint)
     h = trainer.history
     keys = [k for k in ("loss", "grad_norm", "acc", "test_loss", "test_acc") if k in h]
     return {
         "model": model,
-        "params": ens.n_params(),
+        "params": trainer.n_params,
         "seeds": seeds,
         "task": f"{args['function']} (MSE)" if is_mlp(model) else "CIFAR-10 (cross-entropy)",
         "steps_per_epoch": -(-len(x) // cfg.batch_size),
         **{k: torch.stack(h[k]) for k in keys},  # [epochs + 1, seeds]
-        "diverged": trainer.diverged.tolist(),
-    }
-
-
-def train_mlp(args: dict, ctx) -> dict:
-    """The 1-D MLP, all seeds as one FastMLPTrainer (batch 1 costs ~10 µs a step there instead
-    of ~1 ms); after every epoch the full-batch loss and gradient norm in float64."""
-    dev, model = ctx.device, args["model"]
-    seeds = seeds_for(args, args["mlp_seeds"])
-    x = inputs(args["points"], dev)
-    y = FUNCTIONS[args["function"]](x[:, 0])
-    cfg = TrainConfig(args["mlp_epochs"], args["mlp_batch_size"], args["mlp_lr"], args["mlp_weight_decay"], loss="mse")
-    trainer = fast_mlp.FastMLPTrainer(model, cfg, seeds, dev)
-    at_init = fast_mlp.full_batch_grad_norm(trainer.theta, trainer.spec, x, y)
-
-    def record(t: fast_mlp.FastMLPTrainer) -> None:  # kept in t.history, so a checkpoint keeps it
-        if not t.history.get("grad_norm"):
-            t.history["grad_norm"], t.history["loss64"] = [at_init[1].float().cpu()], [at_init[0].float().cpu()]
-        loss, norm = fast_mlp.full_batch_grad_norm(t.theta, t.spec, x, y)
-        t.history["grad_norm"].append(norm.float().cpu())
-        t.history["loss64"].append(loss.float().cpu())
-
-    trainer.run(x, y, checkpoint=ctx.checkpoint, on_epoch=record, evaluate=False)
-    h = trainer.history
-    return {
-        "model": model,
-        "params": trainer.spec.n_params,
-        "seeds": seeds,
-        "task": f"{args['function']} (MSE)",
-        "steps_per_epoch": -(-len(x) // cfg.batch_size),
-        "loss": torch.stack(h["loss64"]),  # [epochs + 1, seeds]
-        "grad_norm": torch.stack(h["grad_norm"]),
-        "diverged": (trainer.diverged | ~torch.isfinite(h["loss64"][-1])).tolist(),
+        "diverged": (trainer.diverged | ~torch.isfinite(h["loss"][-1])).tolist(),
     }
 
 

@@ -5,7 +5,7 @@ Each pair is one trial that trains `seeds` replicates of its two models and then
 theta(alpha) of every replicate. The lr pair's models have the same shapes and batch size, so all
 2 x seeds train as one ensemble with a learning rate per member; the batch pair's two sides
 cannot (their steps differ), so each side's seeds train as one ensemble, one side after the
-other, both inside the trial's one checkpoint file. Budgets are fair (sensitivity.side_budget):
+other, both inside the trial's one checkpoint file. Budgets are fair (cifar.side_budget):
 each side trains at least `epochs` epochs and at least `min_steps` optimizer steps.
 
 Sharpness of an end: how much the train loss rises when one steps outward from it along the line
@@ -24,11 +24,23 @@ import math
 from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
-from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, greater
+from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, finite_or_none, greater
 from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
-from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
-from .sensitivity import SPLIT_COLORS, side_budget
+from .cifar import (
+    CIFAR_NON_NEGATIVE,
+    CIFAR_WORK,
+    COMMON,
+    COMPARISON_POSITIVE,
+    METRICS,
+    SPLIT_COLORS,
+    check_model,
+    check_sizes,
+    diverged,
+    history,
+    side_budget,
+    train_cifar,
+)
 
 NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
@@ -94,6 +106,9 @@ _FULL = {
     **curvature.SETTINGS,  # each trained end's top eigenvalue, trace and Keskar sharpness (experiments/curvature.py)
     "curvature_samples": 1000,
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
+POSITIVE_SETTINGS = (*COMPARISON_POSITIVE, "lr_pair_batch_size")
 PROFILES = {
     "smoke": {
         **_FULL,
@@ -196,8 +211,7 @@ class _Part:
 
 
 def _train_side(args, ctx, seeds, lrs, batch_size, budget, checkpoint=None):
-    train_args = {**args, **{k: budget[k] for k in ("epochs", "lr_step", "eval_every")}}
-    return train_cifar(train_args, ctx, args["model"], seeds, lr=lrs, batch_size=batch_size, checkpoint=checkpoint)
+    return train_cifar(args, ctx, args["model"], seeds, lr=lrs, batch_size=batch_size, checkpoint=checkpoint, budget=budget)
 
 
 def _side_columns(hist: dict, cols) -> dict:
@@ -224,11 +238,11 @@ def run_pair(args: dict, ctx) -> dict:
         div = [div[:n], div[n:]]
     else:  # two batch sizes: each side's seeds as one ensemble, one side after the other
         states = (ctx.checkpoint.load() or {}) if ctx.checkpoint else {}
-        total = budgets[0]["epochs"] + budgets[1]["epochs"]
+        total = budgets[0]["epochs_trained"] + budgets[1]["epochs_trained"]
         ends, histories, div, curv, kept = [], [], [], [], []
         for name, end, side_seeds, budget, offset in (
             ("a", a, seeds_a, budgets[0], 0),
-            ("b", b, seeds_b, budgets[1], budgets[0]["epochs"]),
+            ("b", b, seeds_b, budgets[1], budgets[0]["epochs_trained"]),
         ):
             part = _Part(ctx.checkpoint, name, states, offset, total) if ctx.checkpoint else None
             trainer, data = _train_side(args, ctx, side_seeds, end["lr"], end["batch_size"], budget, checkpoint=part)
@@ -277,7 +291,7 @@ def _at(path: dict, key: str, alpha: float):
     """path[key] at alpha (None if alpha is not on the path or the value is not finite)."""
     for a, v in zip(path["alpha"], path[key]):
         if abs(a - alpha) < 1e-9:
-            return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+            return finite_or_none(v)
     return None
 
 
@@ -319,9 +333,9 @@ def rows(cfg: dict, results: dict) -> list[dict]:
                 loss = h["train_loss"][-1, k].item()
                 row.update(
                     {
-                        f"{side}_epochs": budget["epochs"],
+                        f"{side}_epochs": budget["epochs_trained"],
                         f"{side}_steps": budget["steps"],
-                        f"{side}_final_train_loss": loss if math.isfinite(loss) else None,
+                        f"{side}_final_train_loss": finite_or_none(loss),
                         f"{side}_train_loss_fall_last_quarter": falls[s][k],
                     }
                 )
@@ -525,7 +539,7 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
                 }
                 fields = curvature.member_fields((r.get("curvature") or [None, None])[s], k)
                 rows_ += [
-                    {**base, "epoch": r["budgets"][s]["epochs"], "metric": key, "value": fields[key]}
+                    {**base, "epoch": r["budgets"][s]["epochs_trained"], "metric": key, "value": fields[key]}
                     for key in curvature.MEASURES
                     if fields[key] is not None
                 ]
@@ -607,7 +621,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         init = "shared initialisation" if cfg["shared_init"] else "independent initialisations"
         r0 = results[p]
         ends = "; ".join(
-            f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps ({r0['budgets'][s]['epochs']} epochs), "
+            f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps ({r0['budgets'][s]['epochs_trained']} epochs), "
             f"final train loss {_median([r[f'{side}_final_train_loss'] for r in runs])}"
             for s, side in enumerate(("a", "b"))
         )

@@ -70,9 +70,10 @@ import torch
 from .. import findings, models
 from ..analysis import critical_points as cp
 from ..engine.grad_norm_descent import grad_norms, gradient_norm_descent_grads
+from .. import engine, flat_mlp
 from ..engine import BatchedAdam, Ensemble, TrainConfig, fast_mlp
 from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
-from .func_fit import FUNCTIONS, inputs
+from .functions import FUNCTIONS, inputs
 
 NAME = "min-ratio"
 # phase 1 is compiled from this many steps on: compiling costs ~7 s here, and then a step of 100
@@ -160,6 +161,18 @@ _FULL = {
     "flat_rel_tol": 1e-6,  # gradient-flat: most of the gradient lies where |λ| <= this * max|λ|
     "float64": True,  # the Hessian's small eigenvalues and the gradient tolerance need it
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("seeds",), "length": ("phase1_steps", "phase2_steps"), "data": ("points",)}
+POSITIVE_SETTINGS = (
+    "seeds",
+    "phase1_steps",
+    "phase2_steps",
+    "newton_steps",
+    "active_set_steps",
+    "smooth_phase1_steps",
+    "smooth_newton_steps",
+)
+NON_NEGATIVE_SETTINGS = ()
 PROFILES = {
     "smoke": {
         **_FULL,
@@ -199,7 +212,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError("points: need at least 2")
     if cfg["phase2"] not in PHASE2_METHODS:
         raise ConfigError(f"phase2: {cfg['phase2']!r} unknown; choose from {', '.join(PHASE2_METHODS)}")
-    spec = fast_mlp.spec_of_model(cfg["model"]) if cfg["model"] in models.names() else None
+    spec = flat_mlp.spec_of_model(cfg["model"]) if cfg["model"] in models.names() else None
     if spec is None or spec.widths[0] != 1 or len(spec.widths) != 3 or spec.widths[-1] != 1 or spec.slope != 0:
         raise ConfigError(f"model: {cfg['model']!r} is not a 1 -> H -> 1 ReLU MLP of the zoo")
     if not _is_one_hidden_tanh(cfg["smooth_model"]):
@@ -250,8 +263,9 @@ def train_and_measure(args: dict, ctx) -> dict:
             ctx.checkpoint.progress(step, total, info)
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
-    phase1 = fast_mlp.FastMLPTrainer(args["model"], TrainConfig(n1, args["points"], args["phase1_lr"], loss="mse"),
-                                     seeds, dev, dtype, compile=n1 >= COMPILE_MIN_STEPS)  # fmt: skip
+    # (validate admits only a one-output ReLU MLP: engine.trainer gives the fast path's trainer)
+    phase1 = engine.trainer(args["model"], TrainConfig.from_settings(args, "phase1_", epochs=n1, batch_size=args["points"], loss="mse"),
+                            seeds, dev, dtype=dtype, compile=n1 >= COMPILE_MIN_STEPS)  # fmt: skip
     if state is not None and "phase1" in state:
         phase1.load_state_dict(state["phase1"])
     while step < n1:
@@ -341,7 +355,7 @@ def train_and_measure_smooth(args: dict, ctx) -> dict:
             ctx.checkpoint.progress(step, n1 + n2, info)
 
     epochs = cp.log_spaced_epochs(args["smooth_first_epoch"], n1, len(seeds))
-    theta0 = fast_mlp.init_flat(args["smooth_model"], seeds, dev, torch.float64)
+    theta0 = flat_mlp.init_flat(args["smooth_model"], seeds, dev, torch.float64)
     starts = cp.adam_snapshots(theta0, loss_and_grad, args["smooth_phase1_lr"], epochs)
     progress(n1, "phase 1 done")
     p2 = cp.newton_mr_start(starts, loss_and_grad, args["grad_tol"])

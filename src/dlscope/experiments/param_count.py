@@ -10,6 +10,9 @@ from .. import models
 from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 from .cifar import (
     BAND,
+    CIFAR_NON_NEGATIVE,
+    CIFAR_POSITIVE,
+    CIFAR_WORK,
     COMMON,
     METRICS,
     diverged,
@@ -60,6 +63,9 @@ _FULL = {
     "eval_every": 1,  # epochs between evaluation passes (the last epoch is always evaluated)
     "seeds": 5,  # per model, trained as one ensemble (full: 5 seeds for the trends; quick keeps 3)
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
+POSITIVE_SETTINGS = CIFAR_POSITIVE
 PROFILES = {
     "smoke": {**_FULL, "models": ["cnn-21", "cnn-25", "cnn-30"], "epochs": 1, "train_size": 256, "test_size": 128, "seeds": 2},
     # SPEC's 5 epochs, on 3,000 images (3 seeds at about the cost of one seed on 6,000 before).

@@ -18,7 +18,7 @@ import torch
 import math
 
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from ..findings import Finding, greater, within
+from ..findings import Finding, finite_or_none, greater, within
 from .base import (
     ConfigError,
     Trial,
@@ -86,6 +86,10 @@ _FULL = {
     "seeds": 5,  # quick and smoke: 3
     "final_window": 0.1,  # "final" = the mean over the last 10% of the epochs
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs",), "data": ("train_size",)}
+POSITIVE_SETTINGS = ("seeds", "epochs", "batch_size", "lr")
+NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
 PROFILES = {
     "smoke": {**_FULL, "epochs": 4, "train_size": 200, "test_size": 200, "seeds": 3},
     # 4,000 images and lr 1e-3 instead of 60,000 and 1e-4, 3 seeds: train accuracy on the random
@@ -127,7 +131,7 @@ def train_random(args: dict, ctx) -> dict:
     data = ctx.load_data("mnist", args["train_size"], args["test_size"])
     y_random = torch.stack([random_labels(len(data.train), args["classes"], s, ctx.device) for s in seeds])  # [N, n]
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
-    cfg = TrainConfig(args["epochs"], args["batch_size"], args["lr"], args["weight_decay"], amp=args["amp"])
+    cfg = TrainConfig.from_settings(args)
 
     def evaluate(t: Trainer) -> dict:
         tr = evaluate_classifier(t.ens, data.train.x, y_random)
@@ -156,10 +160,6 @@ def window_epochs(cfg: dict) -> int:
     return max(1, round(cfg["final_window"] * cfg["epochs"]))
 
 
-def _num(v: float):
-    return v if math.isfinite(v) else None
-
-
 def rows(cfg: dict, results: dict) -> list[dict]:
     """One row per seed: the final numbers (means over the final window), the last epoch's for
     comparison, and the instability flag. A diverged seed's numbers are None (its accuracy would
@@ -178,11 +178,11 @@ def rows(cfg: dict, results: dict) -> list[dict]:
             curve = {k: torch.cat([v[:1], torch.full_like(v[1:], float("nan"))]) for k, v in curve.items()}  # keep epoch 0
             acc, drop = curve["train_acc"], float("nan")
         row = {"seed": seed}
-        row.update({f"final_{k}": _num(curve[k][-w:].mean().item()) for k in METRICS})
-        row.update({f"last_epoch_{k}": _num(curve[k][-1].item()) for k in METRICS})
-        row.update({f"initial_{k}": _num(curve[k][0].item()) for k in ("train_loss", "test_loss")})
-        row["best_train_acc"] = _num(acc.max().item())
-        row["largest_train_acc_drop_in_window"] = _num(drop)
+        row.update({f"final_{k}": finite_or_none(curve[k][-w:].mean().item()) for k in METRICS})
+        row.update({f"last_epoch_{k}": finite_or_none(curve[k][-1].item()) for k in METRICS})
+        row.update({f"initial_{k}": finite_or_none(curve[k][0].item()) for k in ("train_loss", "test_loss")})
+        row["best_train_acc"] = finite_or_none(acc.max().item())
+        row["largest_train_acc_drop_in_window"] = finite_or_none(drop)
         row["unstable"] = bool(drop > INSTABILITY)  # False for a diverged seed: that is flagged apart
         row["random_label_agreement_with_true"] = r["agreement_with_true"][i]
         row["diverged"] = bool(r["diverged"][i])

@@ -18,10 +18,23 @@ import math
 from .. import models
 from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
-from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, correlation, spearman, trend
+from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, correlation, finite_or_none, spearman, trend
 from . import curvature
 from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
-from .cifar import COMMON, METRICS, check_model, check_sizes, diverged, history, train_cifar
+from .cifar import (
+    CIFAR_NON_NEGATIVE,
+    CIFAR_WORK,
+    COMMON,
+    COMPARISON_POSITIVE,
+    METRICS,
+    SPLIT_COLORS,
+    check_model,
+    check_sizes,
+    diverged,
+    history,
+    side_budget,
+    train_cifar,
+)
 
 NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
@@ -124,6 +137,9 @@ _FULL = {
     **curvature.SETTINGS,  # each trained model's top eigenvalue, trace and Keskar sharpness (experiments/curvature.py)
     "curvature_samples": 1000,
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
+POSITIVE_SETTINGS = (*COMPARISON_POSITIVE, "lr_sweep_batch_size")
 PROFILES = {
     "smoke": {
         **_FULL,
@@ -179,29 +195,12 @@ def validate(cfg: dict) -> None:
     curvature.validate(cfg)
 
 
-def side_budget(cfg: dict, batch_size: int) -> dict:
-    """The training budget of one configuration of a comparison across batch sizes (or lrs):
-    at least cfg["epochs"] epochs and at least cfg["min_steps"] optimizer steps, in whole epochs;
-    the StepLR drop and the evaluations stretched in proportion. Returns the settings to train
-    with (epochs, lr_step, eval_every) and the step count."""
-    per_epoch = math.ceil(cfg["train_size"] / min(batch_size, cfg["train_size"]))
-    epochs = max(cfg["epochs"], math.ceil(cfg["min_steps"] / per_epoch))
-    stretch = epochs / cfg["epochs"]
-    lr_step = cfg.get("lr_step") or None
-    return {
-        "epochs": epochs,
-        "lr_step": max(1, round(lr_step * stretch)) if lr_step else None,
-        "eval_every": max(1, round(cfg.get("eval_every", 1) * stretch)),
-        "steps": epochs * per_epoch,
-    }
-
-
 def trials(cfg: dict) -> list[Trial]:
     out = [
         Trial(
             key=f"batch-{b}",
             fn=train_sweep,
-            args={**cfg, "sweep": "batch", "batch_size": b, "lr": [cfg["batch_sweep_lr"]]},
+            args={**cfg, "sweep": "batch", "batch_size": b, "sweep_lrs": [cfg["batch_sweep_lr"]]},
             label=f"batch {b}",
         )
         for b in cfg["batch_sizes"]
@@ -210,7 +209,7 @@ def trials(cfg: dict) -> list[Trial]:
         Trial(
             key="lr",
             fn=train_sweep,
-            args={**cfg, "sweep": "lr", "batch_size": cfg["lr_sweep_batch_size"], "lr": cfg["lrs"]},
+            args={**cfg, "sweep": "lr", "batch_size": cfg["lr_sweep_batch_size"], "sweep_lrs": cfg["lrs"]},
             label=f"lrs {', '.join(f'{v:g}' for v in cfg['lrs'])}",
             weight=len(cfg["lrs"]),  # an ensemble member per learning rate: the longest trial
         )
@@ -222,11 +221,10 @@ def train_sweep(args: dict, ctx) -> dict:
     """One batch size (a member per seed) or all learning rates (a member per lr and seed, as one
     ensemble with a learning rate per member), then the sensitivity of every member."""
     seeds = seeds_for(args, args["seeds"])
-    lrs = [lr for lr in args["lr"] for _ in seeds]  # lr-major: member i = (lr i // n, seed i % n)
-    member_seeds = seeds * len(args["lr"])
+    lrs = [lr for lr in args["sweep_lrs"] for _ in seeds]  # lr-major: member i = (lr i // n, seed i % n)
+    member_seeds = seeds * len(args["sweep_lrs"])
     budget = side_budget(args, args["batch_size"])
-    train_args = {**args, **{k: budget[k] for k in ("epochs", "lr_step", "eval_every")}}
-    trainer, data = train_cifar(train_args, ctx, args["model"], member_seeds, lr=lrs, batch_size=args["batch_size"])
+    trainer, data = train_cifar(args, ctx, args["model"], member_seeds, lr=lrs, batch_size=args["batch_size"], budget=budget)
     sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
     sens = ensemble_sensitivity(trainer.ens, sens_x, models.outputs_probabilities(args["model"]))
     div = [d or b or not math.isfinite(s) for d, b, s in zip(diverged(trainer), blown_up(trainer.ens), sens.tolist())]
@@ -272,14 +270,14 @@ def rows(cfg: dict, results: dict) -> list[dict]:
                 "batch_size": r["batch_size"],
                 "lr": lr,
                 "seed": seed,
-                "epochs": r["epochs"],
+                "epochs": r["epochs_trained"],
                 "steps": r["steps"],
             }
             vals = {k: r[k][-1, i].item() for k in METRICS} | {"sensitivity": r["sensitivity"][i].item()}
             vals["acc_gap"] = vals["train_acc"] - vals["test_acc"]  # the generalization gap
             vals["loss_gap"] = vals["test_loss"] - vals["train_loss"]
             vals["train_loss_fall_last_quarter"] = (batch_loss[quarter, i] - batch_loss[-1, i]).item()
-            row.update({k: (v if not r["diverged"][i] and math.isfinite(v) else None) for k, v in vals.items()})
+            row.update({k: None if r["diverged"][i] else finite_or_none(v) for k, v in vals.items()})
             row.update(curvature.member_fields(r.get("curvature"), i))
             row["diverged"] = bool(r["diverged"][i])
             if r["effective_batch_size"] != r["batch_size"]:
@@ -476,9 +474,9 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
             base = {"sweep": r["sweep"], "batch_size": r["batch_size"], "lr": lr, "seed": seed}
             for j, e in enumerate(r["epoch"].tolist()):
                 out += [{**base, "epoch": e, "metric": k, "value": r[k][j, i].item()} for k in METRICS]
-            out.append({**base, "epoch": r["epochs"], "metric": "sensitivity", "value": r["sensitivity"][i].item()})
+            out.append({**base, "epoch": r["epochs_trained"], "metric": "sensitivity", "value": r["sensitivity"][i].item()})
             out += [
-                {**base, "epoch": r["epochs"], "metric": k, "value": v}
+                {**base, "epoch": r["epochs_trained"], "metric": k, "value": v}
                 for k, v in curvature.member_fields(r.get("curvature"), i).items()
                 if k in curvature.MEASURES and v is not None
             ]
@@ -486,8 +484,6 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- figures
-
-SPLIT_COLORS = {"train": "tab:blue", "test": "tab:orange", "sensitivity": "tab:green"}
 
 
 def config_color(sweep: str, value: float, values: list[float]):

@@ -15,7 +15,6 @@ from .. import models
 from ..analysis.pca import fit_pca, select_names
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from .. import findings as fd
-from ..engine.train import finite_or_none
 from .base import ConfigError, Trial, join_seed_parts, pyplot, save_fig, seeds_for, trials_by_seed_parts
 from .cifar import COMMON, check_model, check_sizes, steps_per_epoch
 
@@ -62,6 +61,10 @@ _FULL = {
     **COMMON,
     "label_every": 3,  # annotate every third epoch with its test accuracy
 }
+# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+WORK_SETTINGS = {"models": ("runs",), "length": ("epochs",), "data": ("train_size",)}
+POSITIVE_SETTINGS = ("runs", "epochs", "batch_size", "lr")
+NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
 PROFILES = {
     "smoke": {**_FULL, "runs": 3, "epochs": 4, "batch_size": 100, "lr": 2e-3, "lr_step": 3, "train_size": 300, "test_size": 200},
     "quick": {**_FULL, "epochs": 12, "batch_size": 200, "lr": 2e-3, "lr_step": 8, "train_size": 4000, "test_size": 1000},
@@ -100,16 +103,7 @@ def train_runs(args: dict, ctx) -> dict:
     ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
     layer = select_names(list(ens.params), args["layer"])
     init_whole, init_layer = ens.flat().cpu(), ens.flat(layer).cpu()
-    cfg = TrainConfig(
-        args["epochs"],
-        args["batch_size"],
-        args["lr"],
-        args["weight_decay"],
-        args["lr_step"],
-        args["lr_gamma"],
-        args["augment"],
-        amp=args["amp"],
-    )
+    cfg = TrainConfig.from_settings(args)
     trainer = Trainer(ens, cfg, seeds)
 
     def evaluate(t: Trainer) -> dict:
@@ -244,7 +238,7 @@ def seed_results(cfg: dict, r: dict) -> list[dict]:
     rows = []
     for i, seed in enumerate(r["seeds"]):
         good = bool(ok[i])
-        val = lambda t: finite_or_none(float(t)) if good else None  # noqa: E731
+        val = lambda t: fd.finite_or_none(t) if good else None  # noqa: E731
         rows.append(
             {
                 "run": i,

@@ -231,20 +231,19 @@ def comparison_blocks(run: ExpRun) -> list:
             )
         )
         return blocks
-    blocks.append(
-        ("p", f"Compared: {ref['what']}. Original: {ref['original']}; this run: profile `{profile}`{_length(run.config)}.")
-    )
+    blocks.append(("p", f"Compared: {ref['what']}. Original: {ref['original']}; this run: profile `{profile}`{_length(run)}."))
     blocks.append(numbers_table(run, ref))
     blocks.append(("legend",))
     return blocks
 
 
-def _length(cfg: dict | None) -> str:
-    for k in ("epochs", "train_epochs", "steps"):
-        v = (cfg or {}).get(k)
-        if isinstance(v, int) and not isinstance(v, bool):
-            unit = k.replace("_", " ")
-            return f", {v:,} {unit[:-1] if v == 1 else unit}"
+def _length(run: ExpRun) -> str:
+    """The training length the experiment declares first in WORK_SETTINGS["length"], as ", 25 epochs"."""
+    keys = (getattr(module_of(run.name), "WORK_SETTINGS", None) or {}).get("length") or ("",)
+    v = (run.config or {}).get(keys[0])
+    if isinstance(v, int) and not isinstance(v, bool):
+        unit = keys[0].replace("_", " ")
+        return f", {v:,} {unit[:-1] if v == 1 else unit}"
     return ""
 
 
