@@ -79,7 +79,7 @@ def main() -> None:
         if (d / "timing.json").exists():
             t = json.loads((d / "timing.json").read_text())
             experiments[d.name] = {
-                k: t.get(k) for k in ("wall_seconds_this_invocation", "trial_cpu_seconds", "cpu_utilisation", "executor")
+                k: t.get(k) for k in ("wall_seconds_this_invocation", "trial_cpu_seconds", "cores_busy_per_trial", "executor")
             }
     record = {
         "command": f"dlscope run all --out {out} {' '.join(a.extra)}".strip(),
@@ -101,7 +101,7 @@ def main() -> None:
     print(f"  worst estimate after the first minute: {record['worst_error_after_1_min']:+.0%}" if late else "")
     for name, e in experiments.items():
         print(
-            f"  {name:14s} {e['wall_seconds_this_invocation']:7.1f} s  CPU {e['trial_cpu_seconds']:7.1f} s  util {e['cpu_utilisation']}"
+            f"  {name:14s} {e['wall_seconds_this_invocation']:7.1f} s  CPU {e['trial_cpu_seconds']:7.1f} s  cores busy per trial {e['cores_busy_per_trial']}"
         )
 
 

@@ -38,7 +38,7 @@ def register() -> None:
 def trials(cfg: dict) -> list:
     gate, fail = os.environ.get(GATE_ENV), os.environ.get(RAISE_ENV)
     return [
-        replace(t, fn=gated_trial, args={"inner": t.args, "gate": gate if i == 0 else None, "raise": t.key == fail})
+        replace(t, fn=gated_trial, settings={"inner": t.settings, "gate": gate if i == 0 else None, "raise": t.key == fail})
         for i, t in enumerate(func_fit.trials(cfg))
     ]
 

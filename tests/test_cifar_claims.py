@@ -13,8 +13,8 @@ import torch
 from dlscope import findings as fd
 from dlscope.analysis.pca import fit_pca
 from dlscope.experiments import cifar_depth, param_count, trajectory
-from dlscope.experiments.base import model_color, resolve
-from dlscope.experiments.cifar import median_band, per_model_table
+from dlscope.experiments._base import model_color, resolve
+from dlscope.experiments._cifar import median_band, per_model_table
 
 
 def by_id(found: list[dict]) -> dict:
@@ -141,8 +141,8 @@ def test_quick_and_full_profiles_train_three_seeds_per_model():
         for module in (cifar_depth, param_count):
             cfg = resolve(module, profile)
             trials = module.trials(cfg)
-            assert [t.args["model"] for t in trials] == cfg["models"]  # one ensemble per model...
-            assert all(t.args["seeds"] >= 3 for t in trials)  # ...of at least 3 seeds
+            assert [t.settings["model"] for t in trials] == cfg["models"]  # one ensemble per model...
+            assert all(t.settings["seeds"] >= 3 for t in trials)  # ...of at least 3 seeds
         assert resolve(trajectory, profile)["runs"] >= 3
     # issue 18: cifar-depth 3 seeds at quick (its time unchanged), 5 at full; trajectory's 8 runs
     assert [resolve(cifar_depth, p)["seeds"] for p in ("smoke", "quick", "full")] == [2, 3, 5]
@@ -152,7 +152,7 @@ def test_quick_and_full_profiles_train_three_seeds_per_model():
     assert [resolve(random_labels, p)["seeds"] for p in ("smoke", "quick", "full")] == [3, 3, 5]
     # a fair comparison: every model of a run gets the same data, epochs, batch and seeds
     for module in (cifar_depth, param_count):
-        args = [t.args for t in module.trials(resolve(module, "quick"))]
+        args = [t.settings for t in module.trials(resolve(module, "quick"))]
         assert len({(a["train_size"], a["epochs"], a["batch_size"], a["lr"], a["seeds"], a["seed"]) for a in args}) == 1
 
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from dlscope import __version__, cli, experiments, progress
-from dlscope.experiments.base import resolve
+from dlscope.experiments._base import resolve
 from dlscope.progress import StudyProgress
 
 # a func-fit run of two tiny trials: seconds

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from dlscope import runner
-from dlscope.experiments.base import ConfigError, Resources, Trial
+from dlscope.experiments._base import ConfigError, Resources, Trial
 from dlscope.executors import AutoExecutor, Job, LocalExecutor, make_executor
 from dlscope.executors.process import ProcessExecutor, cpu_count
 
@@ -201,6 +201,7 @@ def test_auto_executor_runs_trials_side_by_side_with_the_local_numbers(tmp_path,
             assert len({w.proc.pid for w in auto._pool._pool} | {os.getpid()}) == workers + 1
         assert timing["threads_per_trial"] == runner.trial_threads(3)
         assert 0 < timing["trial_cpu_seconds"] and 0 < timing["cpu_utilisation"] <= cpu_count() + 0.1
+        assert 0 < timing["cores_busy_per_trial"] <= timing["threads_per_trial"] + 0.1
     finally:
         auto.close()
 
@@ -337,7 +338,7 @@ def test_ray_executor_survives_a_killed_worker(tmp_path, local_summary, ray_clus
 LOCAL_RAY = """
 import json, sys
 from dlscope.executors import Job, make_executor
-from dlscope.experiments.base import Resources, Trial
+from dlscope.experiments._base import Resources, Trial
 import gated_experiment, ray
 
 ex = make_executor("ray", workers=2)
@@ -387,4 +388,5 @@ def test_whole_study_side_by_side_writes_the_files_of_one_trial_after_another(tm
         timing = json.loads((tmp_path / "side" / name / "timing.json").read_text())
         if cpu_count() > 1:
             assert timing["executor"] == f"auto ({cpu_count()} worker processes, whole study)"
-            assert timing["threads_per_trial"] == 1
+            assert timing["threads_per_trial"] == 1 and "cpu_utilisation" not in timing  # its wall is a share
+            assert 0 < timing["cores_busy_per_trial"] <= 1.1

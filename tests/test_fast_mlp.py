@@ -165,7 +165,7 @@ def test_func_fit_trial_equals_the_generic_trainer(float64):
     """func-fit's trial runs on the fast path; its result has the same structure and numbers as
     training the same members with the generic vectorized Trainer."""
     from dlscope.experiments import func_fit
-    from dlscope.experiments.base import TrialContext
+    from dlscope.experiments._base import TrialContext
 
     args = {**func_fit.PROFILES["smoke"], "seed": 0, "model": "mlp-mid", "epochs": 3}
     got = func_fit.train_model(args, TrialContext(torch.device("cpu")))

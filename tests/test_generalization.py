@@ -242,7 +242,7 @@ def test_two_trainings_share_one_checkpoint_file():
 def test_full_profiles_are_spec_settings():
     from dlscope.analysis.interpolation import alpha_grid
     from dlscope.experiments import get
-    from dlscope.experiments.base import resolve
+    from dlscope.experiments._base import resolve
 
     cfg = resolve(get("param-count"), "full")
     assert [t.key for t in get("param-count").trials(cfg)] == [f"cnn-{k}" for k in range(21, 32)]
@@ -250,7 +250,7 @@ def test_full_profiles_are_spec_settings():
     cfg = resolve(get("sensitivity"), "full")
     trials = get("sensitivity").trials(cfg)
     assert [t.key for t in trials] == ["batch-16", "batch-64", "batch-256", "batch-1024", "batch-4096", "lr"]
-    assert trials[-1].args["sweep_lrs"] == [1e-1, 1e-2, 1e-3, 1e-4, 1e-5] and trials[-1].args["batch_size"] == 512
+    assert trials[-1].settings["sweep_lrs"] == [1e-1, 1e-2, 1e-3, 1e-4, 1e-5] and trials[-1].settings["batch_size"] == 512
     cfg = resolve(get("interpolation"), "full")
     grid = alpha_grid(cfg["alpha_min"], cfg["alpha_max"], cfg["alpha_points"])
     assert len(grid) == 21 and grid[0] == -2 and grid[-1] == 2 and {0.0, 1.0} <= set(grid)
@@ -270,7 +270,7 @@ def test_full_profiles_are_spec_settings():
 ])  # fmt: skip
 def test_impossible_settings_are_refused(name, setting):
     from dlscope.experiments import ConfigError, get
-    from dlscope.experiments.base import resolve
+    from dlscope.experiments._base import resolve
 
     with pytest.raises(ConfigError):
         resolve(get(name), "smoke", [setting])
@@ -278,7 +278,7 @@ def test_impossible_settings_are_refused(name, setting):
 
 def test_exploded_weights_count_as_diverged_even_with_a_finite_loss():
     from dlscope.engine import Ensemble
-    from dlscope.experiments.base import WEIGHT_LIMIT, blown_up
+    from dlscope.experiments._base import WEIGHT_LIMIT, blown_up
 
     ens = Ensemble.from_seeds("mnist-mlp", [0, 1, 2, 3], "cpu")
     assert blown_up(ens) == [False] * 4

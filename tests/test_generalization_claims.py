@@ -15,7 +15,7 @@ from scipy import stats
 from claims_check import check, rank_rho
 from dlscope import findings
 from dlscope.experiments import interpolation, random_labels, sensitivity
-from dlscope.experiments.base import resolve
+from dlscope.experiments._base import resolve
 
 SHOWN, NOT_SHOWN, INCONCLUSIVE = "shown", "not shown", "inconclusive"
 
@@ -308,7 +308,7 @@ def test_sensitivity_tracks_gap_across_models():
 
 
 def test_side_budget_gives_every_side_at_least_min_steps():
-    from dlscope.experiments.cifar import side_budget
+    from dlscope.experiments._cifar import side_budget
 
     cfg = resolve(sensitivity, "quick")  # 2,048 images, >= 12 epochs, >= 200 steps, lr drop at 9 of 12
     for b in cfg["batch_sizes"] + [cfg["lr_sweep_batch_size"]]:

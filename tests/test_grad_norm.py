@@ -209,7 +209,7 @@ def test_profiles_seeds():
     """Issue 18: the MLP at least 6 seeds at quick and 10 at full (shaped as func-fit's ensemble);
     the CNNs 3 at quick, 5 at full."""
     from dlscope.experiments import func_fit
-    from dlscope.experiments.base import resolve
+    from dlscope.experiments._base import resolve
 
     for profile, cnn, mlp in (("quick", 3, 6), ("full", 5, 10)):
         cfg = resolve(gn, profile)

@@ -13,7 +13,7 @@ import torch
 
 from dlscope import findings, models
 from dlscope.experiments import min_ratio
-from dlscope.experiments.base import TrialContext, resolve
+from dlscope.experiments._base import TrialContext, resolve
 from dlscope.experiments.func_fit import f1, inputs
 from dlscope.runner import run_experiment
 from dlscope.store import RunStore

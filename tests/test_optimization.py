@@ -141,7 +141,7 @@ class _StopAfter:
 def test_min_ratio_resumes_in_either_phase(monkeypatch, method, stop_at, at_step):
     from dlscope.engine import fast_mlp
     from dlscope.experiments import min_ratio
-    from dlscope.experiments.base import TrialContext, resolve
+    from dlscope.experiments._base import TrialContext, resolve
 
     monkeypatch.setattr(fast_mlp, "FULL_BATCH_CHUNK", 100)  # phase 1 saves at 100, 200, 300 steps
     # phase 2 saves after each Newton iteration (301, 302, 303), or every 50 Adam steps (350, 400, 420)

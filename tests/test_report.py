@@ -501,7 +501,7 @@ def test_no_findings_recorded_is_said_plainly(study, tmp_path):
 
 
 def test_run_prints_its_verdicts_and_what_to_do_next(monkeypatch, tmp_path, capsys):
-    from dlscope.experiments.base import resolve
+    from dlscope.experiments._base import resolve
     from dlscope.findings import Finding
 
     finding = Finding("f1-all-fit", "All three fit f1.", "original", "inconclusive", "k", 0.5, [0.1, 0.9], 3, "seeds disagree")
@@ -698,12 +698,12 @@ def test_report_into_a_read_only_folder(study, tmp_path, capsys):
 
 
 def test_every_experiment_keeps_the_contract_of_base_py(study):
-    """Every module of experiments.names() declares what experiments/base.py lists (REQUIRED; its
+    """Every module of experiments.names() declares what experiments/_base.py lists (REQUIRED; its
     declared settings name settings of every profile), and its smoke run yields findings, one
     results row per seed, and a caption for every figure it wrote."""
     import inspect
 
-    from dlscope.experiments import base
+    from dlscope.experiments import _base as base
 
     assert {"WORK_SETTINGS", "POSITIVE_SETTINGS", "NON_NEGATIVE_SETTINGS", "REFERENCE"} <= set(base.REQUIRED)
     for name in experiments.names():

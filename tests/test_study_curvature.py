@@ -1,4 +1,4 @@
-"""The curvature the study records of its trained models (experiments/curvature.py), checked
+"""The curvature the study records of its trained models (experiments/_curvature.py), checked
 against an independent computation, and `dlscope analyze --run` on the weights a run keeps."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from dlscope import data, models
 from dlscope.cli import main
-from dlscope.experiments import curvature
+from dlscope.experiments import _curvature as curvature
 from dlscope.runner import run_experiment
 from dlscope.store import read_pt
 

@@ -103,7 +103,7 @@ def _option(key: str) -> str:
 
 def check_settings(args) -> None:
     """ConfigError (one line) for a setting out of range or a bad combination; reads nothing."""
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
 
     if args.model and (args.data is None or args.out is None):
         raise ConfigError("--model needs --data and --out")
@@ -129,7 +129,7 @@ def check_settings(args) -> None:
 
 def check_train_size(args) -> None:
     """--train-size against the data set's size (with --run, known once the run is read)."""
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
 
     if args.train_size < 1:
         raise ConfigError(f"--train-size {args.train_size}: expected at least 1 image")
@@ -147,7 +147,7 @@ def load_factory(spec: str):
     user's own code is imported and run here, so any exception it raises is bad usage."""
     from torch import nn
 
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
 
     mod_name, _, fn_name = spec.partition(":")
     if spec.count(":") != 1 or not mod_name or not fn_name:
@@ -177,7 +177,7 @@ def load_weights(model, path: str) -> None:
     fits. Read with weights_only=True: data, never code."""
     import torch
 
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -207,7 +207,7 @@ def check_model(model, spec: str, x, y, args) -> str | None:
     import torch
 
     from .analysis.objective import NondeterministicObjective, Objective
-    from .experiments.base import WEIGHT_LIMIT, ConfigError
+    from .experiments._base import WEIGHT_LIMIT, ConfigError
     from .losses import mean_loss
 
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -259,11 +259,11 @@ def check_model(model, spec: str, x, y, args) -> str | None:
 
 def kept_models(run_dir: Path, only: list[str] | None = None) -> list[dict]:
     """The trained models a study's run folder keeps: [{"experiment", "trial", "model", "labels",
-    "params", "buffers"}], one entry per trial that kept weights (experiments/curvature.py).
+    "params", "buffers"}], one entry per trial that kept weights (experiments/_curvature.py).
     run_dir is the study's folder or one experiment's folder. ConfigError (one line) when it holds
     no run, or no kept models; RunFolderError when a folder of it is a link."""
     from . import experiments
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
     from .store import RunStore, read_pt
 
     if not run_dir.is_dir():
@@ -305,7 +305,7 @@ def load_kept(kept: list[dict]):
 
     from . import models
     from .engine import Ensemble
-    from .experiments.base import ConfigError, blown_up
+    from .experiments._base import ConfigError, blown_up
 
     names = sorted({str(k.get("model")) for k in kept})
     if len(names) != 1:
@@ -354,7 +354,7 @@ def plan(args) -> Plan:
     """Every check of `dlscope analyze`, in order: settings, the folder, the model and its
     weights, the data, one forward pass. Reads only; nothing is written (not even --out)."""
     from . import data as datasets
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
     from .report.curvature_folder import SUBFOLDERS
     from .store import RunStore
 

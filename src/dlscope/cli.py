@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from .data import DataError
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
     from .store import RunFolderError
 
     try:
@@ -291,7 +291,7 @@ def _dry_run(args, out) -> int:
     """The run's settings, trials and a rough time on this device, after the checks a real run makes
     before it starts; nothing runs, nothing is written (not even --out)."""
     from . import experiments, runner
-    from .experiments.base import resolve
+    from .experiments._base import resolve
     from .progress import ESTIMATE_BASIS, format_duration, plan_seconds
 
     device, plans = runner.check_plan(args.experiment, args.profile, args.overrides, args.seed, out, args.device)
@@ -300,7 +300,7 @@ def _dry_run(args, out) -> int:
     print(f"device: {device} ({runner.device_description(device)})")
     planned = plan_seconds(plans, device, args.seed)
     total = 0.0
-    for module, cfg, trials, store in plans:
+    for module, settings, trials, store in plans:
         done = sum(1 for t in trials if store.read_result(t.key, warn=False) is not None)
         seconds = planned[module.NAME]
         total += seconds
@@ -311,7 +311,7 @@ def _dry_run(args, out) -> int:
         )
         defaults = resolve(module, args.profile, None, args.seed)
         print("  settings:")
-        for key, value in cfg.items():
+        for key, value in settings.items():
             mark = "   (--set)" if defaults.get(key) != value else ""
             print(f"    {key} = {json.dumps(value)}{mark}")
         print("  trials:")
@@ -349,7 +349,7 @@ def _print_findings(result, heading: bool) -> None:
 def _write_report(out):
     """Write the run's report; its HTML path, or None (and a one-line error) if it cannot be written."""
     from . import report
-    from .experiments.base import ConfigError
+    from .experiments._base import ConfigError
 
     try:
         return report.write_report(out)[0]

@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import experiments
-from .experiments.base import ConfigError
+from .experiments._base import ConfigError
 
 FALLBACK_COLUMNS = 100  # a terminal that reports 0 columns (some ptys, `script`, docker exec)
 REFERENCE_THREADS = 2  # COST was measured on a 2-core CPU with 2 torch threads
@@ -269,21 +269,21 @@ def format_duration(seconds: float) -> str:
 MIN_SECONDS = 2.0  # start-up, data, summary and figures of even the smallest run
 
 
-def estimate_seconds(name: str, cfg: dict, trials: int, todo: int, device: str, seed: int = 0) -> float:
-    """A rough time for `todo` of `trials` trials of experiment `name` at settings `cfg` on `device`:
+def estimate_seconds(name: str, settings: dict, trials: int, todo: int, device: str, seed: int = 0) -> float:
+    """A rough time for `todo` of `trials` trials of experiment `name` at settings `settings` on `device`:
     its COST (seconds of the quick profile on the reference 2-core CPU) times the ratio of this run's
     work to quick's, the work being trials x seeds x epochs (or steps) x training examples, each the
     sum of the settings the experiment declares for it (WORK_SETTINGS); on a CPU, times
     2 / its torch threads (at least 1/2). No GPU reference exists: on CUDA it is the CPU figure."""
     import torch
 
-    from .experiments.base import WORK_GROUPS, resolve
+    from .experiments._base import WORK_GROUPS, resolve
 
     module = experiments.get(name)
     quick = resolve(module, "quick", None, seed)
     ratio = trials / max(len(module.trials(quick)), 1)
     for keys in (module.WORK_SETTINGS[group] for group in WORK_GROUPS):
-        mine = sum(cfg[k] for k in keys if isinstance(cfg.get(k), (int, float)))
+        mine = sum(settings[k] for k in keys if isinstance(settings.get(k), (int, float)))
         ref = sum(quick[k] for k in keys if isinstance(quick.get(k), (int, float)))
         if mine > 0 and ref > 0:
             ratio *= mine / ref
@@ -297,9 +297,9 @@ def plan_seconds(plans, device: str, seed: int = 0) -> dict[str, float]:
     """{experiment: estimated seconds} for check_plan's plans (module, settings, trials, store),
     finished trials left out: the one time model of --dry-run and of the live progress line."""
     out = {}
-    for module, cfg, trials, store in plans:
+    for module, settings, trials, store in plans:
         done = sum(1 for t in trials if store.read_result(t.key, warn=False) is not None)
-        out[module.NAME] = estimate_seconds(module.NAME, cfg, len(trials), len(trials) - done, device, seed)
+        out[module.NAME] = estimate_seconds(module.NAME, settings, len(trials), len(trials) - done, device, seed)
     return out
 
 

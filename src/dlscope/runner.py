@@ -20,7 +20,7 @@ import torch
 from . import experiments
 from .executors import SIDE_BY_SIDE_MIN_SECONDS, AutoExecutor, Executor, Job, LocalExecutor, Outcome, heaviest_first
 from .executors.process import ProcessExecutor, cpu_count
-from .experiments.base import ConfigError, resolve
+from .experiments._base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
 from .findings import finite_or_none
 from .progress import Progress, StudyProgress, estimate_seconds, plan_seconds, progress_seconds
@@ -78,12 +78,12 @@ def run_experiment(
     """Run one experiment into out/<name>/. Everything that can be wrong beforehand (settings,
     device, run folder) is checked before anything is written."""
     out = Path(out) if out else default_out()
-    device, [(module, cfg, trials, store)] = check_plan(name, profile, overrides, seed, out, device)
+    device, [(module, settings, trials, store)] = check_plan(name, profile, overrides, seed, out, device)
     every = checkpoint_seconds()
     with run_folder(out):
-        store.prepare(cfg)
+        store.prepare(settings)
         return _run_trials(
-            name, profile, seed, module, cfg, trials, store, device, every, executor or LocalExecutor(), data_dir, progress
+            name, profile, seed, module, settings, trials, store, device, every, executor or LocalExecutor(), data_dir, progress
         )
 
 
@@ -91,17 +91,17 @@ def check_run(name: str, profile: str, overrides: list[str] | None, seed: int, o
     """(module, settings, trials, store) of one experiment's run, checked against the run folder:
     ConfigError for bad settings or settings other than the folder's. Reads only."""
     module = experiments.get(name)
-    cfg = resolve(module, profile, overrides, seed)
-    trials = module.trials(cfg)
+    settings = resolve(module, profile, overrides, seed)
+    trials = module.trials(settings)
     keys = [t.key for t in trials]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"{name}: these settings give two trials the same name ({', '.join(keys)})")
     store = RunStore(out, name)
     try:
-        store.check(cfg)
+        store.check(settings)
     except OSError as e:  # a name too long, a folder that cannot be read
         raise ConfigError(f"--out {out}: cannot use that folder ({e.strerror or e})") from None
-    return module, cfg, trials, store
+    return module, settings, trials, store
 
 
 def check_plan(experiment: str, profile: str, overrides: list[str] | None, seed: int, out: Path, device: str):
@@ -146,7 +146,7 @@ class _Pending:
     profile: str
     seed: int
     module: object
-    cfg: dict
+    settings: dict
     trials: list
     store: RunStore
     device: str
@@ -172,10 +172,10 @@ class _Pending:
         self.left -= 1
 
 
-def _prepare(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir) -> _Pending:
+def _prepare(name, profile, seed, module, settings, trials, store, device, every, executor, data_dir) -> _Pending:
     todo = [t for t in trials if store.read_result(t.key) is None]  # unreadable results run again
     store.remove_checkpoints_except({t.key for t in todo})
-    planned = estimate_seconds(name, cfg, len(trials), len(todo), str(device), seed)  # alone: the dry run's time
+    planned = estimate_seconds(name, settings, len(trials), len(todo), str(device), seed)  # alone: the dry run's time
     # one thread rule for the executors on this machine (Ray's trials take the CPUs Ray gives them)
     on_this_machine = isinstance(executor, (LocalExecutor, AutoExecutor, ProcessExecutor))
     threads = trial_threads(len(trials)) if on_this_machine and device == "cpu" else None
@@ -184,20 +184,20 @@ def _prepare(name, profile, seed, module, cfg, trials, store, device, every, exe
         Job(name, t, device, data_dir, str(store.checkpoint_path(t.key)), every, threads, planned * t.weight / weights)
         for t in todo
     ]
-    return _Pending(name, profile, seed, module, cfg, trials, store, device, jobs, threads, planned, left=len(jobs))
+    return _Pending(name, profile, seed, module, settings, trials, store, device, jobs, threads, planned, left=len(jobs))
 
 
-def _finish(p: _Pending, executor_name: str, wall: float) -> RunResult:
+def _finish(p: _Pending, executor_name: str, wall: float, overlapped: bool = False) -> RunResult:
     """Summary, metrics, figures and timing of an experiment whose trials are over."""
     keys = [t.key for t in p.trials]
     results = {k: r for k in keys if (r := p.store.read_result(k, warn=False)) is not None}
     summary = {"experiment": p.name, "profile": p.profile, "seed": p.seed}
-    summary.update(p.module.summarize(p.cfg, results))
+    summary.update(p.module.summarize(p.settings, results))
     if p.failed:
         summary["failed_trials"] = sorted(p.failed)
     p.store.write_summary(_jsonable(summary))
-    p.store.write_metrics(p.module.metrics(p.cfg, results))
-    figures = p.module.figures(p.cfg, results, p.store.fig_dir) if results else []
+    p.store.write_metrics(p.module.metrics(p.settings, results))
+    figures = p.module.figures(p.settings, results, p.store.fig_dir) if results else []
     p.store.write_timing(
         {
             "device": p.device,
@@ -208,7 +208,7 @@ def _finish(p: _Pending, executor_name: str, wall: float) -> RunResult:
             "trial_seconds": {k: round(r.get("_seconds", 0.0), 3) for k, r in results.items()},
             "total_trial_seconds": round(sum(r.get("_seconds", 0.0) for r in results.values()), 3),
             "threads_per_trial": p.threads,
-            **cpu_use(results, wall, len(p.jobs) == len(p.trials)),
+            **cpu_use(results, wall, len(p.jobs) == len(p.trials) and not overlapped),
             "figures": [Path(f).name for f in figures],
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         }
@@ -216,8 +216,8 @@ def _finish(p: _Pending, executor_name: str, wall: float) -> RunResult:
     return RunResult(p.name, p.store.dir, summary, p.failed, trials_run=len(p.jobs))
 
 
-def _run_trials(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir, progress) -> RunResult:
-    p = _prepare(name, profile, seed, module, cfg, trials, store, device, every, executor, data_dir)
+def _run_trials(name, profile, seed, module, settings, trials, store, device, every, executor, data_dir, progress) -> RunResult:
+    p = _prepare(name, profile, seed, module, settings, trials, store, device, every, executor, data_dir)
     bar = Progress(name, len(trials), len(trials) - len(p.jobs), enabled=progress, planned=p.planned)
 
     def on_outcome(job: Job, outcome: Outcome) -> None:
@@ -248,9 +248,9 @@ def _run_study_side_by_side(profile, seed, plans, device, executor: AutoExecutor
     time from the previous one's end to its own: its share of the study."""
     every = checkpoint_seconds()
     pending = []
-    for module, cfg, trials, store in plans:
-        store.prepare(cfg)
-        pending.append(_prepare(module.NAME, profile, seed, module, cfg, trials, store, device, every, executor, data_dir))
+    for module, settings, trials, store in plans:
+        store.prepare(settings)
+        pending.append(_prepare(module.NAME, profile, seed, module, settings, trials, store, device, every, executor, data_dir))
     by_name = {p.name: p for p in pending}
     results: dict[str, RunResult] = {}
     shown = {"index": 0, "since": time.perf_counter()}
@@ -258,7 +258,7 @@ def _run_study_side_by_side(profile, seed, plans, device, executor: AutoExecutor
 
     def finish(p: _Pending) -> None:
         try:
-            results[p.name] = _finish(p, name_of, time.perf_counter() - shown["since"])
+            results[p.name] = _finish(p, name_of, time.perf_counter() - shown["since"], overlapped=True)
         except Exception as e:  # a crash outside the trials (summaries, figures): report, go on
             import traceback
 
@@ -309,13 +309,18 @@ def trial_threads(n_trials: int) -> int:
     return max(1, cores // max(1, min(cores, n_trials)))
 
 
-def cpu_use(results: dict, wall: float, all_ran_now: bool) -> dict:
-    """timing.json's CPU record: the trials' CPU seconds, and their sum over this invocation's wall
-    time (in cores; only when every trial ran in this invocation)."""
-    cpu = [r["_cpu_seconds"] for r in results.values() if isinstance(r.get("_cpu_seconds"), (int, float))]
-    out = {"trial_cpu_seconds": round(sum(cpu), 3), "cores": cpu_count()}
-    if all_ran_now and cpu and wall > 0:
-        out["cpu_utilisation"] = round(sum(cpu) / wall, 3)  # 2.0: two cores busy all the time
+def cpu_use(results: dict, wall: float, own_wall: bool) -> dict:
+    """timing.json's CPU record: the trials' CPU seconds; the cores a trial kept busy on average
+    (CPU over trial seconds: what side by side is measured by, 1.0 for a single-thread trial that
+    never waits); and, where the wall time is the experiment's own (every trial ran in this
+    invocation, not overlapping another experiment's), its CPU utilisation: CPU over wall, in cores."""
+    ran = [r for r in results.values() if isinstance(r.get("_cpu_seconds"), (int, float))]
+    cpu, seconds = sum(r["_cpu_seconds"] for r in ran), sum(r.get("_seconds", 0.0) for r in ran)
+    out = {"trial_cpu_seconds": round(cpu, 3), "cores": cpu_count()}
+    if seconds > 0:
+        out["cores_busy_per_trial"] = round(cpu / seconds, 3)
+    if own_wall and ran and wall > 0:
+        out["cpu_utilisation"] = round(cpu / wall, 3)  # 2.0: two cores busy all the time
     return out
 
 

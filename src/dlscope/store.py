@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 
 from .files import open_regular, read_text_regular, remove_temp_files, save_atomic, write_text_atomic
-from .experiments.base import ConfigError
+from .errors import ConfigError
 
 
 class RunFolderError(RuntimeError):

@@ -599,7 +599,7 @@ def smooth_end_points(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gra
             "kink_critical": usable & False, "pins": zeros, "hessian": hess, "usable": usable}  # fmt: skip
 
 
-WEIGHT_LIMIT = 1e6  # a weight beyond this in size: the training blew up (as experiments.base.WEIGHT_LIMIT)
+WEIGHT_LIMIT = 1e6  # a weight beyond this in size: the training blew up (as experiments._base.WEIGHT_LIMIT)
 
 
 def finite_rows(theta: torch.Tensor, *per_member: torch.Tensor) -> torch.Tensor:

@@ -519,7 +519,7 @@ STUDY_SHARPNESS = ("keskar",)  # the study's sharpness: Keskar et al.'s, as they
 
 
 def study_budget(settings: dict) -> Budget:
-    """The study's budget from its curvature settings (see experiments/curvature.py SETTINGS)."""
+    """The study's budget from its curvature settings (see experiments/_curvature.py SETTINGS)."""
     return Budget(
         loss="ce",
         seed=settings.get("seed", 0),

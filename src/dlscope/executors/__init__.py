@@ -31,7 +31,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..engine import accel
-from ..experiments.base import Trial, TrialContext
+from ..experiments._base import Trial, TrialContext
 from ..store import FileCheckpointer, storable
 
 
@@ -89,14 +89,14 @@ def _torch_threads(n: int | None):
 def _run_trial(job: Job, ctx: TrialContext, ckpt) -> Outcome:
     try:
         try:
-            result = job.trial.fn(job.trial.args, ctx)
+            result = job.trial.fn(job.trial.settings, ctx)
         except Exception:
             if not (ckpt and ckpt.untried):
                 raise
             # it failed after loading its checkpoint, before any progress: the checkpoint may not
             # fit this version's trial (an older format, a damaged state); drop it, start over once
             ckpt.clear()
-            result = job.trial.fn(job.trial.args, ctx)
+            result = job.trial.fn(job.trial.settings, ctx)
         result = storable(result, f"the result of trial {job.trial.key}")
     except Exception:
         return Outcome(job.trial.key, error=traceback.format_exc())
@@ -191,7 +191,7 @@ def make_executor(name: str = "auto", workers: int | None = None, address: str |
     """The executor the command line names: --executor NAME [--workers N] [--address HOST:PORT]."""
     import importlib.util
 
-    from ..experiments.base import ConfigError
+    from ..experiments._base import ConfigError
 
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")

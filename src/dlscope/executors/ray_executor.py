@@ -74,7 +74,7 @@ class RayExecutor:
                 try:
                     ray.init(address=self.address)
                 except (ConnectionError, RuntimeError) as e:
-                    from ..experiments.base import ConfigError
+                    from ..experiments._base import ConfigError
 
                     last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                     raise ConfigError(
@@ -118,7 +118,7 @@ class RayExecutor:
         limit = self.workers if self.address and self.workers else len(jobs)
         most_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1) or 1
         if jobs[0].device.startswith("cuda") and not ray.cluster_resources().get("GPU"):
-            from ..experiments.base import ConfigError
+            from ..experiments._base import ConfigError
 
             raise ConfigError("--device cuda: the Ray cluster has no GPUs (does `ray status` list them?)")
         queue = list(reversed(jobs))

@@ -1,10 +1,10 @@
-"""The study's experiments, in SPEC order, each a module (see base.py for what one holds)."""
+"""The study's experiments, in SPEC order, each a module (see _base.py for what one holds)."""
 
 from __future__ import annotations
 
 import importlib
 
-from .base import ConfigError
+from ._base import ConfigError
 
 # name -> module, in the order of SPEC and of the report
 REGISTRY = {

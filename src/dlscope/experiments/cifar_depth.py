@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from .. import findings as fd
-from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
-from .cifar import (
+from ._base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
+from ._cifar import (
     BAND,
     CIFAR_NON_NEGATIVE,
     CIFAR_POSITIVE,
@@ -34,10 +34,8 @@ from .cifar import (
 NAME = "cifar-depth"
 TITLE = "Deep vs shallow CNNs on CIFAR-10"
 
-# --- for the report and the progress display (see base.py)
-COST = (
-    101  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+# --- for the report and the progress display (see _base.py)
+COST = 43  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether the deeper CNNs (cnn-2, cnn-7) end ahead of the one-layer cnn-1 seed by seed, as the original "
     "found (findings deeper-is-better, cnn-2-over-cnn-1, cnn-7-over-cnn-2: differences of test accuracy paired "
@@ -97,7 +95,7 @@ _FULL = {
     "seeds": 5,  # quick: 3 (Page's test decides an ordering of 3 models from 3 seeds that agree: p = 0.005)
     "eval_every": 1,  # epochs between evaluation passes (the last epoch is always evaluated)
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
 POSITIVE_SETTINGS = CIFAR_POSITIVE
 PROFILES = {
@@ -132,16 +130,16 @@ def original(model: str) -> tuple[float, float] | None:
 validate = validate_models_and_sizes
 
 
-def trials(cfg: dict) -> list[Trial]:
-    return trial_per_model(cfg, train_model, weigh_by_params=True)
+def trials(settings: dict) -> list[Trial]:
+    return trial_per_model(settings, train_model, weigh_by_params=True)
 
 
-def train_model(args: dict, ctx) -> dict:
-    seeds = seeds_for(args, args["seeds"])
-    trainer, _ = train_cifar(args, ctx, args["model"], seeds)
+def train_model(settings: dict, ctx) -> dict:
+    seeds = seeds_for(settings, settings["seeds"])
+    trainer, _ = train_cifar(settings, ctx, settings["model"], seeds)
     # every metric [evaluations, N]: at initialisation and every eval_every epochs (epoch in "epoch")
     return {
-        "model": args["model"],
+        "model": settings["model"],
         "params": trainer.ens.n_params(),
         "seeds": seeds,
         **history(trainer),
@@ -317,23 +315,23 @@ def claims(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- outputs
 
 
-def seed_results(cfg: dict, results: dict) -> list[dict]:
+def seed_results(settings: dict, results: dict) -> list[dict]:
     """One row per (model, seed): final metrics and where its training ended."""
     rows = []
-    for m, r in finished_models(cfg, results):
-        rows += seed_rows(r, cfg["train_size"], cfg["batch_size"], model=m, params=r["params"])
+    for m, r in finished_models(settings, results):
+        rows += seed_rows(r, settings["train_size"], settings["batch_size"], model=m, params=r["params"])
     return rows
 
 
-def summarize(cfg: dict, results: dict) -> dict:
+def summarize(settings: dict, results: dict) -> dict:
     # one row per model and seed; the report draws their medians per model (no second table here)
-    rows = seed_results(cfg, results)
+    rows = seed_results(settings, results)
     return {"results": rows, "findings": claims(rows)}
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows = []
-    for m, r in finished_models(cfg, results):
+    for m, r in finished_models(settings, results):
         for i, seed in enumerate(r["seeds"]):
             for k in METRICS:
                 for e, v in zip(r["epoch"].tolist(), r[k][:, i].tolist()):
@@ -341,11 +339,11 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
     return rows
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
     from matplotlib.transforms import blended_transform_factory
 
-    done = finished_models(cfg, results)
+    done = finished_models(settings, results)
     n_seeds = max((len(r["seeds"]) for _, r in done), default=0)
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     for m, r in done:
@@ -355,7 +353,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             median_band(ax_a, x, 100 * r[f"{split}_acc"], model_color(m), f"{m} {split}", style, r["diverged"])
     # the original's test numbers at epoch 100: at that epoch when this run has it, else as
     # markers just right of the axes (a level to compare with, not a point on these curves)
-    at_100 = cfg["epochs"] >= REFERENCE_EPOCH
+    at_100 = settings["epochs"] >= REFERENCE_EPOCH
     where = "" if at_100 else " (drawn at the right edge)"
     for ax, idx, scale in ((ax_l, 0, 1), (ax_a, 1, 100)):
         tr = ax.transData if at_100 else blended_transform_factory(ax.transAxes, ax.transData)
@@ -383,14 +381,14 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the curves stay visible
     fig.suptitle(
-        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training / {cfg['test_size']:,} test images, "
+        f"{settings['epochs']} epochs, batch {settings['batch_size']}, {settings['train_size']:,} training / {settings['test_size']:,} test images, "
         f"{n_seeds} seeds per model",
         fontsize=10,
     )
     path = save_fig(fig, fig_dir / "curves.png")
 
     # the table of final values as a figure too, for the report: medians over seeds
-    rows = per_model_table(seed_results(cfg, results), cfg["models"], keys=METRICS + ("final_batch_loss",))
+    rows = per_model_table(seed_results(settings, results), settings["models"], keys=METRICS + ("final_batch_loss",))
     for t in rows:
         if original(t["model"]):
             t["original_test_loss"], t["original_test_acc"] = original(t["model"])
@@ -419,7 +417,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         cellText=cells, colLabels=["model", "params", "seeds", "train loss", "test loss", "train acc", "test acc"], loc="center"
     )
     table.scale(1, 1.3)
-    ax.set_title(f"Final values after {cfg['epochs']} epochs: median over seeds")
+    ax.set_title(f"Final values after {settings['epochs']} epochs: median over seeds")
     return [path, save_fig(fig, fig_dir / "table.png")]
 
 

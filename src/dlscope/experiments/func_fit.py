@@ -24,17 +24,15 @@ from .. import models
 from .. import engine
 from ..engine import TrainConfig
 from .. import findings as fnd
-from .functions import FIT_FRACTION, FUNCTIONS, STALL_TOL, constant_mse, f1, f2, inputs, is_fit, is_stalled  # noqa: F401
-from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
+from ._functions import FIT_FRACTION, FUNCTIONS, STALL_TOL, constant_mse, f1, f2, inputs, is_fit, is_stalled  # noqa: F401
+from ._base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
 
 NAME = "func-fit"
 TITLE = "Deep vs shallow networks on simulated functions"
 
-# --- for the report and the progress display (see base.py)
+# --- for the report and the progress display (see _base.py)
 PART = "Deep vs shallow"
-COST = (
-    458  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+COST = 125  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "The original claims that all three models reach a minimum on f1, faster than on f2, and that on f2 the shallow "
     "model stalls well above the two deeper ones; the findings above give this run's verdict on each, from every "
@@ -100,7 +98,7 @@ _FULL = {
     "converge_every": 100,
     "converge_tol": 1e-6,
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs",), "data": ("points",)}
 POSITIVE_SETTINGS = ("seeds", "epochs", "batch_size", "lr")
 NON_NEGATIVE_SETTINGS = ()
@@ -123,14 +121,14 @@ PROFILES = {
 }
 
 
-def validate(cfg: dict) -> None:
-    for m in cfg["models"]:
+def validate(settings: dict) -> None:
+    for m in settings["models"]:
         if m not in models.MLP_WIDTHS:
             raise ConfigError(f"models: {m!r} is not one of the 1-D MLPs {', '.join(models.MLP_WIDTHS)}")
-    for f in cfg["functions"]:
+    for f in settings["functions"]:
         if f not in FUNCTIONS:
             raise ConfigError(f"functions: {f!r} unknown; choose from {', '.join(FUNCTIONS)}")
-    if cfg["points"] < 2:
+    if settings["points"] < 2:
         raise ConfigError("points: need at least 2")
 
 
@@ -182,27 +180,27 @@ def median_iqr(values) -> tuple[float, float, float] | None:
 # --------------------------------------------------------------------------- trials
 
 
-def trials(cfg: dict) -> list[Trial]:
-    return trial_per_model(cfg, train_model)
+def trials(settings: dict) -> list[Trial]:
+    return trial_per_model(settings, train_model)
 
 
-def members(cfg: dict) -> list[dict]:
-    return [{"function": f, "seed": s} for f in cfg["functions"] for s in seeds_for(cfg, cfg["seeds"])]
+def members(settings: dict) -> list[dict]:
+    return [{"function": f, "seed": s} for f in settings["functions"] for s in seeds_for(settings, settings["seeds"])]
 
 
-def train_model(args: dict, ctx) -> dict:
+def train_model(settings: dict, ctx) -> dict:
     dev = ctx.device
-    x = inputs(args["points"], dev)
-    mem = members(args)
+    x = inputs(settings["points"], dev)
+    mem = members(settings)
     y = torch.stack([FUNCTIONS[m["function"]](x[:, 0]) for m in mem])  # [N, points]
     seeds = [m["seed"] for m in mem]
-    cfg = TrainConfig.from_settings(args, loss="mse")
+    train_config = TrainConfig.from_settings(settings, loss="mse")
     # the MLPs go the fast path (hand-written backward, an epoch per compiled call), others the general one
-    trainer = engine.trainer(args["model"], cfg, seeds, dev)
+    trainer = engine.trainer(settings["model"], train_config, seeds, dev)
     trainer.run(x, y, evaluate="mse", checkpoint=ctx.checkpoint)
     pred, n_params = trainer.predict(x).cpu(), trainer.n_params
     return {
-        "model": args["model"],
+        "model": settings["model"],
         "params": n_params,
         "members": mem,
         "loss": torch.stack(trainer.history["loss"]),  # [epochs + 1, N]
@@ -214,11 +212,11 @@ def train_model(args: dict, ctx) -> dict:
 # --------------------------------------------------------------------------- outputs
 
 
-def summarize(cfg: dict, results: dict) -> dict:
-    const = {f: constant_mse(f, cfg["points"]) for f in cfg["functions"]}
-    steps_per_epoch = -(-cfg["points"] // cfg["batch_size"])
+def summarize(settings: dict, results: dict) -> dict:
+    const = {f: constant_mse(f, settings["points"]) for f in settings["functions"]}
+    steps_per_epoch = -(-settings["points"] // settings["batch_size"])
     rows = []
-    for m, r in finished_models(cfg, results):
+    for m, r in finished_models(settings, results):
         for i, mem in enumerate(r["members"]):
             curve = r["loss"][:, i].tolist()
             f, final = mem["function"], curve[-1]
@@ -237,15 +235,15 @@ def summarize(cfg: dict, results: dict) -> dict:
                     "fit": is_fit(final, const[f]),
                     "epoch_90": descent_epoch(curve),
                     "converged_epoch": converged_epoch(
-                        curve, cfg["converge_min_epoch"], cfg["converge_every"], cfg["converge_tol"]
+                        curve, settings["converge_min_epoch"], settings["converge_every"], settings["converge_tol"]
                     ),
                     "diverged": bool(r["diverged"][i]) or not math.isfinite(final),
                 }
             )
-    rows.sort(key=lambda r: (r["function"], cfg["models"].index(r["model"]), r["seed"]))
+    rows.sort(key=lambda r: (r["function"], settings["models"].index(r["model"]), r["seed"]))
     by_model = []
-    for f in cfg["functions"]:
-        for m in cfg["models"]:
+    for f in settings["functions"]:
+        for m in settings["models"]:
             mine = [r for r in rows if r["function"] == f and r["model"] == m]
             if not mine:
                 continue
@@ -267,15 +265,15 @@ def summarize(cfg: dict, results: dict) -> dict:
     return {
         "results": rows,
         "by_model": by_model,
-        "findings": [c.as_dict() for c in claims(rows, cfg["models"])],
+        "findings": [c.as_dict() for c in claims(rows, settings["models"])],
         "definitions": {
             "constant_mse": "MSE of the best constant prediction (the targets' mean) on the training points: the targets' variance",
             "stalled": f"final MSE within {STALL_TOL:.0%} of constant_mse (the constant-prediction plateau)",
             "fit": f"final MSE <= {FIT_FRACTION:g} x constant_mse",
             "epoch_90": "first epoch at which the full-data MSE has made 90% of its log-scale descent from initialisation "
             "to its end level (the lowest MSE over the last 10% of epochs)",
-            "converged_epoch": f"SPEC's rule: first epoch e >= {cfg['converge_min_epoch']}, a multiple of {cfg['converge_every']}, "
-            f"with loss(e - {cfg['converge_every']}) - loss(e) < {cfg['converge_tol']:g}",
+            "converged_epoch": f"SPEC's rule: first epoch e >= {settings['converge_min_epoch']}, a multiple of {settings['converge_every']}, "
+            f"with loss(e - {settings['converge_every']}) - loss(e) < {settings['converge_tol']:g}",
             "median": "numpy's median over seeds (the mean of the two middle values for an even n); band/IQR: 25th-75th percentile",
         },
     }
@@ -434,7 +432,7 @@ def claims(rows: list[dict], model_names: list[str]) -> list[fnd.Finding]:
     return [claim_f1_all_fit(rows, model_names), claim_f2_shallow_worst(rows, model_names), claim_f1_faster(rows, model_names)]
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows = []
     for m, r in results.items():
         for i, mem in enumerate(r["members"]):
@@ -466,20 +464,20 @@ def _seed_curves(r: dict, f: str) -> tuple[np.ndarray, int]:
     return curves[:, ok], int((~ok).sum())
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
     paths = []
-    xs = inputs(cfg["points"])[:, 0]
+    xs = inputs(settings["points"])[:, 0]
     fine = torch.linspace(-1, 1, 2000)
-    funcs = cfg["functions"]
-    summary = summarize(cfg, results)
+    funcs = settings["functions"]
+    summary = summarize(settings, results)
     rows = summary["results"]
 
     fig, axes = plt.subplots(1, len(funcs), figsize=(5 * len(funcs), 3.2), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
         ax.plot(fine, FUNCTIONS[f](fine), color="k", lw=1.2)
-        ax.scatter(xs, FUNCTIONS[f](xs), s=5, color="tab:red", label=f"{cfg['points']} training points")
+        ax.scatter(xs, FUNCTIONS[f](xs), s=5, color="tab:red", label=f"{settings['points']} training points")
         ax.set(title={"f1": "f1(x) = sin(5πx)/(5πx)", "f2": "f2(x) = sign(sin(5πx))"}[f], xlabel="x", ylabel=f"{f}(x)")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", fontsize=8)  # below: inside it hides points
     paths.append(save_fig(fig, fig_dir / "functions.png"))
@@ -488,7 +486,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 4.2), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
         drawn = False
-        for m, r in finished_models(cfg, results):
+        for m, r in finished_models(settings, results):
             curves, diverged = _seed_curves(r, f)
             color = model_color(m)
             stalled = ", ".join(
@@ -508,9 +506,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             else:
                 ax.plot([], [], color=color, lw=2, label=label)
             ref = ORIGINAL_FINAL.get((f, m))
-            if ref and ref[0] <= cfg["epochs"]:
+            if ref and ref[0] <= settings["epochs"]:
                 ax.plot(*ref, marker="*", ms=11, color=color, mec="k", mew=0.6, ls="none")
-        c = constant_mse(f, cfg["points"])
+        c = constant_mse(f, settings["points"])
         ax.axhline(c, color="k", ls="--", lw=0.8, label=f"constant prediction (MSE {c:.3g})")
         ax.plot([], [], marker="*", ms=9, color="w", mec="k", ls="none", label="the original's final MSE (SPEC)")
         ax.set(
@@ -524,7 +522,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
 
     # convergence epochs (the original's Fig. 2a compares them across models)
     fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
-    names = [m for m, _ in finished_models(cfg, results)]
+    names = [m for m, _ in finished_models(settings, results)]
     for j, f in enumerate(funcs):
         for k, m in enumerate(names):
             vals = [row["epoch_90"] for row in rows if row["function"] == f and row["model"] == m and row["epoch_90"] is not None]
@@ -563,12 +561,12 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     fig, axes = plt.subplots(1, len(funcs), figsize=(5.5 * len(funcs), 3.6), squeeze=False, layout="constrained")
     for ax, f in zip(axes[0], funcs):
         ax.plot(fine, FUNCTIONS[f](fine), color="k", lw=2, alpha=0.35, label="ground truth")
-        for m, r in finished_models(cfg, results):
+        for m, r in finished_models(settings, results):
             idx = [i for i, mem in enumerate(r["members"]) if mem["function"] == f]
             finals = torch.nan_to_num(r["loss"][-1, idx], nan=float("inf"))
             i = idx[int(finals.argsort()[(len(idx) - 1) // 2])]  # the seed with the (lower) median final loss
             ax.plot(xs, r["pred"][i], color=model_color(m), lw=1.2, label=f"{m} (seed at the median final MSE of n={len(idx)})")
-        ax.set(xlabel="x", ylabel="prediction", title=f"Predictions on {f} after {cfg['epochs']} epochs")
+        ax.set(xlabel="x", ylabel="prediction", title=f"Predictions on {f} after {settings['epochs']} epochs")
         ax.set_xticks([-1, -0.5, 0, 0.5, 1])
     fig.legend(
         *axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8

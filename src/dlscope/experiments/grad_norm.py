@@ -27,17 +27,15 @@ from .. import findings as fnd
 from .. import models
 from .. import engine
 from ..engine import TrainConfig, evaluate_classifier
-from .base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
-from .cifar import COMMON, check_sizes
-from .functions import FUNCTIONS, constant_mse, inputs, is_stalled
+from ._base import ConfigError, Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
+from ._cifar import COMMON, check_sizes
+from ._functions import FUNCTIONS, constant_mse, inputs, is_stalled
 
 NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
 
-# --- for the report and the progress display (see base.py)
-COST = (
-    103  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+# --- for the report and the progress display (see _base.py)
+COST = 33  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "The original claims that the gradient norm's fluctuations shrink once the model reaches a minimum (its "
     "Fig 13). The findings above judge it seed by seed, for the MLP (grad-norm-falls) and for the CNNs "
@@ -83,7 +81,7 @@ _FULL = {
     **COMMON,
     "grad_batch_size": 500,  # chunks of the full-batch gradient pass (memory only)
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs", "mlp_epochs"), "data": ("train_size", "points")}
 POSITIVE_SETTINGS = ("seeds", "mlp_seeds", "epochs", "mlp_epochs", "batch_size", "mlp_batch_size", "grad_batch_size", "lr")
 NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
@@ -123,43 +121,43 @@ def is_mlp(model: str) -> bool:
     return models.info(model)["input_shape"] == (1,)
 
 
-def validate(cfg: dict) -> None:
-    for m in cfg["models"]:
+def validate(settings: dict) -> None:
+    for m in settings["models"]:
         if m not in models.names() or models.info(m)["input_shape"] not in ((1,), (3, 32, 32)):
             raise ConfigError(f"models: {m!r} is not a 1-D MLP or a CIFAR-10 model of the zoo")
-    if cfg["function"] not in FUNCTIONS:
-        raise ConfigError(f"function: {cfg['function']!r} unknown; choose from {', '.join(FUNCTIONS)}")
-    check_sizes(cfg)
+    if settings["function"] not in FUNCTIONS:
+        raise ConfigError(f"function: {settings['function']!r} unknown; choose from {', '.join(FUNCTIONS)}")
+    check_sizes(settings)
 
 
-def trials(cfg: dict) -> list[Trial]:
-    return trial_per_model(cfg, train_model)
+def trials(settings: dict) -> list[Trial]:
+    return trial_per_model(settings, train_model)
 
 
-def train_model(args: dict, ctx) -> dict:
+def train_model(settings: dict, ctx) -> dict:
     """One model's seeds as one trainer (the MLP's on the fast path, where its full-batch loss and
     gradient norm come in float64 and closed form; batch 1 costs ~10 µs a step there instead of
     ~1 ms), measuring the full-batch loss and gradient norm at initialisation and after every epoch."""
-    dev, model = ctx.device, args["model"]
-    seeds = seeds_for(args, args["mlp_seeds"] if is_mlp(model) else args["seeds"])
+    dev, model = ctx.device, settings["model"]
+    seeds = seeds_for(settings, settings["mlp_seeds"] if is_mlp(model) else settings["seeds"])
     if is_mlp(model):
-        x = inputs(args["points"], dev)
-        y = FUNCTIONS[args["function"]](x[:, 0])
-        cfg = TrainConfig.from_settings(args, prefix="mlp_", loss="mse")
+        x = inputs(settings["points"], dev)
+        y = FUNCTIONS[settings["function"]](x[:, 0])
+        train_config = TrainConfig.from_settings(settings, prefix="mlp_", loss="mse")
 
         def evaluate(t) -> dict:
             return t.gradient(x, y)
     else:
-        data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
+        data = ctx.load_data("cifar10", settings["train_size"], settings["test_size"])
         x, y = data.train.x, data.train.y
-        cfg = TrainConfig.from_settings(args)
+        train_config = TrainConfig.from_settings(settings)
 
         def evaluate(t) -> dict:
-            out = t.gradient(x, y, args["grad_batch_size"])
+            out = t.gradient(x, y, settings["grad_batch_size"])
             test = evaluate_classifier(t.ens, data.test.x, data.test.y)
             return {**out, "test_loss": test["loss"], "test_acc": test["acc"]}
 
-    trainer = engine.trainer(model, cfg, seeds, dev, examples=len(x), each_epoch=True)
+    trainer = engine.trainer(model, train_config, seeds, dev, examples=len(x), each_epoch=True)
     trainer.run(x, y, evaluate=evaluate, checkpoint=ctx.checkpoint)
     h = trainer.history
     keys = [k for k in ("loss", "grad_norm", "acc", "test_loss", "test_acc") if k in h]
@@ -167,8 +165,8 @@ def train_model(args: dict, ctx) -> dict:
         "model": model,
         "params": trainer.n_params,
         "seeds": seeds,
-        "task": f"{args['function']} (MSE)" if is_mlp(model) else "CIFAR-10 (cross-entropy)",
-        "steps_per_epoch": -(-len(x) // cfg.batch_size),
+        "task": f"{settings['function']} (MSE)" if is_mlp(model) else "CIFAR-10 (cross-entropy)",
+        "steps_per_epoch": -(-len(x) // train_config.batch_size),
         **{k: torch.stack(h[k]) for k in keys},  # [epochs + 1, seeds]
         "diverged": (trainer.diverged | ~torch.isfinite(h["loss"][-1])).tolist(),
     }
@@ -223,9 +221,9 @@ def windows(loss, grad_norm) -> dict | None:
     }
 
 
-def summarize(cfg: dict, results: dict) -> dict:
+def summarize(settings: dict, results: dict) -> dict:
     rows = []
-    for m, r in finished_models(cfg, results):
+    for m, r in finished_models(settings, results):
         epochs = r["loss"].shape[0] - 1
         for i, seed in enumerate(r["seeds"]):
             loss, g = r["loss"][:, i].tolist(), r["grad_norm"][:, i].tolist()
@@ -246,7 +244,7 @@ def summarize(cfg: dict, results: dict) -> dict:
             w = windows(loss, g)
             row.update(w or {"drop_epoch": None})
             if is_mlp(m):  # on the plateau of the best constant output: no minimum reached
-                row["stalled"] = is_stalled(loss[-1], constant_mse(cfg["function"], cfg["points"]))
+                row["stalled"] = is_stalled(loss[-1], constant_mse(settings["function"], settings["points"]))
             row["diverged"] = bool(r["diverged"][i]) or not (math.isfinite(loss[-1]) and math.isfinite(g[-1]))
             rows.append(row)
     return {
@@ -357,7 +355,7 @@ def claims(rows: list[dict]) -> list[fnd.Finding]:
     return out
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows = []
     for m, r in results.items():
         for i, seed in enumerate(r["seeds"]):
@@ -392,18 +390,18 @@ def _finite_seeds(curves: torch.Tensor) -> np.ndarray:
     return a[:, np.isfinite(a).all(0)]
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
     paths = []
-    mlp_title = f"on {cfg['function']} (full-batch MSE; trained at batch size {cfg['mlp_batch_size']}, lr {cfg['mlp_lr']:g})"
+    mlp_title = f"on {settings['function']} (full-batch MSE; trained at batch size {settings['mlp_batch_size']}, lr {settings['mlp_lr']:g})"
     groups = (
-        ("mlp", mlp_title, "MSE", [m for m in cfg["models"] if is_mlp(m)]),
+        ("mlp", mlp_title, "MSE", [m for m in settings["models"] if is_mlp(m)]),
         (
             "cifar",
             "CIFAR-10 models (full-batch cross-entropy over the training subset)",
             "cross-entropy",
-            [m for m in cfg["models"] if not is_mlp(m)],
+            [m for m in settings["models"] if not is_mlp(m)],
         ),
     )
     for tag, title, loss_name, names in groups:

@@ -25,9 +25,9 @@ from .. import models
 from ..analysis.interpolation import alpha_grid, evaluate, evaluate_path
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, finite_or_none, greater
-from . import curvature
-from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
-from .cifar import (
+from . import _curvature as curvature
+from ._base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
+from ._cifar import (
     CIFAR_NON_NEGATIVE,
     CIFAR_WORK,
     COMMON,
@@ -45,10 +45,8 @@ from .cifar import (
 NAME = "interpolation"
 TITLE = "Flatness 1: linear interpolation between two trained models"
 
-# --- for the report and the progress display (see base.py)
-COST = (
-    72  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+# --- for the report and the progress display (see _base.py)
+COST = 64  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether the large-batch end is sharper: Keskar et al. (2017) find large-batch minima sharper, and by the "
     "same noise argument a larger learning rate should end flatter. `large-batch-sharper` and `large-lr-flatter` "
@@ -103,10 +101,10 @@ _FULL = {
     "sensitivity_samples": 1000,  # test images the sensitivity averages over
     "shared_init": False,
     "eval_every": 1,
-    **curvature.SETTINGS,  # each trained end's top eigenvalue, trace and Keskar sharpness (experiments/curvature.py)
+    **curvature.SETTINGS,  # each trained end's top eigenvalue, trace and Keskar sharpness (experiments/_curvature.py)
     "curvature_samples": 1000,
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
 POSITIVE_SETTINGS = (*COMPARISON_POSITIVE, "lr_pair_batch_size")
 PROFILES = {
@@ -157,38 +155,38 @@ PROFILES = {
 }
 
 
-def validate(cfg: dict) -> None:
-    check_model(cfg["model"], "model")
-    for p in cfg["pairs"]:
+def validate(settings: dict) -> None:
+    check_model(settings["model"], "model")
+    for p in settings["pairs"]:
         if p not in ("batch", "lr"):
             raise ConfigError(f"pairs: {p!r} unknown; choose from batch, lr")
-    if len(cfg["batch_sizes"]) != 2 or len(cfg["lrs"]) != 2:
+    if len(settings["batch_sizes"]) != 2 or len(settings["lrs"]) != 2:
         raise ConfigError("batch_sizes and lrs: give exactly two values, the models a and b")
-    if cfg["alpha_points"] < 2 or cfg["alpha_min"] >= cfg["alpha_max"]:
+    if settings["alpha_points"] < 2 or settings["alpha_min"] >= settings["alpha_max"]:
         raise ConfigError("alpha: need alpha_points >= 2 and alpha_min < alpha_max")
-    if not 0 < cfg["sharpness_delta"] <= 1:
+    if not 0 < settings["sharpness_delta"] <= 1:
         raise ConfigError("sharpness_delta must be in (0, 1]")
-    check_sizes(cfg)
-    if not 0 < cfg["sensitivity_samples"] <= cfg["test_size"]:
+    check_sizes(settings)
+    if not 0 < settings["sensitivity_samples"] <= settings["test_size"]:
         raise ConfigError("sensitivity_samples must be in 1..test_size")
-    curvature.validate(cfg)
+    curvature.validate(settings)
 
 
-def trials(cfg: dict) -> list[Trial]:
-    return [Trial(key=p, fn=run_pair, args={**cfg, "pair": p}, label=f"pair {p}") for p in cfg["pairs"]]
+def trials(settings: dict) -> list[Trial]:
+    return [Trial(key=p, fn=run_pair, settings={**settings, "pair": p}, label=f"pair {p}") for p in settings["pairs"]]
 
 
-def pair_ends(cfg: dict, pair: str) -> tuple[dict, dict]:
+def pair_ends(settings: dict, pair: str) -> tuple[dict, dict]:
     """The (batch_size, lr) of models a and b."""
     if pair == "batch":
-        return [{"batch_size": b, "lr": cfg["batch_pair_lr"]} for b in cfg["batch_sizes"]]
-    return [{"batch_size": cfg["lr_pair_batch_size"], "lr": lr} for lr in cfg["lrs"]]
+        return [{"batch_size": b, "lr": settings["batch_pair_lr"]} for b in settings["batch_sizes"]]
+    return [{"batch_size": settings["lr_pair_batch_size"], "lr": lr} for lr in settings["lrs"]]
 
 
-def path_alphas(cfg: dict) -> list[float]:
+def path_alphas(settings: dict) -> list[float]:
     """The alpha grid, plus -delta and 1 + delta where the grid lacks them (for the sharpness)."""
-    d = cfg["sharpness_delta"]
-    grid = alpha_grid(cfg["alpha_min"], cfg["alpha_max"], cfg["alpha_points"])
+    d = settings["sharpness_delta"]
+    grid = alpha_grid(settings["alpha_min"], settings["alpha_max"], settings["alpha_points"])
     return sorted(set(grid) | {round(-d, 12) + 0.0, round(1 + d, 12)})
 
 
@@ -210,31 +208,35 @@ class _Part:
         self.ckpt.progress(self.offset + done, self.total, info)
 
 
-def _train_side(args, ctx, seeds, lrs, batch_size, budget, checkpoint=None):
-    return train_cifar(args, ctx, args["model"], seeds, lr=lrs, batch_size=batch_size, checkpoint=checkpoint, budget=budget)
+def _train_side(settings, ctx, seeds, lrs, batch_size, budget, checkpoint=None):
+    return train_cifar(
+        settings, ctx, settings["model"], seeds, lr=lrs, batch_size=batch_size, checkpoint=checkpoint, budget=budget
+    )
 
 
 def _side_columns(hist: dict, cols) -> dict:
     return {k: (v[:, cols] if v.dim() == 2 else v) for k, v in hist.items()}
 
 
-def run_pair(args: dict, ctx) -> dict:
-    n = args["seeds"]
-    seeds = seeds_for(args, 2 * n)
+def run_pair(settings: dict, ctx) -> dict:
+    n = settings["seeds"]
+    seeds = seeds_for(settings, 2 * n)
     seeds_a = seeds[0::2]
-    seeds_b = list(seeds_a) if args["shared_init"] else seeds[1::2]
-    (a, b) = pair_ends(args, args["pair"])
-    budgets = [side_budget(args, a["batch_size"]), side_budget(args, b["batch_size"])]
-    if args["pair"] == "lr":  # one ensemble: the a members, then the b members, a learning rate each
-        trainer, data = _train_side(args, ctx, seeds_a + seeds_b, [a["lr"]] * n + [b["lr"]] * n, a["batch_size"], budgets[0])
+    seeds_b = list(seeds_a) if settings["shared_init"] else seeds[1::2]
+    (a, b) = pair_ends(settings, settings["pair"])
+    budgets = [side_budget(settings, a["batch_size"]), side_budget(settings, b["batch_size"])]
+    if settings["pair"] == "lr":  # one ensemble: the a members, then the b members, a learning rate each
+        trainer, data = _train_side(settings, ctx, seeds_a + seeds_b, [a["lr"]] * n + [b["lr"]] * n, a["batch_size"], budgets[0])
         ends = [[trainer.ens.member(i) for i in range(n)], [trainer.ens.member(n + i) for i in range(n)]]
         hist, div = history(trainer), [d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))]
         histories = [_side_columns(hist, slice(0, n)), _side_columns(hist, slice(n, 2 * n))]
         # every end of the pair in one call of each measure
         curv = curvature.split(
-            curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div), [slice(0, n), slice(n, 2 * n)]
+            curvature.measure(trainer.ens, curvature.subset(settings, data.train), settings, div), [slice(0, n), slice(n, 2 * n)]
         )
-        weights = curvature.kept_weights(args["model"], trainer.ens, _labels(args, a, seeds_a) + _labels(args, b, seeds_b))
+        weights = curvature.kept_weights(
+            settings["model"], trainer.ens, _labels(settings, a, seeds_a) + _labels(settings, b, seeds_b)
+        )
         div = [div[:n], div[n:]]
     else:  # two batch sizes: each side's seeds as one ensemble, one side after the other
         states = (ctx.checkpoint.load() or {}) if ctx.checkpoint else {}
@@ -245,23 +247,23 @@ def run_pair(args: dict, ctx) -> dict:
             ("b", b, seeds_b, budgets[1], budgets[0]["epochs_trained"]),
         ):
             part = _Part(ctx.checkpoint, name, states, offset, total) if ctx.checkpoint else None
-            trainer, data = _train_side(args, ctx, side_seeds, end["lr"], end["batch_size"], budget, checkpoint=part)
+            trainer, data = _train_side(settings, ctx, side_seeds, end["lr"], end["batch_size"], budget, checkpoint=part)
             ends.append([trainer.ens.member(i) for i in range(n)])
             histories.append(history(trainer))
             div.append([d or b for d, b in zip(diverged(trainer), blown_up(trainer.ens))])
-            curv.append(curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div[-1]))
-            kept.append(curvature.kept_weights(args["model"], trainer.ens, _labels(args, end, side_seeds)))
+            curv.append(curvature.measure(trainer.ens, curvature.subset(settings, data.train), settings, div[-1]))
+            kept.append(curvature.kept_weights(settings["model"], trainer.ens, _labels(settings, end, side_seeds)))
         weights = curvature.join_weights(kept)
 
     splits = {"train": (data.train.x, data.train.y), "test": (data.test.x, data.test.y)}
-    sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
-    probs = models.outputs_probabilities(args["model"])
-    alphas = path_alphas(args)
+    sens_x = data.test.x[balanced_subset(data.test.y, settings["sensitivity_samples"]).to(data.test.x.device)]
+    probs = models.outputs_probabilities(settings["model"])
+    alphas = path_alphas(settings)
     paths = [evaluate_path(ends[0][k], ends[1][k], alphas, splits, probs, sens_x) for k in range(n)]
     # the end models themselves, by the same evaluation: alpha = 0 and 1 must reproduce these exactly
     end_metrics = [[evaluate(ends[s][k], splits, probs, sens_x) for s in (0, 1)] for k in range(n)]
     return {
-        "pair": args["pair"],
+        "pair": settings["pair"],
         "a": a,
         "b": b,
         "seeds": [[sa, sb] for sa, sb in zip(seeds_a, seeds_b)],
@@ -276,8 +278,8 @@ def run_pair(args: dict, ctx) -> dict:
     }
 
 
-def _labels(args: dict, end: dict, seeds: list[int]) -> list[str]:
-    return [f"pair {args['pair']}: batch {end['batch_size']}, lr {end['lr']:g}, seed {s}" for s in seeds]
+def _labels(settings: dict, end: dict, seeds: list[int]) -> list[str]:
+    return [f"pair {settings['pair']}: batch {end['batch_size']}, lr {end['lr']:g}, seed {s}" for s in seeds]
 
 
 PATH_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "sensitivity")
@@ -316,12 +318,12 @@ def _fall_last_quarter(batch_loss) -> list:
     return (batch_loss[q] - batch_loss[-1]).tolist()
 
 
-def rows(cfg: dict, results: dict) -> list[dict]:
+def rows(settings: dict, results: dict) -> list[dict]:
     """One row per pair and replicate: the path, each end's sharpness, the barrier, and where each
     side's training ended (epochs, optimizer steps, final train loss, the fall of the mean
     mini-batch loss over the last quarter of its epochs: near 0, a plateau)."""
     out = []
-    for p in cfg["pairs"]:
+    for p in settings["pairs"]:
         r = results.get(p)
         if r is None:
             continue
@@ -341,15 +343,15 @@ def rows(cfg: dict, results: dict) -> list[dict]:
                 )
             row.update({"alpha": path["alpha"], **{key: path[key] for key in PATH_KEYS}})
             div = r["diverged"][k]  # a diverged end's numbers (finite or not) enter no claim
-            for s, side in enumerate(("a", "b")):  # each end's curvature (experiments/curvature.py)
+            for s, side in enumerate(("a", "b")):  # each end's curvature (experiments/_curvature.py)
                 row.update(curvature.member_fields((r.get("curvature") or [None, None])[s], k, prefix=f"{side}_"))
-            row["sharpness_a"] = None if div[0] else sharpness(path, "a", cfg["sharpness_delta"])
-            row["sharpness_b"] = None if div[1] else sharpness(path, "b", cfg["sharpness_delta"])
+            row["sharpness_a"] = None if div[0] else sharpness(path, "a", settings["sharpness_delta"])
+            row["sharpness_b"] = None if div[1] else sharpness(path, "b", settings["sharpness_delta"])
             row["barrier"] = None if any(div) else barrier(path)
             for s, side in enumerate(("a", "b")):
                 if div[s]:
                     row[f"{side}_final_train_loss"] = None
-            row["shared_init"] = cfg["shared_init"]
+            row["shared_init"] = settings["shared_init"]
             row["diverged"] = r["diverged"][k]
             out.append(row)
     return out
@@ -418,8 +420,8 @@ def _curvature_agrees(table: list[dict], pair: str, sharp_end_is_larger: bool) -
     return ("; by " + "; ".join(parts)) if parts else ""
 
 
-def claims(cfg: dict, table: list[dict]) -> list[dict]:
-    d = cfg["sharpness_delta"]
+def claims(settings: dict, table: list[dict]) -> list[dict]:
+    d = settings["sharpness_delta"]
     keskar = (
         "mean over replicates of [Keskar ε-sharpness of the {} model] − [that of the {} model] (the training "
         "loss's worst rise in an ε-box, on a fixed subset of training images, eval mode); 95% CI: Student-t over replicates"
@@ -503,23 +505,23 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
     return out
 
 
-def summarize(cfg: dict, results: dict) -> dict:
-    table = rows(cfg, results)
+def summarize(settings: dict, results: dict) -> dict:
+    table = rows(settings, results)
     return {
-        "epochs": cfg["epochs"],
-        "min_steps": cfg["min_steps"],
-        "seeds": cfg["seeds"],
-        "sharpness_delta": cfg["sharpness_delta"],
-        "sensitivity_samples": cfg["sensitivity_samples"],
-        "curvature": curvature.describe(cfg),
+        "epochs": settings["epochs"],
+        "min_steps": settings["min_steps"],
+        "seeds": settings["seeds"],
+        "sharpness_delta": settings["sharpness_delta"],
+        "sensitivity_samples": settings["sensitivity_samples"],
+        "curvature": curvature.describe(settings),
         "budget": "each side trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), its StepLR "
         "drop at the same fraction of its training; rows give each side's epochs, steps and final train loss",
         "results": table,
-        "findings": claims(cfg, table),
+        "findings": claims(settings, table),
     }
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows_ = []
     for p, r in results.items():
         for s, (end, h) in enumerate(zip(("a", "b"), r["histories"])):
@@ -555,12 +557,12 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
 ORIGINAL_MARKERS = [(0.0, 0.577), (1.0, 0.526), (0.6, 0.27)]
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
-    table = rows(cfg, results)
+    table = rows(settings, results)
     paths = []
-    for p in cfg["pairs"]:
+    for p in settings["pairs"]:
         runs = [r for r in table if r["pair"] == p]
         if not runs:
             continue
@@ -614,39 +616,39 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         ax_a.set(ylabel="accuracy (%)")
         ax_a.set_title("Accuracy along the line", pad=14)
         ax_s.set(ylabel="mean ‖∂p/∂x‖_F")
-        ax_s.set_title(f"Sensitivity ({cfg['sensitivity_samples']} test images)", pad=14)
+        ax_s.set_title(f"Sensitivity ({settings['sensitivity_samples']} test images)", pad=14)
         for ax in (ax_l, ax_a, ax_s):
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-        init = "shared initialisation" if cfg["shared_init"] else "independent initialisations"
+        init = "shared initialisation" if settings["shared_init"] else "independent initialisations"
         r0 = results[p]
         ends = "; ".join(
             f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps ({r0['budgets'][s]['epochs_trained']} epochs), "
             f"final train loss {_median([r[f'{side}_final_train_loss'] for r in runs])}"
             for s, side in enumerate(("a", "b"))
         )
-        fig.suptitle(f"{cfg['model']}, {init}, {len(runs)} replicates. {ends}", fontsize=10)
+        fig.suptitle(f"{settings['model']}, {init}, {len(runs)} replicates. {ends}", fontsize=10)
         paths.append(save_fig(fig, fig_dir / f"pair_{p}.png"))
     if any(isinstance(r.get(f"{s}_{k}"), (int, float)) for r in table for s in ("a", "b") for k in curvature.MEASURES):
-        paths.append(curvature_figure(cfg, table, fig_dir))
+        paths.append(curvature_figure(settings, table, fig_dir))
     return paths
 
 
-def curvature_figure(cfg: dict, table: list[dict], fig_dir) -> str:
+def curvature_figure(settings: dict, table: list[dict], fig_dir) -> str:
     """Each end's curvature, per pair (analysis.measures.curvature_figure): one grey line per
     replicate from a to b, the median over replicates as a dot with the interquartile range as a bar."""
     groups = []
-    for p in [p for p in cfg["pairs"] if any(r["pair"] == p for r in table)]:
+    for p in [p for p in settings["pairs"] if any(r["pair"] == p for r in table)]:
         runs = [r for r in table if r["pair"] == p]
         unit = "batch" if p == "batch" else "lr"
         ends = [[{k: r.get(f"{side}_{k}") for k in curvature.MEASURES} for side in ("a", "b")] for r in runs]
         groups.append((f"pair {p}", [0, 1], [f"a: {unit} {runs[0]['a']:g}", f"b: {unit} {runs[0]['b']:g}"], ends))
     fig = curvature.figure(
-        cfg,
+        settings,
         groups,
         "dots",
-        f"Curvature of each trained end ({cfg['model']}; {min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; "
-        f"trace {cfg['trace_hvp']} HVPs, Keskar ε = {cfg['keskar_radius']:g}; grey: one replicate)",
+        f"Curvature of each trained end ({settings['model']}; {min(settings['curvature_samples'], settings['train_size'])} training images, eval mode; "
+        f"trace {settings['trace_hvp']} HVPs, Keskar ε = {settings['keskar_radius']:g}; grey: one replicate)",
     )
     return save_fig(fig, fig_dir / "curvature.png")
 

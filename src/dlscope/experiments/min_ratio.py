@@ -72,8 +72,8 @@ from ..analysis import critical_points as cp
 from ..engine.grad_norm_descent import grad_norms, gradient_norm_descent_grads
 from .. import engine, flat_mlp
 from ..engine import BatchedAdam, Ensemble, TrainConfig, fast_mlp
-from .base import ConfigError, Trial, pyplot, save_fig, seeds_for
-from .functions import FUNCTIONS, inputs
+from ._base import ConfigError, Trial, pyplot, save_fig, seeds_for
+from ._functions import FUNCTIONS, inputs
 
 NAME = "min-ratio"
 # phase 1 is compiled from this many steps on: compiling costs ~7 s here, and then a step of 100
@@ -87,10 +87,8 @@ MIN_CRITICAL_FOR_TREND = 80  # the smooth model's loss-ratio claim is decided on
 FLAT_SHARE = 0.5  # gradient-flat: at least this share of ||g|| in the near-null space of H
 TITLE = "Minimal ratio of the Hessian where the gradient is almost zero"
 
-# --- for the report and the progress display (see base.py)
-COST = (
-    41  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+# --- for the report and the progress display (see _base.py)
+COST = 10  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "first whether the end points are critical points at all: for the ReLU model in Clarke's sense "
     "(clarke-critical-points-reached; a kink on a data point has no gradient, so |grad| < 1e-8 cannot be reached "
@@ -161,7 +159,7 @@ _FULL = {
     "flat_rel_tol": 1e-6,  # gradient-flat: most of the gradient lies where |λ| <= this * max|λ|
     "float64": True,  # the Hessian's small eigenvalues and the gradient tolerance need it
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS = {"models": ("seeds",), "length": ("phase1_steps", "phase2_steps"), "data": ("points",)}
 POSITIVE_SETTINGS = (
     "seeds",
@@ -205,21 +203,21 @@ CLASSES = ("critical point", "kink-critical", "gradient-flat", "not converged", 
 MODELS = ("relu", "tanh")  # the "model_kind" of a results row
 
 
-def validate(cfg: dict) -> None:
-    if cfg["function"] not in FUNCTIONS:
-        raise ConfigError(f"function: {cfg['function']!r} unknown; choose from {', '.join(FUNCTIONS)}")
-    if cfg["points"] < 2:
+def validate(settings: dict) -> None:
+    if settings["function"] not in FUNCTIONS:
+        raise ConfigError(f"function: {settings['function']!r} unknown; choose from {', '.join(FUNCTIONS)}")
+    if settings["points"] < 2:
         raise ConfigError("points: need at least 2")
-    if cfg["phase2"] not in PHASE2_METHODS:
-        raise ConfigError(f"phase2: {cfg['phase2']!r} unknown; choose from {', '.join(PHASE2_METHODS)}")
-    spec = flat_mlp.spec_of_model(cfg["model"]) if cfg["model"] in models.names() else None
+    if settings["phase2"] not in PHASE2_METHODS:
+        raise ConfigError(f"phase2: {settings['phase2']!r} unknown; choose from {', '.join(PHASE2_METHODS)}")
+    spec = flat_mlp.spec_of_model(settings["model"]) if settings["model"] in models.names() else None
     if spec is None or spec.widths[0] != 1 or len(spec.widths) != 3 or spec.widths[-1] != 1 or spec.slope != 0:
-        raise ConfigError(f"model: {cfg['model']!r} is not a 1 -> H -> 1 ReLU MLP of the zoo")
-    if not _is_one_hidden_tanh(cfg["smooth_model"]):
-        raise ConfigError(f"smooth_model: {cfg['smooth_model']!r} is not a 1 -> H -> 1 tanh MLP of the zoo")
-    if not cfg["smooth_l2"] >= 0:
+        raise ConfigError(f"model: {settings['model']!r} is not a 1 -> H -> 1 ReLU MLP of the zoo")
+    if not _is_one_hidden_tanh(settings["smooth_model"]):
+        raise ConfigError(f"smooth_model: {settings['smooth_model']!r} is not a 1 -> H -> 1 tanh MLP of the zoo")
+    if not settings["smooth_l2"] >= 0:
         raise ConfigError("smooth_l2: must be >= 0")
-    if not 1 <= cfg["smooth_first_epoch"] <= cfg["smooth_phase1_steps"]:
+    if not 1 <= settings["smooth_first_epoch"] <= settings["smooth_phase1_steps"]:
         raise ConfigError("smooth_first_epoch: must lie in 1 .. smooth_phase1_steps")
 
 
@@ -233,38 +231,40 @@ def _is_one_hidden_tanh(name: str) -> bool:
             and layers[2].out_features == 1)  # fmt: skip
 
 
-def trials(cfg: dict) -> list[Trial]:
+def trials(settings: dict) -> list[Trial]:
     # one trial per model: each ensemble is one program
-    return [Trial(key="ensemble", fn=train_and_measure, args=dict(cfg), label=f"{cfg['seeds']} x {cfg['model']}"),
-            Trial(key="smooth", fn=train_and_measure_smooth, args=dict(cfg), label=f"{cfg['seeds']} x {cfg['smooth_model']}")]  # fmt: skip
+    return [Trial(key="ensemble", fn=train_and_measure, settings=dict(settings), label=f"{settings['seeds']} x {settings['model']}"),
+            Trial(key="smooth", fn=train_and_measure_smooth, settings=dict(settings), label=f"{settings['seeds']} x {settings['smooth_model']}")]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the ReLU model's trial
 
 
-def train_and_measure(args: dict, ctx) -> dict:
-    dev, dtype = ctx.device, torch.float64 if args["float64"] else torch.float32
-    x = inputs(args["points"], dev).to(dtype)
-    y_one = FUNCTIONS[args["function"]](x[:, 0])
-    seeds = seeds_for(args, args["seeds"])
-    n1 = args["phase1_steps"]
-    n2 = {"adam": args["phase2_steps"], "newton-mr": args["newton_steps"], "active-set": args["active_set_steps"]}[args["phase2"]]
+def train_and_measure(settings: dict, ctx) -> dict:
+    dev, dtype = ctx.device, torch.float64 if settings["float64"] else torch.float32
+    x = inputs(settings["points"], dev).to(dtype)
+    y_one = FUNCTIONS[settings["function"]](x[:, 0])
+    seeds = seeds_for(settings, settings["seeds"])
+    n1 = settings["phase1_steps"]
+    n2 = {"adam": settings["phase2_steps"], "newton-mr": settings["newton_steps"], "active-set": settings["active_set_steps"]}[
+        settings["phase2"]
+    ]
     total = n1 + n2
     state = ctx.checkpoint.load() if ctx.checkpoint else None
-    if state is not None and (state.get("format") != CHECKPOINT_FORMAT or state.get("phase2_method") != args["phase2"]):
+    if state is not None and (state.get("format") != CHECKPOINT_FORMAT or state.get("phase2_method") != settings["phase2"]):
         state = None  # written by an older dlscope or another phase-2 method: start over
     step = state["step"] if state is not None else 0
 
     def progress(step: int, info: str, force=False, **extra):
         if ctx.checkpoint:
             ctx.checkpoint.save(
-                {"format": CHECKPOINT_FORMAT, "phase2_method": args["phase2"], "step": step, **extra}, force=force
+                {"format": CHECKPOINT_FORMAT, "phase2_method": settings["phase2"], "step": step, **extra}, force=force
             )
             ctx.checkpoint.progress(step, total, info)
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
     # (validate admits only a one-output ReLU MLP: engine.trainer gives the fast path's trainer)
-    phase1 = engine.trainer(args["model"], TrainConfig.from_settings(args, "phase1_", epochs=n1, batch_size=args["points"], loss="mse"),
+    phase1 = engine.trainer(settings["model"], TrainConfig.from_settings(settings, "phase1_", epochs=n1, batch_size=settings["points"], loss="mse"),
                             seeds, dev, dtype=dtype, compile=n1 >= COMPILE_MIN_STEPS)  # fmt: skip
     if state is not None and "phase1" in state:
         phase1.load_state_dict(state["phase1"])
@@ -276,44 +276,44 @@ def train_and_measure(args: dict, ctx) -> dict:
     # phase 2: towards a critical point; each member's end point is the lowest-gradient point it visited
     xd, yd = x.to(torch.float64), y_one.to(torch.float64)
     theta0 = phase1.theta.detach()
-    if args["phase2"] == "adam":
-        p2 = adam_phase(args, phase1, x, y_one, state, step, n1, progress)
+    if settings["phase2"] == "adam":
+        p2 = adam_phase(settings, phase1, x, y_one, state, step, n1, progress)
         end = p2["best"]
     else:
-        if args["phase2"] == "active-set":
-            start, advance = (lambda: cp.active_set_start(theta0, x, y_one, args["grad_tol"]),
-                              lambda s: cp.active_set_step(s, x, y_one, args["grad_tol"]))  # fmt: skip
+        if settings["phase2"] == "active-set":
+            start, advance = (lambda: cp.active_set_start(theta0, x, y_one, settings["grad_tol"]),
+                              lambda s: cp.active_set_step(s, x, y_one, settings["grad_tol"]))  # fmt: skip
         else:
             lg, hs = (lambda t: cp.relu_mse_and_grad(t, x, y_one)), (lambda t: cp.relu_hessians(t, x, y_one))
-            start, advance = (lambda: cp.newton_mr_start(theta0, lg, args["grad_tol"]),
-                              lambda s: cp.newton_mr_step(s, lg, hs, args["grad_tol"]))  # fmt: skip
+            start, advance = (lambda: cp.newton_mr_start(theta0, lg, settings["grad_tol"]),
+                              lambda s: cp.newton_mr_step(s, lg, hs, settings["grad_tol"]))  # fmt: skip
         p2 = state["phase2"] if state is not None and "phase2" in state else start()
         while step < n1 + n2 and not bool(p2["done"].all()):
             advance(p2)
             step += 1
-            progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} reached",
+            progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < settings['grad_tol']).sum())} reached",
                      force=step == n1 + n2, phase1=phase1.state_dict(), phase2=p2)  # fmt: skip
         # active set: kinks left on a data point although their piece is solved are slid off (on a copy: a resumed run ends the same)
-        end = cp.active_set_end_points(p2, x, y_one, args["grad_tol"]) if args["phase2"] == "active-set" else p2["best"]
+        end = cp.active_set_end_points(p2, x, y_one, settings["grad_tol"]) if settings["phase2"] == "active-set" else p2["best"]
     end = end.to(torch.float64)
-    measured = cp.relu_end_points(end, xd, yd, args["grad_tol"])
-    rows = end_point_rows(args, seeds, "relu", end, measured, p2, dead=cp.dead_units(end, xd))
+    measured = cp.relu_end_points(end, xd, yd, settings["grad_tol"])
+    rows = end_point_rows(settings, seeds, "relu", end, measured, p2, dead=cp.dead_units(end, xd))
     return {"points": rows, "end_params": end.cpu(), "param_names": ["0.weight", "0.bias", "2.weight", "2.bias"]}
 
 
-def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
+def adam_phase(settings, phase1, x, y_one, state, step, n1, progress) -> dict:
     """The original's phase 2: Adam on ||∇L||² (an Ensemble with stacked parameters and a vmapped
     forward; double backward, each member its own), lr cosine-decayed to 0 over the budget."""
-    dev, n2 = x.device, args["phase2_steps"]
+    dev, n2 = x.device, settings["phase2_steps"]
     ens = Ensemble.from_members([phase1.member(i) for i in range(phase1.n)], dev)
-    opt = BatchedAdam(ens.parameters(), args["phase2_lr"])
+    opt = BatchedAdam(ens.parameters(), settings["phase2_lr"])
     if state is not None and "phase2" in state:
         ens.load_state_dict(state["ensemble"])
         opt.load_state_dict(state["opt"])
         p2 = state["phase2"]
     else:
         loss, gn = grad_norms(ens, x, y_one.expand(ens.n, -1))
-        p2 = cp.descent_start(ens.flat().detach(), loss.detach(), gn.detach(), args["grad_tol"])
+        p2 = cp.descent_start(ens.flat().detach(), loss.detach(), gn.detach(), settings["grad_tol"])
     y = y_one.expand(ens.n, -1)
     while step < n1 + n2 and not bool(p2["done"].all()):
         k = step - n1
@@ -321,11 +321,11 @@ def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
         loss, gn = gradient_norm_descent_grads(ens, x, y, PHASE2_CHUNK if dev.type == "cpu" else ens.n)
         with torch.no_grad():  # keep the lowest-gradient point visited (Adam on ||∇L||² is not monotone)
             cp.keep_lowest(p2, ens.flat().detach(), loss, gn)
-            p2["done"] |= ~(gn >= args["grad_tol"])
+            p2["done"] |= ~(gn >= settings["grad_tol"])
             p2["steps"] += (~p2["done"]).long()
         # finished members stand still: their learning rate is 0 (Adam is element-wise)
         cosine = 0.5 * (1 + math.cos(math.pi * k / max(n2, 1)))
-        opt.lr = torch.where(p2["done"], 0.0, args["phase2_lr"] * cosine).to(opt.lr.dtype)
+        opt.lr = torch.where(p2["done"], 0.0, settings["phase2_lr"] * cosine).to(opt.lr.dtype)
         opt.step()
         step += 1
         if step % 50 == 0 or step == n1 + n2:
@@ -337,39 +337,41 @@ def adam_phase(args, phase1, x, y_one, state, step, n1, progress) -> dict:
 # --------------------------------------------------------------------------- the tanh model's trial
 
 
-def train_and_measure_smooth(args: dict, ctx) -> dict:
+def train_and_measure_smooth(settings: dict, ctx) -> dict:
     """The tanh model: Adam with each run's start point at its own log-spaced epoch, then Newton-MR
     from there, all in float64 (a few minutes at most: restarted whole if interrupted)."""
     dev = ctx.device
-    x = inputs(args["points"], dev).to(torch.float64)
-    y = FUNCTIONS[args["function"]](x[:, 0])
-    seeds = seeds_for(args, args["seeds"])
-    n1, n2 = args["smooth_phase1_steps"], args["smooth_newton_steps"]
+    x = inputs(settings["points"], dev).to(torch.float64)
+    y = FUNCTIONS[settings["function"]](x[:, 0])
+    seeds = seeds_for(settings, settings["seeds"])
+    n1, n2 = settings["smooth_phase1_steps"], settings["smooth_newton_steps"]
 
     # the objective of both phases: MSE + (smooth_l2/2)||θ||² (the loss reported is the MSE)
     loss_and_grad, hessians = cp.l2_objective(lambda t: cp.tanh_mse_and_grad(t, x, y), lambda t: cp.tanh_hessians(t, x, y),
-                                              args["smooth_l2"])  # fmt: skip
+                                              settings["smooth_l2"])  # fmt: skip
 
     def progress(step, info):
         if ctx.checkpoint:
             ctx.checkpoint.progress(step, n1 + n2, info)
 
-    epochs = cp.log_spaced_epochs(args["smooth_first_epoch"], n1, len(seeds))
-    theta0 = flat_mlp.init_flat(args["smooth_model"], seeds, dev, torch.float64)
-    starts = cp.adam_snapshots(theta0, loss_and_grad, args["smooth_phase1_lr"], epochs)
+    epochs = cp.log_spaced_epochs(settings["smooth_first_epoch"], n1, len(seeds))
+    theta0 = flat_mlp.init_flat(settings["smooth_model"], seeds, dev, torch.float64)
+    starts = cp.adam_snapshots(theta0, loss_and_grad, settings["smooth_phase1_lr"], epochs)
     progress(n1, "phase 1 done")
-    p2 = cp.newton_mr_start(starts, loss_and_grad, args["grad_tol"])
+    p2 = cp.newton_mr_start(starts, loss_and_grad, settings["grad_tol"])
     p2["done"] |= ~cp.finite_rows(starts)  # diverged in phase 1: stays diverged (the L2 term would pull it back in)
     for step in range(n2):
         if bool(p2["done"].all()):
             break
-        cp.newton_mr_ls_step(p2, loss_and_grad, hessians, args["grad_tol"])
+        cp.newton_mr_ls_step(p2, loss_and_grad, hessians, settings["grad_tol"])
         progress(
             n1 + step + 1,
-            f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < args['grad_tol']).sum())} critical",
+            f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < settings['grad_tol']).sum())} critical",
         )
     end = p2["best"]
-    rows = end_point_rows(args, seeds, "tanh", end, cp.smooth_end_points(end, x, y, args["grad_tol"], args["smooth_l2"]), p2)
+    rows = end_point_rows(
+        settings, seeds, "tanh", end, cp.smooth_end_points(end, x, y, settings["grad_tol"], settings["smooth_l2"]), p2
+    )
     for row, e in zip(rows, epochs.tolist()):
         row["start_epoch"] = e
     return {"points": rows, "end_params": end.cpu(), "param_names": ["0.weight", "0.bias", "2.weight", "2.bias"]}
@@ -378,14 +380,16 @@ def train_and_measure_smooth(args: dict, ctx) -> dict:
 # --------------------------------------------------------------------------- end points as rows
 
 
-def end_point_rows(args: dict, seeds: list[int], kind: str, theta: torch.Tensor, m: dict, p2: dict, dead=None) -> list[dict]:
+def end_point_rows(settings: dict, seeds: list[int], kind: str, theta: torch.Tensor, m: dict, p2: dict, dead=None) -> list[dict]:
     """One results row per member from the end-point measures m (cp.relu_end_points or
     cp.smooth_end_points): class, loss, gradient norms, eigenvalue counts, minimal ratios, index."""
     usable, P = m["usable"].cpu(), theta.shape[1]
     spec = {}
     if bool(usable.any()):
         sel = usable.nonzero()[:, 0].to(theta.device)
-        counts = cp.spectrum_counts(m["hessian"][sel], m["grad"][sel], m["pins"][sel], args["eig_rel_tol"], args["flat_rel_tol"])
+        counts = cp.spectrum_counts(
+            m["hessian"][sel], m["grad"][sel], m["pins"][sel], settings["eig_rel_tol"], settings["flat_rel_tol"]
+        )
         spec = {int(i): {k: v[j].item() for k, v in counts.items() if k != "eigenvalues"} for j, i in enumerate(sel.tolist())}
     rows = []
     for i, seed in enumerate(seeds):
@@ -423,28 +427,28 @@ def _rows(results: dict, kind: str) -> list[dict]:
     return r["points"] if r is not None else []
 
 
-def summarize(cfg: dict, results: dict) -> dict:
+def summarize(settings: dict, results: dict) -> dict:
     rows = _rows(results, "relu") + _rows(results, "tanh")
     out = {
-        "findings": [f.as_dict() for f in claims(cfg, rows)],
+        "findings": [f.as_dict() for f in claims(settings, rows)],
         "results": rows,
         "trainings": len(rows),
-        "phase2_method": cfg["phase2"],
+        "phase2_method": settings["phase2"],
     }
     for kind in MODELS:
         mine = [p for p in rows if p["model_kind"] == kind]
         out[f"classes_{kind}"] = {c: sum(p["class"] == c for p in mine) for c in CLASSES}
     out["rules"] = {
-        "critical point": f"|grad| < {cfg['grad_tol']:g} (float64) and no ReLU kink within {cp.KINK_TOL:g} of a data point",
+        "critical point": f"|grad| < {settings['grad_tol']:g} (float64) and no ReLU kink within {cp.KINK_TOL:g} of a data point",
         "kink-critical": f"ReLU model: not critical, and the minimum-norm element of the Clarke subdifferential (ReLU'(0) free in "
-        f"[0, 1] at each kink within {cp.KINK_TOL:g} of a data point) < {cfg['grad_tol']:g}; the Hessian there is restricted to "
+        f"[0, 1] at each kink within {cp.KINK_TOL:g} of a data point) < {settings['grad_tol']:g}; the Hessian there is restricted to "
         "the pinned kinks (P - pins dimensions)",
         "gradient-flat": f"not critical, and at least {FLAT_SHARE:g} of |grad| lies along Hessian eigenvectors with |eigenvalue| "
-        f"<= {cfg['flat_rel_tol']:g} * max|eigenvalue| (Newton-MR's relative residual; Frye et al. 2021)",
+        f"<= {settings['flat_rel_tol']:g} * max|eigenvalue| (Newton-MR's relative residual; Frye et al. 2021)",
         "diverged": f"weights not finite or beyond {cp.WEIGHT_LIMIT:g}, or a non-finite number at the end point",
-        "min_ratio": f"fraction of the Hessian's eigenvalues > {cfg['eig_rel_tol']:g} * max|eigenvalue| (exact Hessian of the MSE, "
+        "min_ratio": f"fraction of the Hessian's eigenvalues > {settings['eig_rel_tol']:g} * max|eigenvalue| (exact Hessian of the MSE, "
         "float64); index: the fraction < -that; min_ratio_nonzero: positive / (positive + negative)",
-        "tanh objective": f"the tanh model's gradient, Hessian and criticality are those of MSE + ({cfg['smooth_l2']:g}/2)|theta|^2 "
+        "tanh objective": f"the tanh model's gradient, Hessian and criticality are those of MSE + ({settings['smooth_l2']:g}/2)|theta|^2 "
         "(smooth_l2, both phases); its loss column is the MSE part",
     }
     return out
@@ -459,11 +463,11 @@ def _counts(rows: list[dict]) -> str:
     return ", ".join(f"{sum(p['class'] == c for p in rows)} {c}" for c in CLASSES if any(p["class"] == c for p in rows))
 
 
-def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
+def claims(settings: dict, rows: list[dict]) -> list[findings.Finding]:
     """From the per-run rows of summary.json alone: the premise for each model (its end points are
     critical points), the theory's no-smooth-saddles on the ReLU model, and the original's claim
     (lower loss, higher minimal ratio) on both."""
-    tol = cfg["grad_tol"]
+    tol = settings["grad_tol"]
     relu = [p for p in rows if p["model_kind"] == "relu"]
     tanh = [p for p in rows if p["model_kind"] == "tanh"]
     smooth_relu = [p for p in relu if p["class"] == "critical point"]
@@ -476,9 +480,9 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
         ("clarke-critical-points-reached", clarke, f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs end at a Clarke-critical "
          f"point (min-norm subgradient < {tol:g})", "dlscope (the premise where the loss has kinks)",
          f"min-norm Clarke subgradient < {tol:g}",
-         f"{len(smooth_relu)} smooth + {len(clarke) - len(smooth_relu)} kink-critical of {len(relu)} ({cfg['phase2']})"),
+         f"{len(smooth_relu)} smooth + {len(clarke) - len(smooth_relu)} kink-critical of {len(relu)} ({settings['phase2']})"),
         ("smooth-critical-points-reached", _critical(rows, "tanh"), f"tanh model: at least {CRITICAL_SHARE:.0%} of the runs reach "
-         f"|grad| < {tol:g} of MSE + ({cfg['smooth_l2']:g}/2)|θ|² (Newton-MR, exact Hessian, float64)", "dlscope (the premise on a smooth model)", f"|grad| < {tol:g}",
+         f"|grad| < {tol:g} of MSE + ({settings['smooth_l2']:g}/2)|θ|² (Newton-MR, exact Hessian, float64)", "dlscope (the premise on a smooth model)", f"|grad| < {tol:g}",
          f"{_counts(tanh)}; phase 2 from each run's weights at a log-spaced epoch of phase 1"),
     )  # fmt: skip
     out = [findings.Finding.from_stat(findings.at_least(len(got), len(tanh if ident.startswith("smooth") else relu), CRITICAL_SHARE),
@@ -489,21 +493,21 @@ def claims(cfg: dict, rows: list[dict]) -> list[findings.Finding]:
         findings.at_most(sum(p["n_negative"] > 0 for p in smooth_relu), len(smooth_relu), SADDLE_SHARE), id="no-smooth-saddles",
         claim=f"ReLU model: fewer than {SADDLE_SHARE:.0%} of its smooth critical points have a negative eigenvalue (the theory says none)",
         source="theory (a smooth critical point with non-zero out-weights minimises a convex piece; module docstring)",
-        statistic=f"fraction of smooth critical points with an eigenvalue < -{cfg['eig_rel_tol']:g}·max|λ| (Clopper-Pearson 95%, "
+        statistic=f"fraction of smooth critical points with an eigenvalue < -{settings['eig_rel_tol']:g}·max|λ| (Clopper-Pearson 95%, "
         f"shown if its high end < {SADDLE_SHARE:g})", note=f"over the {len(smooth_relu)} smooth critical points of the ReLU model"))  # fmt: skip
-    out.append(_trend(cfg, clarke, "ratio-rises-as-loss-falls", "ReLU model: lower loss, higher minimal ratio",
+    out.append(_trend(settings, clarke, "ratio-rises-as-loss-falls", "ReLU model: lower loss, higher minimal ratio",
                       "original (the write-up's \"Loss vs Minimal Ratio\")", min_n=3,
                       note=f"over the {len(clarke)} Clarke-critical points ({len(smooth_relu)} smooth); with no saddles to count here, "
                       "the ratio measures flat directions (dead units, rescalings), not how saddle-like a point is"))  # fmt: skip
     crit = _critical(rows, "tanh")
-    out.append(_trend(cfg, crit, "smooth-ratio-rises-as-loss-falls", "tanh model: lower loss, higher minimal ratio (fewer negative eigenvalues)",
+    out.append(_trend(settings, crit, "smooth-ratio-rises-as-loss-falls", "tanh model: lower loss, higher minimal ratio (fewer negative eigenvalues)",
                       "original, asked where saddles exist (Dauphin et al. 2014; Pennington & Bahri 2017)", min_n=MIN_CRITICAL_FOR_TREND,
                       note=f"over the {len(crit)} genuine critical points (|grad| < {tol:g}) of the tanh model's objective, "
-                      f"MSE + ({cfg['smooth_l2']:g}/2)|θ|²; loss = the MSE part"))  # fmt: skip
+                      f"MSE + ({settings['smooth_l2']:g}/2)|θ|²; loss = the MSE part"))  # fmt: skip
     return out
 
 
-def _trend(cfg, crit: list[dict], ident: str, claim: str, source: str, min_n: int, note: str) -> findings.Finding:
+def _trend(settings, crit: list[dict], ident: str, claim: str, source: str, min_n: int, note: str) -> findings.Finding:
     """ "Lower loss, higher ratio" over the critical points crit: Spearman's rho of (-loss, ratio).
     With fewer than min_n points it is not decided: the statistic is computed over no points (so
     that its verdict, inconclusive, is the one its sample gives) and the rho over the few is told
@@ -524,10 +528,10 @@ def _trend(cfg, crit: list[dict], ident: str, claim: str, source: str, min_n: in
     return f
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows = []
     for kind in MODELS:
-        steps = cfg["phase1_steps"] if kind == "relu" else cfg["smooth_phase1_steps"]
+        steps = settings["phase1_steps"] if kind == "relu" else settings["smooth_phase1_steps"]
         for p in _rows(results, kind):
             for m in ("loss", "grad_norm", "clarke_grad_norm", "grad_norm_start", "min_ratio", "index", "converged"):
                 value = p.get(m)
@@ -553,7 +557,7 @@ def _scatter(ax, pts, key, xlabel, title):
         ax.legend(loc="best", fontsize=8)
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
     relu = [p for p in _rows(results, "relu") if not p["diverged"]]
@@ -561,8 +565,8 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     if not relu and not tanh:
         return []
     fig, axes = plt.subplots(1, 4, figsize=(22, 5), layout="constrained")
-    _scatter(axes[0], relu, "min_ratio", "minimal ratio (fraction of eigenvalues > 0)", f"(a) {cfg['model']} (ReLU)")
-    _scatter(axes[1], tanh, "min_ratio", "minimal ratio (fraction of eigenvalues > 0)", f"(b) {cfg['smooth_model']} (tanh)")
+    _scatter(axes[0], relu, "min_ratio", "minimal ratio (fraction of eigenvalues > 0)", f"(a) {settings['model']} (ReLU)")
+    _scatter(axes[1], tanh, "min_ratio", "minimal ratio (fraction of eigenvalues > 0)", f"(b) {settings['smooth_model']} (tanh)")
     crit = [p for p in tanh if p["class"] == "critical point"]
     ax = axes[2]
     ax.scatter(
@@ -571,23 +575,23 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
     spread = [p["loss"] for p in crit]
     wide = bool(spread) and max(spread) > 10 * min(spread) > 0  # a log axis over a narrow range has no readable ticks
     ax.set(xscale="log" if wide else "linear", xlabel="MSE at the critical point", ylabel="index: fraction of eigenvalues < 0")
-    ax.set_title(f"(c) {cfg['smooth_model']}: index against loss (Dauphin et al. 2014)", fontsize=10)
+    ax.set_title(f"(c) {settings['smooth_model']}: index against loss (Dauphin et al. 2014)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
     ax = axes[3]
-    for label, pts, key in ((f"{cfg['model']}: min-norm Clarke subgradient", relu, "clarke_grad_norm"),
-                            (f"{cfg['model']}: after phase 1", relu, "grad_norm_start"),
-                            (f"{cfg['smooth_model']}: |grad|", tanh, "grad_norm"),
-                            (f"{cfg['smooth_model']}: at the start of phase 2", tanh, "grad_norm_start")):  # fmt: skip
+    for label, pts, key in ((f"{settings['model']}: min-norm Clarke subgradient", relu, "clarke_grad_norm"),
+                            (f"{settings['model']}: after phase 1", relu, "grad_norm_start"),
+                            (f"{settings['smooth_model']}: |grad|", tanh, "grad_norm"),
+                            (f"{settings['smooth_model']}: at the start of phase 2", tanh, "grad_norm_start")):  # fmt: skip
         if pts:
             vals = sorted(max(p[key], 1e-300) for p in pts)
             ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=f"{label} (n={len(vals)})")
-    ax.axvline(cfg["grad_tol"], color="k", ls="--", lw=1, label=f"critical: < {cfg['grad_tol']:g}")
+    ax.axvline(settings["grad_tol"], color="k", ls="--", lw=1, label=f"critical: < {settings['grad_tol']:g}")
     ax.set(xscale="log", xlabel="gradient norm (log scale)", ylabel="fraction of runs at or below", ylim=(0, 1.02))
     ax.set_title("(d) how far phase 2 got", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", fontsize=8)
     n_div = len(_rows(results, "relu")) + len(_rows(results, "tanh")) - len(relu) - len(tanh)
-    fig.suptitle(f"Hessian at the end points of phase 2 on {cfg['function']}" + (f" ({n_div} diverged runs not drawn)" if n_div else ""),
+    fig.suptitle(f"Hessian at the end points of phase 2 on {settings['function']}" + (f" ({n_div} diverged runs not drawn)" if n_div else ""),
                  fontsize=10)  # fmt: skip
     return [save_fig(fig, fig_dir / "min_ratio.png")]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from .. import findings as fd
 from .. import models
-from .base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
-from .cifar import (
+from ._base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
+from ._cifar import (
     BAND,
     CIFAR_NON_NEGATIVE,
     CIFAR_POSITIVE,
@@ -27,10 +27,8 @@ from .cifar import (
 NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
 
-# --- for the report and the progress display (see base.py)
-COST = (
-    112  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+# --- for the report and the progress display (see _base.py)
+COST = 72  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether, seed by seed, test accuracy rises and test loss falls with the number of parameters, as the "
     "original found (findings more-params-better and more-params-lower-loss), and whether the train − test "
@@ -63,7 +61,7 @@ _FULL = {
     "eval_every": 1,  # epochs between evaluation passes (the last epoch is always evaluated)
     "seeds": 5,  # per model, trained as one ensemble (full: 5 seeds for the trends; quick keeps 3)
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
 POSITIVE_SETTINGS = CIFAR_POSITIVE
 PROFILES = {
@@ -94,15 +92,15 @@ validate = validate_models_and_sizes
 # --------------------------------------------------------------------------- trials
 
 
-def trials(cfg: dict) -> list[Trial]:
-    return trial_per_model(cfg, train_model, weigh_by_params=True)
+def trials(settings: dict) -> list[Trial]:
+    return trial_per_model(settings, train_model, weigh_by_params=True)
 
 
-def train_model(args: dict, ctx) -> dict:
-    seeds = seeds_for(args, args["seeds"])
-    trainer, _ = train_cifar(args, ctx, args["model"], seeds)
+def train_model(settings: dict, ctx) -> dict:
+    seeds = seeds_for(settings, settings["seeds"])
+    trainer, _ = train_cifar(settings, ctx, settings["model"], seeds)
     return {
-        "model": args["model"],
+        "model": settings["model"],
         "params": trainer.ens.n_params(),
         "seeds": seeds,
         **history(trainer),
@@ -212,24 +210,24 @@ def claims(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- outputs
 
 
-def summarize(cfg: dict, results: dict) -> dict:
+def summarize(settings: dict, results: dict) -> dict:
     rows = []
-    for m, r in finished_models(cfg, results):
-        rows += seed_rows(r, cfg["train_size"], cfg["batch_size"], model=m, params=r["params"])
+    for m, r in finished_models(settings, results):
+        rows += seed_rows(r, settings["train_size"], settings["batch_size"], model=m, params=r["params"])
     found = claims(rows)  # adds each row's "gap"
     # one row per model and seed; the report draws their medians per model (no second table here)
     return {
-        "epochs": cfg["epochs"],
-        "train_size": cfg["train_size"],
-        "test_size": cfg["test_size"],
+        "epochs": settings["epochs"],
+        "train_size": settings["train_size"],
+        "test_size": settings["test_size"],
         "results": rows,
         "findings": found,
     }
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows = []
-    for m, r in finished_models(cfg, results):
+    for m, r in finished_models(settings, results):
         for i, seed in enumerate(r["seeds"]):
             base = {"model": m, "params": r["params"], "seed": seed}
             for j, e in enumerate(r["epoch"].tolist()):
@@ -240,13 +238,13 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
     return rows
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
     import numpy as np
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-    summary = summarize(cfg, results)
-    table = sorted(per_model_table(summary["results"], cfg["models"], keys=METRICS + ("gap",)), key=lambda t: t["params"])
+    summary = summarize(settings, results)
+    table = sorted(per_model_table(summary["results"], settings["models"], keys=METRICS + ("gap",)), key=lambda t: t["params"])
     if not table:
         return []
     rows = summary["results"]
@@ -301,7 +299,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             zorder=5,
             label="original (full settings: 5 epochs, batch 512, 50,000 images), test",
         )
-    sub = f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['train_size']:,} training images, {n_seeds} seeds per model"
+    sub = f"{settings['epochs']} epochs, batch {settings['batch_size']}, {settings['train_size']:,} training images, {n_seeds} seeds per model"
     ax_l.set(ylabel="cross-entropy loss", title="Loss vs parameters")
     ax_a.set(ylabel="accuracy (%)", title="Accuracy vs parameters")
     ax_g.set(ylabel="train − test accuracy (points)", title="Generalization gap vs parameters")

@@ -19,7 +19,7 @@ import math
 
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from ..findings import Finding, finite_or_none, greater, within
-from .base import (
+from ._base import (
     ConfigError,
     Trial,
     blown_up,
@@ -34,11 +34,9 @@ from .base import (
 NAME = "random-labels"
 TITLE = "Memorising random labels (MNIST, mnist-mlp)"
 
-# --- for the report and the progress display (see base.py)
+# --- for the report and the progress display (see _base.py)
 PART = "Generalization"
-COST = (
-    47  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+COST = 31  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether train accuracy on the random labels climbs toward 100% and train loss falls well below "
     "log 10 ≈ 2.30, while test accuracy on the true labels stays at chance (10%) and test loss rises: "
@@ -86,7 +84,7 @@ _FULL = {
     "seeds": 5,  # quick and smoke: 3
     "final_window": 0.1,  # "final" = the mean over the last 10% of the epochs
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS = {"models": ("seeds",), "length": ("epochs",), "data": ("train_size",)}
 POSITIVE_SETTINGS = ("seeds", "epochs", "batch_size", "lr")
 NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
@@ -100,12 +98,12 @@ PROFILES = {
 }
 
 
-def validate(cfg: dict) -> None:
-    if cfg["model"] != "mnist-mlp":
+def validate(settings: dict) -> None:
+    if settings["model"] != "mnist-mlp":
         raise ConfigError("model: random-labels uses the MNIST model mnist-mlp")
-    if not 0 < cfg["train_size"] <= 60000 or not 0 < cfg["test_size"] <= 10000:
+    if not 0 < settings["train_size"] <= 60000 or not 0 < settings["test_size"] <= 10000:
         raise ConfigError("train_size must be in 1..60000 and test_size in 1..10000")
-    if cfg["classes"] != 10:
+    if settings["classes"] != 10:
         raise ConfigError("classes: MNIST has 10")
 
 
@@ -115,9 +113,11 @@ def random_labels(n: int, classes: int, seed: int, device="cpu") -> torch.Tensor
     return torch.randint(0, classes, (n,), generator=g).to(device)
 
 
-def trials(cfg: dict) -> list[Trial]:
+def trials(settings: dict) -> list[Trial]:
     # the seeds' ensemble in two trials of consecutive seeds, so that two cores share it
-    return trials_by_seed_parts(cfg, train_random, "mnist-mlp", seeds_for(cfg, cfg["seeds"]), "mnist-mlp, random labels")
+    return trials_by_seed_parts(
+        settings, train_random, "mnist-mlp", seeds_for(settings, settings["seeds"]), "mnist-mlp, random labels"
+    )
 
 
 def joined(results: dict) -> dict:
@@ -126,19 +126,19 @@ def joined(results: dict) -> dict:
     return {"mnist-mlp": r} if r else {}
 
 
-def train_random(args: dict, ctx) -> dict:
-    seeds = args["trial_seeds"]
-    data = ctx.load_data("mnist", args["train_size"], args["test_size"])
-    y_random = torch.stack([random_labels(len(data.train), args["classes"], s, ctx.device) for s in seeds])  # [N, n]
-    ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
-    cfg = TrainConfig.from_settings(args)
+def train_random(settings: dict, ctx) -> dict:
+    seeds = settings["trial_seeds"]
+    data = ctx.load_data("mnist", settings["train_size"], settings["test_size"])
+    y_random = torch.stack([random_labels(len(data.train), settings["classes"], s, ctx.device) for s in seeds])  # [N, n]
+    ens = Ensemble.from_seeds(settings["model"], seeds, ctx.device)
+    train_config = TrainConfig.from_settings(settings)
 
     def evaluate(t: Trainer) -> dict:
         tr = evaluate_classifier(t.ens, data.train.x, y_random)
         te = evaluate_classifier(t.ens, data.test.x, data.test.y)
         return {"train_loss": tr["loss"], "train_acc": tr["acc"], "test_loss": te["loss"], "test_acc": te["acc"]}
 
-    trainer = Trainer(ens, cfg, seeds)
+    trainer = Trainer(ens, train_config, seeds)
     trainer.run(data.train.x, y_random, evaluate=evaluate, checkpoint=ctx.checkpoint)
     h = trainer.history
     return {
@@ -155,19 +155,19 @@ METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 INSTABILITY = 0.05  # a fall in train accuracy (fraction) inside the final window that flags a seed
 
 
-def window_epochs(cfg: dict) -> int:
+def window_epochs(settings: dict) -> int:
     """How many of the last epochs the "final" numbers average over."""
-    return max(1, round(cfg["final_window"] * cfg["epochs"]))
+    return max(1, round(settings["final_window"] * settings["epochs"]))
 
 
-def rows(cfg: dict, results: dict) -> list[dict]:
+def rows(settings: dict, results: dict) -> list[dict]:
     """One row per seed: the final numbers (means over the final window), the last epoch's for
     comparison, and the instability flag. A diverged seed's numbers are None (its accuracy would
     be that of NaN outputs, which argmax reads as class 0: about 10%, chance by accident)."""
     r = results.get("mnist-mlp")
     if r is None:
         return []
-    w = window_epochs(cfg)
+    w = window_epochs(settings)
     out = []
     for i, seed in enumerate(r["seeds"]):
         curve = {k: r[k][:, i] for k in METRICS}  # epoch 0 (initialisation) .. epochs
@@ -190,14 +190,14 @@ def rows(cfg: dict, results: dict) -> list[dict]:
     return out
 
 
-def claims(cfg: dict, table: list[dict]) -> list[dict]:
+def claims(settings: dict, table: list[dict]) -> list[dict]:
     """Each seed's final numbers (its mean over the final window: one number per seed, epochs never
     resampled), judged over seeds: a mean beyond a line by findings.greater (Student-t interval,
     and from 6 seeds the exact sign-flip test too), "near chance" by findings.within (the t interval
     inside [0.07, 0.13]). With the quick profile's 3 seeds a mean is shown only if it clears its
     line by about 2.5 standard deviations of the seeds' values."""
-    w = window_epochs(cfg)
-    final = f"mean over the last {w} of {cfg['epochs']} epochs"
+    w = window_epochs(settings)
+    final = f"mean over the last {w} of {settings['epochs']} epochs"
     unstable = [r["seed"] for r in table if r["unstable"]]
     flag = f"; unstable seed(s) {unstable} (train accuracy fell > {INSTABILITY:.0%} in the window)" if unstable else ""
     col = lambda k: [r[k] for r in table]  # noqa: E731
@@ -223,7 +223,7 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
             else "no seeds",
         ).as_dict()
     )
-    stat = greater([None if v is None else math.log(cfg["classes"]) - v for v in col("final_train_loss")], margin=0.5)
+    stat = greater([None if v is None else math.log(settings["classes"]) - v for v in col("final_train_loss")], margin=0.5)
     out.append(
         Finding.from_stat(
             stat,
@@ -262,9 +262,9 @@ def claims(cfg: dict, table: list[dict]) -> list[dict]:
     return out
 
 
-def summarize(cfg: dict, results: dict) -> dict:
+def summarize(settings: dict, results: dict) -> dict:
     results = joined(results)
-    table = rows(cfg, results)
+    table = rows(settings, results)
     if not table:
         return {}
 
@@ -273,10 +273,10 @@ def summarize(cfg: dict, results: dict) -> dict:
         return sum(ok) / len(ok) if ok else None
 
     return {
-        "epochs": cfg["epochs"],
-        "seeds": cfg["seeds"],
-        "final_window_epochs": window_epochs(cfg),
-        "final": f"each seed's mean over the last {window_epochs(cfg)} epochs; the summary's final_* are the means over seeds",
+        "epochs": settings["epochs"],
+        "seeds": settings["seeds"],
+        "final_window_epochs": window_epochs(settings),
+        "final": f"each seed's mean over the last {window_epochs(settings)} epochs; the summary's final_* are the means over seeds",
         **{f"final_{k}": mean(f"final_{k}") for k in METRICS},
         "initial_train_loss": mean("initial_train_loss"),
         "initial_test_loss": mean("initial_test_loss"),
@@ -284,11 +284,11 @@ def summarize(cfg: dict, results: dict) -> dict:
         "unstable_seeds": [r["seed"] for r in table if r["unstable"]],
         "diverged": any(r["diverged"] for r in table),
         "results": table,
-        "findings": claims(cfg, table),
+        "findings": claims(settings, table),
     }
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows_ = []
     for r in joined(results).values():
         for i, seed in enumerate(r["seeds"]):
@@ -300,12 +300,12 @@ def metrics(cfg: dict, results: dict) -> list[dict]:
 COLORS = {"train": "tab:blue", "test": "tab:orange"}
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
     results = joined(results)
     r = results["mnist-mlp"]
-    table = rows(cfg, results)
+    table = rows(settings, results)
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(12, 4.6))
     epochs = list(range(r["train_loss"].shape[0]))
     last = epochs[-1]
@@ -323,15 +323,15 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ms=10,
             label=f"original {split} loss (full settings: epochs 0 and 1,000)",
         )
-    ax_a.axhline(100 / cfg["classes"], color="gray", ls=":", lw=1, label="chance (10%)")
-    w = window_epochs(cfg)
+    ax_a.axhline(100 / settings["classes"], color="gray", ls=":", lw=1, label="chance (10%)")
+    w = window_epochs(settings)
     for ax in (ax_l, ax_a):
         ax.axvspan(last - w + 0.5, last + 0.5, color="gray", alpha=0.12, lw=0, label=f"final window ({w} epochs, averaged)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     unstable = [t["seed"] for t in table if t["unstable"]]
     sub = (
-        f"mnist-mlp, {r['train_size']:,} training images, lr {cfg['lr']:g}, batch {cfg['batch_size']}; bands: IQR over seeds"
+        f"mnist-mlp, {r['train_size']:,} training images, lr {settings['lr']:g}, batch {settings['batch_size']}; bands: IQR over seeds"
         + (f"; unstable late: seed {', '.join(map(str, unstable))}" if unstable else "")
     )
     ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"Loss\n{sub}")

@@ -19,9 +19,9 @@ from .. import models
 from ..analysis.sensitivity import ensemble_sensitivity
 from ..data import balanced_subset
 from ..findings import INCONCLUSIVE, NOT_SHOWN, SHOWN, Finding, Stat, correlation, finite_or_none, spearman, trend
-from . import curvature
-from .base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
-from .cifar import (
+from . import _curvature as curvature
+from ._base import ConfigError, Trial, blown_up, plot_median_iqr, pyplot, save_fig, seeds_for
+from ._cifar import (
     CIFAR_NON_NEGATIVE,
     CIFAR_WORK,
     COMMON,
@@ -39,10 +39,8 @@ from .cifar import (
 NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
-# --- for the report and the progress display (see base.py)
-COST = (
-    108  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+# --- for the report and the progress display (see _base.py)
+COST = 77  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "two claims that need not agree, each with its own verdict. The original found sensitivity "
     "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "
@@ -134,10 +132,10 @@ _FULL = {
     **{k: v for k, v in COMMON.items() if k != "lr"},  # the lr is what the pairs/sweeps set
     "sensitivity_samples": 10000,  # test images the sensitivity averages over (all of them in full)
     "eval_every": 1,
-    **curvature.SETTINGS,  # each trained model's top eigenvalue, trace and Keskar sharpness (experiments/curvature.py)
+    **curvature.SETTINGS,  # each trained model's top eigenvalue, trace and Keskar sharpness (experiments/_curvature.py)
     "curvature_samples": 1000,
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS, NON_NEGATIVE_SETTINGS = CIFAR_WORK, CIFAR_NON_NEGATIVE
 POSITIVE_SETTINGS = (*COMPARISON_POSITIVE, "lr_sweep_batch_size")
 PROFILES = {
@@ -181,60 +179,64 @@ PROFILES = {
 }
 
 
-def validate(cfg: dict) -> None:
-    check_model(cfg["model"], "model")
-    check_sizes(cfg)
-    if not 0 < cfg["sensitivity_samples"] <= cfg["test_size"]:
+def validate(settings: dict) -> None:
+    check_model(settings["model"], "model")
+    check_sizes(settings)
+    if not 0 < settings["sensitivity_samples"] <= settings["test_size"]:
         raise ConfigError("sensitivity_samples must be in 1..test_size")
-    if len(set(cfg["batch_sizes"])) != len(cfg["batch_sizes"]):
+    if len(set(settings["batch_sizes"])) != len(settings["batch_sizes"]):
         raise ConfigError("batch_sizes: values must differ")
-    if len(set(cfg["lrs"])) != len(cfg["lrs"]):
+    if len(set(settings["lrs"])) != len(settings["lrs"]):
         raise ConfigError("lrs: values must differ")
-    if cfg["min_steps"] < 0:
+    if settings["min_steps"] < 0:
         raise ConfigError("min_steps must not be negative")
-    curvature.validate(cfg)
+    curvature.validate(settings)
 
 
-def trials(cfg: dict) -> list[Trial]:
+def trials(settings: dict) -> list[Trial]:
     out = [
         Trial(
             key=f"batch-{b}",
             fn=train_sweep,
-            args={**cfg, "sweep": "batch", "batch_size": b, "sweep_lrs": [cfg["batch_sweep_lr"]]},
+            settings={**settings, "sweep": "batch", "batch_size": b, "sweep_lrs": [settings["batch_sweep_lr"]]},
             label=f"batch {b}",
         )
-        for b in cfg["batch_sizes"]
+        for b in settings["batch_sizes"]
     ]
     out.append(
         Trial(
             key="lr",
             fn=train_sweep,
-            args={**cfg, "sweep": "lr", "batch_size": cfg["lr_sweep_batch_size"], "sweep_lrs": cfg["lrs"]},
-            label=f"lrs {', '.join(f'{v:g}' for v in cfg['lrs'])}",
-            weight=len(cfg["lrs"]),  # an ensemble member per learning rate: the longest trial
+            settings={**settings, "sweep": "lr", "batch_size": settings["lr_sweep_batch_size"], "sweep_lrs": settings["lrs"]},
+            label=f"lrs {', '.join(f'{v:g}' for v in settings['lrs'])}",
+            weight=len(settings["lrs"]),  # an ensemble member per learning rate: the longest trial
         )
     )
     return out
 
 
-def train_sweep(args: dict, ctx) -> dict:
+def train_sweep(settings: dict, ctx) -> dict:
     """One batch size (a member per seed) or all learning rates (a member per lr and seed, as one
     ensemble with a learning rate per member), then the sensitivity of every member."""
-    seeds = seeds_for(args, args["seeds"])
-    lrs = [lr for lr in args["sweep_lrs"] for _ in seeds]  # lr-major: member i = (lr i // n, seed i % n)
-    member_seeds = seeds * len(args["sweep_lrs"])
-    budget = side_budget(args, args["batch_size"])
-    trainer, data = train_cifar(args, ctx, args["model"], member_seeds, lr=lrs, batch_size=args["batch_size"], budget=budget)
-    sens_x = data.test.x[balanced_subset(data.test.y, args["sensitivity_samples"]).to(data.test.x.device)]
-    sens = ensemble_sensitivity(trainer.ens, sens_x, models.outputs_probabilities(args["model"]))
+    seeds = seeds_for(settings, settings["seeds"])
+    lrs = [lr for lr in settings["sweep_lrs"] for _ in seeds]  # lr-major: member i = (lr i // n, seed i % n)
+    member_seeds = seeds * len(settings["sweep_lrs"])
+    budget = side_budget(settings, settings["batch_size"])
+    trainer, data = train_cifar(
+        settings, ctx, settings["model"], member_seeds, lr=lrs, batch_size=settings["batch_size"], budget=budget
+    )
+    sens_x = data.test.x[balanced_subset(data.test.y, settings["sensitivity_samples"]).to(data.test.x.device)]
+    sens = ensemble_sensitivity(trainer.ens, sens_x, models.outputs_probabilities(settings["model"]))
     div = [d or b or not math.isfinite(s) for d, b, s in zip(diverged(trainer), blown_up(trainer.ens), sens.tolist())]
-    curv = curvature.measure(trainer.ens, curvature.subset(args, data.train), args, div)
-    labels = [f"{args['sweep']} sweep: batch {args['batch_size']}, lr {lr:g}, seed {s}" for lr, s in zip(lrs, member_seeds)]
+    curv = curvature.measure(trainer.ens, curvature.subset(settings, data.train), settings, div)
+    labels = [
+        f"{settings['sweep']} sweep: batch {settings['batch_size']}, lr {lr:g}, seed {s}" for lr, s in zip(lrs, member_seeds)
+    ]
     return {
-        "sweep": args["sweep"],
-        "batch_size": args["batch_size"],
+        "sweep": settings["sweep"],
+        "batch_size": settings["batch_size"],
         # the batch the trainer really used: a batch larger than the training set is the whole set
-        "effective_batch_size": min(args["batch_size"], len(data.train)),
+        "effective_batch_size": min(settings["batch_size"], len(data.train)),
         "lrs": lrs,
         "seeds": member_seeds,
         **budget,
@@ -243,7 +245,7 @@ def train_sweep(args: dict, ctx) -> dict:
         "sensitivity_samples": len(sens_x),
         "diverged": div,
         "curvature": curv,  # per member: top_eigenvalue, trace, trace_ci, keskar (None: diverged)
-        "weights": curvature.kept_weights(args["model"], trainer.ens, labels),  # for `dlscope analyze --run`
+        "weights": curvature.kept_weights(settings["model"], trainer.ens, labels),  # for `dlscope analyze --run`
     }
 
 
@@ -251,13 +253,13 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def rows(cfg: dict, results: dict) -> list[dict]:
+def rows(settings: dict, results: dict) -> list[dict]:
     """One row per trained model (configuration and seed), batch sweep then lr sweep; a diverged
     one's numbers are None. Each row says where its training ended: epochs, optimizer steps, the
     final train loss, and how much the mean mini-batch loss still fell over the last quarter of
     the epochs (near 0: a plateau)."""
     out = []
-    keys = [f"batch-{b}" for b in cfg["batch_sizes"]] + ["lr"]
+    keys = [f"batch-{b}" for b in settings["batch_sizes"]] + ["lr"]
     for key in keys:
         r = results.get(key)
         if r is None:
@@ -345,7 +347,7 @@ def _trend_note(stat: Stat, what: str, moves: str, rhos: list[float]) -> str:
     return f"{what} {moves} in {k} of {len(rhos)} seeds: the seeds disagree or the order is within chance{each}"
 
 
-def claims(cfg: dict, table: list[dict]) -> list[dict]:
+def claims(settings: dict, table: list[dict]) -> list[dict]:
     out = []
     for sweep, xkey, what in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
         stat, left, rhos = seedwise_trend(table, sweep, xkey, "sensitivity", -1)
@@ -450,24 +452,24 @@ def sharpness_trend_finding(table: list[dict]) -> dict:
     ).as_dict()
 
 
-def summarize(cfg: dict, results: dict) -> dict:
-    table = rows(cfg, results)
+def summarize(settings: dict, results: dict) -> dict:
+    table = rows(settings, results)
     return {
-        "epochs": cfg["epochs"],
-        "min_steps": cfg["min_steps"],
-        "train_size": cfg["train_size"],
-        "seeds": cfg["seeds"],
-        "sensitivity_samples": cfg["sensitivity_samples"],
+        "epochs": settings["epochs"],
+        "min_steps": settings["min_steps"],
+        "train_size": settings["train_size"],
+        "seeds": settings["seeds"],
+        "sensitivity_samples": settings["sensitivity_samples"],
         "sensitivity_definition": "mean over the test images of the Frobenius norm of d(class probabilities)/d(input image)",
         "budget": "each configuration trains >= epochs epochs and >= min_steps optimizer steps (whole epochs), "
         "its StepLR drop at the same fraction of its training; rows give its epochs, steps and final train loss",
-        "curvature": curvature.describe(cfg),
+        "curvature": curvature.describe(settings),
         "results": table,
-        "findings": claims(cfg, table),
+        "findings": claims(settings, table),
     }
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     out = []
     for r in results.values():
         for i, (lr, seed) in enumerate(zip(r["lrs"], r["seeds"])):
@@ -494,11 +496,11 @@ def config_color(sweep: str, value: float, values: list[float]):
     return colormaps["viridis" if sweep == "batch" else "plasma"](0.85 * order.index(value) / max(len(order) - 1, 1))
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
     from matplotlib.ticker import NullLocator
 
-    table = rows(cfg, results)
+    table = rows(settings, results)
     paths = []
     for sweep, xkey, xlabel in (("batch", "batch_size", "batch size"), ("lr", "lr", "learning rate")):
         pts = [r for r in table if r["sweep"] == sweep]
@@ -511,9 +513,9 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             by = {(r["seed"], r[xkey]): r[key] for r in pts}
             return [[scale * by[(s, x)] if _finite(by.get((s, x))) else float("nan") for x in xs] for s in seeds]
 
-        fixed = f"lr {cfg['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {cfg['lr_sweep_batch_size']}"
-        budget = f"≥ {cfg['epochs']} epochs and ≥ {cfg['min_steps']} steps each"
-        sub = f"{cfg['model']}, {fixed}, {cfg['train_size']:,} training images, {budget}"
+        fixed = f"lr {settings['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {settings['lr_sweep_batch_size']}"
+        budget = f"≥ {settings['epochs']} epochs and ≥ {settings['min_steps']} steps each"
+        sub = f"{settings['model']}, {fixed}, {settings['train_size']:,} training images, {budget}"
         for what in ("loss", "accuracy"):
             fig, ax = plt.subplots(figsize=(6.8, 4.4))
             scale = 100 if what == "accuracy" else 1
@@ -533,7 +535,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ax.grid(alpha=0.3, which="both")
             twin = ax.twinx()
             plot_median_iqr(twin, xs, runs("sensitivity"), "sensitivity", SPLIT_COLORS["sensitivity"], "d-")
-            twin.set_ylabel(f"sensitivity: mean ‖∂p/∂x‖_F\n({cfg['sensitivity_samples']} test images)", color="tab:green")
+            twin.set_ylabel(f"sensitivity: mean ‖∂p/∂x‖_F\n({settings['sensitivity_samples']} test images)", color="tab:green")
             twin.tick_params(axis="y", colors="tab:green")
             for x in xs:
                 k = sum(r["diverged"] for r in pts if r[xkey] == x)
@@ -552,12 +554,12 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
             ax.set_title(f"{what.capitalize()} and sensitivity vs {xlabel} (bands: IQR over seeds)\n{sub}", fontsize=9)
             paths.append(save_fig(fig, fig_dir / f"{key}_vs_{sweep}.png"))
-    paths += curvature_figures(cfg, table, fig_dir)
-    paths.append(gap_figure(cfg, table, fig_dir))
+    paths += curvature_figures(settings, table, fig_dir)
+    paths.append(gap_figure(settings, table, fig_dir))
     return paths
 
 
-def curvature_figures(cfg: dict, table: list[dict], fig_dir) -> list[str]:
+def curvature_figures(settings: dict, table: list[dict], fig_dir) -> list[str]:
     """Each trained model's curvature against the swept batch size / lr (analysis.measures.curvature_figure):
     median over seeds, IQR band."""
     paths = []
@@ -568,21 +570,21 @@ def curvature_figures(cfg: dict, table: list[dict], fig_dir) -> list[str]:
         xs = sorted({r[xkey] for r in pts})
         by = {(r["seed"], r[xkey]): r for r in pts}
         runs = [[by.get((s, x), {}) for x in xs] for s in sorted({r["seed"] for r in pts})]
-        fixed = f"lr {cfg['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {cfg['lr_sweep_batch_size']}"
+        fixed = f"lr {settings['batch_sweep_lr']:g}" if sweep == "batch" else f"batch {settings['lr_sweep_batch_size']}"
         fig = curvature.figure(
-            cfg,
+            settings,
             [("", xs, None, runs)],
             "band",
-            f"Curvature of each trained model vs {xlabel} ({cfg['model']}, {fixed}; bands: IQR over seeds)\n"
-            f"{min(cfg['curvature_samples'], cfg['train_size'])} training images, eval mode; trace {cfg['trace_hvp']} HVPs, "
-            f"Keskar ε = {cfg['keskar_radius']:g}",
+            f"Curvature of each trained model vs {xlabel} ({settings['model']}, {fixed}; bands: IQR over seeds)\n"
+            f"{min(settings['curvature_samples'], settings['train_size'])} training images, eval mode; trace {settings['trace_hvp']} HVPs, "
+            f"Keskar ε = {settings['keskar_radius']:g}",
             xlabel=f"{xlabel} (log scale)",
         )
         paths.append(save_fig(fig, fig_dir / f"curvature_vs_{sweep}.png"))
     return paths
 
 
-def gap_figure(cfg: dict, table: list[dict], fig_dir) -> str:
+def gap_figure(settings: dict, table: list[dict], fig_dir) -> str:
     """Novak et al.'s view: sensitivity against the generalization gap, one point per trained model."""
     import matplotlib.pyplot as plt
 
@@ -601,12 +603,12 @@ def gap_figure(cfg: dict, table: list[dict], fig_dir) -> str:
                     color=config_color(sweep, v, values),
                     label=f"{name} {v:g} (n={len(ok)})",
                 )
-    found = next((f for f in claims(cfg, table) if f["id"] == "sensitivity-tracks-gap"), None)
+    found = next((f for f in claims(settings, table) if f["id"] == "sensitivity-tracks-gap"), None)
     rho = (
         f"Spearman ρ = {found['value']:.2f}, {found['verdict']}" if found and found["value"] is not None else "ρ: too few models"
     )
     ax.set(xlabel="generalization gap: train − test accuracy (percentage points)", ylabel="sensitivity: mean ‖∂p/∂x‖_F")
-    ax.set_title(f"Sensitivity vs generalization gap, one point per model and seed\n{cfg['model']}; {rho}", fontsize=9)
+    ax.set_title(f"Sensitivity vs generalization gap, one point per model and seed\n{settings['model']}; {rho}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return save_fig(fig, fig_dir / "sensitivity_vs_gap.png")

@@ -15,17 +15,15 @@ from .. import models
 from ..analysis.pca import fit_pca, select_names
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
 from .. import findings as fd
-from .base import ConfigError, Trial, join_seed_parts, pyplot, save_fig, seeds_for, trials_by_seed_parts
-from .cifar import COMMON, check_model, check_sizes, steps_per_epoch
+from ._base import ConfigError, Trial, join_seed_parts, pyplot, save_fig, seeds_for, trials_by_seed_parts
+from ._cifar import COMMON, check_model, check_sizes, steps_per_epoch
 
 NAME = "trajectory"
 TITLE = "The optimization path in parameter space (PCA)"
 
-# --- for the report and the progress display (see base.py)
+# --- for the report and the progress display (see _base.py)
 PART = "Optimization"
-COST = (
-    36  # seconds of the quick profile, measured (run all, 2 idle cores, 2026-12-06); only the ratios between experiments matter
-)
+COST = 24  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether runs from different initialisations travel to different places, as the original says "
     "(finding runs-end-apart: each run's distance to the nearest other run's end point against its own "
@@ -61,7 +59,7 @@ _FULL = {
     **COMMON,
     "label_every": 3,  # annotate every third epoch with its test accuracy
 }
-# --- what the settings mean (see base.py): which measure work (the time estimate), which must be positive
+# --- what the settings mean (see _base.py): which measure work (the time estimate), which must be positive
 WORK_SETTINGS = {"models": ("runs",), "length": ("epochs",), "data": ("train_size",)}
 POSITIVE_SETTINGS = ("runs", "epochs", "batch_size", "lr")
 NON_NEGATIVE_SETTINGS = ("train_size", "test_size")
@@ -72,24 +70,26 @@ PROFILES = {
 }
 
 
-def validate(cfg: dict) -> None:
-    check_model(cfg["model"], "model")
+def validate(settings: dict) -> None:
+    check_model(settings["model"], "model")
     torch.manual_seed(0)
-    names = [k for k, _ in models.build(cfg["model"]).named_parameters()]
+    names = [k for k, _ in models.build(settings["model"]).named_parameters()]
     try:
-        select_names(names, cfg["layer"])
+        select_names(names, settings["layer"])
     except KeyError:
         raise ConfigError(
-            f"layer: {cfg['layer']!r} is not a parameter or module of {cfg['model']}; have: {', '.join(names)}"
+            f"layer: {settings['layer']!r} is not a parameter or module of {settings['model']}; have: {', '.join(names)}"
         ) from None
-    if cfg["label_every"] < 1:
+    if settings["label_every"] < 1:
         raise ConfigError("label_every: must be at least 1")
-    check_sizes(cfg)
+    check_sizes(settings)
 
 
-def trials(cfg: dict) -> list[Trial]:
+def trials(settings: dict) -> list[Trial]:
     # the runs' ensemble in two trials of consecutive seeds, so that two cores share it
-    return trials_by_seed_parts(cfg, train_runs, "runs", seeds_for(cfg, cfg["runs"]), f"{cfg['runs']} x {cfg['model']}")
+    return trials_by_seed_parts(
+        settings, train_runs, "runs", seeds_for(settings, settings["runs"]), f"{settings['runs']} x {settings['model']}"
+    )
 
 
 def joined(results: dict) -> dict | None:
@@ -97,14 +97,14 @@ def joined(results: dict) -> dict | None:
     return join_seed_parts(results, "runs", shared=("layer_params",))
 
 
-def train_runs(args: dict, ctx) -> dict:
-    seeds = args["trial_seeds"]
-    data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
-    ens = Ensemble.from_seeds(args["model"], seeds, ctx.device)
-    layer = select_names(list(ens.params), args["layer"])
+def train_runs(settings: dict, ctx) -> dict:
+    seeds = settings["trial_seeds"]
+    data = ctx.load_data("cifar10", settings["train_size"], settings["test_size"])
+    ens = Ensemble.from_seeds(settings["model"], seeds, ctx.device)
+    layer = select_names(list(ens.params), settings["layer"])
     init_whole, init_layer = ens.flat().cpu(), ens.flat(layer).cpu()
-    cfg = TrainConfig.from_settings(args)
-    trainer = Trainer(ens, cfg, seeds)
+    train_config = TrainConfig.from_settings(settings)
+    trainer = Trainer(ens, train_config, seeds)
 
     def evaluate(t: Trainer) -> dict:
         # only the test set: the labels on the figure; the train loss is the epoch's mini-batch mean
@@ -228,7 +228,7 @@ def claims(rows: list[dict], joint_pc12: float | None = None) -> list[dict]:
 # --------------------------------------------------------------------------- outputs
 
 
-def seed_results(cfg: dict, r: dict) -> list[dict]:
+def seed_results(settings: dict, r: dict) -> list[dict]:
     """One row per run (seed): where it ended (test metrics, final mini-batch training loss, epochs
     and optimizer steps) and its path's geometry."""
     ok = finite_runs(r)
@@ -247,7 +247,7 @@ def seed_results(cfg: dict, r: dict) -> list[dict]:
                 "test_loss": val(r["test_loss"][-1, i]),
                 "final_batch_loss": val(r["batch_loss"][-1, i]) if epochs else None,
                 "epochs": epochs,
-                "steps": epochs * steps_per_epoch(cfg["train_size"], cfg["batch_size"]),
+                "steps": epochs * steps_per_epoch(settings["train_size"], settings["batch_size"]),
                 "diverged": not good,
                 **geo[i],
                 "own_pc12_layer": layer_geo[i]["own_pc12"],
@@ -256,21 +256,21 @@ def seed_results(cfg: dict, r: dict) -> list[dict]:
     return rows
 
 
-def summarize(cfg: dict, results: dict) -> dict:
+def summarize(settings: dict, results: dict) -> dict:
     r = joined(results)
     if r is None:
         return {}
-    out = {"layer": cfg["layer"], "runs": len(r["seeds"]), "seeds": r["seeds"]}
+    out = {"layer": settings["layer"], "runs": len(r["seeds"]), "seeds": r["seeds"]}
     for which in ("whole", "layer"):
         pca, _ = projections(r, which)
         out[f"explained_variance_{which}"] = pca.explained_variance_ratio.tolist() if pca else None
         out[f"params_{which}"] = r[which].shape[-1]
-    rows = seed_results(cfg, r)  # final_batch_loss: the mean mini-batch training loss of the last epoch
+    rows = seed_results(settings, r)  # final_batch_loss: the mean mini-batch training loss of the last epoch
     ev = out["explained_variance_whole"]
     return {**out, "results": rows, "findings": claims(rows, sum(ev) if ev else None)}
 
 
-def metrics(cfg: dict, results: dict) -> list[dict]:
+def metrics(settings: dict, results: dict) -> list[dict]:
     rows = []
     r = joined(results)
     if r is None:
@@ -314,7 +314,7 @@ def _label_points(ax, renderer, labels) -> None:
             break
 
 
-def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
+def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
     r = joined(results)
@@ -322,7 +322,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
         return []
     colors = plt.get_cmap("tab10").colors
     paths = []
-    for which, what in (("whole", "whole model"), ("layer", f"layer {cfg['layer']}")):
+    for which, what in (("whole", "whole model"), ("layer", f"layer {settings['layer']}")):
         pca, xy = projections(r, which)
         ok = finite_runs(r, which)
         epochs = r[which].shape[0] - 1
@@ -338,7 +338,7 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ratio = pca.explained_variance_ratio.tolist() + [0.0]
         # (a) where the runs are; (b) the same axes, each run moved to start at 0, so that paths
         # short next to the distances between initialisations can be seen
-        labelled = range(cfg["label_every"], epochs + 1, cfg["label_every"])
+        labelled = range(settings["label_every"], epochs + 1, settings["label_every"])
         labels = {ax_a: [], ax_b: []}  # per panel: the runs' last labels first, then the others
         for ax, shift in ((ax_a, False), (ax_b, True)) if pca is not None else ():
             labels_end, labels_mid = [], []
@@ -374,11 +374,11 @@ def figures(cfg: dict, results: dict, fig_dir) -> list[str]:
             ax_b.set_title("(b) the same paths, each shifted to start at (0, 0)", fontsize=10)
         n_ok = int(ok.sum())
         fig.suptitle(
-            f"{cfg['model']}, {what} ({r[which].shape[-1]:,} parameters): {n_ok} runs"
+            f"{settings['model']}, {what} ({r[which].shape[-1]:,} parameters): {n_ok} runs"
             + (f" ({len(ok) - n_ok} diverged, left out)" if n_ok < len(ok) else "")
             + f", {epochs} epochs, "
             f"one PCA on all runs' points: PC1+PC2 hold {100 * (ratio[0] + ratio[1]):.1f}% of their variance\n"
-            f"square: initialisation, star: end; numbers: test accuracy (%) every {cfg['label_every']} epochs "
+            f"square: initialisation, star: end; numbers: test accuracy (%) every {settings['label_every']} epochs "
             "(left out where they would overlap)",
             fontsize=11,
         )

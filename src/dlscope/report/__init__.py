@@ -5,14 +5,14 @@ It reads only the run folder (rundir.py: per experiment config.json, summary.jso
 figures/*.png, trials/*.error.txt), builds one list of blocks (sections.py, from blocks.py's
 parts), and renders it twice (render_html.py, render_md.py), so both files say the same thing.
 Nothing here names an experiment: each one's title, captions, claims and reference numbers come
-from its module (experiments/base.py).
+from its module (experiments/_base.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..experiments.base import ConfigError
+from ..experiments._base import ConfigError
 from ..files import write_text_atomic
 from .curvature_folder import is_analyze_folder
 from .curvature_folder import render_folder as render_analyze_folder

@@ -166,7 +166,7 @@ def summary_text(summary: dict) -> list[str]:
 
 def write_figures(out: Path, summary: dict) -> list[tuple[str, Path]]:
     """figures/*.png of an analyze folder, from its summary: [(caption, path)]."""
-    from ..experiments.base import pyplot
+    from ..experiments._base import pyplot
     from ..files import atomic_file
 
     plt = pyplot()

@@ -1,6 +1,6 @@
 """What the report says: the header, the Findings table, the contents, one section per experiment
 (its verdicts, what was run, figures, results, beside the original study) and the differences
-from the original. Everything about an experiment comes from its module (experiments/base.py) and
+from the original. Everything about an experiment comes from its module (experiments/_base.py) and
 its folder in the run; this file names no experiment.
 """
 
@@ -251,12 +251,12 @@ def _length(run: ExpRun) -> str:
 
 
 def settings_blocks(run: ExpRun) -> list:
-    cfg = run.config or {}
+    settings = run.config or {}
     full = (getattr(module_of(run.name), "PROFILES", None) or {}).get(FULL)
     t = run.timing or {}
     facts = [
         ["profile", run.profile or "—"],
-        ["base seed (--seed)", str(cfg.get("seed", "—"))],
+        ["base seed (--seed)", str(settings.get("seed", "—"))],
         ["device", t.get("device_name") or t.get("device") or "—"],
         ["time", _time_text(t)],
     ]
@@ -266,13 +266,14 @@ def settings_blocks(run: ExpRun) -> list:
     if full is None:
         blocks.append(("p", "Settings: see config.json (this version has no module to compare them with)."))
         return blocks
-    keys = [k for k in cfg if k not in ("profile", "seed")] + [k for k in full if k not in cfg]
-    diff = [k for k in keys if json.dumps(cfg.get(k)) != json.dumps(full.get(k))]
+    keys = [k for k in settings if k not in ("profile", "seed")] + [k for k in full if k not in settings]
+    diff = [k for k in keys if json.dumps(settings.get(k)) != json.dumps(full.get(k))]
     if not diff:
         blocks.append(("p", "Settings: all as the `full` profile (the original study's)."))
     else:
         rows = [
-            [Cell(k), *(Cell(fmt_setting(v), "num" if is_number(v) else "") for v in (cfg.get(k), full.get(k)))] for k in diff
+            [Cell(k), *(Cell(fmt_setting(v), "num" if is_number(v) else "") for v in (settings.get(k), full.get(k)))]
+            for k in diff
         ]
         same = len([k for k in keys if k not in diff])
         blocks.append(

@@ -10,12 +10,12 @@ An experiment is a module with:
                          the progress display's time estimate scales with each group's sum
     POSITIVE_SETTINGS    the settings whose values (every value, for a list) must be > 0
     NON_NEGATIVE_SETTINGS  the settings whose values must be >= 0
-    validate(cfg)        raise ConfigError for impossible values (optional)
-    trials(cfg)          -> list[Trial]: independent units of work
-    summarize(cfg, results) -> dict merged into summary.json (results: key -> trial result; a
+    validate(settings)        raise ConfigError for impossible values (optional)
+    trials(settings)          -> list[Trial]: independent units of work
+    summarize(settings, results) -> dict merged into summary.json (results: key -> trial result; a
                          failed trial's key is absent)
-    metrics(cfg, results)   -> list of rows for metrics.csv (long format, see store.py)
-    figures(cfg, results, fig_dir) -> list of written paths
+    metrics(settings, results)   -> list of rows for metrics.csv (long format, see store.py)
+    figures(settings, results, fig_dir) -> list of written paths
 
 and, for the report and the progress display (so that report/ and runner.py name no experiment):
     PART                 optional: the heading of the study's part this experiment opens
@@ -42,7 +42,7 @@ summarize(...) returns, besides its tables, "findings": a list of findings.Findi
 computed from this experiment's results by its claim functions (see findings.py), and its
 "results" rows carry one row per trained model and seed, with a "seed" field.
 
-A trial is a module-level function fn(args, ctx) -> dict (picklable: numbers, lists, tensors),
+A trial is a module-level function fn(settings, ctx) -> dict (picklable: numbers, lists, tensors),
 so any executor, in-process, a process pool or a cluster, can run it.
 """
 
@@ -55,15 +55,13 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import ConfigError  # noqa: F401  (raised here, imported from here by the experiments)
+
 
 REQUIRED = ("NAME", "TITLE", "PROFILES", "WORK_SETTINGS", "POSITIVE_SETTINGS", "NON_NEGATIVE_SETTINGS", "trials",
             "summarize", "metrics", "figures", "COST", "LOOK_FOR", "CAPTIONS", "REFERENCE")  # fmt: skip
 OPTIONAL = ("validate", "PART", "SIDE_BY_SIDE", "ours", "DIFFERENCES")  # ours: required where REFERENCE is not None
 WORK_GROUPS = ("models", "length", "data")  # WORK_SETTINGS' groups
-
-
-class ConfigError(ValueError):
-    """Bad settings or usage: the CLI prints the one-line message and exits with code 2."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class Resources:
 class Trial:
     key: str  # unique in its experiment, safe as a file name
     fn: Callable[[dict, "TrialContext"], dict]
-    args: dict
+    settings: dict
     resources: Resources = field(default_factory=Resources)
     label: str = ""  # for progress displays
     weight: float = 1.0  # its expected cost relative to the experiment's other trials: side by side, heavier ones start first
@@ -146,31 +144,31 @@ def resolve(module, profile: str, overrides: list[str] | None = None, seed: int 
     """The full settings of one experiment run: the profile's, then --set key=value overrides."""
     if profile not in module.PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(module.PROFILES)}")
-    cfg = json.loads(json.dumps(module.PROFILES[profile]))  # a deep copy
+    settings = json.loads(json.dumps(module.PROFILES[profile]))  # a deep copy
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value")
         key, text = item.split("=", 1)
         key = key.strip()
-        if key not in cfg:
-            raise ConfigError(f"--set {key}: unknown setting of {module.NAME}; known: {', '.join(sorted(cfg))}")
-        cfg[key] = _parse_like(key, text.strip(), cfg[key])
+        if key not in settings:
+            raise ConfigError(f"--set {key}: unknown setting of {module.NAME}; known: {', '.join(sorted(settings))}")
+        settings[key] = _parse_like(key, text.strip(), settings[key])
     # trial seeds are --seed + i, and a generator's seed is (seed * 1,000,003 + epoch): 32 bits
     # keep all of them within what torch.Generator takes (64 bits)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"--seed {seed}: must be a whole number from 0 to {2**32 - 1}")
-    cfg = {"profile": profile, "seed": seed, **cfg}
-    check_common(cfg, module.POSITIVE_SETTINGS, module.NON_NEGATIVE_SETTINGS)
+    settings = {"profile": profile, "seed": seed, **settings}
+    check_common(settings, module.POSITIVE_SETTINGS, module.NON_NEGATIVE_SETTINGS)
     if hasattr(module, "validate"):
-        module.validate(cfg)
-    return cfg
+        module.validate(settings)
+    return settings
 
 
-def check_common(cfg: dict, positive=(), non_negative=()) -> None:
+def check_common(settings: dict, positive=(), non_negative=()) -> None:
     """Values no experiment can use: numbers that are not finite or beyond 64 bits, a list that
     names an entry twice; and a value <= 0 of a setting the experiment declares positive
     (POSITIVE_SETTINGS: sizes, epochs, learning rates), < 0 of one it declares non-negative."""
-    for key, v in cfg.items():
+    for key, v in settings.items():
         _check_numbers(key, v, v)
         if isinstance(v, list):
             seen = []
@@ -210,8 +208,8 @@ def _show(v) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def trial_per_model(cfg: dict, fn, weigh_by_params: bool = False) -> list[Trial]:
-    """One trial per model of cfg["models"] (architectures that differ cannot share an ensemble);
+def trial_per_model(settings: dict, fn, weigh_by_params: bool = False) -> list[Trial]:
+    """One trial per model of settings["models"] (architectures that differ cannot share an ensemble);
     weigh_by_params: each trial's weight is its model's parameter count (CNNs trained alike)."""
     from .. import models
 
@@ -221,22 +219,28 @@ def trial_per_model(cfg: dict, fn, weigh_by_params: bool = False) -> list[Trial]
         with torch.random.fork_rng(devices=[]):
             return float(models.count_params(models.build(m)))
 
-    return [Trial(key=m, fn=fn, args={**cfg, "model": m}, label=m, weight=weight(m)) for m in cfg["models"]]
+    return [Trial(key=m, fn=fn, settings={**settings, "model": m}, label=m, weight=weight(m)) for m in settings["models"]]
 
 
 SEED_PARTS = 2  # trials an ensemble of seeds is split into, so that two cores can share its work
 
 
-def trials_by_seed_parts(cfg: dict, fn, key: str, seeds: list[int], label: str, parts: int = SEED_PARTS) -> list[Trial]:
+def trials_by_seed_parts(settings: dict, fn, key: str, seeds: list[int], label: str, parts: int = SEED_PARTS) -> list[Trial]:
     """One ensemble of `seeds` as `parts` trials of consecutive seeds ("KEY-1", "KEY-2", ...), each
-    with args["trial_seeds"]: the members are independent, so the parts can run side by side, and
+    with settings["trial_seeds"]: the members are independent, so the parts can run side by side, and
     join_seed_parts puts their results back together. The split depends on the settings alone, not
     on the machine, so that a run resumes anywhere."""
     n = min(parts, len(seeds))
     bounds = [round(i * len(seeds) / n) for i in range(n + 1)]
     chunks = [seeds[a:b] for a, b in zip(bounds, bounds[1:])]
     return [
-        Trial(key=f"{key}-{i + 1}", fn=fn, args={**cfg, "trial_seeds": c}, label=f"{label}, seeds {c[0]}-{c[-1]}", weight=len(c))
+        Trial(
+            key=f"{key}-{i + 1}",
+            fn=fn,
+            settings={**settings, "trial_seeds": c},
+            label=f"{label}, seeds {c[0]}-{c[-1]}",
+            weight=len(c),
+        )
         for i, c in enumerate(chunks)
     ]
 
@@ -265,14 +269,14 @@ def join_seed_parts(results: dict, key: str, shared: tuple[str, ...] = ()) -> di
     return out
 
 
-def finished_models(cfg: dict, results: dict):
-    """(model, result) for each model of cfg["models"] whose trial finished, in settings order."""
-    return [(m, results[m]) for m in cfg["models"] if m in results]
+def finished_models(settings: dict, results: dict):
+    """(model, result) for each model of settings["models"] whose trial finished, in settings order."""
+    return [(m, results[m]) for m in settings["models"] if m in results]
 
 
-def seeds_for(cfg: dict, count: int, offset: int = 0) -> list[int]:
+def seeds_for(settings: dict, count: int, offset: int = 0) -> list[int]:
     """The trial seeds of a run: consecutive from the run's base seed (--seed)."""
-    return [cfg["seed"] + offset + i for i in range(count)]
+    return [settings["seed"] + offset + i for i in range(count)]
 
 
 def pyplot():

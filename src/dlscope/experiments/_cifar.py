@@ -11,7 +11,7 @@ import torch
 from .. import models
 from ..findings import finite_or_none
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from .base import ConfigError
+from ._base import ConfigError
 
 # SPEC, common settings: Adam lr 4e-4, weight decay 1e-4 (coupled), StepLR step 10 gamma 0.1 per
 # epoch, random crop + flip augmentation, the whole data set.
@@ -26,7 +26,7 @@ COMMON = {
     "amp": False,  # bf16 autocast in training (not evaluation); off: the study's numbers in float32
 }
 
-# What the settings of a CIFAR-10 experiment mean (base.py): `seeds` models per configuration,
+# What the settings of a CIFAR-10 experiment mean (_base.py): `seeds` models per configuration,
 # trained `epochs` epochs on `train_size` images
 CIFAR_WORK = {"models": ("seeds",), "length": ("epochs",), "data": ("train_size",)}
 CIFAR_POSITIVE = ("seeds", "epochs", "batch_size", "lr")
@@ -41,35 +41,35 @@ def check_model(name: str, key: str = "models") -> None:
         raise ConfigError(f"{key}: {name!r} is not a CIFAR-10 model of the zoo")
 
 
-def check_sizes(cfg: dict) -> None:
-    if not 0 < cfg["train_size"] <= 50000 or not 0 < cfg["test_size"] <= 10000:
+def check_sizes(settings: dict) -> None:
+    if not 0 < settings["train_size"] <= 50000 or not 0 < settings["test_size"] <= 10000:
         raise ConfigError("train_size must be in 1..50000 and test_size in 1..10000")
 
 
-def validate_models_and_sizes(cfg: dict) -> None:
-    """The checks of an experiment that trains each of cfg["models"] on CIFAR-10."""
-    for m in cfg["models"]:
+def validate_models_and_sizes(settings: dict) -> None:
+    """The checks of an experiment that trains each of settings["models"] on CIFAR-10."""
+    for m in settings["models"]:
         check_model(m)
-    check_sizes(cfg)
+    check_sizes(settings)
 
 
-def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_size=None, checkpoint=None, budget=None):
+def train_cifar(settings: dict, ctx, model: str, seeds: list[int], lr=None, batch_size=None, checkpoint=None, budget=None):
     """Train an ensemble of `model` (one member per seed; lr one value or one per member) on the
-    CIFAR-10 subset of args. Train and test loss/accuracy (train: a separate pass over the
-    un-augmented training set) are recorded at initialisation, every args["eval_every"] epochs
+    CIFAR-10 subset of settings. Train and test loss/accuracy (train: a separate pass over the
+    un-augmented training set) are recorded at initialisation, every settings["eval_every"] epochs
     and after the last, with the epoch in history["epoch"]. budget: side_budget's, whose
     epochs_trained, lr_step and eval_every replace the settings' epochs, lr_step and eval_every.
     Returns (trainer, data)."""
-    data = ctx.load_data("cifar10", args["train_size"], args["test_size"])
+    data = ctx.load_data("cifar10", settings["train_size"], settings["test_size"])
     ens = Ensemble.from_seeds(model, seeds, ctx.device)
     overrides = {k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}
     if budget is not None:
         overrides |= {"epochs": budget["epochs_trained"], "lr_step": budget["lr_step"]}
-    cfg = TrainConfig.from_settings(args, **overrides)
-    every = max(1, (budget or args).get("eval_every", 1))
+    train_config = TrainConfig.from_settings(settings, **overrides)
+    every = max(1, (budget or settings).get("eval_every", 1))
 
     def evaluate(t: Trainer) -> dict:
-        if t.epoch % every and t.epoch != cfg.epochs:
+        if t.epoch % every and t.epoch != train_config.epochs:
             return {}  # evaluation passes cost about a third of training on a CPU: skip some
         tr = evaluate_classifier(t.ens, data.train.x, data.train.y)
         te = evaluate_classifier(t.ens, data.test.x, data.test.y)
@@ -81,7 +81,7 @@ def train_cifar(args: dict, ctx, model: str, seeds: list[int], lr=None, batch_si
             "test_acc": te["acc"],
         }
 
-    trainer = Trainer(ens, cfg, seeds)
+    trainer = Trainer(ens, train_config, seeds)
     ckpt = ctx.checkpoint if checkpoint is None else checkpoint
     trainer.run(data.train.x, data.train.y, evaluate=evaluate, checkpoint=ckpt)
     return trainer, data
@@ -106,20 +106,20 @@ METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
 SPLIT_COLORS = {"train": "tab:blue", "test": "tab:orange", "sensitivity": "tab:green"}
 
 
-def side_budget(cfg: dict, batch_size: int) -> dict:
+def side_budget(settings: dict, batch_size: int) -> dict:
     """The training budget of one configuration of a comparison across batch sizes (or lrs):
-    at least cfg["epochs"] epochs and at least cfg["min_steps"] optimizer steps, in whole epochs;
+    at least settings["epochs"] epochs and at least settings["min_steps"] optimizer steps, in whole epochs;
     the StepLR drop and the evaluations stretched in proportion. Returns what train_cifar(budget=)
     trains with, epochs_trained (not the requested "epochs"), lr_step and eval_every, and the
     step count, steps."""
-    per_epoch = math.ceil(cfg["train_size"] / min(batch_size, cfg["train_size"]))
-    epochs = max(cfg["epochs"], math.ceil(cfg["min_steps"] / per_epoch))
-    stretch = epochs / cfg["epochs"]
-    lr_step = cfg.get("lr_step") or None
+    per_epoch = math.ceil(settings["train_size"] / min(batch_size, settings["train_size"]))
+    epochs = max(settings["epochs"], math.ceil(settings["min_steps"] / per_epoch))
+    stretch = epochs / settings["epochs"]
+    lr_step = settings.get("lr_step") or None
     return {
         "epochs_trained": epochs,
         "lr_step": max(1, round(lr_step * stretch)) if lr_step else None,
-        "eval_every": max(1, round(cfg.get("eval_every", 1) * stretch)),
+        "eval_every": max(1, round(settings.get("eval_every", 1) * stretch)),
         "steps": epochs * per_epoch,
     }
 

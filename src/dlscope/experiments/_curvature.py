@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..analysis import measures as _measures
-from .base import ConfigError
+from ._base import ConfigError
 
 SETTINGS = {
     "curvature_samples": 256,  # training images the measures use (0: measure nothing)
@@ -37,45 +37,45 @@ QUICK = {"curvature_samples": 128, "curvature_tol": 1e-2, "curvature_max_steps":
 MEASURES = tuple(c for c, _ in _measures.panels(_measures.Budget(sharpness_kinds=_measures.STUDY_SHARPNESS)))
 
 
-def validate(cfg: dict) -> None:
-    if cfg["curvature_samples"] < 0:
+def validate(settings: dict) -> None:
+    if settings["curvature_samples"] < 0:
         raise ConfigError("curvature_samples must be 0 (measure nothing) or more (at most the training set is used)")
-    if not 0 < cfg["curvature_tol"] < 1 or cfg["curvature_max_steps"] < 2:
+    if not 0 < settings["curvature_tol"] < 1 or settings["curvature_max_steps"] < 2:
         raise ConfigError("curvature_tol must be in (0, 1) and curvature_max_steps >= 2")
-    if cfg["trace_hvp"] < 3 or cfg["keskar_steps"] < 1 or not cfg["keskar_radius"] > 0:
+    if settings["trace_hvp"] < 3 or settings["keskar_steps"] < 1 or not settings["keskar_radius"] > 0:
         raise ConfigError("trace_hvp must be >= 3, keskar_steps >= 1 and keskar_radius > 0")
 
 
-def describe(cfg: dict) -> str:
+def describe(settings: dict) -> str:
     """The measures and their budget in one line, for summary.json and the figures."""
-    if cfg["curvature_samples"] == 0:
+    if settings["curvature_samples"] == 0:
         return "not measured (curvature_samples 0)"
     return (
-        f"on {min(cfg['curvature_samples'], cfg['train_size'])} class-balanced training images (un-augmented), eval mode, the training "
-        f"loss: {_measures.describe(_measures.study_budget(cfg))}"
+        f"on {min(settings['curvature_samples'], settings['train_size'])} class-balanced training images (un-augmented), eval mode, the training "
+        f"loss: {_measures.describe(_measures.study_budget(settings))}"
     )
 
 
-def subset(cfg: dict, train) -> tuple[torch.Tensor, torch.Tensor]:
+def subset(settings: dict, train) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed images every model of the run is measured on (the same for every configuration)."""
     from ..data import balanced_subset
 
-    idx = balanced_subset(train.y, cfg["curvature_samples"]).to(train.x.device)
+    idx = balanced_subset(train.y, settings["curvature_samples"]).to(train.x.device)
     return train.x[idx], train.y[idx]
 
 
-def measure(ens, data: tuple[torch.Tensor, torch.Tensor], cfg: dict, skip: list[bool]) -> dict:
+def measure(ens, data: tuple[torch.Tensor, torch.Tensor], settings: dict, skip: list[bool]) -> dict:
     """Every study measure of analysis.measures (top eigenvalue, trace with its interval, Keskar
     sharpness) of every member of `ens` not in `skip` (a diverged one): see measure_members."""
-    return _measures.measure_members(ens, data, _measures.study_budget(cfg), skip, active=cfg["curvature_samples"] > 0)
+    return _measures.measure_members(ens, data, _measures.study_budget(settings), skip, active=settings["curvature_samples"] > 0)
 
 
 member_fields = _measures.member_fields
 
 
-def figure(cfg: dict, groups: list[tuple], style: str, title: str, xlabel: str = ""):
+def figure(settings: dict, groups: list[tuple], style: str, title: str, xlabel: str = ""):
     """The curvature figure of the study's measures (analysis.measures.curvature_figure)."""
-    panels = _measures.panels(_measures.study_budget(cfg))
+    panels = _measures.panels(_measures.study_budget(settings))
     return _measures.curvature_figure(groups, panels, style, xlabel, title)
 
 
