@@ -475,7 +475,7 @@ def build(run_dir: Path) -> tuple[list, list[ExpRun]]:
             + (f"; not run: {', '.join(not_run)}" if not_run else "")
             + (f"; damaged: {', '.join(damaged)}" if damaged else ""),
         ],
-        ["time in trials", fmt_seconds(total) if ran else "—"],
+        ["time in trials", (fmt_seconds(total) + " (summed over trials; side by side they overlap)") if ran else "—"],
     ]
     blocks.append(Table(["", ""], [cells(r) for r in facts], cls="kv facts"))
     blocks.append(
