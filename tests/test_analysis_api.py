@@ -502,13 +502,14 @@ def test_every_measure_of_the_list_is_read_back_split_and_shown_from_its_declara
     its own shape check, splits per member, and gives a line, table rows and cells; the study's
     columns are the ones its rows and metrics have always had."""
     from dlscope.analysis import measures as ms
+    from dlscope.findings import jsonable
     from dlscope.report.curvature_folder import measure_problem, per_model, summary_table
 
     x, y = class_data(n=24)
     budget = ms.Budget(k=2, trace_hvp=9, sharpness_steps=2, density_vectors=1, density_steps=4, plane_steps=3)
     ens = Ensemble.from_members([tanh_mlp(s) for s in range(2)], mode="vmap")
-    one = {m.name: ms.finite_or_none(m.compute(tanh_mlp(), (x, y), budget)) for m in ms.MEASURES}
-    both = {m.name: ms.finite_or_none(m.compute(ens, (x, y), budget)) for m in ms.MEASURES}
+    one = {m.name: jsonable(m.compute(tanh_mlp(), (x, y), budget)) for m in ms.MEASURES}
+    both = {m.name: jsonable(m.compute(ens, (x, y), budget)) for m in ms.MEASURES}
     for m in ms.MEASURES:
         assert measure_problem(m.name, one[m.name]) is None and measure_problem(m.name, both[m.name], 2) is None, m.name
         assert measure_problem(m.name, both[m.name]) is not None, m.name  # an ensemble's is not one model's
@@ -525,4 +526,4 @@ def test_every_measure_of_the_list_is_read_back_split_and_shown_from_its_declara
         ("trace", "Hessian trace"),
         ("keskar", "Keskar ε-sharpness (%)"),
     ]
-    assert ms.finite_or_none({"a": [1.0, float("nan")], "n": 3, "b": (float("inf"),)}) == {"a": [1.0, None], "n": 3, "b": [None]}
+    assert jsonable({"a": [1.0, float("nan")], "n": 3, "b": (float("inf"),)}) == {"a": [1.0, None], "n": 3, "b": [None]}

@@ -414,7 +414,8 @@ def plan(args) -> Plan:
 def run(args) -> int:
     """`dlscope analyze`: checks first (plan), then the measures into the folder, under its lock,
     through the run folder's code (store.RunStore): a kill at any moment resumes."""
-    from .analysis.measures import BY_NAME, finite_or_none
+    from .analysis.measures import BY_NAME
+    from .findings import jsonable
     from .report.curvature_folder import measure_problem, render, summarize
     from .runner import run_folder
 
@@ -442,7 +443,7 @@ def run(args) -> int:
             if p.diverged:
                 continue
             try:
-                results[name] = finite_or_none(measure.compute(p.model, p.data, b))
+                results[name] = jsonable(measure.compute(p.model, p.data, b))
             except Exception as e:  # one failing measure never loses the others
                 p.store.save_record_failure("measures", name, traceback.format_exc())
                 failed.append(name)

@@ -131,6 +131,20 @@ def finite_or_none(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def jsonable(obj):
+    """Plain JSON: tensors and numpy values to lists and numbers, tuples to lists, every non-finite
+    float to null (finite_or_none), recursively; anything else as it is."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # a tensor or a numpy array or scalar
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return finite_or_none(obj)
+    return obj
+
+
 def _interval(ci):
     if ci is None:
         return None

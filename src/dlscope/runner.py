@@ -22,7 +22,7 @@ from .executors import SIDE_BY_SIDE_MIN_SECONDS, AutoExecutor, Executor, Job, Lo
 from .executors.process import ProcessExecutor, cpu_count
 from .experiments._base import ConfigError, resolve
 from .files import FolderInUse, folder_lock
-from .findings import finite_or_none
+from .findings import jsonable
 from .progress import Progress, StudyProgress, estimate_seconds, plan_seconds, progress_seconds
 from .store import RunStore, checkpoint_seconds
 
@@ -195,7 +195,7 @@ def _finish(p: _Pending, executor_name: str, wall: float, overlapped: bool = Fal
     summary.update(p.module.summarize(p.settings, results))
     if p.failed:
         summary["failed_trials"] = sorted(p.failed)
-    p.store.write_summary(_jsonable(summary))
+    p.store.write_summary(jsonable(summary))
     p.store.write_metrics(p.module.metrics(p.settings, results))
     figures = p.module.figures(p.settings, results, p.store.fig_dir) if results else []
     p.store.write_timing(
@@ -322,21 +322,6 @@ def cpu_use(results: dict, wall: float, own_wall: bool) -> dict:
     if own_wall and ran and wall > 0:
         out["cpu_utilisation"] = round(cpu / wall, 3)  # 2.0: two cores busy all the time
     return out
-
-
-def _jsonable(obj):
-    """Plain JSON: tensors to lists, non-finite floats to null (diverged trials)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if torch.is_tensor(obj):
-        return _jsonable(obj.tolist())
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return finite_or_none(obj)
-    return obj
 
 
 def split_overrides(overrides: list[str] | None) -> dict[str, list[str]]:

@@ -27,28 +27,12 @@ import torch
 
 from .curvature import spectral_density, top_eigenvalues, trace
 from .objective import LossArg
+from ..findings import finite_or_none
 from .plane import loss_plane
 from .sharpness_measures import KINDS as SHARPNESS_KINDS
 from .sharpness_measures import sharpness
 
 # --------------------------------------------------------------------------- numbers
-
-
-def finite_or_none(obj):
-    """A number, or nested lists / dicts of them, with every non-finite float as None (JSON has no
-    NaN: a measure that diverged is recorded as null); anything else is returned as it is."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
-
-
-def number_or_none(v):
-    """A float, or None where v is None or not finite."""
-    return None if v is None else finite_or_none(float(v))
 
 
 def fmt(v) -> str:
@@ -159,7 +143,7 @@ class Measure:
     def member_columns(self, r: dict, i: int | None) -> dict:
         if self.columns:
             return self.columns(r, i)
-        return {self.name: number_or_none(_pick(r["value"], i))}
+        return {self.name: finite_or_none(_pick(r["value"], i))}
 
     def member_of(self, r: dict, i: int) -> dict:
         if self.member:
@@ -258,7 +242,7 @@ def _ci_text(ci) -> str:
 
 
 def _trace_ci(ci):
-    lo, hi = number_or_none(ci[0]), number_or_none(ci[1])
+    lo, hi = finite_or_none(ci[0]), finite_or_none(ci[1])
     return [lo, hi] if lo is not None and hi is not None else None
 
 
@@ -307,7 +291,7 @@ MEASURES: list[Measure] = [
         labels={"top_eigenvalue": "top Hessian eigenvalue λ₁"},
         fields=lambda b: ("top_eigenvalue",),
         columns=lambda r, i: {
-            "top_eigenvalue": number_or_none(_pick(r["values"], i)[0]),
+            "top_eigenvalue": finite_or_none(_pick(r["values"], i)[0]),
             "converged": bool(_pick(r["converged"], i)),
         },
         per_member=("values", "converged"),
@@ -328,7 +312,7 @@ MEASURES: list[Measure] = [
         _trace,
         labels={"trace": "Hessian trace"},
         fields=lambda b: ("trace", "trace_ci"),
-        columns=lambda r, i: {"trace": number_or_none(_pick(r["value"], i)), "trace_ci": _trace_ci(_pick(r["ci"], i))},
+        columns=lambda r, i: {"trace": finite_or_none(_pick(r["value"], i)), "trace_ci": _trace_ci(_pick(r["ci"], i))},
         per_member=("value", "ci"),
         member=lambda r, i: {"value": r["value"][i], "ci": r["ci"][i], "n_hvp": r["n_hvp"], "method": r["method"]},
         check=_check_trace,
@@ -355,7 +339,7 @@ MEASURES: list[Measure] = [
         _sharpness,
         labels=SHARPNESS_LABELS,
         fields=lambda b: tuple(b.sharpness_kinds),
-        columns=lambda r, i: {kind: number_or_none(_pick(v["value"], i)) for kind, v in r.items()},
+        columns=lambda r, i: {kind: finite_or_none(_pick(v["value"], i)) for kind, v in r.items()},
         member=_sharpness_member,
         check=_check_sharpness,
         line=lambda r: "  ".join(f"{k} {fmt(v['value'])}" for k, v in r.items()),
@@ -533,4 +517,4 @@ def study_budget(settings: dict) -> Budget:
     )
 
 
-__all__ = ["Budget", "Measure", "MEASURES", "NAMES", "curvature_figure", "finite_or_none", "measure_members"]
+__all__ = ["Budget", "Measure", "MEASURES", "NAMES", "curvature_figure", "measure_members"]
