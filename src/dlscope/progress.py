@@ -19,7 +19,7 @@ from . import experiments
 from .experiments._base import ConfigError
 
 FALLBACK_COLUMNS = 100  # a terminal that reports 0 columns (some ptys, `script`, docker exec)
-REFERENCE_THREADS = 2  # COST was measured on a 2-core CPU with 2 torch threads
+REFERENCE_THREADS = 2  # COST was measured on a 2-core CPU (torch sees 2 threads; the study ran 2 workers of 1)
 PRIOR_SECONDS = 120.0  # how firmly the estimate holds to the plan before experiments finish (see StudyProgress)
 MIN_LEFT_SHARE = 0.05  # a running experiment past its planned time: this share of it still counts as left
 

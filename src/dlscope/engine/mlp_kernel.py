@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -28,15 +29,27 @@ import torch
 
 from ..flat_mlp import MLPSpec
 
-AVAILABLE = importlib.util.find_spec("numba") is not None
+
+def _numba():
+    """numba, or None where it is missing or does not import (a numpy it does not support): then the
+    trainer takes the torch paths, with a warning."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    if "NUMBA_CACHE_DIR" not in os.environ:  # the package folder may be read-only; keep the cache with dlscope's
+        cache = os.environ.get("DLSCOPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dlscope")
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(cache, "numba")
+    try:
+        import numba
+    except Exception as e:  # noqa: BLE001  (any failure to import means: no kernel)
+        warnings.warn(f"numba does not import ({type(e).__name__}: {e}); the tiny MLPs train with torch.compile", stacklevel=2)
+        return None
+    return numba
+
+
+numba = _numba()
+AVAILABLE = numba is not None
 
 if AVAILABLE:
-    if "NUMBA_CACHE_DIR" not in os.environ:  # the package folder may be read-only; keep the cache with dlscope's
-        os.environ["NUMBA_CACHE_DIR"] = os.path.join(
-            os.environ.get("DLSCOPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dlscope"), "numba"
-        )
-    import numba
-
     _jit = numba.njit(cache=True, nogil=True, error_model="numpy")  # numpy: x / 0 is inf, not a branch that blocks SIMD
 else:  # without numba the trainer uses the torch paths; these stay plain Python, never called
 
