@@ -366,18 +366,28 @@ def test_ray_executor_without_an_address_starts_a_private_instance_on_loopback(r
     assert "Started a local Ray instance" in done.stderr
 
 
-def test_whole_study_side_by_side_writes_the_files_of_one_trial_after_another(tmp_path, monkeypatch):
+def test_whole_study_side_by_side_writes_the_files_of_one_trial_after_another(tmp_path, monkeypatch, capsys):
     """run_all with the default executor on a multi-core CPU: every experiment's trials in one
     queue on one pool of single-thread workers. The same summary.json and metrics.csv, byte for
-    byte, as the in-process executor's one trial after another."""
+    byte, as the in-process executor's one trial after another; the progress line walks the
+    experiments in order; run again, it finds every trial done and writes the same files."""
     from dlscope import experiments
 
     monkeypatch.setattr(runner, "SIDE_BY_SIDE_MIN_SECONDS", 0.0)  # smoke is too short to be worth it
+    monkeypatch.setenv("DLSCOPE_PROGRESS_SECONDS", "1000")  # a log: a line per trial and experiment
     auto = AutoExecutor()
     try:
-        side = runner.run_all("smoke", tmp_path / "side", device="cpu", executor=auto, progress=False)
+        side = runner.run_all("smoke", tmp_path / "side", device="cpu", executor=auto, progress=True)
+        lines = capsys.readouterr().err.splitlines()
+        summaries = {n: (tmp_path / "side" / n / "summary.json").read_bytes() for n in experiments.available()}
+        again = runner.run_all("smoke", tmp_path / "side", device="cpu", executor=auto, progress=False)
     finally:
         auto.close()
+    n = len(experiments.available())
+    shown = [int(line[1 : line.index("/")]) for line in lines if line.startswith("[")]
+    assert shown == sorted(shown) and shown[0] == 1 and lines[-1] == f"[{n}/{n}] study finished · all ok", lines
+    assert all(r.ok and r.trials_run == 0 for r in again)
+    assert {n: (tmp_path / "side" / n / "summary.json").read_bytes() for n in summaries} == summaries
     local = runner.run_all("smoke", tmp_path / "local", device="cpu", executor=LocalExecutor(), progress=False)
     assert all(r.ok for r in side + local), [(r.experiment, r.failed) for r in side + local if not r.ok]
     names = experiments.available()
