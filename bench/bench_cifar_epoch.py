@@ -24,8 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from common import (  # noqa: E402
-    Clock, TorchvisionStyleImages, alternate, classifier_epoch, machine, matmul_gflops, parse_args, report, result, set_up, training_flops,
-)  # fmt: skip
+    Clock,
+    TorchvisionStyleImages,
+    alternate,
+    classifier_epoch,
+    machine,
+    matmul_gflops,
+    parse_args,
+    report,
+    result,
+    set_up,
+    training_flops,
+)
 from torch.utils.data import DataLoader  # noqa: E402
 
 from dlscope import data, models  # noqa: E402
@@ -63,8 +73,16 @@ def run(model_name: str, quick: bool, repeats: int, device="cpu") -> dict:
     ref_t, dl_t = alternate(reference, dlscope, repeats)
     torch.manual_seed(0)
     flops_per_image = training_flops(models.build(model_name).to(device), d.train.x[:BATCH], d.train.y[:BATCH]) / BATCH
-    r = result(f"cifar-epoch-{model_name}", dl_t, ref_t, unit="seconds per training epoch of 50,000 images",
-               images_timed=images, repeats=repeats, dlscope_load_s=load.wall, machine=machine())  # fmt: skip
+    r = result(
+        f"cifar-epoch-{model_name}",
+        dl_t,
+        ref_t,
+        unit="seconds per training epoch of 50,000 images",
+        images_timed=images,
+        repeats=repeats,
+        dlscope_load_s=load.wall,
+        machine=machine(),
+    )
     r["dlscope_images_per_s"] = EPOCH_IMAGES / r["dlscope_s"]
     r["reference_images_per_s"] = EPOCH_IMAGES / r["reference_s"]
     r["training_gflop_per_image"] = flops_per_image / 1e9

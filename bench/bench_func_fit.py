@@ -104,24 +104,37 @@ def run(seeds: int, quick: bool, repeats: int, compile=True, device="cpu") -> di
         diffs.append(max_rel_diff(got, losses))
     total_compile = sum(compile_s.values())
     r = result(
-        workload, dl_t, ref_t,
+        workload,
+        dl_t,
+        ref_t,
         unit=f"seconds per epoch of all {len(MODELS) * len(FUNCS) * seeds} trainings ({POINTS} steps each, plus full-data MSE)",
-        compile_s=total_compile, compile_s_per_model=compile_s, first_epoch_s=first_epoch_s,
+        compile_s=total_compile,
+        compile_s_per_model=compile_s,
+        first_epoch_s=first_epoch_s,
         compiled=all(bool(tr.compile) for tr in trainers.values()),
-        reference_trainings_timed=len(MODELS) * len(FUNCS) * len(ref_seeds), reference_epochs_timed=ref_epochs,
-        dlscope_epochs_timed=dl_epochs, repeats=repeats, max_rel_diff_loss=max(diffs), compared_epochs=ref_epochs,
+        reference_trainings_timed=len(MODELS) * len(FUNCS) * len(ref_seeds),
+        reference_epochs_timed=ref_epochs,
+        dlscope_epochs_timed=dl_epochs,
+        repeats=repeats,
+        max_rel_diff_loss=max(diffs),
+        compared_epochs=ref_epochs,
         machine=machine(),
-    )  # fmt: skip
+    )
     # the full profile's 20,000 epochs, compile time included
     r["ratio_full_run"] = r["reference_s"] * FULL_EPOCHS / (total_compile + r["dlscope_s"] * FULL_EPOCHS)
     return r
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], lambda p: (
-        p.add_argument("--seeds", type=int, default=1, help="seeds per (model, function): 1 gives func-fit-6, 8 gives func-fit-48"),
-        p.add_argument("--eager", action="store_true", help="do not compile the fast path"),
-    ))  # fmt: skip
+    args = parse_args(
+        __doc__.splitlines()[0],
+        lambda p: (
+            p.add_argument(
+                "--seeds", type=int, default=1, help="seeds per (model, function): 1 gives func-fit-6, 8 gives func-fit-48"
+            ),
+            p.add_argument("--eager", action="store_true", help="do not compile the fast path"),
+        ),
+    )
     set_up(args.threads or 1, args.device)
     report([run(args.seeds, args.quick, args.repeats, compile=not args.eager, device=args.device)], args.out)
 

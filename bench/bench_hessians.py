@@ -80,9 +80,18 @@ def run(quick: bool, repeats: int, device="cpu") -> dict:
     with Clock() as c:  # extra: torch.func.hessian (forward-over-reverse), one model at a time
         for i in range(2):
             torch.func.hessian(loss)(theta[i])
-    r = result("hessians-100", dl_t, ref_t, unit="seconds for 100 exact 385x385 Hessians (float64, 300 points)",
-               reference_members_timed=ref_members, repeats=repeats, max_abs_diff=err, max_abs_entry=scale,
-               same_min_ratio=ratio_ok, machine=machine())  # fmt: skip
+    r = result(
+        "hessians-100",
+        dl_t,
+        ref_t,
+        unit="seconds for 100 exact 385x385 Hessians (float64, 300 points)",
+        reference_members_timed=ref_members,
+        repeats=repeats,
+        max_abs_diff=err,
+        max_abs_entry=scale,
+        same_min_ratio=ratio_ok,
+        machine=machine(),
+    )
     r["func_hessian_loop_s"] = c.wall * MEMBERS / 2
     r["ratio_func_hessian_loop"] = r["func_hessian_loop_s"] / r["dlscope_s"]
     return r

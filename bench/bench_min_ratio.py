@@ -95,12 +95,21 @@ def run(quick: bool, repeats: int, compile=True, device="cpu") -> dict:
     ens_s = median(times[1:])
 
     r = result(
-        "min-ratio-100", dl_t, ref_t,
+        "min-ratio-100",
+        dl_t,
+        ref_t,
         unit="seconds per full-batch Adam step of all 100 trainings",
-        compile_s=trainer.compile_seconds, first_call_s=first_s, compiled=bool(trainer.compile),
-        reference_trainings_timed=ref_trainings, reference_steps_timed=ref_steps, dlscope_steps_timed=dl_steps,
-        repeats=repeats, max_rel_diff_loss=diff, compared_steps=ref_steps, machine=machine(),
-    )  # fmt: skip
+        compile_s=trainer.compile_seconds,
+        first_call_s=first_s,
+        compiled=bool(trainer.compile),
+        reference_trainings_timed=ref_trainings,
+        reference_steps_timed=ref_steps,
+        dlscope_steps_timed=dl_steps,
+        repeats=repeats,
+        max_rel_diff_loss=diff,
+        compared_steps=ref_steps,
+        machine=machine(),
+    )
     r["ratio_full_run"] = r["reference_s"] * FULL_STEPS / (trainer.compile_seconds + r["dlscope_s"] * FULL_STEPS)
     r["reference_without_dataloader_s"] = plain
     r["ratio_vs_reference_without_dataloader"] = plain / r["dlscope_s"]

@@ -57,8 +57,16 @@ def run(quick: bool, repeats: int, device="cpu") -> dict:
 
     dlscope()  # warm-up
     ref_t, dl_t = alternate(reference, dlscope, repeats)
-    r = result("mnist-epoch", dl_t, ref_t, unit="seconds per training epoch of 60,000 images",
-               images_timed=images, repeats=repeats, dlscope_load_s=load.wall, machine=machine())  # fmt: skip
+    r = result(
+        "mnist-epoch",
+        dl_t,
+        ref_t,
+        unit="seconds per training epoch of 60,000 images",
+        images_timed=images,
+        repeats=repeats,
+        dlscope_load_s=load.wall,
+        machine=machine(),
+    )
     r["dlscope_images_per_s"] = EPOCH_IMAGES / r["dlscope_s"]
     r["reference_images_per_s"] = EPOCH_IMAGES / r["reference_s"]
     return r

@@ -80,9 +80,17 @@ def result(workload: str, dlscope_times: list, reference_times: list, **extra) -
     whatever else ran)."""
     dl_w, ref_w = median([t[0] for t in dlscope_times]), median([t[0] for t in reference_times])
     dl_c, ref_c = median([t[1] for t in dlscope_times]), median([t[1] for t in reference_times])
-    r = {"workload": workload, "dlscope_s": dl_w, "reference_s": ref_w, "ratio": ref_w / dl_w,
-         "dlscope_cpu_s": dl_c, "reference_cpu_s": ref_c, "ratio_cpu": ref_c / dl_c,
-         "dlscope_times": dlscope_times, "reference_times": reference_times}  # fmt: skip
+    r = {
+        "workload": workload,
+        "dlscope_s": dl_w,
+        "reference_s": ref_w,
+        "ratio": ref_w / dl_w,
+        "dlscope_cpu_s": dl_c,
+        "reference_cpu_s": ref_c,
+        "ratio_cpu": ref_c / dl_c,
+        "dlscope_times": dlscope_times,
+        "reference_times": reference_times,
+    }
     r.update(extra)
     return r
 
@@ -109,8 +117,10 @@ def machine() -> dict:
 
 def report(results: list[dict], out: str | None) -> None:
     for r in results:
-        print(f"{r['workload']:>18}: dlscope {r['dlscope_s']:.4g} s, reference {r['reference_s']:.4g} s, ratio {r['ratio']:.1f}x"
-              f" (CPU time: {r['ratio_cpu']:.1f}x)" + (f"  [{r['unit']}]" if "unit" in r else ""))  # fmt: skip
+        print(
+            f"{r['workload']:>18}: dlscope {r['dlscope_s']:.4g} s, reference {r['reference_s']:.4g} s, ratio {r['ratio']:.1f}x"
+            f" (CPU time: {r['ratio_cpu']:.1f}x)" + (f"  [{r['unit']}]" if "unit" in r else "")
+        )
     if out:
         Path(out).write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {out}", file=sys.stderr)

@@ -25,8 +25,14 @@ from dlscope.experiments.func_fit import f1, f2, inputs  # noqa: E402
 
 def test_run_all_has_every_workload_of_the_issue():
     assert list(run_all.WORKLOADS) == [
-        "func-fit-6", "func-fit-48", "min-ratio-100", "mnist-epoch", "cifar-epoch-cnn-1", "cifar-epoch-cnn-7", "hessians-100",
-    ]  # fmt: skip
+        "func-fit-6",
+        "func-fit-48",
+        "min-ratio-100",
+        "mnist-epoch",
+        "cifar-epoch-cnn-1",
+        "cifar-epoch-cnn-7",
+        "hessians-100",
+    ]
     r = common.result("w", [(1.0, 0.5), (2.0, 1.0), (3.0, 1.5)], [(10.0, 5.0), (30.0, 20.0), (20.0, 10.0)])
     assert (r["dlscope_s"], r["reference_s"], r["ratio"], r["ratio_cpu"]) == (2.0, 20.0, 10.0, 10.0)
 

@@ -156,8 +156,9 @@ def test_newton_mr_line_search_reaches_critical_points_of_the_regularised_tanh_m
     x = inputs(40).double()
     y = f1(x[:, 0])
     lg, hs = cp.l2_objective(lambda t: cp.tanh_mse_and_grad(t, x, y), lambda t: cp.tanh_hessians(t, x, y), 1e-3)
-    theta = cp.adam_snapshots(fast_mlp.init_flat("mlp-minratio-tanh", list(range(6)), dtype=torch.float64), lg, 1e-2,
-                              cp.log_spaced_epochs(10, 300, 6))  # fmt: skip
+    theta = cp.adam_snapshots(
+        fast_mlp.init_flat("mlp-minratio-tanh", list(range(6)), dtype=torch.float64), lg, 1e-2, cp.log_spaced_epochs(10, 300, 6)
+    )
     state = cp.newton_mr_start(theta, lg, 1e-8)
     for _ in range(250):
         if bool(state["done"].all()):
@@ -276,8 +277,12 @@ def test_active_set_reaches_clarke_critical_points():
     x = inputs(40).double()
     y = f1(x[:, 0])
     # a little training first: from initialisation the walk is long
-    theta = cp.adam_snapshots(fast_mlp.init_flat("mlp-minratio", list(range(4)), dtype=torch.float64),
-                              lambda t: cp.relu_mse_and_grad(t, x, y), 1e-3, torch.full((4,), 150))  # fmt: skip
+    theta = cp.adam_snapshots(
+        fast_mlp.init_flat("mlp-minratio", list(range(4)), dtype=torch.float64),
+        lambda t: cp.relu_mse_and_grad(t, x, y),
+        1e-3,
+        torch.full((4,), 150),
+    )
     state = cp.active_set_start(theta, x, y, 1e-8)
     for _ in range(300):
         if bool(state["done"].all()):

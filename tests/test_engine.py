@@ -6,8 +6,13 @@ import torch
 from reference_check import assert_follows_reference
 
 from dlscope.engine import (
-    BatchedAdam, Ensemble, Trainer, TrainConfig, evaluate_classifier, step_lr_scale,
-)  # fmt: skip
+    BatchedAdam,
+    Ensemble,
+    Trainer,
+    TrainConfig,
+    evaluate_classifier,
+    step_lr_scale,
+)
 
 
 def test_batched_adam_matches_torch_adam_per_member_lr():
@@ -152,8 +157,18 @@ def test_batched_adam_follows_a_replaced_or_rewritten_lr():
 
 
 def test_train_config_from_settings_reads_the_declared_fields_and_nothing_else():
-    settings = {"epochs": 3, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4, "lr_step": 0, "augment": True, "seeds": 4,
-                "mlp_epochs": 7, "mlp_batch_size": 1, "mlp_lr": 4e-4}  # fmt: skip
+    settings = {
+        "epochs": 3,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "lr_step": 0,
+        "augment": True,
+        "seeds": 4,
+        "mlp_epochs": 7,
+        "mlp_batch_size": 1,
+        "mlp_lr": 4e-4,
+    }
     assert TrainConfig.from_settings(settings) == TrainConfig(3, 8, 1e-3, 1e-4, None, augment=True)  # lr_step 0: none
     assert TrainConfig.from_settings(settings, loss="mse", lr=[1e-2, 1e-3]) == TrainConfig(
         3, 8, [1e-2, 1e-3], 1e-4, augment=True, loss="mse"

@@ -113,7 +113,11 @@ def test_interpolation_smoke_end_points_reproduce_the_trained_models(interpolati
     s = summary_of(res)
     rows = s["results"]
     assert [(r["pair"], r["seed"], r["seed_b"], r["a"], r["b"]) for r in rows] == [
-        ("batch", 0, 1, 64, 1024), ("batch", 2, 3, 64, 1024), ("lr", 0, 1, 1e30, 1e-2), ("lr", 2, 3, 1e30, 1e-2)]  # fmt: skip
+        ("batch", 0, 1, 64, 1024),
+        ("batch", 2, 3, 64, 1024),
+        ("lr", 0, 1, 1e30, 1e-2),
+        ("lr", 2, 3, 1e30, 1e-2),
+    ]
     store = RunStore(out, "interpolation")
     for row in rows:
         assert row["alpha"] == [-0.5, 0.0, 0.5, 1.0, 1.5]
@@ -261,13 +265,16 @@ def test_full_profiles_are_spec_settings():
         assert (resolve(get(name), "quick")["seeds"], resolve(get(name), "full")["seeds"]) == (3, 5), name
 
 
-@pytest.mark.parametrize("name, setting", [
-    ("sensitivity", "sensitivity_samples=5000"),  # more than the smoke profile's test images
-    ("interpolation", "pairs=batch,momentum"),
-    ("interpolation", "lrs=1e-3"),
-    ("param-count", "models=cnn-21,mlp-deep"),
-    ("random-labels", "model=cnn-1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, setting",
+    [
+        ("sensitivity", "sensitivity_samples=5000"),  # more than the smoke profile's test images
+        ("interpolation", "pairs=batch,momentum"),
+        ("interpolation", "lrs=1e-3"),
+        ("param-count", "models=cnn-21,mlp-deep"),
+        ("random-labels", "model=cnn-1"),
+    ],
+)
 def test_impossible_settings_are_refused(name, setting):
     from dlscope.experiments import ConfigError, get
     from dlscope.experiments._base import resolve

@@ -81,10 +81,18 @@ def curves(train_acc: list[list[float]], epochs: int) -> dict:
     acc = torch.tensor(train_acc).T  # [epochs + 1, seeds]
     n = acc.shape[1]
     t = torch.linspace(0, 1, epochs + 1)[:, None].expand(-1, n)
-    return {"mnist-mlp": {
-        "seeds": list(range(n)), "train_size": 100, "agreement_with_true": [0.1] * n,
-        "train_acc": acc, "train_loss": 2.3 * (1 - acc) + 0.01, "test_acc": torch.full_like(acc, 0.1),
-        "test_loss": 2.3 + 3 * t, "diverged": [False] * n}}  # fmt: skip
+    return {
+        "mnist-mlp": {
+            "seeds": list(range(n)),
+            "train_size": 100,
+            "agreement_with_true": [0.1] * n,
+            "train_acc": acc,
+            "train_loss": 2.3 * (1 - acc) + 0.01,
+            "test_acc": torch.full_like(acc, 0.1),
+            "test_loss": 2.3 + 3 * t,
+            "diverged": [False] * n,
+        }
+    }
 
 
 def test_random_labels_final_is_the_window_mean_and_a_late_blow_up_is_flagged():
@@ -124,10 +132,18 @@ def path_row(pair: str, a: float, b: float, rise_a: float, rise_b: float, dip: f
     """An interpolation row whose train loss rises by rise_a / rise_b outward from the ends, and
     whose ends' Keskar sharpness is `keskar` (a, b) (default: the same as the rises)."""
     alpha = [-0.25, 0.0, 0.5, 1.0, 1.25]
-    row = {"pair": pair, "a": a, "b": b, "alpha": alpha,
-           "train_loss": [1.6 + rise_a, 1.6, 2.0, 1.7, 1.7 + rise_b],
-           "test_acc": [0.4, 0.55, 0.55 - dip, 0.5, 0.45],
-           "a_final_train_loss": 1.6, "b_final_train_loss": 1.7, "a_steps": 768, "b_steps": 200}  # fmt: skip
+    row = {
+        "pair": pair,
+        "a": a,
+        "b": b,
+        "alpha": alpha,
+        "train_loss": [1.6 + rise_a, 1.6, 2.0, 1.7, 1.7 + rise_b],
+        "test_acc": [0.4, 0.55, 0.55 - dip, 0.5, 0.45],
+        "a_final_train_loss": 1.6,
+        "b_final_train_loss": 1.7,
+        "a_steps": 768,
+        "b_steps": 200,
+    }
     row["sharpness_a"] = interpolation.sharpness(row, "a", 0.25)
     row["sharpness_b"] = interpolation.sharpness(row, "b", 0.25)
     row["barrier"] = interpolation.barrier(row)
@@ -141,12 +157,15 @@ def test_interpolation_sharpness_and_barrier_of_a_known_path():
     assert row["barrier"] == pytest.approx(0.5 - 0.35)  # the worse end (0.5) minus the dip (0.35)
 
 
-@pytest.mark.parametrize("rises, expected", [
-    ([(0.05, 0.3), (0.04, 0.2), (0.06, 0.25)], SHOWN),  # the large batch (b) rises more in every replicate
-    ([(0.3, 0.05), (0.2, 0.04), (0.25, 0.06)], NOT_SHOWN),
-    ([(0.05, 0.3), (0.3, 0.05), (0.1, 0.12)], INCONCLUSIVE),  # the replicates disagree
-    ([(0.05, 0.3)], INCONCLUSIVE),  # one replicate: no spread
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "rises, expected",
+    [
+        ([(0.05, 0.3), (0.04, 0.2), (0.06, 0.25)], SHOWN),  # the large batch (b) rises more in every replicate
+        ([(0.3, 0.05), (0.2, 0.04), (0.25, 0.06)], NOT_SHOWN),
+        ([(0.05, 0.3), (0.3, 0.05), (0.1, 0.12)], INCONCLUSIVE),  # the replicates disagree
+        ([(0.05, 0.3)], INCONCLUSIVE),  # one replicate: no spread
+    ],
+)
 def test_interpolation_large_batch_sharper(rises, expected):
     cfg = {"sharpness_delta": 0.25}
     table = [path_row("batch", 32, 512, ra, rb) for ra, rb in rises]
@@ -159,11 +178,14 @@ def test_interpolation_large_batch_sharper(rises, expected):
     assert "small batch 1.600 (768 steps), large batch 1.700 (200 steps)" in note
 
 
-@pytest.mark.parametrize("rises, expected", [
-    ([(0.3, 0.05), (0.2, 0.04), (0.25, 0.06)], SHOWN),  # the small lr (a) is sharper: the large lr flatter
-    ([(0.05, 0.3), (0.04, 0.2), (0.06, 0.25)], NOT_SHOWN),
-    ([(0.3, 0.05), (0.05, 0.3), (0.1, 0.12)], INCONCLUSIVE),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "rises, expected",
+    [
+        ([(0.3, 0.05), (0.2, 0.04), (0.25, 0.06)], SHOWN),  # the small lr (a) is sharper: the large lr flatter
+        ([(0.05, 0.3), (0.04, 0.2), (0.06, 0.25)], NOT_SHOWN),
+        ([(0.3, 0.05), (0.05, 0.3), (0.1, 0.12)], INCONCLUSIVE),
+    ],
+)
 def test_interpolation_large_lr_flatter(rises, expected):
     table = [path_row("lr", 1e-3, 1e-2, ra, rb) for ra, rb in rises]
     found = verdicts(checked(interpolation.claims({"sharpness_delta": 0.25}, table)))
@@ -194,11 +216,14 @@ def test_interpolation_barrier_and_a_diverged_replicate():
     assert found["large-batch-sharper"]["n"] == 2 and "1 replicate(s) without a number" in found["large-batch-sharper"]["note"]
 
 
-@pytest.mark.parametrize("keskar, expected", [
-    ([(1.0, 2.0), (1.2, 2.5), (0.9, 1.6)], SHOWN),  # the large batch (b) is sharper in every replicate
-    ([(2.0, 1.0), (2.5, 1.2), (1.6, 0.9)], NOT_SHOWN),
-    ([(1.0, 2.0), (2.5, 1.2), (1.1, 1.2)], INCONCLUSIVE),  # the replicates disagree
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "keskar, expected",
+    [
+        ([(1.0, 2.0), (1.2, 2.5), (0.9, 1.6)], SHOWN),  # the large batch (b) is sharper in every replicate
+        ([(2.0, 1.0), (2.5, 1.2), (1.6, 0.9)], NOT_SHOWN),
+        ([(1.0, 2.0), (2.5, 1.2), (1.1, 1.2)], INCONCLUSIVE),  # the replicates disagree
+    ],
+)
 def test_large_batch_sharper_is_keskar_sharpness_not_the_line(keskar, expected):
     """large-batch-sharper is decided by each end's Keskar sharpness; the line's rise (here the
     opposite in every replicate) is its own finding."""
@@ -247,11 +272,14 @@ def sweep_rows(sens: dict, gap=None, test_acc=None) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("sens, expected", [
-    ({0: [4, 3, 2, 1], 1: [5, 3, 2.5, 1], 2: [4, 3.5, 2, 0.5]}, SHOWN),  # falls in every seed
-    ({0: [1, 2, 3, 4], 1: [1, 3, 3.5, 5], 2: [0.5, 2, 3, 4]}, NOT_SHOWN),  # rises in every seed
-    ({0: [4, 3, 2, 1], 1: [1, 2, 3, 4], 2: [2, 4, 1, 3]}, INCONCLUSIVE),  # the seeds disagree
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "sens, expected",
+    [
+        ({0: [4, 3, 2, 1], 1: [5, 3, 2.5, 1], 2: [4, 3.5, 2, 0.5]}, SHOWN),  # falls in every seed
+        ({0: [1, 2, 3, 4], 1: [1, 3, 3.5, 5], 2: [0.5, 2, 3, 4]}, NOT_SHOWN),  # rises in every seed
+        ({0: [4, 3, 2, 1], 1: [1, 2, 3, 4], 2: [2, 4, 1, 3]}, INCONCLUSIVE),  # the seeds disagree
+    ],
+)
 def test_sensitivity_falls_with_batch(sens, expected):
     assert verdicts(checked(sensitivity.claims({}, sweep_rows(sens))))["sensitivity-falls-with-batch"] == expected
 
@@ -327,11 +355,14 @@ def test_side_budget_gives_every_side_at_least_min_steps():
     assert all(side_budget(full, b)["epochs_trained"] == 25 for b in full["batch_sizes"] + [512])
 
 
-@pytest.mark.parametrize("keskar, expected", [
-    ([[1.0, 1.5, 2.0, 3.0], [0.8, 1.1, 1.9, 2.2], [1.2, 1.3, 1.4, 1.5]], SHOWN),  # rises with the batch in every seed
-    ([[3.0, 2.0, 1.5, 1.0], [2.2, 1.9, 1.1, 0.8], [1.5, 1.4, 1.3, 1.2]], NOT_SHOWN),
-    ([[1.0, 1.5, 2.0, 3.0], [3.0, 2.0, 1.5, 1.0], [1.0, 2.0, 1.5, 3.0]], INCONCLUSIVE),  # the seeds disagree
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "keskar, expected",
+    [
+        ([[1.0, 1.5, 2.0, 3.0], [0.8, 1.1, 1.9, 2.2], [1.2, 1.3, 1.4, 1.5]], SHOWN),  # rises with the batch in every seed
+        ([[3.0, 2.0, 1.5, 1.0], [2.2, 1.9, 1.1, 0.8], [1.5, 1.4, 1.3, 1.2]], NOT_SHOWN),
+        ([[1.0, 1.5, 2.0, 3.0], [3.0, 2.0, 1.5, 1.0], [1.0, 2.0, 1.5, 3.0]], INCONCLUSIVE),  # the seeds disagree
+    ],
+)
 def test_sharpness_rises_with_batch(keskar, expected):
     rows = sweep_rows({s: [1.0, 0.9, 0.8, 0.7] for s in range(3)})
     for r in rows:

@@ -20,8 +20,10 @@ def two(name: str) -> tuple[nn.Module, nn.Module]:
 def test_end_points_are_the_models_bit_for_bit_and_reproduce_their_metrics():
     a, b = two("cnn-1")
     torch.manual_seed(0)
-    splits = {"train": (torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))),
-              "test": (torch.randn(30, 3, 32, 32), torch.randint(0, 10, (30,)))}  # fmt: skip
+    splits = {
+        "train": (torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))),
+        "test": (torch.randn(30, 3, 32, 32), torch.randint(0, 10, (30,))),
+    }
     sens_x = torch.randn(5, 3, 32, 32)
     path = evaluate_path(a, b, alpha_grid(-1, 2, 4), splits, True, sens_x)
     for alpha, end in ((0.0, a), (1.0, b)):

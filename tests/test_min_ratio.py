@@ -23,9 +23,22 @@ CPU = torch.device("cpu")
 
 def _row(seed, loss, grad_norm, ratio, kind="relu", cls=None, n_negative=0):
     cls = cls or ("critical point" if grad_norm < 1e-8 else "not converged")
-    return {"seed": seed, "model_kind": kind, "loss": loss, "grad_norm": grad_norm, "clarke_grad_norm": grad_norm, "min_ratio": ratio,
-            "min_ratio_nonzero": ratio, "index": 0.0, "class": cls, "n_zero": 100, "n_negative": n_negative, "dead_units": 20,
-            "n_params": 385, "diverged": False}  # fmt: skip
+    return {
+        "seed": seed,
+        "model_kind": kind,
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "clarke_grad_norm": grad_norm,
+        "min_ratio": ratio,
+        "min_ratio_nonzero": ratio,
+        "index": 0.0,
+        "class": cls,
+        "n_zero": 100,
+        "n_negative": n_negative,
+        "dead_units": 20,
+        "n_params": 385,
+        "diverged": False,
+    }
 
 
 def _verdicts(rows):
@@ -150,8 +163,14 @@ def test_smoke_summary_verdicts_recompute_from_its_rows(tmp_path, data_dir):
     rows, tol = s["results"], 1e-8
     assert [(r["model_kind"], r["seed"]) for r in rows] == [(k, i) for k in ("relu", "tanh") for i in range(6)]
     recorded = {f["id"]: f for f in s["findings"]}
-    assert set(recorded) >= {"critical-points-reached", "clarke-critical-points-reached", "no-smooth-saddles",
-                             "ratio-rises-as-loss-falls", "smooth-critical-points-reached", "smooth-ratio-rises-as-loss-falls"}  # fmt: skip
+    assert set(recorded) >= {
+        "critical-points-reached",
+        "clarke-critical-points-reached",
+        "no-smooth-saddles",
+        "ratio-rises-as-loss-falls",
+        "smooth-critical-points-reached",
+        "smooth-ratio-rises-as-loss-falls",
+    }
     # the tanh premise by hand: k of n below tol, its share
     tanh = [r for r in rows if r["model_kind"] == "tanh"]
     k = sum(r["grad_norm"] < tol for r in tanh)
@@ -190,9 +209,20 @@ def _assert_diverged_rows_say_so(rows):
 
 @pytest.mark.parametrize("lr", ["1e300", "1e8"])  # NaN weights; finite but exploded weights (issue 21: run all with a huge lr)
 def test_a_diverging_run_is_recorded_and_drawn(tmp_path, lr):
-    res = run_experiment("min-ratio", "smoke", out=tmp_path, progress=False,
-                         overrides=[f"phase1_lr={lr}", f"smooth_phase1_lr={lr}", "phase1_steps=20", "smooth_phase1_steps=20",
-                                    "active_set_steps=5", "smooth_newton_steps=3"])  # fmt: skip
+    res = run_experiment(
+        "min-ratio",
+        "smoke",
+        out=tmp_path,
+        progress=False,
+        overrides=[
+            f"phase1_lr={lr}",
+            f"smooth_phase1_lr={lr}",
+            "phase1_steps=20",
+            "smooth_phase1_steps=20",
+            "active_set_steps=5",
+            "smooth_newton_steps=3",
+        ],
+    )
     assert res.ok
     rows = res.summary["results"]
     assert len(rows) == 12 and all(r["class"] == "diverged" and r["diverged"] for r in rows)

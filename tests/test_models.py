@@ -11,12 +11,27 @@ from dlscope import models
 
 # SPEC's model table: the parameter counts are part of the contract.
 SPEC_COUNTS = {
-    "mlp-deep": 573, "mlp-mid": 574, "mlp-shallow": 573, "mlp-minratio": 385, "mlp-minratio-tanh": 49,
-    "cnn-1": 36458, "cnn-2": 46842, "cnn-7": 430102,
-    "cnn-21": 11085, "cnn-22": 12029, "cnn-23": 13656, "cnn-24": 16904, "cnn-25": 29254,
-    "cnn-26": 52004, "cnn-27": 63054, "cnn-28": 74754, "cnn-29": 83854, "cnn-30": 130122,
-    "cnn-31": 425194, "mnist-mlp": 149002,
-}  # fmt: skip
+    "mlp-deep": 573,
+    "mlp-mid": 574,
+    "mlp-shallow": 573,
+    "mlp-minratio": 385,
+    "mlp-minratio-tanh": 49,
+    "cnn-1": 36458,
+    "cnn-2": 46842,
+    "cnn-7": 430102,
+    "cnn-21": 11085,
+    "cnn-22": 12029,
+    "cnn-23": 13656,
+    "cnn-24": 16904,
+    "cnn-25": 29254,
+    "cnn-26": 52004,
+    "cnn-27": 63054,
+    "cnn-28": 74754,
+    "cnn-29": 83854,
+    "cnn-30": 130122,
+    "cnn-31": 425194,
+    "mnist-mlp": 149002,
+}
 
 
 def test_cli_models_json_gives_spec_counts():

@@ -74,8 +74,13 @@ def tanh_hessians(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torc
     slope = d[:, :, None] * s
     idx = torch.arange(h, device=theta.device)
     wi, bi, ai = idx, h + idx, 2 * h + idx
-    for (i, j), v in (((wi, wi), (curv * X * X).sum(1)), ((wi, bi), (curv * X).sum(1)), ((bi, bi), curv.sum(1)),
-                      ((wi, ai), (slope * X).sum(1)), ((bi, ai), slope.sum(1))):  # fmt: skip
+    for (i, j), v in (
+        ((wi, wi), (curv * X * X).sum(1)),
+        ((wi, bi), (curv * X).sum(1)),
+        ((bi, bi), curv.sum(1)),
+        ((wi, ai), (slope * X).sum(1)),
+        ((bi, ai), slope.sum(1)),
+    ):
         H[:, i, j] += v
         if not torch.equal(i, j):
             H[:, j, i] += v
@@ -231,9 +236,15 @@ def keep_lowest(p2: dict, theta: torch.Tensor, loss: torch.Tensor, gn: torch.Ten
 
 
 def descent_start(theta: torch.Tensor, loss: torch.Tensor, gn: torch.Tensor, grad_tol: float) -> dict:
-    return {"start_loss": loss.clone(), "start_gn": gn.clone(), "best_gn": gn.clone(), "best_loss": loss.clone(),
-            "best": theta.clone(), "done": ~(gn >= grad_tol),  # NaN (diverged in phase 1): done, too
-            "steps": torch.zeros(len(gn), dtype=torch.long, device=gn.device)}  # fmt: skip
+    return {
+        "start_loss": loss.clone(),
+        "start_gn": gn.clone(),
+        "best_gn": gn.clone(),
+        "best_loss": loss.clone(),
+        "best": theta.clone(),
+        "done": ~(gn >= grad_tol),  # NaN (diverged in phase 1): done, too
+        "steps": torch.zeros(len(gn), dtype=torch.long, device=gn.device),
+    }
 
 
 # --------------------------------------------------------------------------- kinks at data points
@@ -463,8 +474,14 @@ def active_set_start(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grad
     loss = relu_mse_and_grad(theta, x, y)[0]
     state = descent_start(theta, loss, clarke_grad(theta, x, y)[0].norm(dim=1), grad_tol)
     no_pins = torch.zeros(len(theta), hdim, dtype=torch.long, device=theta.device)
-    state.update(theta=theta.clone(), side=(xs[None, :, None] * w[:, None, :] + b[:, None, :]) > 0, pinned=no_pins.bool(),
-                 pin_k=no_pins, pins_made=torch.zeros_like(state["steps"]), pins_released=torch.zeros_like(state["steps"]))  # fmt: skip
+    state.update(
+        theta=theta.clone(),
+        side=(xs[None, :, None] * w[:, None, :] + b[:, None, :]) > 0,
+        pinned=no_pins.bool(),
+        pin_k=no_pins,
+        pins_made=torch.zeros_like(state["steps"]),
+        pins_released=torch.zeros_like(state["steps"]),
+    )
     return state
 
 
@@ -580,8 +597,20 @@ def relu_end_points(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grad_
     hess = torch.full((len(theta), theta.shape[1], theta.shape[1]), math.nan, dtype=theta.dtype, device=theta.device)
     if bool(usable.any()):
         hess[usable] = restricted_hessians(theta[usable], x, y, pins[usable], k[usable])
-    return {"loss": loss, "grad": g, "grad_norm": gn, "clarke_norm": cgn, "at": at, "k": k, "s": s, "critical": critical,
-            "kink_critical": kink_critical, "pins": pins.sum(1), "hessian": hess, "usable": usable}  # fmt: skip
+    return {
+        "loss": loss,
+        "grad": g,
+        "grad_norm": gn,
+        "clarke_norm": cgn,
+        "at": at,
+        "k": k,
+        "s": s,
+        "critical": critical,
+        "kink_critical": kink_critical,
+        "pins": pins.sum(1),
+        "hessian": hess,
+        "usable": usable,
+    }
 
 
 def smooth_end_points(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grad_tol: float, l2: float = 0.0) -> dict:
@@ -595,8 +624,17 @@ def smooth_end_points(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gra
     if bool(usable.any()):
         hess[usable] = hs(theta[usable])
     zeros = torch.zeros(len(theta), dtype=torch.long, device=theta.device)
-    return {"loss": loss, "grad": g, "grad_norm": gn, "clarke_norm": gn, "critical": usable & (gn < grad_tol),
-            "kink_critical": usable & False, "pins": zeros, "hessian": hess, "usable": usable}  # fmt: skip
+    return {
+        "loss": loss,
+        "grad": g,
+        "grad_norm": gn,
+        "clarke_norm": gn,
+        "critical": usable & (gn < grad_tol),
+        "kink_critical": usable & False,
+        "pins": zeros,
+        "hessian": hess,
+        "usable": usable,
+    }
 
 
 WEIGHT_LIMIT = 1e6  # a weight beyond this in size: the training blew up (as experiments._base.WEIGHT_LIMIT)
@@ -632,9 +670,15 @@ def spectrum_counts(hess: torch.Tensor, g: torch.Tensor, pins: torch.Tensor, eig
     zero = eig_rel_tol * scale
     gv = torch.einsum("mpk,mp->mk", vecs, g).square()
     small = lam.abs() <= flat_rel_tol * scale
-    return {"n_positive": (lam > zero).sum(1), "n_negative": (lam < -zero).sum(1), "n_zero": (lam.abs() <= zero).sum(1) - pins,
-            "eig_min": lam[:, 0], "eig_max": lam[:, -1], "eigenvalues": lam,
-            "null_share": ((gv * small).sum(1) / gv.sum(1).clamp_min(1e-300)).sqrt()}  # fmt: skip
+    return {
+        "n_positive": (lam > zero).sum(1),
+        "n_negative": (lam < -zero).sum(1),
+        "n_zero": (lam.abs() <= zero).sum(1) - pins,
+        "eig_min": lam[:, 0],
+        "eig_max": lam[:, -1],
+        "eigenvalues": lam,
+        "null_share": ((gv * small).sum(1) / gv.sum(1).clamp_min(1e-300)).sqrt(),
+    }
 
 
 def dead_units(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

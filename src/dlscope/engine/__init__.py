@@ -15,6 +15,16 @@ from .train import (
 )
 
 __all__ = [
-    "Ensemble", "BatchedAdam", "step_lr_scale", "TrainConfig", "Trainer", "epoch_generator",
-    "evaluate_classifier", "evaluate_regression", "loss_per_member", "train_reference", "trainer", "uses_fast_path",
-]  # fmt: skip
+    "Ensemble",
+    "BatchedAdam",
+    "step_lr_scale",
+    "TrainConfig",
+    "Trainer",
+    "epoch_generator",
+    "evaluate_classifier",
+    "evaluate_regression",
+    "loss_per_member",
+    "train_reference",
+    "trainer",
+    "uses_fast_path",
+]

@@ -19,8 +19,9 @@ from .fast_mlp import FastMLPTrainer
 from .train import Trainer, TrainConfig
 
 
-def uses_fast_path(model_name: str, settings: TrainConfig | None = None, examples: int | None = None,
-                   each_epoch: bool = False) -> bool:  # fmt: skip
+def uses_fast_path(
+    model_name: str, settings: TrainConfig | None = None, examples: int | None = None, each_epoch: bool = False
+) -> bool:
     """Whether `trainer` trains this zoo model on the fast flat-MLP path: an MLP with one output,
     trained on the MSE without augmentation. each_epoch: the caller needs its evaluate/on_epoch
     after every epoch; with a full batch (examples <= batch size) the fast path trains its epochs
@@ -32,8 +33,16 @@ def uses_fast_path(model_name: str, settings: TrainConfig | None = None, example
     return flat_mlp.supports(model_name)
 
 
-def trainer(model_name: str, settings: TrainConfig, seeds: list[int], device="cpu", *, examples: int | None = None,
-            each_epoch: bool = False, **fast_options) -> FastMLPTrainer | Trainer:  # fmt: skip
+def trainer(
+    model_name: str,
+    settings: TrainConfig,
+    seeds: list[int],
+    device="cpu",
+    *,
+    examples: int | None = None,
+    each_epoch: bool = False,
+    **fast_options,
+) -> FastMLPTrainer | Trainer:
     """A trainer of len(seeds) members of a zoo model, member i initialised as
     torch.manual_seed(seeds[i]); models.build(model_name), on the path uses_fast_path picks.
     fast_options (dtype, compile, threads) go to the fast path alone."""

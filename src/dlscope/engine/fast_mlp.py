@@ -119,9 +119,18 @@ class FastMLPTrainer:
     more in synchronisation than it saves (and much more on a busy machine).
     """
 
-    def __init__(self, model_name: str, cfg: TrainConfig, seeds: list[int], device="cpu", dtype=None,
-                 compile: bool | str = "auto", threads: int | None = None, theta: torch.Tensor | None = None,
-                 kernel: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        model_name: str,
+        cfg: TrainConfig,
+        seeds: list[int],
+        device="cpu",
+        dtype=None,
+        compile: bool | str = "auto",
+        threads: int | None = None,
+        theta: torch.Tensor | None = None,
+        kernel: bool = True,
+    ):
         if cfg.loss != "mse" or cfg.augment:
             raise ValueError("the fast MLP path trains MSE without augmentation")
         if not supports(model_name):
@@ -304,9 +313,14 @@ class FastMLPTrainer:
 
     # ------------------------------------------------------------------ the whole run
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, checkpoint: Checkpointer | None = None,
-            on_epoch: Callable[["FastMLPTrainer"], None] | None = None,
-            evaluate: bool | str | Callable[["FastMLPTrainer"], dict] | None = True) -> dict[str, list]:  # fmt: skip
+    def run(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        checkpoint: Checkpointer | None = None,
+        on_epoch: Callable[["FastMLPTrainer"], None] | None = None,
+        evaluate: bool | str | Callable[["FastMLPTrainer"], dict] | None = True,
+    ) -> dict[str, list]:
         """Train for cfg.epochs, recording at epoch 0 and after each epoch the full-data loss
         (evaluate True or "mse") or what evaluate(trainer) returns (a callable, as `Trainer.run`
         takes); resumes from and saves to the checkpoint as `Trainer.run` does. With a full batch,

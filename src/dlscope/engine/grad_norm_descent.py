@@ -25,8 +25,12 @@ def gradient_norm_descent_grads(ens: Ensemble, x: torch.Tensor, y: torch.Tensor,
     losses, norms = [], []
     grads = {k: torch.empty_like(v) for k, v in ens.params.items()}
     for s in range(0, ens.n, chunk):
-        part = Ensemble(ens.module, {k: v[s : s + chunk].detach().requires_grad_() for k, v in ens.params.items()},
-                        {k: v[s : s + chunk] for k, v in ens.buffers.items()}, ens.mode)  # fmt: skip
+        part = Ensemble(
+            ens.module,
+            {k: v[s : s + chunk].detach().requires_grad_() for k, v in ens.params.items()},
+            {k: v[s : s + chunk] for k, v in ens.buffers.items()},
+            ens.mode,
+        )
         loss, gn = grad_norms(part, x, y[s : s + chunk], create_graph=True)
         gn.pow(2).sum().backward()
         for k, v in part.params.items():

@@ -38,8 +38,18 @@ class BatchedAdam:
         bc2_sqrt = math.sqrt(1 - b2**self.t)
         step_size = self.lr * (lr_scale / bc1)
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            new = adam_update(p, p.grad, m, v, step_size.view((-1,) + (1,) * (p.dim() - 1)), bc2_sqrt,
-                              self.weight_decay, self.betas, self.eps, fused_add=True)  # fmt: skip
+            new = adam_update(
+                p,
+                p.grad,
+                m,
+                v,
+                step_size.view((-1,) + (1,) * (p.dim() - 1)),
+                bc2_sqrt,
+                self.weight_decay,
+                self.betas,
+                self.eps,
+                fused_add=True,
+            )
             for dst, src in zip((p, m, v), new):
                 dst.copy_(src)
 
@@ -56,10 +66,20 @@ class BatchedAdam:
             return False
         step = torch.tensor(float(self.t), dtype=torch.float32, device=dev)
         torch._fused_adam_(
-            self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq, [], [step] * len(self.params),
-            lr=lr * lr_scale, beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay,
-            eps=self.eps, amsgrad=False, maximize=False,
-        )  # fmt: skip
+            self.params,
+            [p.grad for p in self.params],
+            self.exp_avg,
+            self.exp_avg_sq,
+            [],
+            [step] * len(self.params),
+            lr=lr * lr_scale,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            weight_decay=self.weight_decay,
+            eps=self.eps,
+            amsgrad=False,
+            maximize=False,
+        )
         return True
 
     def _common_lr(self) -> float | None:

@@ -58,8 +58,22 @@ import torch
 from ..errors import ConfigError  # noqa: F401  (raised here, imported from here by the experiments)
 
 
-REQUIRED = ("NAME", "TITLE", "PROFILES", "WORK_SETTINGS", "POSITIVE_SETTINGS", "NON_NEGATIVE_SETTINGS", "trials",
-            "summarize", "metrics", "figures", "COST", "LOOK_FOR", "CAPTIONS", "REFERENCE")  # fmt: skip
+REQUIRED = (
+    "NAME",
+    "TITLE",
+    "PROFILES",
+    "WORK_SETTINGS",
+    "POSITIVE_SETTINGS",
+    "NON_NEGATIVE_SETTINGS",
+    "trials",
+    "summarize",
+    "metrics",
+    "figures",
+    "COST",
+    "LOOK_FOR",
+    "CAPTIONS",
+    "REFERENCE",
+)
 OPTIONAL = ("validate", "PART", "SIDE_BY_SIDE", "ours", "DIFFERENCES")  # ours: required where REFERENCE is not None
 WORK_GROUPS = ("models", "length", "data")  # WORK_SETTINGS' groups
 

@@ -184,7 +184,7 @@ PROFILES = {
         "smooth_phase1_lr": 1e-2,
         "smooth_phase1_steps": 200,
         "smooth_newton_steps": 30,
-    },  # fmt: skip
+    },
     "quick": {
         **_FULL,
         "points": 100,
@@ -195,7 +195,7 @@ PROFILES = {
         "smooth_phase1_lr": 1e-2,
         "smooth_phase1_steps": 3000,
         "smooth_newton_steps": 400,
-    },  # fmt: skip
+    },
     "full": _FULL,
 }
 PHASE2_METHODS = ("active-set", "newton-mr", "adam")
@@ -227,14 +227,22 @@ def _is_one_hidden_tanh(name: str) -> bool:
     with torch.random.fork_rng(devices=[]):
         m = models.build(name)
     layers = list(m) if isinstance(m, torch.nn.Sequential) else []
-    return (len(layers) == 3 and isinstance(layers[1], torch.nn.Tanh) and layers[0].in_features == 1
-            and layers[2].out_features == 1)  # fmt: skip
+    return (
+        len(layers) == 3 and isinstance(layers[1], torch.nn.Tanh) and layers[0].in_features == 1 and layers[2].out_features == 1
+    )
 
 
 def trials(settings: dict) -> list[Trial]:
     # one trial per model: each ensemble is one program
-    return [Trial(key="ensemble", fn=train_and_measure, settings=dict(settings), label=f"{settings['seeds']} x {settings['model']}"),
-            Trial(key="smooth", fn=train_and_measure_smooth, settings=dict(settings), label=f"{settings['seeds']} x {settings['smooth_model']}")]  # fmt: skip
+    return [
+        Trial(key="ensemble", fn=train_and_measure, settings=dict(settings), label=f"{settings['seeds']} x {settings['model']}"),
+        Trial(
+            key="smooth",
+            fn=train_and_measure_smooth,
+            settings=dict(settings),
+            label=f"{settings['seeds']} x {settings['smooth_model']}",
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- the ReLU model's trial
@@ -264,8 +272,14 @@ def train_and_measure(settings: dict, ctx) -> dict:
 
     # phase 1: the loss, on the fast MLP path (the same steps as Ensemble + BatchedAdam; tested)
     # (validate admits only a one-output ReLU MLP: engine.trainer gives the fast path's trainer)
-    phase1 = engine.trainer(settings["model"], TrainConfig.from_settings(settings, "phase1_", epochs=n1, batch_size=settings["points"], loss="mse"),
-                            seeds, dev, dtype=dtype, compile=n1 >= COMPILE_MIN_STEPS)  # fmt: skip
+    phase1 = engine.trainer(
+        settings["model"],
+        TrainConfig.from_settings(settings, "phase1_", epochs=n1, batch_size=settings["points"], loss="mse"),
+        seeds,
+        dev,
+        dtype=dtype,
+        compile=n1 >= COMPILE_MIN_STEPS,
+    )
     if state is not None and "phase1" in state:
         phase1.load_state_dict(state["phase1"])
     while step < n1:
@@ -281,18 +295,27 @@ def train_and_measure(settings: dict, ctx) -> dict:
         end = p2["best"]
     else:
         if settings["phase2"] == "active-set":
-            start, advance = (lambda: cp.active_set_start(theta0, x, y_one, settings["grad_tol"]),
-                              lambda s: cp.active_set_step(s, x, y_one, settings["grad_tol"]))  # fmt: skip
+            start, advance = (
+                lambda: cp.active_set_start(theta0, x, y_one, settings["grad_tol"]),
+                lambda s: cp.active_set_step(s, x, y_one, settings["grad_tol"]),
+            )
         else:
             lg, hs = (lambda t: cp.relu_mse_and_grad(t, x, y_one)), (lambda t: cp.relu_hessians(t, x, y_one))
-            start, advance = (lambda: cp.newton_mr_start(theta0, lg, settings["grad_tol"]),
-                              lambda s: cp.newton_mr_step(s, lg, hs, settings["grad_tol"]))  # fmt: skip
+            start, advance = (
+                lambda: cp.newton_mr_start(theta0, lg, settings["grad_tol"]),
+                lambda s: cp.newton_mr_step(s, lg, hs, settings["grad_tol"]),
+            )
         p2 = state["phase2"] if state is not None and "phase2" in state else start()
         while step < n1 + n2 and not bool(p2["done"].all()):
             advance(p2)
             step += 1
-            progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < settings['grad_tol']).sum())} reached",
-                     force=step == n1 + n2, phase1=phase1.state_dict(), phase2=p2)  # fmt: skip
+            progress(
+                step,
+                f"phase 2 |g| {p2['best_gn'].median().item():.2e}, {int((p2['best_gn'] < settings['grad_tol']).sum())} reached",
+                force=step == n1 + n2,
+                phase1=phase1.state_dict(),
+                phase2=p2,
+            )
         # active set: kinks left on a data point although their piece is solved are slid off (on a copy: a resumed run ends the same)
         end = cp.active_set_end_points(p2, x, y_one, settings["grad_tol"]) if settings["phase2"] == "active-set" else p2["best"]
     end = end.to(torch.float64)
@@ -329,8 +352,15 @@ def adam_phase(settings, phase1, x, y_one, state, step, n1, progress) -> dict:
         opt.step()
         step += 1
         if step % 50 == 0 or step == n1 + n2:
-            progress(step, f"phase 2 |g| {p2['best_gn'].median().item():.2e}", force=step == n1 + n2,
-                     phase1=phase1.state_dict(), ensemble=ens.state_dict(), opt=opt.state_dict(), phase2=p2)  # fmt: skip
+            progress(
+                step,
+                f"phase 2 |g| {p2['best_gn'].median().item():.2e}",
+                force=step == n1 + n2,
+                phase1=phase1.state_dict(),
+                ensemble=ens.state_dict(),
+                opt=opt.state_dict(),
+                phase2=p2,
+            )
     return p2
 
 
@@ -347,8 +377,9 @@ def train_and_measure_smooth(settings: dict, ctx) -> dict:
     n1, n2 = settings["smooth_phase1_steps"], settings["smooth_newton_steps"]
 
     # the objective of both phases: MSE + (smooth_l2/2)||θ||² (the loss reported is the MSE)
-    loss_and_grad, hessians = cp.l2_objective(lambda t: cp.tanh_mse_and_grad(t, x, y), lambda t: cp.tanh_hessians(t, x, y),
-                                              settings["smooth_l2"])  # fmt: skip
+    loss_and_grad, hessians = cp.l2_objective(
+        lambda t: cp.tanh_mse_and_grad(t, x, y), lambda t: cp.tanh_hessians(t, x, y), settings["smooth_l2"]
+    )
 
     def progress(step, info):
         if ctx.checkpoint:
@@ -396,20 +427,45 @@ def end_point_rows(settings: dict, seeds: list[int], kind: str, theta: torch.Ten
         s = spec.get(i)
         pins = int(m["pins"][i])
         dim = P - pins  # the pinned kinks' normal directions are exact zeros of Q H Q, not eigenvalues of the piece
-        row = {"seed": seed, "model_kind": kind, "loss": float(m["loss"][i]), "grad_norm": float(m["grad_norm"][i]),
-               "clarke_grad_norm": float(m["clarke_norm"][i]), "grad_norm_start": float(p2["start_gn"][i]),
-               "loss_start": float(p2["start_loss"][i]), "phase2_steps": int(p2["steps"][i]), "hessian_dim": dim, "n_params": P}  # fmt: skip
+        row = {
+            "seed": seed,
+            "model_kind": kind,
+            "loss": float(m["loss"][i]),
+            "grad_norm": float(m["grad_norm"][i]),
+            "clarke_grad_norm": float(m["clarke_norm"][i]),
+            "grad_norm_start": float(p2["start_gn"][i]),
+            "loss_start": float(p2["start_loss"][i]),
+            "phase2_steps": int(p2["steps"][i]),
+            "hessian_dim": dim,
+            "n_params": P,
+        }
         if s is not None:
             n_pos, n_neg = int(s["n_positive"]), int(s["n_negative"])
-            row.update(n_positive=n_pos, n_negative=n_neg, n_zero=int(s["n_zero"]), eig_min=s["eig_min"], eig_max=s["eig_max"],
-                       min_ratio=n_pos / dim, min_ratio_nonzero=n_pos / max(n_pos + n_neg, 1), index=n_neg / dim,
-                       grad_null_share=s["null_share"])  # fmt: skip
+            row.update(
+                n_positive=n_pos,
+                n_negative=n_neg,
+                n_zero=int(s["n_zero"]),
+                eig_min=s["eig_min"],
+                eig_max=s["eig_max"],
+                min_ratio=n_pos / dim,
+                min_ratio_nonzero=n_pos / max(n_pos + n_neg, 1),
+                index=n_neg / dim,
+                grad_null_share=s["null_share"],
+            )
         row["diverged"] = s is None or not all(math.isfinite(v) for v in row.values() if isinstance(v, float))
         if row["diverged"]:  # issue 21: nothing non-finite enters a claim, and such a run says it diverged
             row.update(n_positive=None, n_negative=None, n_zero=None, min_ratio=None, min_ratio_nonzero=None, index=None)
-        row["class"] = ("diverged" if row["diverged"] else "critical point" if bool(m["critical"][i])
-                        else "kink-critical" if bool(m["kink_critical"][i])
-                        else "gradient-flat" if row["grad_null_share"] >= FLAT_SHARE else "not converged")  # fmt: skip
+        row["class"] = (
+            "diverged"
+            if row["diverged"]
+            else "critical point"
+            if bool(m["critical"][i])
+            else "kink-critical"
+            if bool(m["kink_critical"][i])
+            else "gradient-flat"
+            if row["grad_null_share"] >= FLAT_SHARE
+            else "not converged"
+        )
         row["converged"] = row["class"] == "critical point"
         if kind == "relu":
             row["dead_units"] = int(dead[i])
@@ -473,37 +529,80 @@ def claims(settings: dict, rows: list[dict]) -> list[findings.Finding]:
     smooth_relu = [p for p in relu if p["class"] == "critical point"]
     clarke = _critical(rows, "relu")
     reached = (  # the premise, per model: (id, runs that got there, claim, source, what counts, note)
-        ("critical-points-reached", smooth_relu, f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs reach |grad| < {tol:g} "
-         "(SPEC's premise, taken literally)", "the study's premise (SPEC: the Hessian describes a critical point only at one)",
-         f"|grad| < {tol:g} and no kink on a data point",
-         f"{_counts(relu)}; a kink on a data point has no gradient, so there only Clarke-criticality can be reached"),
-        ("clarke-critical-points-reached", clarke, f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs end at a Clarke-critical "
-         f"point (min-norm subgradient < {tol:g})", "dlscope (the premise where the loss has kinks)",
-         f"min-norm Clarke subgradient < {tol:g}",
-         f"{len(smooth_relu)} smooth + {len(clarke) - len(smooth_relu)} kink-critical of {len(relu)} ({settings['phase2']})"),
-        ("smooth-critical-points-reached", _critical(rows, "tanh"), f"tanh model: at least {CRITICAL_SHARE:.0%} of the runs reach "
-         f"|grad| < {tol:g} of MSE + ({settings['smooth_l2']:g}/2)|θ|² (Newton-MR, exact Hessian, float64)", "dlscope (the premise on a smooth model)", f"|grad| < {tol:g}",
-         f"{_counts(tanh)}; phase 2 from each run's weights at a log-spaced epoch of phase 1"),
-    )  # fmt: skip
-    out = [findings.Finding.from_stat(findings.at_least(len(got), len(tanh if ident.startswith("smooth") else relu), CRITICAL_SHARE),
-                                      id=ident, claim=claim, source=source, note=note,
-                                      statistic=f"fraction of runs with {what} (Clopper-Pearson 95%)")
-           for ident, got, claim, source, what, note in reached]  # fmt: skip
-    out.append(findings.Finding.from_stat(
-        findings.at_most(sum(p["n_negative"] > 0 for p in smooth_relu), len(smooth_relu), SADDLE_SHARE), id="no-smooth-saddles",
-        claim=f"ReLU model: fewer than {SADDLE_SHARE:.0%} of its smooth critical points have a negative eigenvalue (the theory says none)",
-        source="theory (a smooth critical point with non-zero out-weights minimises a convex piece; module docstring)",
-        statistic=f"fraction of smooth critical points with an eigenvalue < -{settings['eig_rel_tol']:g}·max|λ| (Clopper-Pearson 95%, "
-        f"shown if its high end < {SADDLE_SHARE:g})", note=f"over the {len(smooth_relu)} smooth critical points of the ReLU model"))  # fmt: skip
-    out.append(_trend(settings, clarke, "ratio-rises-as-loss-falls", "ReLU model: lower loss, higher minimal ratio",
-                      "original (the write-up's \"Loss vs Minimal Ratio\")", min_n=3,
-                      note=f"over the {len(clarke)} Clarke-critical points ({len(smooth_relu)} smooth); with no saddles to count here, "
-                      "the ratio measures flat directions (dead units, rescalings), not how saddle-like a point is"))  # fmt: skip
+        (
+            "critical-points-reached",
+            smooth_relu,
+            f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs reach |grad| < {tol:g} (SPEC's premise, taken literally)",
+            "the study's premise (SPEC: the Hessian describes a critical point only at one)",
+            f"|grad| < {tol:g} and no kink on a data point",
+            f"{_counts(relu)}; a kink on a data point has no gradient, so there only Clarke-criticality can be reached",
+        ),
+        (
+            "clarke-critical-points-reached",
+            clarke,
+            f"ReLU model: at least {CRITICAL_SHARE:.0%} of the runs end at a Clarke-critical "
+            f"point (min-norm subgradient < {tol:g})",
+            "dlscope (the premise where the loss has kinks)",
+            f"min-norm Clarke subgradient < {tol:g}",
+            f"{len(smooth_relu)} smooth + {len(clarke) - len(smooth_relu)} kink-critical of {len(relu)} ({settings['phase2']})",
+        ),
+        (
+            "smooth-critical-points-reached",
+            _critical(rows, "tanh"),
+            f"tanh model: at least {CRITICAL_SHARE:.0%} of the runs reach "
+            f"|grad| < {tol:g} of MSE + ({settings['smooth_l2']:g}/2)|θ|² (Newton-MR, exact Hessian, float64)",
+            "dlscope (the premise on a smooth model)",
+            f"|grad| < {tol:g}",
+            f"{_counts(tanh)}; phase 2 from each run's weights at a log-spaced epoch of phase 1",
+        ),
+    )
+    out = [
+        findings.Finding.from_stat(
+            findings.at_least(len(got), len(tanh if ident.startswith("smooth") else relu), CRITICAL_SHARE),
+            id=ident,
+            claim=claim,
+            source=source,
+            note=note,
+            statistic=f"fraction of runs with {what} (Clopper-Pearson 95%)",
+        )
+        for ident, got, claim, source, what, note in reached
+    ]
+    out.append(
+        findings.Finding.from_stat(
+            findings.at_most(sum(p["n_negative"] > 0 for p in smooth_relu), len(smooth_relu), SADDLE_SHARE),
+            id="no-smooth-saddles",
+            claim=f"ReLU model: fewer than {SADDLE_SHARE:.0%} of its smooth critical points have a negative eigenvalue (the theory says none)",
+            source="theory (a smooth critical point with non-zero out-weights minimises a convex piece; module docstring)",
+            statistic=f"fraction of smooth critical points with an eigenvalue < -{settings['eig_rel_tol']:g}·max|λ| (Clopper-Pearson 95%, "
+            f"shown if its high end < {SADDLE_SHARE:g})",
+            note=f"over the {len(smooth_relu)} smooth critical points of the ReLU model",
+        )
+    )
+    out.append(
+        _trend(
+            settings,
+            clarke,
+            "ratio-rises-as-loss-falls",
+            "ReLU model: lower loss, higher minimal ratio",
+            'original (the write-up\'s "Loss vs Minimal Ratio")',
+            min_n=3,
+            note=f"over the {len(clarke)} Clarke-critical points ({len(smooth_relu)} smooth); with no saddles to count here, "
+            "the ratio measures flat directions (dead units, rescalings), not how saddle-like a point is",
+        )
+    )
     crit = _critical(rows, "tanh")
-    out.append(_trend(settings, crit, "smooth-ratio-rises-as-loss-falls", "tanh model: lower loss, higher minimal ratio (fewer negative eigenvalues)",
-                      "original, asked where saddles exist (Dauphin et al. 2014; Pennington & Bahri 2017)", min_n=MIN_CRITICAL_FOR_TREND,
-                      note=f"over the {len(crit)} genuine critical points (|grad| < {tol:g}) of the tanh model's objective, "
-                      f"MSE + ({settings['smooth_l2']:g}/2)|θ|²; loss = the MSE part"))  # fmt: skip
+    out.append(
+        _trend(
+            settings,
+            crit,
+            "smooth-ratio-rises-as-loss-falls",
+            "tanh model: lower loss, higher minimal ratio (fewer negative eigenvalues)",
+            "original, asked where saddles exist (Dauphin et al. 2014; Pennington & Bahri 2017)",
+            min_n=MIN_CRITICAL_FOR_TREND,
+            note=f"over the {len(crit)} genuine critical points (|grad| < {tol:g}) of the tanh model's objective, "
+            f"MSE + ({settings['smooth_l2']:g}/2)|θ|²; loss = the MSE part",
+        )
+    )
     return out
 
 
@@ -515,14 +614,22 @@ def _trend(settings, crit: list[dict], ident: str, claim: str, source: str, min_
     x, y = [-p["loss"] for p in crit], [p["min_ratio"] for p in crit]
     stat = findings.correlation(x, y) if len(crit) >= min_n else findings.correlation([], [])
     if crit:
-        note += (f"; median {statistics.median(p['n_zero'] for p in crit):g} zero and "
-                 f"{statistics.median(p['n_negative'] for p in crit):g} negative eigenvalues of {crit[0]['n_params']}")  # fmt: skip
+        note += (
+            f"; median {statistics.median(p['n_zero'] for p in crit):g} zero and "
+            f"{statistics.median(p['n_negative'] for p in crit):g} negative eigenvalues of {crit[0]['n_params']}"
+        )
     if len(crit) < min_n:
         few = findings.correlation(x, y)
         told = f": rho {few.value:.2f} over them" if few.value is not None else ""
         note += f"; only {len(crit)} critical points{told}, fewer than the {min_n} this claim is decided on"
-    f = findings.Finding.from_stat(stat, id=ident, claim=claim, source=source, note=note,
-                                   statistic="Spearman's rho between -MSE and the minimal ratio at the critical points (claimed positive)")  # fmt: skip
+    f = findings.Finding.from_stat(
+        stat,
+        id=ident,
+        claim=claim,
+        source=source,
+        note=note,
+        statistic="Spearman's rho between -MSE and the minimal ratio at the critical points (claimed positive)",
+    )
     if len(crit) < min_n:
         f.note, f.n = note, len(crit)  # the note says why; not the empty sample's "fewer than 4 runs"
     return f
@@ -535,21 +642,39 @@ def metrics(settings: dict, results: dict) -> list[dict]:
         for p in _rows(results, kind):
             for m in ("loss", "grad_norm", "clarke_grad_norm", "grad_norm_start", "min_ratio", "index", "converged"):
                 value = p.get(m)
-                rows.append({"model": kind, "seed": p["seed"], "epoch": steps + p["phase2_steps"], "metric": m,
-                             "value": float("nan") if value is None else float(value)})  # fmt: skip
+                rows.append(
+                    {
+                        "model": kind,
+                        "seed": p["seed"],
+                        "epoch": steps + p["phase2_steps"],
+                        "metric": m,
+                        "value": float("nan") if value is None else float(value),
+                    }
+                )
     return rows
 
 
-MARKERS = {"critical point": ("o", "tab:blue"), "kink-critical": ("^", "tab:green"), "gradient-flat": ("s", "tab:orange"),
-           "not converged": ("x", "tab:red")}  # fmt: skip
+MARKERS = {
+    "critical point": ("o", "tab:blue"),
+    "kink-critical": ("^", "tab:green"),
+    "gradient-flat": ("s", "tab:orange"),
+    "not converged": ("x", "tab:red"),
+}
 
 
 def _scatter(ax, pts, key, xlabel, title):
     for cls, (marker, color) in MARKERS.items():
         sel = [p for p in pts if p["class"] == cls]
         if sel:
-            ax.scatter([p[key] for p in sel], [max(p["loss"], 1e-300) for p in sel], marker=marker, color=color, s=30, alpha=0.8,
-                       label=f"{cls} (n={len(sel)})")  # fmt: skip
+            ax.scatter(
+                [p[key] for p in sel],
+                [max(p["loss"], 1e-300) for p in sel],
+                marker=marker,
+                color=color,
+                s=30,
+                alpha=0.8,
+                label=f"{cls} (n={len(sel)})",
+            )
     ax.set(yscale="log", xlabel=xlabel, ylabel="MSE at the end point (log scale)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
@@ -579,10 +704,12 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
     ax = axes[3]
-    for label, pts, key in ((f"{settings['model']}: min-norm Clarke subgradient", relu, "clarke_grad_norm"),
-                            (f"{settings['model']}: after phase 1", relu, "grad_norm_start"),
-                            (f"{settings['smooth_model']}: |grad|", tanh, "grad_norm"),
-                            (f"{settings['smooth_model']}: at the start of phase 2", tanh, "grad_norm_start")):  # fmt: skip
+    for label, pts, key in (
+        (f"{settings['model']}: min-norm Clarke subgradient", relu, "clarke_grad_norm"),
+        (f"{settings['model']}: after phase 1", relu, "grad_norm_start"),
+        (f"{settings['smooth_model']}: |grad|", tanh, "grad_norm"),
+        (f"{settings['smooth_model']}: at the start of phase 2", tanh, "grad_norm_start"),
+    ):
         if pts:
             vals = sorted(max(p[key], 1e-300) for p in pts)
             ax.step(vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=f"{label} (n={len(vals)})")
@@ -592,6 +719,9 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", fontsize=8)
     n_div = len(_rows(results, "relu")) + len(_rows(results, "tanh")) - len(relu) - len(tanh)
-    fig.suptitle(f"Hessian at the end points of phase 2 on {settings['function']}" + (f" ({n_div} diverged runs not drawn)" if n_div else ""),
-                 fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"Hessian at the end points of phase 2 on {settings['function']}"
+        + (f" ({n_div} diverged runs not drawn)" if n_div else ""),
+        fontsize=10,
+    )
     return [save_fig(fig, fig_dir / "min_ratio.png")]
