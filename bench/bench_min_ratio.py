@@ -19,7 +19,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import Clock, EpochSampler, alternate, machine, max_rel_diff, median, now, parse_args, report, result, set_up  # noqa: E402
+from common import (  # noqa: E402
+    Clock,
+    EpochSampler,
+    alternate,
+    machine,
+    max_rel_diff,
+    median,
+    now,
+    parse_args,
+    report,
+    result,
+    set_up,
+)
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from dlscope import models  # noqa: E402

@@ -19,7 +19,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import Clock, TorchvisionStyleImages, alternate, classifier_epoch, machine, parse_args, report, result, set_up  # noqa: E402
+from common import (  # noqa: E402
+    Clock,
+    TorchvisionStyleImages,
+    alternate,
+    classifier_epoch,
+    machine,
+    parse_args,
+    report,
+    result,
+    set_up,
+)
 from torch.utils.data import DataLoader  # noqa: E402
 
 from dlscope import data, models  # noqa: E402

@@ -101,7 +101,8 @@ def main() -> None:
     print(f"  worst estimate after the first minute: {record['worst_error_after_1_min']:+.0%}" if late else "")
     for name, e in experiments.items():
         print(
-            f"  {name:14s} {e['wall_seconds_this_invocation']:7.1f} s  CPU {e['trial_cpu_seconds']:7.1f} s  cores busy per trial {e['cores_busy_per_trial']}"
+            f"  {name:14s} {e['wall_seconds_this_invocation']:7.1f} s  CPU {e['trial_cpu_seconds']:7.1f} s  cores busy per "
+            f"trial {e['cores_busy_per_trial']}"
         )
 
 

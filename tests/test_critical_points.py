@@ -131,8 +131,8 @@ def test_newton_mr_line_search_finds_a_saddle_of_a_quadratic():
 
 
 def test_newton_mr_line_search_shortens_the_step_before_damping():
-    # ||∇L||² of L = θ⁴/4 - θ (∇L = θ³ - 1, critical at θ = 1): from θ = 0.1 the Newton step (to 22.3) overshoots so far
-    # that ||∇L||² rises; the line search takes a shorter step along it, leaves μ as it is, and converges
+    # ||∇L||² of L = θ⁴/4 - θ (∇L = θ³ - 1, critical at θ = 1): from θ = 0.1 the Newton step (to 22.3)
+    # overshoots so far that ||∇L||² rises; the line search takes a shorter step along it, leaves μ as it is, and converges
     def loss_and_grad(theta):
         return theta[:, 0] ** 4 / 4 - theta[:, 0], theta**3 - 1
 

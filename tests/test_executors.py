@@ -345,7 +345,8 @@ ex = make_executor("ray", workers=2)
 jobs = [Job("t", Trial(k, gated_experiment.echo, {"n": i}, Resources(cpus=1)), "cpu", None, None) for i, k in enumerate("ab")]
 got = {}
 ex.run(jobs, lambda job, o: got.setdefault(job.trial.key, o.result))
-print(json.dumps({"results": got, "nodes": [n["NodeManagerAddress"] for n in ray.nodes()], "cpus": ray.cluster_resources()["CPU"]}))
+nodes = [n["NodeManagerAddress"] for n in ray.nodes()]
+print(json.dumps({"results": got, "nodes": nodes, "cpus": ray.cluster_resources()["CPU"]}))
 """
 
 

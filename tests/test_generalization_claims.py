@@ -317,7 +317,10 @@ def test_sensitivity_tracks_gap_across_models():
     tracks = {s: [0.3 * v + 0.01 * rng.normal() for v in sens[s]] for s in range(3)}  # gap ~ sensitivity
     opposite = {s: [-g for g in tracks[s]] for s in range(3)}
     unrelated = {s: list(rng.uniform(0, 0.3, 4)) for s in range(3)}
-    verdict = lambda gap: verdicts(checked(sensitivity.claims({}, sweep_rows(sens, gap=gap))))["sensitivity-tracks-gap"]  # noqa: E731
+
+    def verdict(gap):
+        return verdicts(checked(sensitivity.claims({}, sweep_rows(sens, gap=gap))))["sensitivity-tracks-gap"]
+
     assert verdict(tracks) == SHOWN
     assert verdict(opposite) == NOT_SHOWN
     assert verdict(unrelated) == INCONCLUSIVE

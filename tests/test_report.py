@@ -140,7 +140,8 @@ def test_numbers_beside_the_original_only_at_its_settings(study, tmp_path):
         ours, orig = medians[m], REFERENCE["rows"][f"{m} test accuracy"]
         # the comparison row: original, ours (the median over seeds), and the difference in percentage points
         assert re.search(
-            rf"{m} test accuracy \(median of {n} seeds?\)\s+{100 * orig:.2f}%\s+{100 * ours:.2f}%\s+{100 * (ours - orig):+.1f} pp",
+            rf"{m} test accuracy \(median of {n} "
+            rf"seeds?\)\s+{100 * orig:.2f}%\s+{100 * ours:.2f}%\s+{100 * (ours - orig):+.1f} pp",
             body,
         )
     ff = text(section(page, "func-fit"))  # final MSE against SPEC's numbers, the median over seeds

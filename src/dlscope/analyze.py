@@ -65,7 +65,8 @@ def add_arguments(p) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="the measures to run (default: every one of analysis.measures.MEASURES: top_eigenvalues, trace, density, sharpness, plane, ...)",
+        help="the measures to run (default: every one of analysis.measures.MEASURES: top_eigenvalues, trace, density, "
+        "sharpness, plane, ...)",
     )
     p.add_argument("--out", default=None, help="the output folder (required with --model; default with --run: RUN_DIR/analyze)")
     p.add_argument("--loss", default="ce", choices=["ce", "mse"])

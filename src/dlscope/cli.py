@@ -214,7 +214,8 @@ def _dispatch(args) -> int:
             for name, splits in info.items():
                 for split, s in splits.items():
                     print(
-                        f"{name:8s} {split:5s} {s['images']:>6d} images  mean {s['mean']}  std {s['std']}  per class {s['per_class']}"
+                        f"{name:8s} {split:5s} {s['images']:>6d} images  mean {s['mean']}  std {s['std']}  per class "
+                        f"{s['per_class']}"
                     )
         return 0
 

@@ -3,9 +3,10 @@
 MNIST comes as four gzip'd IDX files, CIFAR-10 as python-pickled batches. A data root may come
 from anywhere, so its files are data, never code: the batches are unpickled by an unpickler that
 builds numpy arrays and nothing else, and an archive is checked against its published checksum
-before it is unpacked. Both are decoded once into uint8 tensors, cached under the cache folder (never in the data root, which may be
-read-only), and then moved to the device whole: training indexes batches out of resident tensors
-and augments them there, in batch, with no per-sample DataLoader.
+before it is unpacked. Both are decoded once into uint8 tensors, cached under the cache folder
+(never in the data root, which may be read-only), and then moved to the device whole: training
+indexes batches out of resident tensors and augments them there, in batch, with no per-sample
+DataLoader.
 """
 
 from __future__ import annotations
@@ -240,7 +241,8 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         data, labels = d[b"data"], d[b"labels"]
         if not isinstance(data, numpy.ndarray) or data.dtype != numpy.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(
-                f"its data is not n x 3072 bytes (found {getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')})"
+                f"its data is not n x 3072 bytes (found {getattr(data, 'dtype', type(data).__name__)} "
+                f"{getattr(data, 'shape', '')})"
             )
         if isinstance(labels, numpy.ndarray):
             labels = labels.tolist()

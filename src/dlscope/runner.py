@@ -49,7 +49,8 @@ def pick_device(device: str = "auto") -> str:
         raise ConfigError(f"--device {device}: no CUDA device is available (this torch: {torch.__version__})")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         raise ConfigError(
-            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}"
         )
     return device
 

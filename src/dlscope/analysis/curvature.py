@@ -92,9 +92,9 @@ def lanczos(
 
     v0: [N, P] start vectors. Returns (T [N, m, m] tridiagonal, Q [N, m, P] orthonormal basis),
     m ≤ steps. `stop(T, b)` is asked after every step, with b [N] the norm of what is left of the
-    last product after orthogonalisation (the next coupling: Ritz residuals are b · |y_m|). When a member's Krylov space is exhausted,
-    it continues from a fresh random direction orthogonal to its basis (T gets a zero coupling),
-    so every Ritz value stays an exact eigenvalue of that member's operator."""
+    last product after orthogonalisation (the next coupling: Ritz residuals are b · |y_m|). When a
+    member's Krylov space is exhausted, it continues from a fresh random direction orthogonal to
+    its basis (T gets a zero coupling), so every Ritz value stays an exact eigenvalue of that member's operator."""
     N, P = v0.shape
     steps = min(steps, P)
     g = torch.Generator().manual_seed(seed + 7919)

@@ -362,7 +362,11 @@ MEASURES: list[Measure] = [
         check=_check_plane,
         line=lambda r: f"{len(r['alphas'])}×{len(r['betas'])} grid",
         rows=lambda r: [
-            ["loss plane", f"centre {_plane_centre(r['loss'])}", f"{len(r['alphas'])}×{len(r['betas'])} grid, span ±{r['span']}"]
+            [
+                "loss plane",
+                f"centre {_plane_centre(r['loss'])}",
+                f"{len(r['alphas'])}×{len(r['betas'])} grid, span ±{r['span']}",
+            ]
         ],
         cells=lambda r, i: [("plane centre loss", _plane_centre(r["loss"][i]))],
     ),

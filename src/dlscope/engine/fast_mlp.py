@@ -212,7 +212,8 @@ class FastMLPTrainer:
             out = fn(*args)
         except Exception as e:  # the compiler failed: the same steps run eagerly
             warn_once(
-                f"torch.compile failed for the fast MLP path ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eagerly"
+                f"torch.compile failed for the fast MLP path ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running "
+                "eagerly"
             )
             self.compile = False
             return None

@@ -16,8 +16,8 @@ Every executor calls on_outcome(job, outcome) in the driver as each trial finish
 order they finish. On a CPU, a trial's numbers depend on its torch thread count (convolutions sum
 in an order that depends on it), so the runner fixes it per trial (Job.threads: the cores shared
 among the experiment's trials) and local and auto both honour it: whichever of the two runs an
-experiment, and whether it resumed, its numbers are the same. A worker that dies mid-trial costs that trial one attempt (3 retries); a trial
-that raises comes back as an Outcome with its error.
+experiment, and whether it resumed, its numbers are the same. A worker that dies mid-trial costs
+that trial one attempt (3 retries); a trial that raises comes back as an Outcome with its error.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ def describe(settings: dict) -> str:
     if settings["curvature_samples"] == 0:
         return "not measured (curvature_samples 0)"
     return (
-        f"on {min(settings['curvature_samples'], settings['train_size'])} class-balanced training images (un-augmented), eval mode, the training "
-        f"loss: {_measures.describe(_measures.study_budget(settings))}"
+        f"on {min(settings['curvature_samples'], settings['train_size'])} class-balanced training images (un-augmented), eval "
+        f"mode, the training loss: {_measures.describe(_measures.study_budget(settings))}"
     )
 
 

@@ -381,7 +381,8 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below: the curves stay visible
     fig.suptitle(
-        f"{settings['epochs']} epochs, batch {settings['batch_size']}, {settings['train_size']:,} training / {settings['test_size']:,} test images, "
+        f"{settings['epochs']} epochs, batch {settings['batch_size']}, {settings['train_size']:,} training / "
+        f"{settings['test_size']:,} test images, "
         f"{n_seeds} seeds per model",
         fontsize=10,
     )

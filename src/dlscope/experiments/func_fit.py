@@ -267,14 +267,17 @@ def summarize(settings: dict, results: dict) -> dict:
         "by_model": by_model,
         "findings": [c.as_dict() for c in claims(rows, settings["models"])],
         "definitions": {
-            "constant_mse": "MSE of the best constant prediction (the targets' mean) on the training points: the targets' variance",
+            "constant_mse": "MSE of the best constant prediction (the targets' mean) on the training points: the targets' "
+            "variance",
             "stalled": f"final MSE within {STALL_TOL:.0%} of constant_mse (the constant-prediction plateau)",
             "fit": f"final MSE <= {FIT_FRACTION:g} x constant_mse",
             "epoch_90": "first epoch at which the full-data MSE has made 90% of its log-scale descent from initialisation "
             "to its end level (the lowest MSE over the last 10% of epochs)",
-            "converged_epoch": f"SPEC's rule: first epoch e >= {settings['converge_min_epoch']}, a multiple of {settings['converge_every']}, "
+            "converged_epoch": f"SPEC's rule: first epoch e >= {settings['converge_min_epoch']}, a multiple of "
+            f"{settings['converge_every']}, "
             f"with loss(e - {settings['converge_every']}) - loss(e) < {settings['converge_tol']:g}",
-            "median": "numpy's median over seeds (the mean of the two middle values for an even n); band/IQR: 25th-75th percentile",
+            "median": "numpy's median over seeds (the mean of the two middle values for an even n); band/IQR: 25th-75th "
+            "percentile",
         },
     }
 

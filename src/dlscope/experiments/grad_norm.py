@@ -189,8 +189,8 @@ def windows(loss, grad_norm) -> dict | None:
     """One seed's statistics of the claim from its curves (index = epoch, 0 = initialisation):
     the drop window [d, d + W] where log10 loss falls most, the end window [E - W, E], and in each
     the fluctuation of the gradient norm (median |Δg| between consecutive epochs), its relative
-    fluctuation (median |Δ log10 g|) and its median. None for a diverged curve, a run too short for two windows, or windows that overlap
-    (the loss still falling most at the end: no minimum reached to judge)."""
+    fluctuation (median |Δ log10 g|) and its median. None for a diverged curve, a run too short for
+    two windows, or windows that overlap (the loss still falling most at the end: no minimum reached to judge)."""
     ll, lg = _log10(loss), _log10(grad_norm)
     if ll is None or lg is None:
         return None
@@ -394,7 +394,10 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
     plt = pyplot()
 
     paths = []
-    mlp_title = f"on {settings['function']} (full-batch MSE; trained at batch size {settings['mlp_batch_size']}, lr {settings['mlp_lr']:g})"
+    mlp_title = (
+        f"on {settings['function']} (full-batch MSE; trained at batch size {settings['mlp_batch_size']}, "
+        f"lr {settings['mlp_lr']:g})"
+    )
     groups = (
         ("mlp", mlp_title, "MSE", [m for m in settings["models"] if is_mlp(m)]),
         (

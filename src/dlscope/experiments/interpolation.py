@@ -53,8 +53,8 @@ LOOK_FOR = (
     "measure it directly, as Keskar et al. did: the ε-sharpness of each trained end, paired by replicate (the "
     "curvature figure, with the top Hessian eigenvalue and the trace beside it; the note says whether those "
     "agree). `large-batch-line-sharper` and `large-lr-line-flatter` ask the same of the line: how steeply the "
-    "train loss rises at the same distance outward from the two ends of each replicate; `barrier` asks whether test accuracy dips "
-    "between the two models, as the original's did (27% near α ≈ 0.6). Each is a difference paired by "
+    "train loss rises at the same distance outward from the two ends of each replicate; `barrier` asks whether test accuracy "
+    "dips between the two models, as the original's did (27% near α ≈ 0.6). Each is a difference paired by "
     "replicate, judged by the Student-t 95% interval of its mean: with 3 replicates only a mean above about "
     "2.5 standard deviations of the per-replicate differences can be shown, so a real but modest effect comes "
     "out inconclusive (each note gives the smallest difference this run could have shown). Each side trained at least "
@@ -623,7 +623,8 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
         init = "shared initialisation" if settings["shared_init"] else "independent initialisations"
         r0 = results[p]
         ends = "; ".join(
-            f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps ({r0['budgets'][s]['epochs_trained']} epochs), "
+            f"{side} = {label} {_describe(p, r0[side]):g}: {r0['budgets'][s]['steps']} steps "
+            f"({r0['budgets'][s]['epochs_trained']} epochs), "
             f"final train loss {_median([r[f'{side}_final_train_loss'] for r in runs])}"
             for s, side in enumerate(("a", "b"))
         )
@@ -647,7 +648,8 @@ def curvature_figure(settings: dict, table: list[dict], fig_dir) -> str:
         settings,
         groups,
         "dots",
-        f"Curvature of each trained end ({settings['model']}; {min(settings['curvature_samples'], settings['train_size'])} training images, eval mode; "
+        f"Curvature of each trained end ({settings['model']}; {min(settings['curvature_samples'], settings['train_size'])} "
+        "training images, eval mode; "
         f"trace {settings['trace_hvp']} HVPs, Keskar ε = {settings['keskar_radius']:g}; grey: one replicate)",
     )
     return save_fig(fig, fig_dir / "curvature.png")

@@ -105,13 +105,16 @@ LOOK_FOR = (
     "training end there: minima at the highest loss, which weigh against the trend (see the module docstring)."
 )
 CAPTIONS = {
-    "min_ratio.png": "Four panels. (a) ReLU model (mlp-minratio): MSE at each end point against its minimal ratio, the original's way round "
+    "min_ratio.png": "Four panels. (a) ReLU model (mlp-minratio): MSE at each end point against its minimal ratio, "
+    "the original's way round "
     "(ratio on x, log loss on y): smooth critical points, kink-critical points (min-norm Clarke subgradient < 1e-8; the "
     "Hessian restricted to the pinned kinks), gradient-flat and not converged end points drawn apart, n in the legend; "
-    "(b) the same for the tanh model (mlp-minratio-tanh), whose phase 2 starts from points spread over training; its objective is "
-    "MSE + (λ/2)|θ|², λ = smooth_l2 (gradient, Hessian and criticality of that objective; the loss on the axis is the MSE part); (c) the "
-    "tanh model's index (share of negative eigenvalues of the regularised objective's Hessian) against the MSE (Dauphin et al. 2014, "
-    "Pennington & Bahri 2017); "
+    "(b) the same for the tanh model (mlp-minratio-tanh), whose phase 2 starts from points spread over training; its "
+    "objective is "
+    "MSE + (λ/2)|θ|², λ = smooth_l2 (gradient, Hessian and criticality of that objective; the loss on the axis is the MSE "
+    "part); (c) the "
+    "tanh model's index (share of negative eigenvalues of the regularised objective's Hessian) against the MSE (Dauphin et "
+    "al. 2014, Pennington & Bahri 2017); "
     "(d) the cumulative distribution of the end points' gradient norms (the Clarke norm for ReLU) with the 1e-8 line "
     '(the original\'s unnumbered "Loss vs Minimal Ratio").',
 }
@@ -148,7 +151,8 @@ _FULL = {
     "smooth_phase1_lr": 1e-3,
     "smooth_phase1_steps": 20000,  # run i starts phase 2 from its weights at epoch e_i, log-spaced from smooth_first_epoch
     "smooth_first_epoch": 10,
-    "smooth_newton_steps": 600,  # Newton-MR iterations (one exact Hessian and eigendecomposition each); members stop when critical
+    # Newton-MR iterations (one exact Hessian and eigendecomposition each); members stop when critical
+    "smooth_newton_steps": 600,
     # the smooth model's objective, both phases: MSE + (smooth_l2/2)||θ||² (coupled L2, as Adam's weight_decay); it makes
     # the objective coercive, so every critical point lies at finite distance (on the plain MSE the runs drift towards
     # minima at infinity). 1e-3, not the study's 1e-4: measured, quick profile, Newton-MR with the line search
@@ -316,7 +320,8 @@ def train_and_measure(settings: dict, ctx) -> dict:
                 phase1=phase1.state_dict(),
                 phase2=p2,
             )
-        # active set: kinks left on a data point although their piece is solved are slid off (on a copy: a resumed run ends the same)
+        # active set: kinks left on a data point although their piece is solved are slid off
+        # (on a copy: a resumed run ends the same)
         end = cp.active_set_end_points(p2, x, y_one, settings["grad_tol"]) if settings["phase2"] == "active-set" else p2["best"]
     end = end.to(torch.float64)
     measured = cp.relu_end_points(end, xd, yd, settings["grad_tol"])
@@ -496,15 +501,17 @@ def summarize(settings: dict, results: dict) -> dict:
         out[f"classes_{kind}"] = {c: sum(p["class"] == c for p in mine) for c in CLASSES}
     out["rules"] = {
         "critical point": f"|grad| < {settings['grad_tol']:g} (float64) and no ReLU kink within {cp.KINK_TOL:g} of a data point",
-        "kink-critical": f"ReLU model: not critical, and the minimum-norm element of the Clarke subdifferential (ReLU'(0) free in "
-        f"[0, 1] at each kink within {cp.KINK_TOL:g} of a data point) < {settings['grad_tol']:g}; the Hessian there is restricted to "
-        "the pinned kinks (P - pins dimensions)",
+        "kink-critical": "ReLU model: not critical, and the minimum-norm element of the Clarke subdifferential "
+        "(ReLU'(0) free in "
+        f"[0, 1] at each kink within {cp.KINK_TOL:g} of a data point) < {settings['grad_tol']:g}; the Hessian there is "
+        "restricted to the pinned kinks (P - pins dimensions)",
         "gradient-flat": f"not critical, and at least {FLAT_SHARE:g} of |grad| lies along Hessian eigenvectors with |eigenvalue| "
         f"<= {settings['flat_rel_tol']:g} * max|eigenvalue| (Newton-MR's relative residual; Frye et al. 2021)",
         "diverged": f"weights not finite or beyond {cp.WEIGHT_LIMIT:g}, or a non-finite number at the end point",
-        "min_ratio": f"fraction of the Hessian's eigenvalues > {settings['eig_rel_tol']:g} * max|eigenvalue| (exact Hessian of the MSE, "
-        "float64); index: the fraction < -that; min_ratio_nonzero: positive / (positive + negative)",
-        "tanh objective": f"the tanh model's gradient, Hessian and criticality are those of MSE + ({settings['smooth_l2']:g}/2)|theta|^2 "
+        "min_ratio": f"fraction of the Hessian's eigenvalues > {settings['eig_rel_tol']:g} * max|eigenvalue| (exact Hessian "
+        "of the MSE, float64); index: the fraction < -that; min_ratio_nonzero: positive / (positive + negative)",
+        "tanh objective": "the tanh model's gradient, Hessian and criticality are those of MSE + "
+        f"({settings['smooth_l2']:g}/2)|theta|^2 "
         "(smooth_l2, both phases); its loss column is the MSE part",
     }
     return out
@@ -571,9 +578,11 @@ def claims(settings: dict, rows: list[dict]) -> list[findings.Finding]:
         findings.Finding.from_stat(
             findings.at_most(sum(p["n_negative"] > 0 for p in smooth_relu), len(smooth_relu), SADDLE_SHARE),
             id="no-smooth-saddles",
-            claim=f"ReLU model: fewer than {SADDLE_SHARE:.0%} of its smooth critical points have a negative eigenvalue (the theory says none)",
+            claim=f"ReLU model: fewer than {SADDLE_SHARE:.0%} of its smooth critical points have a negative eigenvalue (the "
+            "theory says none)",
             source="theory (a smooth critical point with non-zero out-weights minimises a convex piece; module docstring)",
-            statistic=f"fraction of smooth critical points with an eigenvalue < -{settings['eig_rel_tol']:g}·max|λ| (Clopper-Pearson 95%, "
+            statistic=f"fraction of smooth critical points with an eigenvalue < -{settings['eig_rel_tol']:g}·max|λ| "
+            "(Clopper-Pearson 95%, "
             f"shown if its high end < {SADDLE_SHARE:g})",
             note=f"over the {len(smooth_relu)} smooth critical points of the ReLU model",
         )

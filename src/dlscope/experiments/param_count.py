@@ -34,7 +34,8 @@ LOOK_FOR = (
     "original found (findings more-params-better and more-params-lower-loss), and whether the train − test "
     "accuracy gap grows with it (gap-grows-with-params). Each is Page's trend test over the models with the "
     "seeds as blocks: shown only where the models fall in the claimed order consistently across seeds (with "
-    "3 seeds and 6 models a mean Spearman ρ of about 0.5 is needed; the note gives each seed's ρ). Every model gets the same images, epochs and seeds. The diamonds are the "
+    "3 seeds and 6 models a mean Spearman ρ of about 0.5 is needed; the note gives each seed's ρ). Every model gets the same "
+    "images, epochs and seeds. The diamonds are the "
     "original's test accuracies of cnn-21 and cnn-31 after 5 epochs on all 50,000 images: a level for "
     "the full profile, not for a run on a subset."
 )
@@ -198,7 +199,8 @@ def claims(rows: list[dict]) -> list[dict]:
             "The generalization gap (train − test accuracy) grows with the number of parameters.",
             "gap",
             1,
-            "mean over seeds of Spearman's ρ(parameters, train − test accuracy) across the models; test: Page's L, seeds as blocks",
+            "mean over seeds of Spearman's ρ(parameters, train − test accuracy) across the models; test: Page's L, seeds as "
+            "blocks",
             "gap rises",
         ),
     ):
@@ -299,7 +301,10 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
             zorder=5,
             label="original (full settings: 5 epochs, batch 512, 50,000 images), test",
         )
-    sub = f"{settings['epochs']} epochs, batch {settings['batch_size']}, {settings['train_size']:,} training images, {n_seeds} seeds per model"
+    sub = (
+        f"{settings['epochs']} epochs, batch {settings['batch_size']}, {settings['train_size']:,} training images, "
+        f"{n_seeds} seeds per model"
+    )
     ax_l.set(ylabel="cross-entropy loss", title="Loss vs parameters")
     ax_a.set(ylabel="accuracy (%)", title="Accuracy vs parameters")
     ax_g.set(ylabel="train − test accuracy (points)", title="Generalization gap vs parameters")

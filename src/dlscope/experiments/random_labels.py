@@ -214,9 +214,11 @@ def claims(settings: dict, table: list[dict]) -> list[dict]:
             "memorises",
             "train accuracy on the random labels approaches 100% (above 90%)",
             "Zhang et al. 2017",
-            f"mean over seeds of the train accuracy on the random labels ({final}); shown if its Student-t 95% interval lies above 0.9",
+            f"mean over seeds of the train accuracy on the random labels ({final}); shown if its Student-t 95% interval lies "
+            "above 0.9",
             (
-                f"above 0.9 in {above} of {len(table)} seeds; best single epoch {max((r['best_train_acc'] or 0) for r in table):.3f}"
+                f"above 0.9 in {above} of {len(table)} seeds; best single epoch "
+                f"{max((r['best_train_acc'] or 0) for r in table):.3f}"
                 f"{flag}"
             )
             if table
@@ -276,7 +278,8 @@ def summarize(settings: dict, results: dict) -> dict:
         "epochs": settings["epochs"],
         "seeds": settings["seeds"],
         "final_window_epochs": window_epochs(settings),
-        "final": f"each seed's mean over the last {window_epochs(settings)} epochs; the summary's final_* are the means over seeds",
+        "final": f"each seed's mean over the last {window_epochs(settings)} epochs; the summary's final_* are the means over "
+        "seeds",
         **{f"final_{k}": mean(f"final_{k}") for k in METRICS},
         "initial_train_loss": mean("initial_train_loss"),
         "initial_test_loss": mean("initial_test_loss"),
@@ -331,8 +334,8 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
         ax.legend(fontsize=7)
     unstable = [t["seed"] for t in table if t["unstable"]]
     sub = (
-        f"mnist-mlp, {r['train_size']:,} training images, lr {settings['lr']:g}, batch {settings['batch_size']}; bands: IQR over seeds"
-        + (f"; unstable late: seed {', '.join(map(str, unstable))}" if unstable else "")
+        f"mnist-mlp, {r['train_size']:,} training images, lr {settings['lr']:g}, batch {settings['batch_size']}; bands: IQR "
+        "over seeds" + (f"; unstable late: seed {', '.join(map(str, unstable))}" if unstable else "")
     )
     ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"Loss\n{sub}")
     ax_a.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100), title=f"Accuracy\n{sub}")

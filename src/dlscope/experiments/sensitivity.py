@@ -50,8 +50,8 @@ LOOK_FOR = (
     "0.73 is needed; the note gives each seed's ρ). Novak et al. (2018) found sensitivity rising with the "
     "generalization gap across models: `sensitivity-tracks-gap`, Spearman's ρ over every trained model of "
     "both sweeps (a permutation test that treats the models as independent, though each seed's share an "
-    "initialisation), drawn in the scatter of sensitivity against the train − test accuracy gap. If large batches lower sensitivity but "
-    "widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
+    "initialisation), drawn in the scatter of sensitivity against the train − test accuracy gap. If large batches lower "
+    "sensitivity but widen the gap, the two come out opposed, and that is a finding. Every configuration trained at "
     "least `epochs` epochs and `min_steps` optimizer steps (rows give its steps and final train loss), "
     "so the large batches are not judged after a few dozen steps. Keskar et al.'s own measure is taken on every "
     "trained model too (top Hessian eigenvalue, trace, Keskar ε-sharpness; the curvature figures): "
@@ -535,7 +535,8 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
             ax.grid(alpha=0.3, which="both")
             twin = ax.twinx()
             plot_median_iqr(twin, xs, runs("sensitivity"), "sensitivity", SPLIT_COLORS["sensitivity"], "d-")
-            twin.set_ylabel(f"sensitivity: mean ‖∂p/∂x‖_F\n({settings['sensitivity_samples']} test images)", color="tab:green")
+            samples = settings["sensitivity_samples"]
+            twin.set_ylabel(f"sensitivity: mean ‖∂p/∂x‖_F\n({samples} test images)", color="tab:green")
             twin.tick_params(axis="y", colors="tab:green")
             for x in xs:
                 k = sum(r["diverged"] for r in pts if r[xkey] == x)
@@ -576,7 +577,8 @@ def curvature_figures(settings: dict, table: list[dict], fig_dir) -> list[str]:
             [("", xs, None, runs)],
             "band",
             f"Curvature of each trained model vs {xlabel} ({settings['model']}, {fixed}; bands: IQR over seeds)\n"
-            f"{min(settings['curvature_samples'], settings['train_size'])} training images, eval mode; trace {settings['trace_hvp']} HVPs, "
+            f"{min(settings['curvature_samples'], settings['train_size'])} training images, eval mode; trace "
+            f"{settings['trace_hvp']} HVPs, "
             f"Keskar ε = {settings['keskar_radius']:g}",
             xlabel=f"{xlabel} (log scale)",
         )
@@ -604,9 +606,8 @@ def gap_figure(settings: dict, table: list[dict], fig_dir) -> str:
                     label=f"{name} {v:g} (n={len(ok)})",
                 )
     found = next((f for f in claims(settings, table) if f["id"] == "sensitivity-tracks-gap"), None)
-    rho = (
-        f"Spearman ρ = {found['value']:.2f}, {found['verdict']}" if found and found["value"] is not None else "ρ: too few models"
-    )
+    decided = found and found["value"] is not None
+    rho = f"Spearman ρ = {found['value']:.2f}, {found['verdict']}" if decided else "ρ: too few models"
     ax.set(xlabel="generalization gap: train − test accuracy (percentage points)", ylabel="sensitivity: mean ‖∂p/∂x‖_F")
     ax.set_title(f"Sensitivity vs generalization gap, one point per model and seed\n{settings['model']}; {rho}", fontsize=9)
     ax.grid(alpha=0.3)

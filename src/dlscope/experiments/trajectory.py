@@ -217,7 +217,8 @@ def claims(rows: list[dict], joint_pc12: float | None = None) -> list[dict]:
             "paths-nearly-planar",
             "Each run's path lies mostly in a plane: its own first two principal components hold most (> 50%) of its variance.",
             "Li et al. 2018",
-            "mean over runs of PC1+PC2's share of the variance of the run's own path (whole model); one-sample t over runs against 0.5",
+            "mean over runs of PC1+PC2's share of the variance of the run's own path (whole model); one-sample t over runs "
+            "against 0.5",
             f"above 50% for {sum(x > 0.5 for x in own)} of {stat.n} runs" + joint + "; a random walk in many dimensions "
             "puts about 76% there too (6/π² + 6/(4π²), Antognini & Sohl-Dickstein 2018)",
         ).as_dict()

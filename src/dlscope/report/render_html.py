@@ -25,7 +25,8 @@ section { border-top: 1px solid var(--line); padding: 18px 0 10px; margin-top: 1
         border-radius: 4px; font-size: 14px; letter-spacing: .05em; text-transform: uppercase; }
 .part + section { border-top: none; margin-top: 4px; }
 p { margin: 8px 0; }
-code { overflow-wrap: anywhere; font: 13px/1.4 "DejaVu Sans Mono", Menlo, Consolas, monospace; background: var(--soft); padding: 1px 4px; border-radius: 3px; }
+code { overflow-wrap: anywhere; font: 13px/1.4 "DejaVu Sans Mono", Menlo, Consolas, monospace;
+       background: var(--soft); padding: 1px 4px; border-radius: 3px; }
 code.nw { white-space: nowrap; }
 a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
 .tablewrap { max-width: 100%; overflow-x: auto; }
@@ -40,7 +41,8 @@ table.kv th { display: none; } table.kv td:first-child { color: var(--muted); pa
 table.kv td.num { text-align: left; }
 table.facts td { border-bottom: none; padding: 2px 10px 2px 0; } table.facts tr td { background: none !important; }
 td.diff { font-weight: 600; } td.good { background: var(--good) !important; color: var(--good-fg); }
-td.warn { background: var(--warn) !important; color: var(--warn-fg); } td.bad { background: var(--bad) !important; color: var(--bad-fg); }
+td.warn { background: var(--warn) !important; color: var(--warn-fg); }
+td.bad { background: var(--bad) !important; color: var(--bad-fg); }
 p.legend { font-size: 13px; color: var(--muted); }
 span.diff { font-weight: 600; padding: 0 5px; border-radius: 3px; }
 span.good { background: var(--good); color: var(--good-fg); } span.warn { background: var(--warn); color: var(--warn-fg); }
