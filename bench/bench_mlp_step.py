@@ -81,7 +81,7 @@ def main() -> None:
         for path, kw in [
             ("eager", {"compile": False}),
             ("torch.compile", {"compile": True, "kernel": False}),
-            ("numba kernel", {"compile": True}),
+            ("numba kernel", {"compile": True, "kernel": "always"}),
         ]:
             tr = trainer(model, seeds, 10**9, **kw)
             for k, v in state.items():

@@ -67,7 +67,7 @@ def test_eager_fast_path_equals_reference_loop(name, float64):
         torch.testing.assert_close(tr.member(i)(x).reshape(-1), tr.predict(x)[i], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("kernel", [True, False], ids=["numba-kernel", "torch-compile"])
+@pytest.mark.parametrize("kernel", ["always", False], ids=["numba-kernel", "torch-compile"])
 def test_compiled_fast_path_equals_reference_loop(kernel):
     """float32, compiled (an epoch per call: the numba kernel, or torch.compile's while_loop):
     within float32 rounding of the plain loop over 3 epochs (PERF-NOTES: 1.2e-7 relative; seen
@@ -81,6 +81,7 @@ def test_compiled_fast_path_equals_reference_loop(kernel):
     if any("torch.compile failed" in str(w.message) for w in caught):
         pytest.skip("torch.compile does not work here (no C++ compiler?): the eager path is tested above")
     assert tr.compile_seconds > 0
+    assert tr._kernel_warm == (kernel == "always") and bool(tr._fns) == (not kernel)  # the path asked for ran
     for i in range(2):
         losses, params = _reference("mlp-shallow", x, y[i], cfg, i)
         torch.testing.assert_close(torch.stack(tr.history["batch_loss"])[:, i], losses, rtol=2e-6, atol=0)
@@ -247,3 +248,20 @@ def test_engine_trainer_picks_the_path_and_both_answer_the_same_calls():
         torch.testing.assert_close(torch.stack(fast.history[k]), torch.stack(general.history[k]), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="full batch"):
         fm.FastMLPTrainer("mlp-mid", full, [0]).run(x, y[0], evaluate=lambda t: {})
+
+
+def test_the_kernel_takes_the_narrow_networks_and_torch_compile_the_wide():
+    """mlp_kernel.MAX_WIDTH, from measurement: the kernel for func-fit's deep and mid MLPs, torch.compile
+    for mlp-shallow's 190 units and min-ratio's 128 (see the table in engine/mlp_kernel.py)."""
+    from dlscope.engine import mlp_kernel
+
+    cfg = TrainConfig(400, 1, 1e-3, loss="mse")
+    chosen = {}
+    for name in ("mlp-deep", "mlp-mid", "mlp-shallow", "mlp-minratio"):
+        tr = fm.FastMLPTrainer(name, cfg, [0], compile=True)
+        tr._steps_per_epoch = 300
+        chosen[name] = tr._kernel_on()
+    assert chosen == {"mlp-deep": True, "mlp-mid": True, "mlp-shallow": False, "mlp-minratio": False} or not mlp_kernel.AVAILABLE
+    forced = fm.FastMLPTrainer("mlp-shallow", cfg, [0], compile=True, kernel="always")
+    forced._steps_per_epoch = 300
+    assert forced._kernel_on() == mlp_kernel.AVAILABLE

@@ -205,6 +205,21 @@ def mse(theta, x, y, widths, consts):
 # --------------------------------------------------------------------------- torch in, torch out
 
 
+# The kernel's lanes are the members, so its cost grows with the number of units, one short loop
+# each; torch.compile's fused loops run over the units instead. Measured on one idle core
+# (bench/bench_mlp_step.py and the min-ratio step; µs per member-step, or ms per step):
+#   mlp-deep (widest layer 10)    kernel 2.20 µs   torch.compile 15.5 µs
+#   mlp-mid (18)                  kernel 2.24 µs   torch.compile  9.8 µs
+#   mlp-shallow (190)             kernel 2.28 µs   torch.compile  1.06 µs
+#   mlp-minratio (128), full batch of 100, 100 members: kernel 2.77 ms, torch.compile 0.58 ms
+MAX_WIDTH = 64  # the widest layer the kernel takes; wider networks compile with torch.compile
+
+
+def suits(spec: MLPSpec) -> bool:
+    """Whether the kernel is the faster way for this architecture (see MAX_WIDTH)."""
+    return max(spec.widths) <= MAX_WIDTH
+
+
 def usable(theta: torch.Tensor) -> bool:
     """Whether the kernel can train these weights: numba present, CPU tensors of float32/64."""
     return AVAILABLE and theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64)
