@@ -250,18 +250,19 @@ def test_engine_trainer_picks_the_path_and_both_answer_the_same_calls():
         fm.FastMLPTrainer("mlp-mid", full, [0]).run(x, y[0], evaluate=lambda t: {})
 
 
-def test_the_kernel_takes_the_narrow_networks_and_torch_compile_the_wide():
-    """mlp_kernel.MAX_WIDTH, from measurement: the kernel for func-fit's deep and mid MLPs, torch.compile
-    for mlp-shallow's 190 units and min-ratio's 128 (see the table in engine/mlp_kernel.py)."""
+def test_the_kernel_takes_small_batches_and_narrow_networks_and_torch_compile_the_rest():
+    """mlp_kernel.suits, from measurement: the kernel at batch 1 (func-fit, grad-norm) whatever the
+    width, torch.compile for min-ratio's 128 units at a full batch (see engine/mlp_kernel.py)."""
     from dlscope.engine import mlp_kernel
 
-    cfg = TrainConfig(400, 1, 1e-3, loss="mse")
     chosen = {}
-    for name in ("mlp-deep", "mlp-mid", "mlp-shallow", "mlp-minratio"):
-        tr = fm.FastMLPTrainer(name, cfg, [0], compile=True)
+    for name, batch in (("mlp-deep", 1), ("mlp-shallow", 1), ("mlp-mid", 100), ("mlp-minratio", 100), ("mlp-minratio", 1)):
+        tr = fm.FastMLPTrainer(name, TrainConfig(400, batch, 1e-3, loss="mse"), [0], compile=True)
         tr._steps_per_epoch = 300
-        chosen[name] = tr._kernel_on()
-    assert chosen == {"mlp-deep": True, "mlp-mid": True, "mlp-shallow": False, "mlp-minratio": False} or not mlp_kernel.AVAILABLE
-    forced = fm.FastMLPTrainer("mlp-shallow", cfg, [0], compile=True, kernel="always")
+        chosen[name, batch] = tr._kernel_on()
+    want = {("mlp-deep", 1): True, ("mlp-shallow", 1): True, ("mlp-mid", 100): True}
+    want |= {("mlp-minratio", 100): False, ("mlp-minratio", 1): True}
+    assert chosen == want or not mlp_kernel.AVAILABLE
+    forced = fm.FastMLPTrainer("mlp-minratio", TrainConfig(400, 100, 1e-3, loss="mse"), [0], compile=True, kernel="always")
     forced._steps_per_epoch = 300
     assert forced._kernel_on() == mlp_kernel.AVAILABLE

@@ -114,9 +114,8 @@ class FastMLPTrainer:
     compile: True compiles each epoch into one call; False runs the same steps eagerly (bmm);
     "auto" compiles when the run has at least COMPILE_MIN_STEPS steps.
     kernel: on a CPU with numba, "compiled" means engine/mlp_kernel.py (one machine-code loop per
-    epoch, members as SIMD lanes) for networks no wider than mlp_kernel.MAX_WIDTH, where it is the
-    faster way ("always": whatever the width); False (or no numba, or a GPU) compiles with
-    torch.compile.
+    epoch, members as SIMD lanes) where it is the faster way (mlp_kernel.suits: small batches, or
+    narrow networks; "always": everywhere); False (or no numba, or a GPU) compiles with torch.compile.
     threads: CPU threads while training; None picks 1 for tiny steps, where a second thread costs
     more in synchronisation than it saves (and much more on a busy machine).
     """
@@ -231,7 +230,7 @@ class FastMLPTrainer:
     def _kernel_on(self) -> bool:
         """Whether compiled steps run as the numba kernel (engine/mlp_kernel.py: on a CPU, 4-7x less
         time per step than torch.compile's loop for narrow networks) rather than torch.compile's."""
-        suits = self.kernel == "always" or (self.kernel and mlp_kernel.suits(self.spec))
+        suits = self.kernel == "always" or (self.kernel and mlp_kernel.suits(self.spec, self.cfg.batch_size))
         return bool(suits) and mlp_kernel.usable(self.theta) and self._compiling()
 
     def _threads_for(self, x: torch.Tensor) -> int:

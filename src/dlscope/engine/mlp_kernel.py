@@ -205,19 +205,23 @@ def mse(theta, x, y, widths, consts):
 # --------------------------------------------------------------------------- torch in, torch out
 
 
-# The kernel's lanes are the members, so its cost grows with the number of units, one short loop
-# each; torch.compile's fused loops run over the units instead. Measured on one idle core
-# (bench/bench_mlp_step.py and the min-ratio step; µs per member-step, or ms per step):
-#   mlp-deep (widest layer 10)    kernel 2.20 µs   torch.compile 15.5 µs
-#   mlp-mid (18)                  kernel 2.24 µs   torch.compile  9.8 µs
-#   mlp-shallow (190)             kernel 2.28 µs   torch.compile  1.06 µs
+# The kernel's lanes are the members, so its cost grows with the number of units times the batch,
+# one short loop each; torch.compile's fused loops run over the units instead. Measured on one idle
+# core (bench/bench_mlp_step.py and the min-ratio step; µs per member-step, or ms per step):
+#   mlp-deep (widest layer 10), batch 1   kernel 2.20 µs   torch.compile 15.5 µs
+#   mlp-mid (18), batch 1                 kernel 2.24 µs   torch.compile  9.8 µs
+#   mlp-shallow (190), batch 1            kernel 2.28 µs   torch.compile  1.06 µs (after 1,000 epochs)
 #   mlp-minratio (128), full batch of 100, 100 members: kernel 2.77 ms, torch.compile 0.58 ms
-MAX_WIDTH = 64  # the widest layer the kernel takes; wider networks compile with torch.compile
+# but over a whole run at batch 1 mlp-shallow took 66 s in the kernel and 93 s compiled (its compile,
+# and subnormals later in training, included: `run all`, quick, 2026-12-06). So the kernel takes
+# every network at small batches, and the narrow ones at any batch.
+MAX_WIDTH = 64  # at larger batches, the widest layer the kernel takes
+SMALL_BATCH = 16  # up to this many examples per step, the kernel whatever the width
 
 
-def suits(spec: MLPSpec) -> bool:
-    """Whether the kernel is the faster way for this architecture (see MAX_WIDTH)."""
-    return max(spec.widths) <= MAX_WIDTH
+def suits(spec: MLPSpec, batch_size: int) -> bool:
+    """Whether the kernel is the faster way for this architecture and batch size (see above)."""
+    return batch_size <= SMALL_BATCH or max(spec.widths) <= MAX_WIDTH
 
 
 def usable(theta: torch.Tensor) -> bool:
