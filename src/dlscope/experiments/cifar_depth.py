@@ -35,7 +35,7 @@ NAME = "cifar-depth"
 TITLE = "Deep vs shallow CNNs on CIFAR-10"
 
 # --- for the report and the progress display (see _base.py)
-COST = 43  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
+COST = 47  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether the deeper CNNs (cnn-2, cnn-7) end ahead of the one-layer cnn-1 seed by seed, as the original "
     "found (findings deeper-is-better, cnn-2-over-cnn-1, cnn-7-over-cnn-2: differences of test accuracy paired "

@@ -32,7 +32,7 @@ TITLE = "Deep vs shallow networks on simulated functions"
 
 # --- for the report and the progress display (see _base.py)
 PART = "Deep vs shallow"
-COST = 125  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
+COST = 129  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "The original claims that all three models reach a minimum on f1, faster than on f2, and that on f2 the shallow "
     "model stalls well above the two deeper ones; the findings above give this run's verdict on each, from every "

@@ -35,7 +35,7 @@ NAME = "grad-norm"
 TITLE = "Gradient norm and loss during training"
 
 # --- for the report and the progress display (see _base.py)
-COST = 33  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
+COST = 39  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "The original claims that the gradient norm's fluctuations shrink once the model reaches a minimum (its "
     "Fig 13). The findings above judge it seed by seed, for the MLP (grad-norm-falls) and for the CNNs "

@@ -28,7 +28,7 @@ NAME = "param-count"
 TITLE = "Number of parameters vs generalization (cnn-21 ... cnn-31)"
 
 # --- for the report and the progress display (see _base.py)
-COST = 72  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
+COST = 81  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether, seed by seed, test accuracy rises and test loss falls with the number of parameters, as the "
     "original found (findings more-params-better and more-params-lower-loss), and whether the train − test "

@@ -36,7 +36,7 @@ TITLE = "Memorising random labels (MNIST, mnist-mlp)"
 
 # --- for the report and the progress display (see _base.py)
 PART = "Generalization"
-COST = 31  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
+COST = 25  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether train accuracy on the random labels climbs toward 100% and train loss falls well below "
     "log 10 ≈ 2.30, while test accuracy on the true labels stays at chance (10%) and test loss rises: "

@@ -40,7 +40,7 @@ NAME = "sensitivity"
 TITLE = "Flatness 2: input sensitivity vs batch size and learning rate"
 
 # --- for the report and the progress display (see _base.py)
-COST = 77  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
+COST = 81  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "two claims that need not agree, each with its own verdict. The original found sensitivity "
     "falling as the batch size grows (and as the learning rate grows), together with test accuracy: "

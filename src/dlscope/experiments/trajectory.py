@@ -23,7 +23,7 @@ TITLE = "The optimization path in parameter space (PCA)"
 
 # --- for the report and the progress display (see _base.py)
 PART = "Optimization"
-COST = 24  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
+COST = 26  # its share of `run all` (quick, default executor, 2 idle cores; bench/study_time.py, 2026-12-06) in seconds
 LOOK_FOR = (
     "whether runs from different initialisations travel to different places, as the original says "
     "(finding runs-end-apart: each run's distance to the nearest other run's end point against its own "
