@@ -13,6 +13,7 @@ from dlscope.cli import main
 from dlscope.experiments import _curvature as curvature
 from dlscope.runner import run_experiment
 from dlscope.store import read_pt
+from test_analyze_cli import FAST  # the same small measure budgets as the analyze CLI tests
 
 # one batch size and one lr, one seed: two trained cnn-1s; Lanczos run to a tight tolerance here
 TINY = ["batch_sizes=64", "lrs=1e-3", "seeds=1", "curvature_tol=1e-5", "curvature_max_steps=60"]
@@ -83,24 +84,6 @@ def test_recorded_top_eigenvalue_equals_power_iteration_on_the_kept_model(run, d
     # size: cnn-1's parameters in float32, nothing else of note
     n_params = sum(p.numel() for p in models.build("cnn-1").parameters())
     assert sum(v.numel() * v.element_size() for v in trial["weights"]["params"].values()) == 4 * n_params
-
-
-FAST = [
-    "--train-size",
-    "40",
-    "--plane-steps",
-    "3",
-    "--trace-hvp",
-    "9",
-    "--density-vectors",
-    "1",
-    "--density-steps",
-    "4",
-    "--sharpness-steps",
-    "2",
-    "--k",
-    "1",
-]
 
 
 def dlscope(capsys, *args) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ import torch
 from .. import models
 from ..findings import finite_or_none
 from ..engine import Ensemble, Trainer, TrainConfig, evaluate_classifier
-from ._base import ConfigError
+from ._base import ConfigError, seeds_for
 
 # SPEC, common settings: Adam lr 4e-4, weight decay 1e-4 (coupled), StepLR step 10 gamma 0.1 per
 # epoch, random crop + flip augmentation, the whole data set.
@@ -94,6 +94,21 @@ def history(trainer: Trainer) -> dict:
     out["epoch"] = torch.stack(h["epoch"])[:, 0].long()
     out["batch_loss"] = torch.stack(h["batch_loss"])
     return out
+
+
+def train_model(settings: dict, ctx) -> dict:
+    """The trial of one CIFAR model (settings["model"]) trained on all the run's seeds as one
+    ensemble (cifar-depth, param-count): every metric [evaluations, N], at initialisation and
+    every eval_every epochs (the epoch in "epoch")."""
+    seeds = seeds_for(settings, settings["seeds"])
+    trainer, _ = train_cifar(settings, ctx, settings["model"], seeds)
+    return {
+        "model": settings["model"],
+        "params": trainer.ens.n_params(),
+        "seeds": seeds,
+        **history(trainer),
+        "diverged": diverged(trainer),
+    }
 
 
 def diverged(trainer: Trainer) -> list[bool]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .. import findings as fd
 from .. import models
-from ._base import Trial, finished_models, model_color, pyplot, save_fig, seeds_for, trial_per_model
+from ._base import Trial, finished_models, model_color, pyplot, save_fig, trial_per_model
 from ._cifar import (
     BAND,
     CIFAR_NON_NEGATIVE,
@@ -15,12 +15,10 @@ from ._cifar import (
     CIFAR_WORK,
     COMMON,
     METRICS,
-    diverged,
-    history,
     median_over_seeds,
     per_model_table,
     seed_rows,
-    train_cifar,
+    train_model,
     validate_models_and_sizes,
 )
 
@@ -95,18 +93,6 @@ validate = validate_models_and_sizes
 
 def trials(settings: dict) -> list[Trial]:
     return trial_per_model(settings, train_model, weigh_by_params=True)
-
-
-def train_model(settings: dict, ctx) -> dict:
-    seeds = seeds_for(settings, settings["seeds"])
-    trainer, _ = train_cifar(settings, ctx, settings["model"], seeds)
-    return {
-        "model": settings["model"],
-        "params": trainer.ens.n_params(),
-        "seeds": seeds,
-        **history(trainer),
-        "diverged": diverged(trainer),
-    }
 
 
 # --------------------------------------------------------------------------- claims
