@@ -337,10 +337,9 @@ def figures(settings: dict, results: dict, fig_dir) -> list[str]:
         f"mnist-mlp, {r['train_size']:,} training images, lr {settings['lr']:g}, batch {settings['batch_size']}; bands: IQR "
         "over seeds" + (f"; unstable late: seed {', '.join(map(str, unstable))}" if unstable else "")
     )
-    ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"Loss\n{sub}")
-    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100), title=f"Accuracy\n{sub}")
-    ax_l.title.set_fontsize(9)
-    ax_a.title.set_fontsize(9)
+    ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(0, 100), title="Accuracy")
+    fig.suptitle(sub, fontsize=10)  # once for both panels: two copies ran into each other
     return [save_fig(fig, fig_dir / "curves.png")]
 
 
